@@ -1,0 +1,3 @@
+"""Consent Relay: consent events API with reliable webhook delivery."""
+
+__version__ = "0.1.0"

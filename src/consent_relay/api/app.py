@@ -1,0 +1,49 @@
+"""The FastAPI application: routers merged in one place, problems, limits, lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from consent_relay import __version__, crypto
+from consent_relay.api import admin, events, problems, system, users, webhooks
+from consent_relay.api.limits import BodyLimit
+from consent_relay.services.context import Context
+from consent_relay.settings import Settings
+from consent_relay.storage.store import Store
+
+
+def build_context(settings: Settings) -> Context:
+    store = Store(settings.resolved_database_url)
+    return Context(settings=settings, store=store, box=crypto.secret_box(settings))
+
+
+def create_app(settings: Settings, context: Context | None = None) -> FastAPI:
+    """The API. Pass ``context`` to share one with in-process workers (``serve``) or tests."""
+    ctx = context or build_context(settings)
+    token, _ = crypto.admin_token(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await ctx.store.migrate()
+        try:
+            yield
+        finally:
+            if context is None:
+                await ctx.store.close()
+
+    app = FastAPI(
+        title="Consent Relay",
+        version=__version__,
+        description="Consent events and users API with reliable webhook delivery.",
+        lifespan=lifespan,
+    )
+    app.state.context = ctx
+    app.state.admin_token = token
+    problems.install(app)
+    for module in (admin, events, users, webhooks, system):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app

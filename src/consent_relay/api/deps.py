@@ -1,0 +1,55 @@
+"""Request plumbing shared by the routers: the context, the caller's organization, JSON out."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated, Any
+
+import orjson
+from fastapi import Depends, Query, Request
+from starlette.responses import Response
+
+from consent_relay import errors
+from consent_relay.services import orgs
+from consent_relay.services.context import Context
+
+
+class JSONOut(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def context(request: Request) -> Context:
+    ctx: Context = request.app.state.context
+    return ctx
+
+
+def _bearer(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise errors.Unauthorized()
+    return token.strip()
+
+
+async def organization(request: Request, ctx: Annotated[Context, Depends(context)]) -> str:
+    """The organization of the API key in ``Authorization: Bearer``."""
+    return await orgs.authenticate(ctx, _bearer(request))
+
+
+def admin(request: Request) -> None:
+    token = _bearer(request)
+    if not secrets.compare_digest(token.encode(), request.app.state.admin_token.encode()):
+        raise errors.Unauthorized("the admin token is required")
+
+
+Ctx = Annotated[Context, Depends(context)]
+Org = Annotated[str, Depends(organization)]
+Quiet = Annotated[
+    bool,
+    Query(alias="$disable_integrations", description="When true, no webhook fires for this write."),
+]
+Cursor = Annotated[str | None, Query(description="next_cursor of the previous page")]
+Limit = Annotated[int, Query(ge=1, le=1000, description="Page size (default 100, at most 1000)")]

@@ -1,0 +1,30 @@
+"""Health, readiness and the published egress addresses."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from consent_relay.api.deps import Ctx, JSONOut
+from consent_relay.api.problems import problem
+
+router = APIRouter(tags=["system"])
+
+
+@router.get("/healthz", response_class=JSONOut)
+async def healthz() -> JSONOut:
+    """The process is up."""
+    return JSONOut({"status": "ok"})
+
+
+@router.get("/readyz", response_class=JSONOut, response_model=None)
+async def readyz(ctx: Ctx) -> object:
+    """The database answers."""
+    if await ctx.store.ping():
+        return JSONOut({"status": "ready"})
+    return problem(503, "Service unavailable", "The database does not answer.")
+
+
+@router.get("/v1/egress", response_class=JSONOut)
+async def egress(ctx: Ctx) -> JSONOut:
+    """The addresses deliveries come from, for receivers' allow-lists."""
+    return JSONOut({"ip_addresses": ctx.settings.egress_ips})

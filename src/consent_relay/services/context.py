@@ -1,0 +1,29 @@
+"""What every use case needs: settings, storage, the secret box, and a wake-up signal."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from consent_relay.crypto import SecretBox
+from consent_relay.settings import Settings
+from consent_relay.storage.store import Store
+
+
+@dataclass
+class Context:
+    settings: Settings
+    store: Store
+    box: SecretBox
+    # Set when new deliveries were queued, so an in-process worker wakes at once.
+    work_queued: asyncio.Event = field(default_factory=asyncio.Event)
+    clock_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
+    # Called after a commit that queued deliveries (PostgreSQL NOTIFY, metrics...).
+    on_enqueued: list[Callable[[], None]] = field(default_factory=list)
+
+    def notify_enqueued(self) -> None:
+        self.work_queued.set()
+        for callback in self.on_enqueued:
+            callback()

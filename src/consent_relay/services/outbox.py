@@ -1,0 +1,58 @@
+"""Fan-out: the messages of a change become deliveries to every matching webhook.
+
+Runs inside the change's own transaction, so the change and its deliveries commit together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from consent_relay import ids
+from consent_relay.domain.rules import Message
+from consent_relay.domain.timefmt import now_ts
+from consent_relay.storage.records import MessageRecord, NewDelivery, WebhookRecord
+from consent_relay.storage.tx import Tx
+
+
+def matches(webhook: WebhookRecord, message_type: str, regulation: str) -> bool:
+    """Event-type filter (empty = all types) and regulation filter. Disabled webhooks match:
+    their deliveries queue up, paused, and go out in order when they are enabled again."""
+    if webhook.event_types and message_type not in webhook.event_types:
+        return False
+    return regulation in webhook.regulations
+
+
+async def publish(
+    tx: Tx,
+    *,
+    organization_id: str,
+    user_id: str,
+    regulation: str,
+    fired: Sequence[Message],
+    now_ms: int,
+) -> int:
+    """Store the messages and one delivery per matching webhook. Returns deliveries queued."""
+    if not fired:
+        return 0
+    hooks = await tx.list_webhooks(organization_id)
+    now = now_ts()
+    records: list[MessageRecord] = []
+    new: list[NewDelivery] = []
+    for message in fired:
+        record = MessageRecord(
+            organization_id=organization_id,
+            id=ids.new_id("msg"),
+            type=message.type,
+            regulation=regulation,
+            user_id=user_id,
+            parameters=message.parameters,
+            created_at=now,
+        )
+        records.append(record)
+        new.extend(
+            NewDelivery(message=record, webhook_id=hook.id)
+            for hook in hooks
+            if matches(hook, message.type, regulation)
+        )
+    await tx.enqueue(records, new, now_ms, now)
+    return len(new)

@@ -1,0 +1,154 @@
+"""Connecting to the database: the one place where SQLite and PostgreSQL differ in setup.
+
+- SQLite: WAL, ``synchronous=FULL`` (an acknowledged change survives a crash), foreign keys,
+  a busy timeout, and write transactions opened with ``BEGIN IMMEDIATE`` behind an in-process
+  lock, so that writers queue instead of failing with "database is locked".
+- PostgreSQL: asyncpg through SQLAlchemy's async engine, JIT off for short statements.
+Driver errors become our own exceptions here (``translate_errors``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy.exc
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from consent_relay import errors
+
+
+def async_url(url: str) -> str:
+    """``postgresql://`` -> ``postgresql+asyncpg://``; ``sqlite:///`` -> ``sqlite+aiosqlite:///``."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return str(parsed.set(drivername="sqlite+aiosqlite"))
+    if backend in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+    raise errors.BadRequest(f"unsupported database URL scheme {parsed.drivername!r}")
+
+
+def is_sqlite_url(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def _sqlite_path(url: str) -> Path | None:
+    database = make_url(url).database
+    if not database or database == ":memory:":
+        return None
+    return Path(database)
+
+
+def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+    if is_sqlite_url(url):
+        path = _sqlite_path(url)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(async_url(url), pool_size=pool_size, max_overflow=0)
+        _configure_sqlite(engine)
+        return engine
+    return create_async_engine(
+        async_url(url),
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        connect_args={"server_settings": {"jit": "off"}, "command_timeout": 30},
+    )
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take BEGIN into our own hands (see _on_begin); the driver's own is not immediate.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for pragma in (
+            "journal_mode=WAL",
+            "synchronous=FULL",
+            "foreign_keys=ON",
+            "busy_timeout=10000",
+        ):
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        immediate = connection.get_execution_options().get("sqlite_write", False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _is_unavailable(exc: BaseException) -> bool:
+    if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
+        return True
+    if isinstance(exc, sqlalchemy.exc.TimeoutError):  # pool exhausted
+        return True
+    text = str(exc).lower()
+    return any(
+        marker in text
+        for marker in (
+            "database is locked",
+            "connection was closed",
+            "connection refused",
+            "cannot connect",
+            "the database system is",
+            "terminating connection",
+            "connectiondoesnotexist",
+            "server closed the connection",
+        )
+    )
+
+
+@contextlib.asynccontextmanager
+async def translate_errors() -> AsyncIterator[None]:
+    """Driver errors -> our exceptions: unreachable or busy -> StorageUnavailable (503)."""
+    try:
+        yield
+    except errors.ConsentRelayError:
+        raise
+    except sqlalchemy.exc.IntegrityError as exc:
+        raise errors.Conflict(f"conflicting write: {_first_line(exc)}") from exc
+    except (TimeoutError, sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
+        if isinstance(exc, OSError | asyncio.TimeoutError) or _is_unavailable(exc):
+            raise errors.StorageUnavailable() from exc
+        raise
+    except Exception as exc:
+        # asyncpg raises its own connection errors outside SQLAlchemy's tree at times.
+        if type(exc).__module__.startswith("asyncpg") and _is_unavailable(exc):
+            raise errors.StorageUnavailable() from exc
+        if "connection" in type(exc).__name__.lower():
+            raise errors.StorageUnavailable() from exc
+        raise
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(getattr(exc, "orig", exc)).splitlines()[0][:200]
+
+
+@contextlib.asynccontextmanager
+async def write_connection(
+    engine: AsyncEngine, sqlite_lock: asyncio.Lock | None
+) -> AsyncIterator[AsyncConnection]:
+    """A connection inside a write transaction, committed on success."""
+    async with translate_errors():
+        if sqlite_lock is not None:
+            async with sqlite_lock, engine.connect() as conn:
+                conn = await conn.execution_options(sqlite_write=True)
+                async with conn.begin():
+                    yield conn
+        else:
+            async with engine.connect() as conn, conn.begin():
+                yield conn
+
+
+@contextlib.asynccontextmanager
+async def read_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    async with translate_errors(), engine.connect() as conn, conn.begin():
+        yield conn

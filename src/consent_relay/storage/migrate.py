@@ -1,0 +1,42 @@
+"""Schema migrations with Alembic, applied by ``consent-relay migrate`` and at start-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from consent_relay.storage import engine as engines
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+    def run(sync_connection: Any) -> None:
+        config = alembic_config()
+        config.attributes["connection"] = sync_connection
+        command.upgrade(config, revision)
+
+    async with engines.translate_errors(), engine.connect() as conn:
+        conn = await conn.execution_options(sqlite_write=True)
+        async with conn.begin():
+            await conn.run_sync(run)
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    def read(sync_connection: Any) -> str | None:
+        return MigrationContext.configure(sync_connection).get_current_revision()
+
+    async with engine.connect() as conn:
+        return await conn.run_sync(read)

@@ -1,0 +1,189 @@
+"""The schema, as SQLAlchemy Core tables (the migrations create exactly this).
+
+JSON documents are stored as text (encoded with orjson by the storage layer), identical on
+SQLite and PostgreSQL. API timestamps are normalized ISO-8601 text (they sort as instants);
+queue timestamps (``*_ms``) are integer milliseconds since the epoch.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+
+metadata = MetaData()
+
+# An autoincrementing integer key on both databases (SQLite needs plain INTEGER for rowid).
+PK = BigInteger().with_variant(Integer(), "sqlite")
+
+organizations = Table(
+    "organizations",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("created_at", Text, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("organization_id", Text, nullable=False, index=True),
+    Column("key_hash", Text, nullable=False, unique=True),
+    Column("prefix", Text, nullable=False),
+    Column("name", Text, nullable=False, server_default=""),
+    Column("created_at", Text, nullable=False),
+    Column("revoked_at", Text),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("pk", PK, primary_key=True, autoincrement=True),
+    Column("organization_id", Text, nullable=False),
+    Column("id", Text, nullable=False),
+    Column("identity_organization_user_id", Text),
+    Column("organization_user_id", Text),
+    Column("metadata", Text, nullable=False),
+    Column("country", Text),
+    Column("last_seen_country", Text),
+    Column("consents", Text, nullable=False),  # {regulation: consents}
+    Column("version", Integer, nullable=False),
+    Column("created_at", Text, nullable=False),
+    Column("updated_at", Text, nullable=False),
+    Column("seq_counter", Integer, nullable=False),  # last acknowledgement number given
+    Column("applied_at", Text, nullable=False),  # order key of the last folded item
+    Column("applied_seq", Integer, nullable=False),
+    UniqueConstraint("organization_id", "id", name="uq_users_org_id"),
+    UniqueConstraint("organization_id", "organization_user_id", name="uq_users_org_ouid"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("pk", PK, primary_key=True, autoincrement=True),
+    Column("organization_id", Text, nullable=False),
+    Column("id", Text, nullable=False),
+    Column("user_id", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("regulation", Text, nullable=False),
+    Column("created_at", Text, nullable=False),
+    Column("updated_at", Text, nullable=False),
+    Column("confirmed_at", Text),  # null while pending
+    Column("seq", Integer),  # acknowledgement number at confirmation, within the user
+    Column("document", Text, nullable=False),  # the event as the API returns it
+    UniqueConstraint("organization_id", "id", name="uq_events_org_id"),
+    Index("ix_events_org_user", "organization_id", "user_id", "pk"),
+)
+
+profile_changes = Table(
+    "profile_changes",
+    metadata,
+    Column("pk", PK, primary_key=True, autoincrement=True),
+    Column("organization_id", Text, nullable=False),
+    Column("user_id", Text, nullable=False),
+    Column("at", Text, nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("patch", Text, nullable=False),
+    Index("ix_profile_changes_user", "organization_id", "user_id"),
+)
+
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("pk", PK, primary_key=True, autoincrement=True),
+    Column("id", Text, nullable=False, unique=True),
+    Column("organization_id", Text, nullable=False, index=True),
+    Column("url", Text, nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("event_types", Text, nullable=False),
+    Column("regulations", Text, nullable=False),
+    Column("flatten", Boolean, nullable=False),
+    Column("headers", Text, nullable=False),
+    Column("authentication", Text),  # settings without the secret
+    Column("auth_secret", Text),  # encrypted client secret
+    Column("signing_secret", Text, nullable=False),  # encrypted
+    Column("previous_signing_secret", Text),  # encrypted, signs until it expires
+    Column("previous_secret_expires_at", Text),
+    Column("description", Text, nullable=False, server_default=""),
+    Column("created_at", Text, nullable=False),
+    Column("updated_at", Text, nullable=False),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("pk", PK, primary_key=True, autoincrement=True),
+    Column("id", Text, nullable=False, unique=True),
+    Column("organization_id", Text, nullable=False),
+    Column("type", Text, nullable=False),
+    Column("regulation", Text, nullable=False),
+    Column("user_id", Text, nullable=False),
+    Column("parameters", Text, nullable=False),
+    Column("created_at", Text, nullable=False),
+)
+
+# One row per (webhook, user): hands out sequence numbers and counts what is pending, so
+# that exactly one delivery per queue (its head) is ever due. Writers lock this row.
+delivery_queues = Table(
+    "delivery_queues",
+    metadata,
+    Column("webhook_id", Text, primary_key=True),
+    Column("user_id", Text, primary_key=True),
+    Column("last_seq", BigInteger, nullable=False),
+    Column("pending", Integer, nullable=False),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("pk", PK, primary_key=True, autoincrement=True),
+    Column("id", Text, nullable=False, unique=True),
+    Column("organization_id", Text, nullable=False),
+    Column("webhook_id", Text, nullable=False),
+    Column("message_id", Text, nullable=False),
+    Column("user_id", Text, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("status", Text, nullable=False),  # pending | delivered | dead
+    Column("attempt_count", Integer, nullable=False),
+    Column("due_ms", BigInteger),  # set on the queue's head only; null = waiting its turn
+    Column("lease_owner", Text),
+    Column("lease_expires_ms", BigInteger),
+    Column("created_at", Text, nullable=False),
+    Column("updated_at", Text, nullable=False),
+    Column("last_outcome", Text),
+    Index("ix_deliveries_queue", "webhook_id", "user_id", "seq"),
+    Index("ix_deliveries_webhook_status", "webhook_id", "status", "pk"),
+    Index(
+        "ix_deliveries_due",
+        "due_ms",
+        postgresql_where=text("due_ms IS NOT NULL"),
+        sqlite_where=text("due_ms IS NOT NULL"),
+    ),
+)
+
+attempts = Table(
+    "attempts",
+    metadata,
+    Column("pk", PK, primary_key=True, autoincrement=True),
+    Column("id", Text, nullable=False, unique=True),
+    Column("delivery_id", Text, nullable=False, index=True),
+    Column("attempt_number", Integer, nullable=False),
+    Column("started_at", Text, nullable=False),
+    Column("duration_ms", Integer, nullable=False),
+    Column("outcome", Text, nullable=False),
+    Column("status_code", Integer),
+    Column("response_body", Text),
+    Column("request_headers", Text),
+    Column("error", Text),
+    UniqueConstraint("delivery_id", "attempt_number", name="uq_attempts_number"),
+)

@@ -1,0 +1,494 @@
+"""``Tx``: every query the service runs, inside one open transaction.
+
+Methods are short and explicit; each reads or writes one kind of row. ``lock=True`` asks
+PostgreSQL for ``FOR UPDATE`` (SQLite's write transactions are already exclusive).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Row, Select, and_, delete, func, insert, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from consent_relay import ids
+from consent_relay.domain.users import FoldItem, UserState
+from consent_relay.storage import codec
+from consent_relay.storage.records import (
+    ApiKey,
+    EventRecord,
+    MessageRecord,
+    NewDelivery,
+    Organization,
+    UserRecord,
+    WebhookRecord,
+)
+from consent_relay.storage.tables import (
+    api_keys,
+    attempts,
+    deliveries,
+    delivery_queues,
+    events,
+    messages,
+    organizations,
+    profile_changes,
+    users,
+    webhooks,
+)
+
+
+class Tx:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+        self.dialect = conn.dialect.name
+
+    def _upsert(self, table: Any) -> Any:
+        """INSERT ... ON CONFLICT, in the dialect's own construct."""
+        return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+
+    async def ping(self) -> None:
+        await self.conn.execute(text("SELECT 1"))
+
+    # -- organizations and API keys ---------------------------------------------------------
+
+    async def insert_organization(self, org: Organization) -> bool:
+        stmt = (
+            self._upsert(organizations)
+            .values(id=org.id, name=org.name, created_at=org.created_at)
+            .on_conflict_do_nothing()
+        )
+        result = await self.conn.execute(stmt)
+        return bool(result.rowcount)
+
+    async def get_organization(self, org_id: str) -> Organization | None:
+        row = (
+            await self.conn.execute(select(organizations).where(organizations.c.id == org_id))
+        ).first()
+        return Organization(row.id, row.name, row.created_at) if row else None
+
+    async def list_organizations(self) -> list[Organization]:
+        rows = await self.conn.execute(select(organizations).order_by(organizations.c.id))
+        return [Organization(row.id, row.name, row.created_at) for row in rows]
+
+    async def insert_api_key(self, key: ApiKey, key_hash: str) -> None:
+        await self.conn.execute(
+            insert(api_keys).values(
+                id=key.id,
+                organization_id=key.organization_id,
+                key_hash=key_hash,
+                prefix=key.prefix,
+                name=key.name,
+                created_at=key.created_at,
+            )
+        )
+
+    async def organization_for_key(self, key_hash: str) -> str | None:
+        row = (
+            await self.conn.execute(
+                select(api_keys.c.organization_id).where(
+                    api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None)
+                )
+            )
+        ).first()
+        return str(row.organization_id) if row else None
+
+    async def list_api_keys(self, org_id: str) -> list[ApiKey]:
+        rows = await self.conn.execute(
+            select(api_keys).where(api_keys.c.organization_id == org_id).order_by(api_keys.c.id)
+        )
+        return [
+            ApiKey(r.id, r.organization_id, r.prefix, r.name, r.created_at, r.revoked_at)
+            for r in rows
+        ]
+
+    async def revoke_api_key(self, key_id: str, at: str) -> bool:
+        result = await self.conn.execute(
+            update(api_keys)
+            .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+            .values(revoked_at=at)
+        )
+        return bool(result.rowcount)
+
+    # -- users ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _user(row: Row[Any]) -> UserRecord:
+        state = UserState(
+            organization_user_id=row.organization_user_id,
+            metadata=codec.loads(row.metadata),
+            country=row.country,
+            last_seen_country=row.last_seen_country,
+            consents=codec.loads(row.consents),
+        )
+        return UserRecord(
+            organization_id=row.organization_id,
+            id=row.id,
+            identity_organization_user_id=row.identity_organization_user_id,
+            state=state,
+            version=row.version,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            seq_counter=row.seq_counter,
+            applied_at=row.applied_at,
+            applied_seq=row.applied_seq,
+            pk=row.pk,
+        )
+
+    @staticmethod
+    def _user_values(user: UserRecord) -> dict[str, Any]:
+        return {
+            "organization_id": user.organization_id,
+            "id": user.id,
+            "identity_organization_user_id": user.identity_organization_user_id,
+            "organization_user_id": user.state.organization_user_id,
+            "metadata": codec.dumps(user.state.metadata),
+            "country": user.state.country,
+            "last_seen_country": user.state.last_seen_country,
+            "consents": codec.dumps(user.state.consents),
+            "version": user.version,
+            "created_at": user.created_at,
+            "updated_at": user.updated_at,
+            "seq_counter": user.seq_counter,
+            "applied_at": user.applied_at,
+            "applied_seq": user.applied_seq,
+        }
+
+    async def _one_user(self, stmt: Select[Any], lock: bool) -> UserRecord | None:
+        if lock and self.dialect == "postgresql":
+            stmt = stmt.with_for_update()
+        row = (await self.conn.execute(stmt)).first()
+        return self._user(row) if row else None
+
+    async def get_user(self, org_id: str, user_id: str, *, lock: bool = False) -> UserRecord | None:
+        stmt = select(users).where(users.c.organization_id == org_id, users.c.id == user_id)
+        return await self._one_user(stmt, lock)
+
+    async def get_user_by_ouid(
+        self, org_id: str, organization_user_id: str, *, lock: bool = False
+    ) -> UserRecord | None:
+        stmt = select(users).where(
+            users.c.organization_id == org_id,
+            users.c.organization_user_id == organization_user_id,
+        )
+        return await self._one_user(stmt, lock)
+
+    async def insert_user(self, user: UserRecord) -> bool:
+        """Insert unless the id or organization_user_id is taken (then False, no error)."""
+        stmt = self._upsert(users).values(**self._user_values(user)).on_conflict_do_nothing()
+        result = await self.conn.execute(stmt)
+        return bool(result.rowcount)
+
+    async def update_user(self, user: UserRecord) -> None:
+        await self.conn.execute(
+            update(users)
+            .where(users.c.organization_id == user.organization_id, users.c.id == user.id)
+            .values(**self._user_values(user))
+        )
+
+    async def delete_user(self, org_id: str, user_id: str) -> None:
+        where_user = (("organization_id", org_id), ("user_id", user_id))
+        for table in (events, profile_changes):
+            await self.conn.execute(
+                delete(table).where(*(table.c[name] == value for name, value in where_user))
+            )
+        await self.conn.execute(
+            delete(users).where(users.c.organization_id == org_id, users.c.id == user_id)
+        )
+
+    async def list_users(
+        self, org_id: str, *, organization_user_id: str | None, after_pk: int, limit: int
+    ) -> list[UserRecord]:
+        stmt = select(users).where(users.c.organization_id == org_id, users.c.pk > after_pk)
+        if organization_user_id is not None:
+            stmt = stmt.where(users.c.organization_user_id == organization_user_id)
+        rows = await self.conn.execute(stmt.order_by(users.c.pk).limit(limit))
+        return [self._user(row) for row in rows]
+
+    # -- events and profile changes ---------------------------------------------------------
+
+    @staticmethod
+    def _event(row: Row[Any]) -> EventRecord:
+        return EventRecord(
+            organization_id=row.organization_id,
+            id=row.id,
+            user_id=row.user_id,
+            status=row.status,
+            regulation=row.regulation,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            confirmed_at=row.confirmed_at,
+            seq=row.seq,
+            document=codec.loads(row.document),
+            pk=row.pk,
+        )
+
+    @staticmethod
+    def _event_values(event: EventRecord) -> dict[str, Any]:
+        return {
+            "organization_id": event.organization_id,
+            "id": event.id,
+            "user_id": event.user_id,
+            "status": event.status,
+            "regulation": event.regulation,
+            "created_at": event.created_at,
+            "updated_at": event.updated_at,
+            "confirmed_at": event.confirmed_at,
+            "seq": event.seq,
+            "document": codec.dumps(event.document),
+        }
+
+    async def insert_event(self, event: EventRecord) -> bool:
+        """Insert unless the id exists in the organization (then False)."""
+        stmt = self._upsert(events).values(**self._event_values(event)).on_conflict_do_nothing()
+        return bool((await self.conn.execute(stmt)).rowcount)
+
+    async def get_event(self, org_id: str, event_id: str) -> EventRecord | None:
+        row = (
+            await self.conn.execute(
+                select(events).where(events.c.organization_id == org_id, events.c.id == event_id)
+            )
+        ).first()
+        return self._event(row) if row else None
+
+    async def update_event(self, event: EventRecord) -> None:
+        await self.conn.execute(
+            update(events)
+            .where(events.c.organization_id == event.organization_id, events.c.id == event.id)
+            .values(**self._event_values(event))
+        )
+
+    async def delete_event(self, org_id: str, event_id: str) -> None:
+        await self.conn.execute(
+            delete(events).where(events.c.organization_id == org_id, events.c.id == event_id)
+        )
+
+    async def list_events(
+        self,
+        org_id: str,
+        *,
+        user_id: str | None,
+        status: str | None,
+        after_pk: int,
+        limit: int,
+    ) -> list[EventRecord]:
+        stmt = select(events).where(events.c.organization_id == org_id, events.c.pk > after_pk)
+        if user_id is not None:
+            stmt = stmt.where(events.c.user_id == user_id)
+        if status is not None:
+            stmt = stmt.where(events.c.status == status)
+        rows = await self.conn.execute(stmt.order_by(events.c.pk).limit(limit))
+        return [self._event(row) for row in rows]
+
+    async def insert_profile_change(
+        self, org_id: str, user_id: str, at: str, seq: int, patch: dict[str, Any]
+    ) -> None:
+        await self.conn.execute(
+            insert(profile_changes).values(
+                organization_id=org_id, user_id=user_id, at=at, seq=seq, patch=codec.dumps(patch)
+            )
+        )
+
+    async def fold_items(self, org_id: str, user_id: str) -> list[FoldItem]:
+        """Everything the user's state is folded from: confirmed events and profile patches."""
+        items: list[FoldItem] = []
+        event_rows = await self.conn.execute(
+            select(
+                events.c.confirmed_at, events.c.seq, events.c.regulation, events.c.document
+            ).where(
+                events.c.organization_id == org_id,
+                events.c.user_id == user_id,
+                events.c.confirmed_at.is_not(None),
+            )
+        )
+        for row in event_rows:
+            document = codec.loads(row.document)
+            items.append(
+                FoldItem(
+                    at=row.confirmed_at,
+                    seq=row.seq,
+                    user=document.get("user") or {},
+                    regulation=row.regulation,
+                    consents=document.get("consents") or {},
+                )
+            )
+        patch_rows = await self.conn.execute(
+            select(profile_changes.c.at, profile_changes.c.seq, profile_changes.c.patch).where(
+                profile_changes.c.organization_id == org_id, profile_changes.c.user_id == user_id
+            )
+        )
+        for patch in patch_rows:
+            items.append(
+                FoldItem(at=patch.at, seq=patch.seq, user=codec.loads(patch.patch), is_patch=True)
+            )
+        return items
+
+    # -- webhooks ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _webhook(row: Row[Any]) -> WebhookRecord:
+        return WebhookRecord(
+            organization_id=row.organization_id,
+            id=row.id,
+            url=row.url,
+            enabled=bool(row.enabled),
+            event_types=codec.loads(row.event_types),
+            regulations=codec.loads(row.regulations),
+            flatten=bool(row.flatten),
+            headers=codec.loads(row.headers),
+            authentication=codec.loads(row.authentication),
+            auth_secret=row.auth_secret,
+            signing_secret=row.signing_secret,
+            previous_signing_secret=row.previous_signing_secret,
+            previous_secret_expires_at=row.previous_secret_expires_at,
+            description=row.description,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            pk=row.pk,
+        )
+
+    @staticmethod
+    def _webhook_values(hook: WebhookRecord) -> dict[str, Any]:
+        return {
+            "organization_id": hook.organization_id,
+            "id": hook.id,
+            "url": hook.url,
+            "enabled": hook.enabled,
+            "event_types": codec.dumps(hook.event_types),
+            "regulations": codec.dumps(hook.regulations),
+            "flatten": hook.flatten,
+            "headers": codec.dumps(hook.headers),
+            "authentication": None
+            if hook.authentication is None
+            else codec.dumps(hook.authentication),
+            "auth_secret": hook.auth_secret,
+            "signing_secret": hook.signing_secret,
+            "previous_signing_secret": hook.previous_signing_secret,
+            "previous_secret_expires_at": hook.previous_secret_expires_at,
+            "description": hook.description,
+            "created_at": hook.created_at,
+            "updated_at": hook.updated_at,
+        }
+
+    async def insert_webhook(self, hook: WebhookRecord) -> None:
+        await self.conn.execute(insert(webhooks).values(**self._webhook_values(hook)))
+
+    async def update_webhook(self, hook: WebhookRecord) -> None:
+        await self.conn.execute(
+            update(webhooks).where(webhooks.c.id == hook.id).values(**self._webhook_values(hook))
+        )
+
+    async def get_webhook(self, org_id: str | None, webhook_id: str) -> WebhookRecord | None:
+        stmt = select(webhooks).where(webhooks.c.id == webhook_id)
+        if org_id is not None:
+            stmt = stmt.where(webhooks.c.organization_id == org_id)
+        row = (await self.conn.execute(stmt)).first()
+        return self._webhook(row) if row else None
+
+    async def list_webhooks(
+        self, org_id: str, *, after_pk: int = 0, limit: int = 10_000
+    ) -> list[WebhookRecord]:
+        rows = await self.conn.execute(
+            select(webhooks)
+            .where(webhooks.c.organization_id == org_id, webhooks.c.pk > after_pk)
+            .order_by(webhooks.c.pk)
+            .limit(limit)
+        )
+        return [self._webhook(row) for row in rows]
+
+    async def list_all_webhooks(self) -> list[WebhookRecord]:
+        rows = await self.conn.execute(select(webhooks).order_by(webhooks.c.pk))
+        return [self._webhook(row) for row in rows]
+
+    async def delete_webhook(self, org_id: str, webhook_id: str) -> None:
+        """The webhook with its queued deliveries, dead letters and their attempts."""
+        owned = select(deliveries.c.id).where(deliveries.c.webhook_id == webhook_id)
+        await self.conn.execute(delete(attempts).where(attempts.c.delivery_id.in_(owned)))
+        await self.conn.execute(delete(deliveries).where(deliveries.c.webhook_id == webhook_id))
+        await self.conn.execute(
+            delete(delivery_queues).where(delivery_queues.c.webhook_id == webhook_id)
+        )
+        await self.conn.execute(
+            delete(webhooks).where(
+                webhooks.c.organization_id == org_id, webhooks.c.id == webhook_id
+            )
+        )
+
+    # -- the outbox -------------------------------------------------------------------------
+
+    async def enqueue(
+        self,
+        new_messages: Sequence[MessageRecord],
+        new: Sequence[NewDelivery],
+        now_ms: int,
+        now: str,
+    ) -> None:
+        """Store messages and their deliveries, each in its (webhook, user) queue's order.
+
+        One upsert per queue hands out ``k`` sequence numbers and locks the queue row; the
+        first delivery is due at once only when the queue was empty (it is the new head).
+        """
+        if new_messages:
+            await self.conn.execute(
+                insert(messages),
+                [
+                    {
+                        "id": m.id,
+                        "organization_id": m.organization_id,
+                        "type": m.type,
+                        "regulation": m.regulation,
+                        "user_id": m.user_id,
+                        "parameters": codec.dumps(m.parameters),
+                        "created_at": m.created_at,
+                    }
+                    for m in new_messages
+                ],
+            )
+        if not new:
+            return
+        by_queue: dict[tuple[str, str], list[NewDelivery]] = {}
+        for item in new:
+            by_queue.setdefault((item.webhook_id, item.message.user_id), []).append(item)
+        rows: list[dict[str, Any]] = []
+        for (webhook_id, user_id), items in by_queue.items():
+            count = len(items)
+            stmt = self._upsert(delivery_queues).values(
+                webhook_id=webhook_id, user_id=user_id, last_seq=count, pending=count
+            )
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[delivery_queues.c.webhook_id, delivery_queues.c.user_id],
+                set_={
+                    "last_seq": delivery_queues.c.last_seq + count,
+                    "pending": delivery_queues.c.pending + count,
+                },
+            ).returning(delivery_queues.c.last_seq, delivery_queues.c.pending)
+            last_seq, pending = (await self.conn.execute(stmt)).one()
+            first_seq = last_seq - count + 1
+            queue_was_empty = pending == count
+            for offset, item in enumerate(items):
+                item.id = item.id or ids.new_id("dlv")
+                rows.append(
+                    {
+                        "id": item.id,
+                        "organization_id": item.message.organization_id,
+                        "webhook_id": webhook_id,
+                        "message_id": item.message.id,
+                        "user_id": user_id,
+                        "seq": first_seq + offset,
+                        "status": "pending",
+                        "attempt_count": 0,
+                        "due_ms": now_ms if (queue_was_empty and offset == 0) else None,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                )
+        await self.conn.execute(insert(deliveries), rows)
+
+    async def count_rows(self, table_name: str, org_id: str | None = None) -> int:
+        """For tests and health: how many rows a table holds (optionally per organization)."""
+        table = {t.name: t for t in (messages, deliveries, events, users, webhooks)}[table_name]
+        stmt = select(func.count()).select_from(table)
+        if org_id is not None:
+            stmt = stmt.where(and_(table.c.organization_id == org_id))
+        return int((await self.conn.execute(stmt)).scalar_one())

@@ -1,0 +1,130 @@
+"""Shared fixtures: a migrated database of each kind, a context, an API client.
+
+``db_url`` is parametrized over SQLite and PostgreSQL, so every test that uses it runs on
+both. PostgreSQL comes from ``CONSENT_RELAY_TEST_POSTGRES_URL`` (default: the local server,
+database ``consent_relay_test``); when it is unreachable the tests fail, they do not skip.
+With ``CONSENT_RELAY_REQUIRE_POSTGRES=1`` (set by ``make test``) the run also fails if no
+PostgreSQL test ran at all.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from consent_relay import crypto
+from consent_relay.api.app import create_app
+from consent_relay.schemas import OrganizationIn
+from consent_relay.services import orgs
+from consent_relay.services.context import Context
+from consent_relay.settings import Settings
+from consent_relay.storage.store import Store
+from consent_relay.storage.tables import metadata
+
+POSTGRES_URL = os.environ.get(
+    "CONSENT_RELAY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/consent_relay_test"
+)
+_postgres_passed = 0
+_postgres_migrated = False
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    global _postgres_passed
+    if report.when == "call" and report.passed and "postgres" in report.keywords:
+        _postgres_passed += 1
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if os.environ.get("CONSENT_RELAY_REQUIRE_POSTGRES") == "1" and session.testscollected:
+        if _postgres_passed == 0 and exitstatus == 0:
+            print("\nERROR: no PostgreSQL test passed, but CONSENT_RELAY_REQUIRE_POSTGRES=1")
+            session.exitstatus = 1
+        else:
+            print(f"\nPostgreSQL tests passed: {_postgres_passed}")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("db_url") == "postgres":
+            item.add_marker(pytest.mark.postgres)
+
+
+async def _reset_postgres(store: Store) -> None:
+    global _postgres_migrated
+    if not _postgres_migrated:
+        await store.migrate()
+        _postgres_migrated = True
+    names = ", ".join(table.name for table in metadata.sorted_tables)
+    async with store.engine.begin() as conn:
+        await conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY"))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'test.db'}"
+    return POSTGRES_URL
+
+
+@pytest.fixture
+def settings(tmp_path: Path, db_url: str) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        database_url=db_url,
+        admin_token="test-admin-token",
+        secret_key=crypto.new_key(),
+        allowed_networks=["127.0.0.0/8", "::1/128"],
+        retry_schedule=[0.05, 0.1, 0.1, 0.1, 0.1],
+        request_timeout=2.0,
+        connect_timeout=1.0,
+    )
+
+
+@pytest.fixture
+async def store(settings: Settings) -> AsyncIterator[Store]:
+    store = Store(settings.resolved_database_url, pool_size=5)
+    if store.is_sqlite:
+        await store.migrate()
+    else:
+        await _reset_postgres(store)
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+def ctx(settings: Settings, store: Store) -> Context:
+    return Context(settings=settings, store=store, box=crypto.SecretBox([settings.secret_key]))
+
+
+@pytest.fixture
+async def org(ctx: Context) -> tuple[str, str]:
+    """An organization ``acme`` and its API key."""
+    created = await orgs.create_organization(ctx, OrganizationIn(id="acme", name="Acme"))
+    return "acme", created["api_key"]
+
+
+@pytest.fixture
+async def client(settings: Settings, ctx: Context) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on the app (in process, no network), without credentials."""
+    app = create_app(settings, ctx)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://relay.test") as http:
+        yield http
+
+
+@pytest.fixture
+async def api(client: httpx.AsyncClient, org: tuple[str, str]) -> httpx.AsyncClient:
+    """The client, signed in as organization ``acme``."""
+    client.headers["Authorization"] = f"Bearer {org[1]}"
+    return client
+
+
+def body(response: httpx.Response) -> Any:
+    return response.json()
