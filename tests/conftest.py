@@ -9,16 +9,21 @@ PostgreSQL test ran at all.
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from consent_relay import crypto
+from tests.receiver import Receiver
 from consent_relay.api.app import create_app
 from consent_relay.schemas import OrganizationIn
 from consent_relay.services import orgs
@@ -56,9 +61,36 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.postgres)
 
 
+def _session_database_url() -> str:
+    """A database of this test session's own (so parallel sessions never collide), created
+    on first use on the server of ``CONSENT_RELAY_TEST_POSTGRES_URL`` and dropped at exit."""
+    return str(make_url(POSTGRES_URL).set(database=f"consent_relay_t{os.getpid()}"))
+
+
+async def _admin_execute(sql: str) -> None:
+    url = make_url(POSTGRES_URL)
+    conn = await asyncpg.connect(
+        host=url.host, port=url.port or 5432, user=url.username, password=url.password,
+        database=url.database,
+    )  # fmt: skip
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def _drop_session_database() -> None:
+    name = make_url(_session_database_url()).database
+    asyncio.run(_admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 async def _reset_postgres(store: Store) -> None:
     global _postgres_migrated
     if not _postgres_migrated:
+        name = make_url(store.url).database
+        await _admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await _admin_execute(f'CREATE DATABASE "{name}"')
+        atexit.register(_drop_session_database)
         await store.migrate()
         _postgres_migrated = True
     names = ", ".join(table.name for table in metadata.sorted_tables)
@@ -70,7 +102,7 @@ async def _reset_postgres(store: Store) -> None:
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'test.db'}"
-    return POSTGRES_URL
+    return _session_database_url()
 
 
 @pytest.fixture
@@ -128,3 +160,11 @@ async def api(client: httpx.AsyncClient, org: tuple[str, str]) -> httpx.AsyncCli
 
 def body(response: httpx.Response) -> Any:
     return response.json()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """A real HTTP receiver on 127.0.0.1."""
+    started = await Receiver().start()
+    yield started
+    await started.stop()

@@ -161,6 +161,8 @@ deliveries = Table(
     Column("created_at", Text, nullable=False),
     Column("updated_at", Text, nullable=False),
     Column("last_outcome", Text),
+    Column("replay_of", Text),  # the dead delivery this one replays
+    Column("replayed_by", Text),  # on a dead delivery: its replay
     Index("ix_deliveries_queue", "webhook_id", "user_id", "seq"),
     Index("ix_deliveries_webhook_status", "webhook_id", "status", "pk"),
     Index(

@@ -82,6 +82,8 @@ def upgrade() -> None:
         sa.Column("created_at", sa.Text(), nullable=False),
         sa.Column("updated_at", sa.Text(), nullable=False),
         sa.Column("last_outcome", sa.Text(), nullable=True),
+        sa.Column("replay_of", sa.Text(), nullable=True),
+        sa.Column("replayed_by", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("pk"),
         sa.UniqueConstraint("id"),
     )

@@ -1,0 +1,1 @@
+"""Benchmarks (BENCH.md): run with ``make bench`` or ``python -m bench``."""

@@ -1,0 +1,102 @@
+"""One HTTP attempt with aiohttp: one shared session, keep-alive, hard deadline, no redirects.
+
+``send()`` never raises for the receiver's faults: it returns an ``Outcome``. The deadline
+(``asyncio.timeout``) covers everything from connect to the last byte kept, so a receiver
+that trickles bytes cannot stretch it. Only the first 4 KiB of a body are read; a longer
+body closes the connection instead of being drained.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections.abc import Mapping, Sequence
+
+import aiohttp
+
+from consent_relay import __version__, errors
+from consent_relay.delivery import outcome, targets
+from consent_relay.delivery.outcome import Outcome
+from consent_relay.settings import Settings
+
+USER_AGENT = f"consent-relay/{__version__}"
+
+
+def make_session(settings: Settings, *, limit: int) -> aiohttp.ClientSession:
+    """The shared client session: SSRF-guarded resolver, optional egress source address."""
+    local_addr = (settings.egress_source_address, 0) if settings.egress_source_address else None
+    connector = aiohttp.TCPConnector(
+        limit=limit,
+        limit_per_host=0,
+        ttl_dns_cache=10,
+        keepalive_timeout=30,
+        resolver=targets.GuardedResolver(targets.parse_networks(settings.allowed_networks)),
+        local_addr=local_addr,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=None, connect=settings.connect_timeout),
+        auto_decompress=False,
+        skip_auto_headers=("User-Agent",),
+        trust_env=False,
+    )
+
+
+def classify(exc: BaseException) -> tuple[str, str]:
+    """An exception raised while sending -> (outcome code, short description)."""
+    text = f"{type(exc).__name__}: {exc}"[:500]
+    if isinstance(exc, errors.ForbiddenTarget):
+        return outcome.E_FORBIDDEN_TARGET, exc.detail
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        return outcome.E_TIMEOUT, text
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return outcome.E_DNS, text
+    if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError):
+        return outcome.E_TLS, text
+    if isinstance(exc, aiohttp.ClientConnectorError) and isinstance(exc.os_error, ssl.SSLError):
+        return outcome.E_TLS, text
+    return outcome.E_CONNECTION, text
+
+
+async def send(
+    session: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    deadline: float,
+    allowed: Sequence[targets.Network] = (),
+    proxy: str | None = None,
+) -> Outcome:
+    """POST ``body`` to ``url``; success is any 2xx within ``deadline`` seconds."""
+    started = time.monotonic()
+
+    def elapsed() -> int:
+        return int((time.monotonic() - started) * 1000)
+
+    try:
+        targets.check_url(url, allowed)  # literal IPs never reach the resolver
+        async with asyncio.timeout(deadline):
+            async with session.post(
+                url, data=body, headers=headers, allow_redirects=False, proxy=proxy
+            ) as response:
+                raw = await response.content.read(outcome.MAX_KEPT_BODY + 1)
+                if not response.content.at_eof():
+                    response.close()  # do not drain a large body: drop the connection
+                status = response.status
+                retry_after = response.headers.get("Retry-After")
+    except Exception as exc:  # the receiver's fault, as a value
+        code, description = classify(exc)
+        return Outcome(code, elapsed(), error=description)
+    kept = outcome.keep_body(raw)
+    if 200 <= status < 300:
+        return Outcome(outcome.OK, elapsed(), status, kept)
+    return Outcome(
+        outcome.E_HTTP,
+        elapsed(),
+        status,
+        kept,
+        error=f"HTTP {status}",
+        retry_after=retry_after if status in (429, 503) else None,
+    )

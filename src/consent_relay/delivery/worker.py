@@ -1,0 +1,260 @@
+"""The delivery worker: claim, send, record, as separate short steps.
+
+    claim   one short transaction leases a batch of due queue heads (storage.queue.claim)
+    send    no transaction open; one aiohttp request per delivery, many in flight
+    record  results are batched into one short transaction that checks the leases
+
+It wakes at once when work is queued (in-process event; LISTEN/NOTIFY on PostgreSQL) and
+otherwise sleeps until the next delivery falls due, polling at least every
+``poll_interval``. A per-webhook cap keeps a slow receiver from taking everyone's capacity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import aiohttp
+
+from consent_relay import errors, ids
+from consent_relay.delivery import requests, retry, sender, targets
+from consent_relay.delivery.outcome import Outcome
+from consent_relay.domain.timefmt import from_ms, now_ts
+from consent_relay.services.context import Context
+from consent_relay.storage import queue
+from consent_relay.storage.queue import Claimed, Result
+
+log = logging.getLogger("consent_relay.worker")
+
+
+class Worker:
+    def __init__(
+        self,
+        ctx: Context,
+        *,
+        concurrency: int | None = None,
+        batch_size: int = 100,
+        poll_interval: float = 1.0,
+        rand: Callable[[], float] = random.random,
+        worker_id: str | None = None,
+    ) -> None:
+        settings = ctx.settings
+        self.ctx = ctx
+        self.concurrency = concurrency or settings.worker_concurrency
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.rand = rand
+        self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{ids.new_id('wk')[-8:]}"
+        self.webhook_cap = settings.webhook_concurrency
+        # The lease outlives any attempt (token request + delivery, each within the timeout).
+        self.lease_ms = int(max(60.0, 4 * settings.request_timeout) * 1000)
+        self.allowed = targets.parse_networks(settings.allowed_networks)
+        self.proxy = settings.egress_proxy or None
+        self.webhooks = requests.WebhookCache(ctx)
+        self._in_flight: dict[int, asyncio.Task[None]] = {}
+        self._claimed: dict[int, Claimed] = {}
+        self._per_webhook: Counter[str] = Counter()
+        self._semaphores: dict[str, asyncio.Semaphore] = {}
+        self._results: asyncio.Queue[Result] = asyncio.Queue()
+        self._wake = ctx.work_queued
+        self._session: aiohttp.ClientSession
+        self.sent = 0  # attempts made, for tests and metrics
+
+    # -- the loop -------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        session = self._session = sender.make_session(self.ctx.settings, limit=self.concurrency)
+        recorder = asyncio.create_task(self._record_loop(), name="recorder")
+        try:
+            while not stop.is_set():
+                try:
+                    busy = await self._claim_and_start()
+                except errors.StorageUnavailable:
+                    log.warning("database unavailable; retrying claims shortly")
+                    busy = False
+                if not busy:
+                    await self._sleep(stop)
+        finally:
+            await self._shutdown(session, recorder)
+
+    async def _claim_and_start(self) -> bool:
+        """Claim and start a batch. True when more is probably due right now."""
+        free = self.concurrency - len(self._in_flight)
+        threshold = max(1, min(self.batch_size, self.concurrency // 4))
+        if free < threshold and self._in_flight:
+            return False  # wait until enough slots free up: claims stay batched
+        want = min(free, self.batch_size)
+        excluded = [hook for hook, n in self._per_webhook.items() if n >= self.webhook_cap]
+        now_ms = self.ctx.clock_ms()
+        lease = f"{self.id}:{ids.new_id('ls')[-10:]}"
+        async with self.ctx.store.write() as tx:
+            claimed = await queue.claim(
+                tx,
+                limit=want,
+                now_ms=now_ms,
+                lease=lease,
+                lease_ms=self.lease_ms,
+                excluded=excluded,
+            )
+            messages = await queue.messages_by_id(tx, [c.message_id for c in claimed])
+        if not claimed:
+            return False
+        hooks = await self.webhooks.get_many({c.webhook_id for c in claimed})
+        for item in claimed:
+            hook = hooks.get(item.webhook_id)
+            message = messages.get(item.message_id)
+            if hook is None or message is None:
+                continue  # deleted meanwhile: its deliveries are gone with it
+            self._claimed[item.pk] = item
+            self._per_webhook[item.webhook_id] += 1
+            task = asyncio.create_task(self._deliver(item, hook, message))
+            self._in_flight[item.pk] = task
+        return len(claimed) == want
+
+    async def _sleep(self, stop: asyncio.Event) -> None:
+        timeout = self.poll_interval
+        if not self._in_flight or len(self._in_flight) < self.concurrency:
+            now_ms = self.ctx.clock_ms()
+            try:
+                async with self.ctx.store.read() as tx:
+                    due = await queue.next_due_ms(tx, now_ms)
+            except errors.StorageUnavailable:
+                due = None
+            if due is not None:
+                timeout = min(timeout, max(0.0, (due - now_ms) / 1000))
+        self._wake.clear()
+        waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    # -- one delivery ---------------------------------------------------------------------
+
+    async def _deliver(
+        self, item: Claimed, hook: requests.PreparedWebhook, message: dict[str, str]
+    ) -> None:
+        try:
+            body = requests.render(hook, message)
+            headers = requests.headers_for(hook, item.message_id, body)
+            started_at = now_ts()
+            semaphore = self._semaphores.setdefault(hook.id, asyncio.Semaphore(self.webhook_cap))
+            async with semaphore:
+                result = await sender.send(
+                    self._session,
+                    hook.url,
+                    body,
+                    headers,
+                    deadline=self.ctx.settings.request_timeout,
+                    allowed=self.allowed,
+                    proxy=self.proxy,
+                )
+            self.sent += 1
+            await self._results.put(self._result(item, result, started_at, headers))
+        finally:
+            self._in_flight.pop(item.pk, None)
+            self._per_webhook[item.webhook_id] -= 1
+            if self._per_webhook[item.webhook_id] <= 0:
+                del self._per_webhook[item.webhook_id]
+            self._wake.set()
+
+    def _result(
+        self, item: Claimed, result: Outcome, started_at: str, headers: dict[str, str]
+    ) -> Result:
+        now_ms = self.ctx.clock_ms()
+        failed = item.attempt_count + 1
+        status, due_ms = "delivered", None
+        if not result.ok:
+            retry_after = retry.parse_retry_after(result.retry_after, datetime.now(UTC))
+            delay = retry.next_delay(
+                failed,
+                self.ctx.settings.retry_schedule,
+                jitter=self.ctx.settings.retry_jitter,
+                rand=self.rand(),
+                status_code=result.status_code,
+                retry_after=retry_after,
+            )
+            if delay is None:
+                status = "dead"
+            else:
+                status, due_ms = "pending", now_ms + int(delay * 1000)
+        return Result(
+            claimed=item,
+            status=status,
+            due_ms=due_ms,
+            outcome=result.code,
+            attempt_id=ids.new_id("atm"),
+            started_at=started_at,
+            duration_ms=result.duration_ms,
+            status_code=result.status_code,
+            response_body=result.response_body,
+            request_headers=_redacted(headers),
+            error=result.error,
+        )
+
+    # -- recording --------------------------------------------------------------------------
+
+    async def _record_loop(self) -> None:
+        while True:
+            batch = [await self._results.get()]
+            while not self._results.empty() and len(batch) < 500:
+                batch.append(self._results.get_nowait())
+            await self._record(batch)
+
+    async def _record(self, batch: list[Result]) -> None:
+        delay = 0.05
+        while True:
+            try:
+                now_ms = self.ctx.clock_ms()
+                async with self.ctx.store.write() as tx:
+                    kept = await queue.record(tx, batch, now_ms=now_ms, now=from_ms(now_ms))
+                break
+            except errors.StorageUnavailable:
+                log.warning("database unavailable; will record %d results again", len(batch))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        for result in batch:
+            self._claimed.pop(result.claimed.pk, None)
+        if len(kept) < len(batch):
+            log.info("%d results dropped: their leases had moved on", len(batch) - len(kept))
+        if any(r.status != "pending" for r in kept):
+            self._wake.set()  # the next deliveries of those queues are due now
+
+    # -- shutdown ---------------------------------------------------------------------------
+
+    async def _shutdown(self, session: aiohttp.ClientSession, recorder: asyncio.Task[None]) -> None:
+        """Stop claiming; let in-flight attempts finish within their deadline; record them;
+        give back the leases of whatever could not finish."""
+        pending = list(self._in_flight.values())
+        if pending:
+            await asyncio.wait(pending, timeout=self.ctx.settings.request_timeout + 1)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        while not self._results.empty():
+            batch = [self._results.get_nowait() for _ in range(self._results.qsize())]
+            with contextlib.suppress(errors.StorageUnavailable):
+                await self._record(batch)
+        recorder.cancel()
+        await asyncio.gather(recorder, return_exceptions=True)
+        leftover = list(self._claimed.values())
+        if leftover:
+            with contextlib.suppress(errors.StorageUnavailable):
+                async with self.ctx.store.write() as tx:
+                    await queue.release(tx, leftover, self.ctx.clock_ms())
+        await session.close()
+
+
+def _redacted(headers: dict[str, str]) -> dict[str, str]:
+    return {
+        name: ("[redacted]" if name.lower() == "authorization" else value)
+        for name, value in headers.items()
+    }

@@ -1,0 +1,259 @@
+"""The delivery queue: claim due heads with a lease, record outcomes, advance the queues.
+
+Each (webhook, user) pair is a queue; only its head (lowest pending ``seq``) has ``due_ms``
+set, so at most one delivery per queue is ever in flight, which keeps per-user order.
+
+- **claim**: one short statement picks due heads (``FOR UPDATE SKIP LOCKED`` on PostgreSQL),
+  stamps a lease token and moves ``due_ms`` to the lease's end. A worker that dies simply
+  lets ``due_ms`` come round again: expired leases need no reaper.
+- **record**: one statement updates every result of a batch *where the lease still holds*
+  (``RETURNING`` tells which did); attempts are inserted only for those, unique per
+  (delivery, attempt number); finished heads hand ``due_ms`` to the next in their queue.
+Batches travel as one JSON parameter, unpacked by ``json_each`` (SQLite) or
+``jsonb_to_recordset`` (PostgreSQL): the only dialect difference here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import text
+
+from consent_relay.storage import codec
+from consent_relay.storage.tx import Tx
+
+
+@dataclass(frozen=True)
+class Claimed:
+    pk: int
+    id: str
+    webhook_id: str
+    message_id: str
+    user_id: str
+    seq: int
+    attempt_count: int
+    lease: str
+
+
+@dataclass(frozen=True)
+class Result:
+    """What one attempt came to, ready to record."""
+
+    claimed: Claimed
+    status: str  # pending (retry later) | delivered | dead
+    due_ms: int | None  # next attempt, when pending
+    outcome: str
+    attempt_id: str
+    started_at: str
+    duration_ms: int
+    status_code: int | None
+    response_body: str | None
+    request_headers: dict[str, str] | None
+    error: str | None
+
+
+def _rows_source(dialect: str, columns: Sequence[tuple[str, str]]) -> str:
+    """A row source over the JSON array bound as ``:rows``, with typed columns."""
+    if dialect == "postgresql":
+        spec = ", ".join(f"{name} {kind}" for name, kind in columns)
+        return f"jsonb_to_recordset(CAST(:rows AS jsonb)) AS v({spec})"
+    picks = ", ".join(f"json_extract(value, '$.{name}') AS {name}" for name, _ in columns)
+    return f"(SELECT {picks} FROM json_each(:rows)) AS v"
+
+
+def _strings(dialect: str, param: str) -> str:
+    """A subquery over the strings of the JSON array bound as ``:param``."""
+    if dialect == "postgresql":
+        return f"SELECT jsonb_array_elements_text(CAST(:{param} AS jsonb))"
+    return f"SELECT value FROM json_each(:{param})"
+
+
+async def claim(
+    tx: Tx, *, limit: int, now_ms: int, lease: str, lease_ms: int, excluded: Sequence[str] = ()
+) -> list[Claimed]:
+    """Lease up to ``limit`` due heads of enabled webhooks, oldest due first."""
+    pick = f"""
+        SELECT d.pk FROM deliveries d
+        WHERE d.due_ms IS NOT NULL AND d.due_ms <= :now
+          AND d.webhook_id IN (SELECT id FROM webhooks WHERE enabled)
+          AND d.webhook_id NOT IN ({_strings(tx.dialect, "excluded")})
+        ORDER BY d.due_ms
+        LIMIT :limit
+    """
+    if tx.dialect == "postgresql":
+        pick += " FOR UPDATE OF d SKIP LOCKED"
+    sql = f"""
+        UPDATE deliveries SET lease_owner = :lease, due_ms = :until
+        WHERE pk IN ({pick})
+        RETURNING pk, id, webhook_id, message_id, user_id, seq, attempt_count
+    """
+    result = await tx.conn.execute(
+        text(sql),
+        {
+            "now": now_ms,
+            "limit": limit,
+            "lease": lease,
+            "until": now_ms + lease_ms,
+            "excluded": codec.dumps(list(excluded)),
+        },
+    )
+    return [
+        Claimed(r.pk, r.id, r.webhook_id, r.message_id, r.user_id, r.seq, r.attempt_count, lease)
+        for r in result
+    ]
+
+
+async def record(tx: Tx, results: Sequence[Result], *, now_ms: int, now: str) -> list[Result]:
+    """Record a batch; returns the results whose lease still held (the others are dropped:
+    another worker owns those deliveries now)."""
+    if not results:
+        return []
+    rows = [
+        {
+            "pk": r.claimed.pk,
+            "lease": r.claimed.lease,
+            "status": r.status,
+            "due_ms": r.due_ms,
+            "attempt_count": r.claimed.attempt_count + 1,
+            "outcome": r.outcome,
+        }
+        for r in results
+    ]
+    source = _rows_source(
+        tx.dialect,
+        [
+            ("pk", "bigint"),
+            ("lease", "text"),
+            ("status", "text"),
+            ("due_ms", "bigint"),
+            ("attempt_count", "int"),
+            ("outcome", "text"),
+        ],
+    )
+    sql = f"""
+        UPDATE deliveries SET status = v.status, due_ms = v.due_ms, lease_owner = NULL,
+            attempt_count = v.attempt_count, last_outcome = v.outcome, updated_at = :now
+        FROM {source}
+        WHERE deliveries.pk = v.pk AND deliveries.lease_owner = v.lease
+        RETURNING deliveries.pk
+    """
+    held = {
+        row.pk for row in await tx.conn.execute(text(sql), {"rows": codec.dumps(rows), "now": now})
+    }
+    kept = [r for r in results if r.claimed.pk in held]
+    if not kept:
+        return []
+    await _insert_attempts(tx, kept)
+    finished = [r for r in kept if r.status != "pending"]
+    if finished:
+        await advance(
+            tx, [(r.claimed.webhook_id, r.claimed.user_id, r.claimed.seq) for r in finished], now_ms
+        )
+    return kept
+
+
+async def _insert_attempts(tx: Tx, kept: Sequence[Result]) -> None:
+    values = [
+        {
+            "id": r.attempt_id,
+            "delivery_id": r.claimed.id,
+            "attempt_number": r.claimed.attempt_count + 1,
+            "started_at": r.started_at,
+            "duration_ms": r.duration_ms,
+            "outcome": r.outcome,
+            "status_code": r.status_code,
+            "response_body": r.response_body,
+            "request_headers": None
+            if r.request_headers is None
+            else codec.dumps(r.request_headers),
+            "error": r.error,
+        }
+        for r in kept
+    ]
+    sql = """
+        INSERT INTO attempts (id, delivery_id, attempt_number, started_at, duration_ms, outcome,
+            status_code, response_body, request_headers, error)
+        VALUES (:id, :delivery_id, :attempt_number, :started_at, :duration_ms, :outcome,
+            :status_code, :response_body, :request_headers, :error)
+        ON CONFLICT (delivery_id, attempt_number) DO NOTHING
+    """
+    await tx.conn.execute(text(sql), values)
+
+
+async def advance(tx: Tx, finished: Sequence[tuple[str, str, int]], now_ms: int) -> None:
+    """Heads that were delivered or died leave their queue; the next in line becomes due."""
+    ordered = sorted(finished)  # one lock order for every writer
+    rows = codec.dumps([{"w": w, "u": u, "seq": seq} for w, u, seq in ordered])
+    source = _rows_source(tx.dialect, [("w", "text"), ("u", "text"), ("seq", "bigint")])
+    await tx.conn.execute(
+        text(
+            f"""
+            UPDATE delivery_queues SET pending = pending - 1
+            FROM {source}
+            WHERE delivery_queues.webhook_id = v.w AND delivery_queues.user_id = v.u
+            """
+        ),
+        {"rows": rows},
+    )
+    await tx.conn.execute(
+        text(
+            f"""
+            UPDATE deliveries SET due_ms = :now
+            WHERE due_ms IS NULL AND pk IN (
+                SELECT (SELECT d.pk FROM deliveries d
+                        WHERE d.webhook_id = v.w AND d.user_id = v.u AND d.seq > v.seq
+                          AND d.status = 'pending'
+                        ORDER BY d.seq LIMIT 1)
+                FROM {source})
+            """
+        ),
+        {"rows": rows, "now": now_ms},
+    )
+
+
+async def next_due_ms(tx: Tx, after_ms: int) -> int | None:
+    """When the next delivery falls due (after ``after_ms``), to sleep until then."""
+    row = (
+        await tx.conn.execute(
+            text("SELECT min(due_ms) AS due FROM deliveries WHERE due_ms > :after"),
+            {"after": after_ms},
+        )
+    ).first()
+    return None if row is None or row.due is None else int(row.due)
+
+
+async def release(tx: Tx, claimed: Sequence[Claimed], now_ms: int) -> None:
+    """Give leases back unsent (graceful shutdown): due again at once, attempt not counted."""
+    if not claimed:
+        return
+    rows = codec.dumps([{"pk": c.pk, "lease": c.lease} for c in claimed])
+    source = _rows_source(tx.dialect, [("pk", "bigint"), ("lease", "text")])
+    await tx.conn.execute(
+        text(
+            f"""
+            UPDATE deliveries SET due_ms = :now, lease_owner = NULL
+            FROM {source}
+            WHERE deliveries.pk = v.pk AND deliveries.lease_owner = v.lease
+            """
+        ),
+        {"rows": rows, "now": now_ms},
+    )
+
+
+async def messages_by_id(tx: Tx, message_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The messages a batch needs: type, regulation and parameters (as stored JSON text)."""
+    if not message_ids:
+        return {}
+    result = await tx.conn.execute(
+        text(
+            "SELECT id, type, regulation, parameters FROM messages "
+            f"WHERE id IN ({_strings(tx.dialect, 'ids')})"
+        ),
+        {"ids": codec.dumps(list(dict.fromkeys(message_ids)))},
+    )
+    return {
+        r.id: {"type": r.type, "regulation": r.regulation, "parameters": r.parameters}
+        for r in result
+    }
