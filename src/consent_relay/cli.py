@@ -67,13 +67,48 @@ def serve(
             f"[bold]Admin token[/bold] (saved in {settings.data_dir}/admin.token): {token}"
         )
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, workers=True),
         host=host or settings.host,
         port=port or settings.port,
         log_level=settings.log_level.lower(),
         loop="uvloop",
         http="httptools",
     )
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int | None,
+        typer.Option(help="Requests in flight at once (CONSENT_RELAY_WORKER_CONCURRENCY)."),
+    ] = None,
+) -> None:
+    """Run delivery workers only. Run as many as you like against one PostgreSQL."""
+    import signal
+
+    from consent_relay.api.app import build_context
+    from consent_relay.delivery import runner
+
+    async def main() -> None:
+        ctx = build_context(Settings())
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            await ctx.store.migrate()
+            console.print("worker running; Ctrl-C stops it gracefully")
+            await runner.run(ctx, stop, concurrency=concurrency)
+        finally:
+            await ctx.store.close()
+
+    try:
+        import uvloop
+
+        uvloop.run(main())
+    except errors.ConsentRelayError as exc:
+        err.print(f"[red]error:[/red] {exc.detail}")
+        raise typer.Exit(1) from exc
 
 
 @app.command()

@@ -115,3 +115,43 @@ async def test_order_per_user_holds_across_failures(
         expected = [e["id"] for e in events if e["user"]["organization_user_id"] == ouid]
         got = list(dict.fromkeys(seen[ouid]))  # a retried message appears more than once
         assert got == expected
+
+
+async def test_dead_letter_listed_with_attempts_and_replayed_with_same_webhook_id(
+    api: httpx.AsyncClient, ctx: Context, receiver: Receiver
+) -> None:
+    receiver.behaviours["/d"] = status_sequence(*([503] * 6))
+    hook = await make_webhook(api, receiver.url("/d"), event_types=["user.created"])
+    await post_event(api, "dead@example.com", True)
+    async with running(ctx):
+        await receiver.wait_for(6)
+        for _ in range(200):
+            dead = (
+                await api.get(f"/v1/webhooks/{hook['id']}/deliveries", params={"status": "dead"})
+            ).json()["data"]
+            if dead:
+                break
+            await asyncio.sleep(0.02)
+        assert len(dead) == 1 and dead[0]["attempt_count"] == 6
+        detail = (await api.get(f"/v1/deliveries/{dead[0]['id']}")).json()
+        assert [a["attempt_number"] for a in detail["attempts"]] == [1, 2, 3, 4, 5, 6]
+        assert all(a["status_code"] == 503 for a in detail["attempts"])
+        assert detail["attempts"][0]["response_body"] == "answer 0"
+        response = await api.post(f"/v1/webhooks/{hook['id']}/dead-letters/replay", json={})
+        assert response.status_code == 202
+        assert response.json() == {"replayed": 1}
+        await receiver.wait_for(7)
+        for _ in range(200):
+            delivered = (
+                await api.get(
+                    f"/v1/webhooks/{hook['id']}/deliveries", params={"status": "delivered"}
+                )
+            ).json()["data"]
+            if delivered:
+                break
+            await asyncio.sleep(0.02)
+    assert [d["replay_of"] for d in delivered] == [dead[0]["id"]]
+    ids = {r.headers["webhook-id"] for r in receiver.received}
+    assert len(ids) == 1
+    again = (await api.post(f"/v1/webhooks/{hook['id']}/dead-letters/replay", json={})).json()
+    assert again == {"replayed": 0}  # already replayed: "all" leaves it out

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
 from consent_relay import __version__, crypto
-from consent_relay.api import admin, events, problems, system, users, webhooks
+from consent_relay.api import admin, deliveries, events, problems, system, users, webhooks
 from consent_relay.api.limits import BodyLimit
+from consent_relay.delivery import runner
 from consent_relay.services.context import Context
 from consent_relay.settings import Settings
 from consent_relay.storage.store import Store
@@ -20,17 +22,24 @@ def build_context(settings: Settings) -> Context:
     return Context(settings=settings, store=store, box=crypto.secret_box(settings))
 
 
-def create_app(settings: Settings, context: Context | None = None) -> FastAPI:
-    """The API. Pass ``context`` to share one with in-process workers (``serve``) or tests."""
+def create_app(
+    settings: Settings, context: Context | None = None, *, workers: bool = False
+) -> FastAPI:
+    """The API; with ``workers`` the delivery workers run in the same process (``serve``).
+    Pass ``context`` to share one with tests."""
     ctx = context or build_context(settings)
     token, _ = crypto.admin_token(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await ctx.store.migrate()
+        stop = asyncio.Event()
+        background = [asyncio.create_task(runner.run(ctx, stop))] if workers else []
         try:
             yield
         finally:
+            stop.set()
+            await asyncio.gather(*background, return_exceptions=True)
             if context is None:
                 await ctx.store.close()
 
@@ -43,7 +52,7 @@ def create_app(settings: Settings, context: Context | None = None) -> FastAPI:
     app.state.context = ctx
     app.state.admin_token = token
     problems.install(app)
-    for module in (admin, events, users, webhooks, system):
+    for module in (admin, events, users, webhooks, deliveries, system):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app

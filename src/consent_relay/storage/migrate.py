@@ -7,6 +7,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consent_relay.storage import engine as engines
@@ -29,6 +30,8 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
     async with engines.translate_errors(), engine.connect() as conn:
         conn = await conn.execution_options(sqlite_write=True)
         async with conn.begin():
+            if conn.dialect.name == "postgresql":  # many processes may start at once
+                await conn.execute(text("SELECT pg_advisory_xact_lock(7270401)"))
             await conn.run_sync(run)
 
 

@@ -424,11 +424,7 @@ class Tx:
         now_ms: int,
         now: str,
     ) -> None:
-        """Store messages and their deliveries, each in its (webhook, user) queue's order.
-
-        One upsert per queue hands out ``k`` sequence numbers and locks the queue row; the
-        first delivery is due at once only when the queue was empty (it is the new head).
-        """
+        """Store messages and their deliveries, each in its (webhook, user) queue's order."""
         if new_messages:
             await self.conn.execute(
                 insert(messages),
@@ -445,14 +441,38 @@ class Tx:
                     for m in new_messages
                 ],
             )
-        if not new:
-            return
-        by_queue: dict[tuple[str, str], list[NewDelivery]] = {}
-        for item in new:
-            by_queue.setdefault((item.webhook_id, item.message.user_id), []).append(item)
+        for item, new_id in zip(
+            new,
+            await self.append_deliveries(
+                [
+                    (i.message.organization_id, i.webhook_id, i.message.id, i.message.user_id)
+                    for i in new
+                ],
+                now_ms,
+                now,
+            ),
+            strict=True,
+        ):
+            item.id = new_id
+
+    async def append_deliveries(
+        self, items: Sequence[tuple[str, str, str, str]], now_ms: int, now: str
+    ) -> list[str]:
+        """New deliveries ``(organization, webhook, message, user)`` at the back of their
+        (webhook, user) queues; returns their ids, in order.
+
+        One upsert per queue hands out ``k`` sequence numbers and locks the queue row; the
+        first delivery is due at once only when the queue was empty (it is the new head).
+        """
+        if not items:
+            return []
+        by_queue: dict[tuple[str, str], list[int]] = {}
+        for position, (_org, webhook_id, _message, user_id) in enumerate(items):
+            by_queue.setdefault((webhook_id, user_id), []).append(position)
+        new_ids = [ids.new_id("dlv") for _ in items]
         rows: list[dict[str, Any]] = []
-        for (webhook_id, user_id), items in by_queue.items():
-            count = len(items)
+        for (webhook_id, user_id), positions in sorted(by_queue.items()):
+            count = len(positions)
             stmt = self._upsert(delivery_queues).values(
                 webhook_id=webhook_id, user_id=user_id, last_seq=count, pending=count
             )
@@ -466,14 +486,14 @@ class Tx:
             last_seq, pending = (await self.conn.execute(stmt)).one()
             first_seq = last_seq - count + 1
             queue_was_empty = pending == count
-            for offset, item in enumerate(items):
-                item.id = item.id or ids.new_id("dlv")
+            for offset, position in enumerate(positions):
+                org_id, _webhook, message_id, _user = items[position]
                 rows.append(
                     {
-                        "id": item.id,
-                        "organization_id": item.message.organization_id,
+                        "id": new_ids[position],
+                        "organization_id": org_id,
                         "webhook_id": webhook_id,
-                        "message_id": item.message.id,
+                        "message_id": message_id,
                         "user_id": user_id,
                         "seq": first_seq + offset,
                         "status": "pending",
@@ -484,6 +504,13 @@ class Tx:
                     }
                 )
         await self.conn.execute(insert(deliveries), rows)
+        await self.notify_workers()
+        return new_ids
+
+    async def notify_workers(self) -> None:
+        """On PostgreSQL, wake workers of every process when this transaction commits."""
+        if self.dialect == "postgresql":
+            await self.conn.execute(text("SELECT pg_notify('consent_relay_deliveries', '')"))
 
     async def count_rows(self, table_name: str, org_id: str | None = None) -> int:
         """For tests and health: how many rows a table holds (optionally per organization)."""

@@ -1,0 +1,55 @@
+"""Deliveries, their attempts, and dead-letter replay."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+from pydantic import Field
+
+from consent_relay.api.deps import Ctx, Cursor, JSONOut, Limit, Org
+from consent_relay.schemas import Strict
+from consent_relay.services import deliveries
+
+router = APIRouter(tags=["deliveries"])
+
+
+class ReplayIn(Strict):
+    """``{"delivery_ids": [...]}``, or ``{"since": ..., "until": ...}``, or ``{}`` for all."""
+
+    delivery_ids: Annotated[list[str], Field(min_length=1, max_length=10_000)] | None = None
+    since: str | None = None
+    until: str | None = None
+
+
+@router.get("/v1/webhooks/{webhook_id}/deliveries", response_class=JSONOut)
+async def list_deliveries(
+    webhook_id: str,
+    ctx: Ctx,
+    org: Org,
+    status: Annotated[Literal["pending", "delivered", "dead"] | None, Query()] = None,
+    cursor: Cursor = None,
+    limit: Limit = 100,
+) -> JSONOut:
+    page = await deliveries.list_deliveries(
+        ctx, org, webhook_id, status=status, cursor=cursor, limit=limit
+    )
+    return JSONOut(page)
+
+
+@router.get("/v1/deliveries/{delivery_id}", response_class=JSONOut)
+async def get_delivery(delivery_id: str, ctx: Ctx, org: Org) -> JSONOut:
+    """A delivery with its message and every attempt (request headers, response, timing)."""
+    return JSONOut(await deliveries.get_delivery(ctx, org, delivery_id))
+
+
+@router.post(
+    "/v1/webhooks/{webhook_id}/dead-letters/replay", status_code=202, response_class=JSONOut
+)
+async def replay(webhook_id: str, body: ReplayIn, ctx: Ctx, org: Org) -> JSONOut:
+    """Replay dead letters: by ids, by time range (``since`` <= created_at < ``until``), or
+    all not yet replayed. Each goes out again with the same ``webhook-id``."""
+    count = await deliveries.replay(
+        ctx, org, webhook_id, delivery_ids=body.delivery_ids, since=body.since, until=body.until
+    )
+    return JSONOut({"replayed": count}, status_code=202)

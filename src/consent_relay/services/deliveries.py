@@ -1,0 +1,190 @@
+"""Deliveries, their attempts, and dead letters with replay."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import and_, select, update
+
+from consent_relay import errors
+from consent_relay.domain.timefmt import from_ms, normalize_ts, now_ts
+from consent_relay.services import pagination
+from consent_relay.services.context import Context
+from consent_relay.storage import codec
+from consent_relay.storage.tables import attempts, deliveries, messages
+from consent_relay.storage.tx import Tx
+
+JSON = dict[str, Any]
+STATUSES = ("pending", "delivered", "dead")
+
+
+def _delivery_view(row: Any) -> JSON:
+    due = row.due_ms if row.status == "pending" and row.lease_owner is None else None
+    return {
+        "id": row.id,
+        "webhook_id": row.webhook_id,
+        "message_id": row.message_id,
+        "type": row.type,
+        "user_id": row.user_id,
+        "status": row.status,
+        "attempt_count": row.attempt_count,
+        "next_attempt_at": from_ms(due) if due is not None else None,
+        "in_flight": row.lease_owner is not None and row.status == "pending",
+        "last_outcome": row.last_outcome,
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+        "replay_of": row.replay_of,
+        "replayed_by": row.replayed_by,
+    }
+
+
+def _attempt_view(row: Any) -> JSON:
+    return {
+        "id": row.id,
+        "attempt_number": row.attempt_number,
+        "started_at": row.started_at,
+        "duration_ms": row.duration_ms,
+        "outcome": row.outcome,
+        "status_code": row.status_code,
+        "response_body": row.response_body,
+        "request_headers": codec.loads(row.request_headers),
+        "error": row.error,
+    }
+
+
+_COLUMNS = [*deliveries.c, messages.c.type]
+
+
+async def _webhook_exists(tx: Tx, org_id: str, webhook_id: str) -> None:
+    if await tx.get_webhook(org_id, webhook_id) is None:
+        raise errors.NotFound(f"no webhook {webhook_id!r}")
+
+
+async def list_deliveries(
+    ctx: Context,
+    org_id: str,
+    webhook_id: str,
+    *,
+    status: str | None = None,
+    cursor: str | None = None,
+    limit: int = pagination.DEFAULT_LIMIT,
+) -> JSON:
+    if status is not None and status not in STATUSES:
+        raise errors.Unprocessable(
+            f"unknown status {status!r}", [errors.FieldError("status", f"one of {STATUSES}")]
+        )
+    after = pagination.decode(cursor)
+    pagination.check_limit(limit)
+    stmt = (
+        select(*_COLUMNS)
+        .join(messages, messages.c.id == deliveries.c.message_id)
+        .where(deliveries.c.webhook_id == webhook_id, deliveries.c.pk > after)
+        .order_by(deliveries.c.pk)
+        .limit(limit + 1)
+    )
+    if status is not None:
+        stmt = stmt.where(deliveries.c.status == status)
+    async with ctx.store.read() as tx:
+        await _webhook_exists(tx, org_id, webhook_id)
+        rows = list(await tx.conn.execute(stmt))
+    return pagination.page([_delivery_view(r) for r in rows], [r.pk for r in rows], limit)
+
+
+async def get_delivery(ctx: Context, org_id: str, delivery_id: str) -> JSON:
+    async with ctx.store.read() as tx:
+        row = (
+            await tx.conn.execute(
+                select(*_COLUMNS, messages.c.parameters, messages.c.regulation)
+                .join(messages, messages.c.id == deliveries.c.message_id)
+                .where(deliveries.c.id == delivery_id, deliveries.c.organization_id == org_id)
+            )
+        ).first()
+        if row is None:
+            raise errors.NotFound(f"no delivery {delivery_id!r}")
+        tries = await tx.conn.execute(
+            select(attempts)
+            .where(attempts.c.delivery_id == delivery_id)
+            .order_by(attempts.c.attempt_number)
+        )
+        attempt_views = [_attempt_view(a) for a in tries]
+    return {
+        **_delivery_view(row),
+        "message": {
+            "type": row.type,
+            "regulation": row.regulation,
+            "parameters": codec.loads(row.parameters),
+        },
+        "attempts": attempt_views,
+    }
+
+
+def _time_bound(value: str | None, field: str) -> str | None:
+    if value is None:
+        return None
+    try:
+        return normalize_ts(value)
+    except ValueError as exc:
+        raise errors.Unprocessable(
+            f"{field} is not an ISO-8601 timestamp",
+            [errors.FieldError(field, "not an ISO-8601 timestamp")],
+        ) from exc
+
+
+async def replay(
+    ctx: Context,
+    org_id: str,
+    webhook_id: str,
+    *,
+    delivery_ids: list[str] | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    limit: int = 10_000,
+) -> int:
+    """Send dead letters again, each as a new delivery of the same message (same
+    ``webhook-id``) at the back of its user's queue, with a fresh retry schedule. Without
+    ``delivery_ids``, dead letters already replayed are left out."""
+    lower, upper = _time_bound(since, "since"), _time_bound(until, "until")
+    conditions = [
+        deliveries.c.webhook_id == webhook_id,
+        deliveries.c.organization_id == org_id,
+        deliveries.c.status == "dead",
+    ]
+    if delivery_ids is not None:
+        conditions.append(deliveries.c.id.in_(delivery_ids))
+    else:
+        conditions.append(deliveries.c.replayed_by.is_(None))
+    if lower is not None:
+        conditions.append(deliveries.c.created_at >= lower)
+    if upper is not None:
+        conditions.append(deliveries.c.created_at < upper)
+    async with ctx.store.write() as tx:
+        await _webhook_exists(tx, org_id, webhook_id)
+        dead = list(
+            await tx.conn.execute(
+                select(deliveries).where(and_(*conditions)).order_by(deliveries.c.pk).limit(limit)
+            )
+        )
+        if delivery_ids is not None:
+            missing = set(delivery_ids) - {row.id for row in dead}
+            if missing:
+                raise errors.Unprocessable(
+                    "some ids are not dead letters of this webhook",
+                    [errors.FieldError("delivery_ids", f"not dead letters: {sorted(missing)}")],
+                )
+        if not dead:
+            return 0
+        now = now_ts()
+        replays = await tx.append_deliveries(
+            [(row.organization_id, webhook_id, row.message_id, row.user_id) for row in dead],
+            ctx.clock_ms(),
+            now,
+        )
+        for row, new_id in zip(dead, replays, strict=True):
+            await tx.conn.execute(
+                update(deliveries).where(deliveries.c.pk == row.pk).values(replayed_by=new_id)
+            )
+            await tx.conn.execute(
+                update(deliveries).where(deliveries.c.id == new_id).values(replay_of=row.id)
+            )
+    ctx.notify_enqueued()
+    return len(dead)
