@@ -119,13 +119,18 @@ def settings(tmp_path: Path, db_url: str) -> Settings:
     )
 
 
-@pytest.fixture
-async def store(settings: Settings) -> AsyncIterator[Store]:
-    store = Store(settings.resolved_database_url, pool_size=5)
+async def prepare_store(store: Store) -> None:
+    """A migrated, empty database: SQLite files are new; PostgreSQL is truncated."""
     if store.is_sqlite:
         await store.migrate()
     else:
         await _reset_postgres(store)
+
+
+@pytest.fixture
+async def store(settings: Settings) -> AsyncIterator[Store]:
+    store = Store(settings.resolved_database_url, pool_size=5)
+    await prepare_store(store)
     yield store
     await store.close()
 

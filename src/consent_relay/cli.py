@@ -8,11 +8,12 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 
 from consent_relay import crypto, errors
 from consent_relay.schemas import OrganizationIn
-from consent_relay.services import orgs
+from consent_relay.services import deliveries, orgs
 from consent_relay.services.context import Context
 from consent_relay.settings import Settings
 
@@ -22,8 +23,12 @@ app = typer.Typer(
 )
 orgs_app = typer.Typer(help="Organizations and their API keys.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys of an organization.", no_args_is_help=True)
+dead_app = typer.Typer(help="Dead letters: list them, replay them.", no_args_is_help=True)
+deliveries_app = typer.Typer(help="Deliveries and their attempts.", no_args_is_help=True)
 app.add_typer(orgs_app, name="orgs")
 app.add_typer(keys_app, name="keys")
+app.add_typer(dead_app, name="dead-letters")
+app.add_typer(deliveries_app, name="deliveries")
 console = Console()
 err = Console(stderr=True)
 T = TypeVar("T")
@@ -172,6 +177,100 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (key_..
     """Revoke an API key: it stops working at once."""
     _run(lambda ctx: orgs.revoke_key(ctx, key_id))
     console.print(f"revoked {key_id}")
+
+
+WebhookId = Annotated[str, typer.Argument(help="The webhook's id (wh_...).")]
+
+
+@dead_app.command("list")
+def dead_letters_list(
+    webhook_id: WebhookId,
+    limit: Annotated[int, typer.Option(help="At most this many rows.")] = 100,
+) -> None:
+    """List a webhook's dead letters, oldest first."""
+
+    async def work(ctx: Context) -> dict[str, Any]:
+        org = await deliveries.owner_of(ctx, webhook_id)
+        return await deliveries.list_deliveries(ctx, org, webhook_id, status="dead", limit=limit)
+
+    page = _run(work)
+    table = Table("id", "type", "user", "attempts", "last outcome", "created", "replayed by")
+    for row in page["data"]:
+        table.add_row(
+            row["id"],
+            row["type"],
+            row["user_id"],
+            str(row["attempt_count"]),
+            row["last_outcome"] or "",
+            row["created_at"],
+            row["replayed_by"] or "",
+        )
+    console.print(table)
+    if page["next_cursor"]:
+        console.print(f"(more: raise --limit, at most {1000})")
+
+
+@dead_app.command("replay")
+def dead_letters_replay(
+    webhook_id: WebhookId,
+    delivery_id: Annotated[
+        list[str] | None, typer.Option("--id", help="Replay these dead letters (repeatable).")
+    ] = None,
+    since: Annotated[str | None, typer.Option(help="Created at or after (ISO-8601).")] = None,
+    until: Annotated[str | None, typer.Option(help="Created before (ISO-8601).")] = None,
+) -> None:
+    """Send dead letters again (same webhook-id, fresh retries). Without --id, every dead
+    letter not replayed yet (within --since/--until)."""
+
+    async def work(ctx: Context) -> int:
+        org = await deliveries.owner_of(ctx, webhook_id)
+        total = len(delivery_id) if delivery_id else await deliveries.count_dead(ctx, webhook_id)
+        done = 0
+        with Progress(console=console) as progress:
+            bar = progress.add_task("replaying", total=total)
+            if delivery_id:
+                for start in range(0, len(delivery_id), 500):
+                    chunk = delivery_id[start : start + 500]
+                    done += await deliveries.replay(ctx, org, webhook_id, delivery_ids=chunk)
+                    progress.update(bar, completed=done)
+            else:
+                while True:
+                    count = await deliveries.replay(
+                        ctx, org, webhook_id, since=since, until=until, limit=500
+                    )
+                    if count == 0:
+                        break
+                    done += count
+                    progress.update(bar, completed=done)
+            progress.update(bar, total=done, completed=done)
+        return done
+
+    count = _run(work)
+    console.print(f"replayed {count} dead letters; a running worker sends them now")
+
+
+@deliveries_app.command("show")
+def deliveries_show(
+    delivery_id: Annotated[str, typer.Argument(help="The delivery's id (dlv_...).")],
+    org: Annotated[str, typer.Option(help="The organization it belongs to.")],
+) -> None:
+    """Show a delivery with every attempt."""
+    detail = _run(lambda ctx: deliveries.get_delivery(ctx, org, delivery_id))
+    console.print(
+        f"[bold]{detail['id']}[/bold] {detail['type']} to {detail['webhook_id']}: "
+        f"{detail['status']} after {detail['attempt_count']} attempts"
+    )
+    table = Table("#", "started", "ms", "outcome", "status", "response")
+    for attempt in detail["attempts"]:
+        table.add_row(
+            str(attempt["attempt_number"]),
+            attempt["started_at"],
+            str(attempt["duration_ms"]),
+            attempt["outcome"],
+            str(attempt["status_code"] or ""),
+            (attempt["response_body"] or attempt["error"] or "")[:80],
+        )
+    console.print(table)
 
 
 if __name__ == "__main__":  # pragma: no cover

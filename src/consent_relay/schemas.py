@@ -6,8 +6,9 @@ field, not a silently ignored setting.
 
 from __future__ import annotations
 
+import math
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -27,10 +28,71 @@ REGULATIONS = (
     "appi", "pdpa", "popia", "kvkk", "fadp", "dpdpa", "tdpsa", "ocpa", "mcdpa", "none",
 )  # fmt: skip
 
-Identifier = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^\s/?#]+$")]
-ShortText = Annotated[str, StringConstraints(max_length=1024)]
-Metadata = dict[str, Any]
-Country = Annotated[str, StringConstraints(min_length=2, max_length=8)]
+MAX_JSON_DEPTH = 64  # metadata nesting; orjson refuses documents deeper than 255 levels
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold U+0000: refuse it here rather than fail in the database.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL (U+0000) characters")
+    return value
+
+
+def _storable_json(value: Any, depth: int = 0) -> None:
+    """Refuse what cannot be stored and sent back as JSON: lone surrogates, NaN/Infinity,
+    integers beyond 64 bits, nesting deeper than MAX_JSON_DEPTH."""
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError(f"is nested deeper than {MAX_JSON_DEPTH} levels")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _storable_json(key, depth)
+            _storable_json(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _storable_json(item, depth + 1)
+    elif isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("holds a string that is not valid Unicode") from None
+    elif isinstance(value, bool):
+        return
+    elif isinstance(value, int) and not -(2**63) <= value < 2**64:
+        raise ValueError("holds an integer beyond 64 bits")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("holds NaN or Infinity, which JSON cannot represent")
+
+
+def _metadata(value: dict[str, Any]) -> dict[str, Any]:
+    _storable_json(value)
+    return value
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """Aware UTC (a naive time is UTC, not the server's local time), years 1000 to 9999."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    try:
+        value = value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of range") from None
+    if not 1000 <= value.year <= 9999:
+        raise ValueError("must be between years 1000 and 9999 (UTC)")
+    return value
+
+
+Identifier = Annotated[
+    str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^\s/?#\x00]+$")
+]
+ShortText = Annotated[str, StringConstraints(max_length=1024), AfterValidator(_no_nul)]
+Metadata = Annotated[dict[str, Any], AfterValidator(_metadata)]
+Country = Annotated[str, StringConstraints(min_length=2, max_length=8), AfterValidator(_no_nul)]
+OrganizationUserId = Annotated[
+    str, StringConstraints(min_length=1, max_length=512), AfterValidator(_no_nul)
+]
+Timestamp = Annotated[datetime | None, AfterValidator(_utc)]
 
 
 def _known_regulation(value: str) -> str:
@@ -102,9 +164,7 @@ class ConsentsIn(Strict):
 
 class EventUserIn(Strict):
     id: Identifier | None = None
-    organization_user_id: Annotated[str, StringConstraints(min_length=1, max_length=512)] | None = (
-        None
-    )
+    organization_user_id: OrganizationUserId | None = None
     metadata: Metadata = Field(default_factory=dict)
     country: Country | None = None
     last_seen_country: Country | None = None
@@ -134,7 +194,7 @@ class EventIn(Strict):
     consents: ConsentsIn = Field(default_factory=ConsentsIn)
     proofs_id: list[Identifier] = Field(default_factory=list, max_length=100)
     delegate: DelegateIn | None = None
-    created_at: datetime | None = None
+    created_at: Timestamp = None
 
 
 class EventPatch(Strict):
@@ -146,18 +206,14 @@ class EventPatch(Strict):
 
 class UserIn(Strict):
     id: Identifier | None = None
-    organization_user_id: Annotated[str, StringConstraints(min_length=1, max_length=512)] | None = (
-        None
-    )
+    organization_user_id: OrganizationUserId | None = None
     metadata: Metadata = Field(default_factory=dict)
     country: Country | None = None
     last_seen_country: Country | None = None
 
 
 class UserPatch(Strict):
-    organization_user_id: Annotated[str, StringConstraints(min_length=1, max_length=512)] | None = (
-        None
-    )
+    organization_user_id: OrganizationUserId | None = None
     metadata: Metadata | None = None
     country: Country | None = None
     last_seen_country: Country | None = None
@@ -183,7 +239,7 @@ def _check_headers(headers: dict[str, str]) -> dict[str, str]:
             raise ValueError(f"{name!r} is not a valid header name")
         if name.lower() in RESERVED_HEADERS:
             raise ValueError(f"header {name!r} is set by Consent Relay and cannot be configured")
-        if "\r" in value or "\n" in value or len(value) > 4096:
+        if "\r" in value or "\n" in value or "\x00" in value or len(value) > 4096:
             raise ValueError(f"header {name!r} has an invalid value")
     return headers
 
@@ -205,7 +261,9 @@ WebhookUrl = Annotated[HttpUrl, Field(description="http(s) URL of the receiver")
 class OAuthIn(Strict):
     type: Literal["oauth2_client_credentials"] = "oauth2_client_credentials"
     token_url: HttpUrl
-    client_id: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+    client_id: Annotated[
+        str, StringConstraints(min_length=1, max_length=1024), AfterValidator(_no_nul)
+    ]
     client_secret: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = None
     scope: ShortText | None = None
     audience: ShortText | None = None

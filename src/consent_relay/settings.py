@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     webhook_concurrency: int = Field(
         64, ge=1, le=10_000, description="Requests in flight to one webhook at most."
     )
+    lease_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="How long a claimed delivery stays a worker's before another may take "
+        "it; never shorter than two request timeouts plus the connect timeout.",
+    )
     log_format: Literal["text", "json"] = Field("text", description="Log line format.")
     log_level: str = Field("INFO", description="Log level.")
     max_body_bytes: int = Field(1024 * 1024, description="Largest accepted request body.")
@@ -100,6 +106,12 @@ class Settings(BaseSettings):
         for cidr in value:
             ipaddress.ip_network(cidr, strict=False)
         return value
+
+    @property
+    def lease_ms(self) -> int:
+        """The lease always outlives an attempt (a token request and the delivery itself)."""
+        floor = 2 * self.request_timeout + self.connect_timeout
+        return int(max(self.lease_seconds, floor) * 1000)
 
     @property
     def resolved_database_url(self) -> str:

@@ -7,10 +7,11 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import Depends, Query, Request
+from pydantic import AfterValidator
 from starlette.responses import Response
 
 from consent_relay import errors
-from consent_relay.services import orgs
+from consent_relay.services import orgs, pagination
 from consent_relay.services.context import Context
 
 
@@ -51,5 +52,21 @@ Quiet = Annotated[
     bool,
     Query(alias="$disable_integrations", description="When true, no webhook fires for this write."),
 ]
-Cursor = Annotated[str | None, Query(description="next_cursor of the previous page")]
+
+
+def _cursor(value: str | None) -> str | None:
+    """A cursor this API could have returned (decodable, a position the database can hold)."""
+    if value is not None:
+        try:
+            position = pagination.decode(value)
+        except errors.Unprocessable:
+            raise ValueError("not a cursor this API returned") from None
+        if not 0 <= position < 2**63:
+            raise ValueError("not a cursor this API returned")
+    return value
+
+
+Cursor = Annotated[
+    str | None, Query(description="next_cursor of the previous page"), AfterValidator(_cursor)
+]
 Limit = Annotated[int, Query(ge=1, le=1000, description="Page size (default 100, at most 1000)")]

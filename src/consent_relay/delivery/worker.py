@@ -53,8 +53,7 @@ class Worker:
         self.rand = rand
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{ids.new_id('wk')[-8:]}"
         self.webhook_cap = settings.webhook_concurrency
-        # The lease outlives any attempt (token request + delivery, each within the timeout).
-        self.lease_ms = int(max(60.0, 4 * settings.request_timeout) * 1000)
+        self.lease_ms = settings.lease_ms
         self.allowed = targets.parse_networks(settings.allowed_networks)
         self.proxy = settings.egress_proxy or None
         self.webhooks = requests.WebhookCache(ctx)

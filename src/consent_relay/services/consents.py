@@ -252,6 +252,11 @@ async def update_event(
     ctx: Context, org_id: str, event_id: str, patch: EventPatch, *, quiet: bool = False
 ) -> JSON:
     given = patch.model_dump(mode="json", exclude_unset=True)
+    for key in ("consents", "delegate"):
+        value = getattr(patch, key)
+        if key in given and value is not None:
+            # Stored whole, defaults included, in the same shape as on creation.
+            given[key] = value.model_dump(mode="json")
     if given.get("status") is None:
         given.pop("status", None)
     for key in ("consents", "metadata"):

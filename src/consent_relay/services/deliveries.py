@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, func, select, update
 
 from consent_relay import errors
 from consent_relay.domain.timefmt import from_ms, normalize_ts, now_ts
@@ -116,6 +116,26 @@ async def get_delivery(ctx: Context, org_id: str, delivery_id: str) -> JSON:
         },
         "attempts": attempt_views,
     }
+
+
+async def count_dead(ctx: Context, webhook_id: str, *, replayed: bool = False) -> int:
+    """Dead letters of a webhook (by default only those not replayed yet)."""
+    stmt = select(func.count()).where(
+        deliveries.c.webhook_id == webhook_id, deliveries.c.status == "dead"
+    )
+    if not replayed:
+        stmt = stmt.where(deliveries.c.replayed_by.is_(None))
+    async with ctx.store.read() as tx:
+        return int((await tx.conn.execute(stmt)).scalar_one())
+
+
+async def owner_of(ctx: Context, webhook_id: str) -> str:
+    """The organization a webhook belongs to (for operator commands)."""
+    async with ctx.store.read() as tx:
+        hook = await tx.get_webhook(None, webhook_id)
+    if hook is None:
+        raise errors.NotFound(f"no webhook {webhook_id!r}")
+    return hook.organization_id
 
 
 def _time_bound(value: str | None, field: str) -> str | None:
