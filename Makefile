@@ -22,6 +22,7 @@ serve: $(STAMP)
 
 ## test: lint, type-check and the whole suite, PostgreSQL included
 test: $(STAMP)
+	bash scripts/test-deps.sh
 	bash scripts/test-postgres.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

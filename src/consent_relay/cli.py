@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
@@ -131,6 +132,49 @@ def migrate() -> None:
 def generate_key() -> None:
     """Print a new key for CONSENT_RELAY_SECRET_KEY."""
     console.print(crypto.new_key())
+
+
+@app.command("rotate-secret-key")
+def rotate_secret_key(
+    new_key: Annotated[
+        str | None, typer.Option(help="The new key (default: a generated one).")
+    ] = None,
+) -> None:
+    """Re-encrypt every stored secret under a new key. With the key in DATA_DIR/secret.key
+    the file is replaced; with CONSENT_RELAY_SECRET_KEY set, put the printed key there."""
+    from consent_relay.services import secret_keys
+    from consent_relay.storage.store import Store
+
+    settings = Settings()
+    key_file = settings.data_dir / "secret.key"
+    old_key = settings.secret_key or (key_file.read_text().strip() if key_file.exists() else "")
+    if not old_key:
+        err.print("[red]error:[/red] no secret key yet: nothing is encrypted, nothing to rotate")
+        raise typer.Exit(1)
+    key = new_key or crypto.new_key()
+    crypto.SecretBox([key])  # refuse a malformed key before touching anything
+
+    async def main() -> int:
+        store = Store(settings.resolved_database_url)
+        try:
+            await store.migrate()
+            return await secret_keys.reencrypt(store, old_key, key)
+        finally:
+            await store.close()
+
+    staged = None if settings.secret_key else secret_keys.stage_key_file(key_file, key)
+    try:
+        count = asyncio.run(main())
+    except errors.ConsentRelayError as exc:
+        if staged is not None:
+            staged.unlink()
+        err.print(f"[red]error:[/red] {exc.detail}")
+        raise typer.Exit(1) from exc
+    if staged is None:
+        console.print(f"re-encrypted {count} secrets. Set CONSENT_RELAY_SECRET_KEY={key}")
+    else:
+        os.replace(staged, key_file)
+        console.print(f"re-encrypted {count} secrets; new key written to {key_file}")
 
 
 @orgs_app.command("create")

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 import aiohttp
 
 from consent_relay import errors, ids
-from consent_relay.delivery import requests, retry, sender, targets
+from consent_relay.delivery import attempt, oauth, requests, retry, sender, targets
 from consent_relay.delivery.outcome import Outcome
 from consent_relay.domain.timefmt import from_ms, now_ts
 from consent_relay.services.context import Context
@@ -62,6 +62,7 @@ class Worker:
         self._per_webhook: Counter[str] = Counter()
         self._semaphores: dict[str, asyncio.Semaphore] = {}
         self._results: asyncio.Queue[Result] = asyncio.Queue()
+        self._token_sources: dict[str, oauth.TokenSource] = {}
         self._wake = ctx.work_queued
         self._session: aiohttp.ClientSession
         self.sent = 0  # attempts made, for tests and metrics
@@ -147,11 +148,12 @@ class Worker:
             started_at = now_ts()
             semaphore = self._semaphores.setdefault(hook.id, asyncio.Semaphore(self.webhook_cap))
             async with semaphore:
-                result = await sender.send(
+                result = await attempt.run(
                     self._session,
                     hook.url,
                     body,
                     headers,
+                    tokens=self._tokens_for(hook),
                     deadline=self.ctx.settings.request_timeout,
                     allowed=self.allowed,
                     proxy=self.proxy,
@@ -164,6 +166,22 @@ class Worker:
             if self._per_webhook[item.webhook_id] <= 0:
                 del self._per_webhook[item.webhook_id]
             self._wake.set()
+
+    def _tokens_for(self, hook: requests.PreparedWebhook) -> oauth.TokenSource | None:
+        """The webhook's token source, kept while its OAuth settings stay the same."""
+        if hook.authentication is None or hook.auth_secret is None:
+            self._token_sources.pop(hook.id, None)
+            return None
+        credentials = oauth.Credentials.from_settings(hook.authentication, hook.auth_secret)
+        source = self._token_sources.get(hook.id)
+        if source is None or source.credentials != credentials:
+            source = oauth.TokenSource(credentials, allowed=self.allowed, proxy=self.proxy)
+            self._token_sources[hook.id] = source
+        return source
+
+    @property
+    def token_fetches(self) -> int:
+        return sum(source.fetches for source in self._token_sources.values())
 
     def _result(
         self, item: Claimed, result: Outcome, started_at: str, headers: dict[str, str]

@@ -1,0 +1,79 @@
+"""One attempt: a token when the webhook uses OAuth, the POST, and one retry with a fresh
+token on a 401, all within the attempt's single deadline."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import aiohttp
+
+from consent_relay import errors
+from consent_relay.delivery import outcome, sender, targets
+from consent_relay.delivery.oauth import TokenError, TokenSource
+from consent_relay.delivery.outcome import Outcome
+
+
+async def _token(
+    tokens: TokenSource, session: aiohttp.ClientSession, started: float
+) -> str | Outcome:
+    try:
+        return await tokens.token(session)
+    except TokenError as exc:
+        return Outcome(outcome.E_AUTH, _ms(started), exc.status_code, exc.body, exc.message)
+    except errors.ForbiddenTarget as exc:
+        return Outcome(outcome.E_FORBIDDEN_TARGET, _ms(started), error=f"token URL: {exc.detail}")
+    except Exception as exc:  # the token server's fault, as a value
+        _code, description = sender.classify(exc)
+        return Outcome(outcome.E_AUTH, _ms(started), error=f"token endpoint: {description}")
+
+
+def _ms(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
+
+
+async def run(
+    session: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    *,
+    tokens: TokenSource | None,
+    deadline: float,
+    allowed: Sequence[targets.Network] = (),
+    proxy: str | None = None,
+) -> Outcome:
+    """Returns the outcome; ``headers`` gains the Authorization header that was sent."""
+    started = time.monotonic()
+
+    def remaining() -> float:
+        return max(0.001, deadline - (time.monotonic() - started))
+
+    token: str | Outcome | None = None
+    if tokens is not None:
+        token = await _token(tokens, session, started)
+        if isinstance(token, Outcome):
+            return token
+        headers["Authorization"] = f"Bearer {token}"
+    result = await sender.send(
+        session, url, body, headers, deadline=remaining(), allowed=allowed, proxy=proxy
+    )
+    if result.status_code == 401 and tokens is not None and isinstance(token, str):
+        tokens.invalidate(token)  # only if still cached: a burst of 401s costs one token
+        token = await _token(tokens, session, started)
+        if isinstance(token, Outcome):
+            return token
+        headers["Authorization"] = f"Bearer {token}"
+        result = await sender.send(
+            session, url, body, headers, deadline=remaining(), allowed=allowed, proxy=proxy
+        )
+    if result.duration_ms != _ms(started):
+        result = Outcome(
+            result.code,
+            _ms(started),
+            result.status_code,
+            result.response_body,
+            result.error,
+            result.retry_after,
+        )
+    return result
