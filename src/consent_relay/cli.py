@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from consent_relay import crypto, errors
+from consent_relay import crypto, errors, logs
 from consent_relay.schemas import OrganizationIn
 from consent_relay.services import deliveries, orgs
 from consent_relay.services.context import Context
@@ -67,6 +67,7 @@ def serve(
     from consent_relay.api.app import create_app
 
     settings = Settings()
+    logs.configure(settings)
     token, generated = crypto.admin_token(settings)
     if generated:
         console.print(
@@ -77,6 +78,7 @@ def serve(
         host=host or settings.host,
         port=port or settings.port,
         log_level=settings.log_level.lower(),
+        log_config=None,
         loop="uvloop",
         http="httptools",
     )
@@ -88,15 +90,27 @@ def worker(
         int | None,
         typer.Option(help="Requests in flight at once (CONSENT_RELAY_WORKER_CONCURRENCY)."),
     ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus metrics on this port.")
+    ] = None,
 ) -> None:
     """Run delivery workers only. Run as many as you like against one PostgreSQL."""
     import signal
 
+    from prometheus_client import start_http_server
+
+    from consent_relay import metrics
+
     from consent_relay.api.app import build_context
     from consent_relay.delivery import runner
 
+    settings = Settings()
+    logs.configure(settings)
+    if metrics_port is not None:
+        start_http_server(metrics_port, addr=settings.host, registry=metrics.REGISTRY)
+
     async def main() -> None:
-        ctx = build_context(Settings())
+        ctx = build_context(settings)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):

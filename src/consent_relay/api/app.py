@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from consent_relay import __version__, crypto
 from consent_relay.api import admin, deliveries, events, problems, system, users, webhooks
 from consent_relay.api.limits import BodyLimit
+from consent_relay.api.observe import RequestMetrics
 from consent_relay.delivery import runner
 from consent_relay.services.context import Context
 from consent_relay.settings import Settings
@@ -55,4 +56,5 @@ def create_app(
     for module in (admin, events, users, webhooks, deliveries, system):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestMetrics)
     return app

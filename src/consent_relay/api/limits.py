@@ -46,7 +46,8 @@ class BodyLimit:
                 return
             receive = self._replay(buffered, receive)
         if scope["path"].startswith("/v1/"):
-            scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+            # In place: the router records the matched route in this same scope.
+            scope["headers"] = [*headers, (b"content-type", b"application/json")]
         seen = 0
         started = False
 

@@ -19,6 +19,7 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
+from consent_relay import metrics
 from consent_relay.delivery import outcome, targets
 
 DEFAULT_EXPIRES_IN = 3600.0
@@ -152,6 +153,15 @@ class TokenSource:
 
     async def _fetch(self, session: aiohttp.ClientSession) -> tuple[str, float]:
         self.fetches += 1
+        try:
+            token = await self._request(session)
+        except Exception:
+            metrics.token_fetches.labels("error").inc()
+            raise
+        metrics.token_fetches.labels("ok").inc()
+        return token
+
+    async def _request(self, session: aiohttp.ClientSession) -> tuple[str, float]:
         targets.check_url(self.credentials.token_url, self.allowed)
         form, headers = token_request(self.credentials)
         async with session.post(

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 
 import aiohttp
 
-from consent_relay import errors, ids
+from consent_relay import errors, ids, metrics
 from consent_relay.delivery import attempt, oauth, requests, retry, sender, targets
 from consent_relay.delivery.outcome import Outcome
 from consent_relay.domain.timefmt import from_ms, now_ts
@@ -159,6 +159,8 @@ class Worker:
                     proxy=self.proxy,
                 )
             self.sent += 1
+            metrics.attempts.labels(result.code).inc()
+            metrics.attempt_seconds.observe(result.duration_ms / 1000)
             await self._results.put(self._result(item, result, started_at, headers))
         finally:
             self._in_flight.pop(item.pk, None)
@@ -242,6 +244,9 @@ class Worker:
             self._claimed.pop(result.claimed.pk, None)
         if len(kept) < len(batch):
             log.info("%d results dropped: their leases had moved on", len(batch) - len(kept))
+        for result in kept:
+            if result.status != "pending":
+                metrics.finished.labels(result.status).inc()
         if any(r.status != "pending" for r in kept):
             self._wake.set()  # the next deliveries of those queues are due now
 

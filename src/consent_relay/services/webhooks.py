@@ -52,7 +52,16 @@ def _auth_settings(auth: OAuthIn) -> JSON:
     return auth.model_dump(mode="json", exclude={"client_secret"})
 
 
+def _secret_required() -> errors.Unprocessable:
+    return errors.Unprocessable(
+        "OAuth needs a client secret",
+        [errors.FieldError("authentication.client_secret", "is required")],
+    )
+
+
 async def create_webhook(ctx: Context, org_id: str, data: WebhookIn) -> JSON:
+    if data.authentication is not None and not data.authentication.client_secret:
+        raise _secret_required()
     url = str(data.url)
     await _check_destination(ctx, url, "url")
     if data.authentication is not None:
@@ -141,10 +150,7 @@ async def update_webhook(ctx: Context, org_id: str, webhook_id: str, patch: Webh
                 if auth.client_secret:
                     hook.auth_secret = ctx.box.encrypt(auth.client_secret)
                 elif hook.auth_secret is None:
-                    raise errors.Unprocessable(
-                        "OAuth needs a client secret",
-                        [errors.FieldError("authentication.client_secret", "is required")],
-                    )
+                    raise _secret_required()
         hook.updated_at = now_ts()
         await tx.update_webhook(hook)
     if patch.enabled:

@@ -1,0 +1,90 @@
+"""Prometheus metrics (prometheus-client), one set per process.
+
+Counters and histograms move as work happens; queue depth, the age of the oldest due
+delivery and dead letters per webhook are read from the database when /metrics is scraped,
+so they are right whichever process did the work.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from sqlalchemy import text
+
+from consent_relay.storage.store import Store
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+attempts = Counter(
+    "consent_relay_delivery_attempts_total",
+    "Delivery attempts by outcome (ok or an E_ code).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+finished = Counter(
+    "consent_relay_deliveries_finished_total",
+    "Deliveries that left the queue, by final status (delivered or dead).",
+    ["status"],
+    registry=REGISTRY,
+)
+attempt_seconds = Histogram(
+    "consent_relay_attempt_duration_seconds",
+    "Duration of one delivery attempt, token request included.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+token_fetches = Counter(
+    "consent_relay_oauth_token_fetches_total",
+    "OAuth token requests made to receivers' authorization servers.",
+    ["result"],
+    registry=REGISTRY,
+)
+api_requests = Counter(
+    "consent_relay_api_requests_total",
+    "API requests by route template, method and status code.",
+    ["route", "method", "status"],
+    registry=REGISTRY,
+)
+queue_depth = Gauge(
+    "consent_relay_queue_depth",
+    "Deliveries waiting (pending), per webhook.",
+    ["webhook_id"],
+    registry=REGISTRY,
+)
+oldest_due_age = Gauge(
+    "consent_relay_oldest_due_age_seconds",
+    "How long the oldest due delivery has been waiting, per webhook (0 when none is due).",
+    ["webhook_id"],
+    registry=REGISTRY,
+)
+dead_letters = Gauge(
+    "consent_relay_dead_letters",
+    "Dead letters kept, per webhook.",
+    ["webhook_id"],
+    registry=REGISTRY,
+)
+
+
+async def refresh_queue_gauges(store: Store, now_ms: int) -> None:
+    """Read per-webhook queue figures from the database into the gauges."""
+    sql = text(
+        """
+        SELECT w.id AS webhook_id,
+               (SELECT count(*) FROM deliveries d
+                 WHERE d.webhook_id = w.id AND d.status = 'pending') AS pending,
+               (SELECT min(d.due_ms) FROM deliveries d
+                 WHERE d.webhook_id = w.id AND d.due_ms IS NOT NULL
+                   AND d.lease_owner IS NULL AND d.status = 'pending') AS oldest_due,
+               (SELECT count(*) FROM deliveries d
+                 WHERE d.webhook_id = w.id AND d.status = 'dead') AS dead
+        FROM webhooks w
+        """
+    )
+    async with store.read() as tx:
+        rows = list(await tx.conn.execute(sql))
+    for gauge in (queue_depth, oldest_due_age, dead_letters):
+        gauge.clear()
+    for row in rows:
+        queue_depth.labels(row.webhook_id).set(row.pending)
+        age = max(0.0, (now_ms - row.oldest_due) / 1000) if row.oldest_due is not None else 0.0
+        oldest_due_age.labels(row.webhook_id).set(age)
+        dead_letters.labels(row.webhook_id).set(row.dead)
