@@ -100,7 +100,6 @@ def worker(
     from prometheus_client import start_http_server
 
     from consent_relay import metrics
-
     from consent_relay.api.app import build_context
     from consent_relay.delivery import runner
 
