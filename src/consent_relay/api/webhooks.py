@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
 from starlette.responses import Response
 
 from consent_relay.api.deps import Ctx, Cursor, JSONOut, Limit, Org
-from consent_relay.schemas import WebhookIn, WebhookPatch
+from consent_relay.domain import samples
+from consent_relay.schemas import Strict, WebhookIn, WebhookPatch
 from consent_relay.services import webhooks
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
+EventType = Literal[
+    "event.created", "event.updated", "event.deleted", "user.created", "user.updated",
+    "user.deleted",
+]  # fmt: skip
 
 
 @router.post("", status_code=201, response_class=JSONOut)
@@ -21,6 +28,16 @@ async def create_webhook(body: WebhookIn, ctx: Ctx, org: Org) -> JSONOut:
 @router.get("", response_class=JSONOut)
 async def list_webhooks(ctx: Ctx, org: Org, cursor: Cursor = None, limit: Limit = 100) -> JSONOut:
     return JSONOut(await webhooks.list_webhooks(ctx, org, cursor=cursor, limit=limit))
+
+
+@router.get("/samples", response_class=JSONOut)
+async def sample_payload(
+    _org: Org,
+    type: Annotated[EventType, Query(description="The event type")] = "user.updated",
+    flatten: bool = False,
+) -> JSONOut:
+    """A sample payload of one event type, flattened or not (as the console offers)."""
+    return JSONOut(samples.sample_body(type, flatten=flatten))
 
 
 @router.get("/{webhook_id}", response_class=JSONOut)
@@ -38,6 +55,17 @@ async def delete_webhook(webhook_id: str, ctx: Ctx, org: Org) -> Response:
     """Delete the webhook with its queued deliveries and dead letters."""
     await webhooks.delete_webhook(ctx, org, webhook_id)
     return Response(status_code=204)
+
+
+class TestIn(Strict):
+    type: EventType = "user.updated"
+
+
+@router.post("/{webhook_id}/test", status_code=202, response_class=JSONOut)
+async def send_test(webhook_id: str, ctx: Ctx, org: Org, body: TestIn | None = None) -> JSONOut:
+    """Send a sample message of ``type`` (default user.updated) to this webhook only."""
+    kind = body.type if body is not None else "user.updated"
+    return JSONOut(await webhooks.send_test(ctx, org, webhook_id, kind), status_code=202)
 
 
 @router.post("/{webhook_id}/rotate-secret", response_class=JSONOut)

@@ -7,11 +7,12 @@ from typing import Any
 
 from consent_relay import errors, ids
 from consent_relay.delivery import signing, targets
+from consent_relay.domain import samples
 from consent_relay.domain.timefmt import format_ts, now_ts
 from consent_relay.schemas import OAuthIn, WebhookIn, WebhookPatch
 from consent_relay.services import pagination
 from consent_relay.services.context import Context
-from consent_relay.storage.records import WebhookRecord
+from consent_relay.storage.records import MessageRecord, NewDelivery, WebhookRecord
 
 JSON = dict[str, Any]
 ROTATION_OVERLAP = timedelta(hours=24)
@@ -187,3 +188,25 @@ def signing_secrets(ctx: Context, hook: WebhookRecord, now: str) -> list[str]:
     if hook.previous_signing_secret and (hook.previous_secret_expires_at or "") > now:
         secrets.append(ctx.box.decrypt(hook.previous_signing_secret))
     return secrets
+
+
+async def send_test(ctx: Context, org_id: str, webhook_id: str, message_type: str) -> JSON:
+    """Queue a sample message to this webhook only; it goes out like any other delivery
+    (signed, retried, listed with its attempts)."""
+    now = now_ts()
+    message = MessageRecord(
+        organization_id=org_id,
+        id=ids.new_id("msg"),
+        type=message_type,
+        regulation="gdpr",
+        user_id=samples.SAMPLE_USER_ID,
+        parameters=samples.sample_parameters(message_type),
+        created_at=now,
+    )
+    delivery = NewDelivery(message=message, webhook_id=webhook_id)
+    async with ctx.store.write() as tx:
+        if await tx.get_webhook(org_id, webhook_id) is None:
+            raise errors.NotFound(f"no webhook {webhook_id!r}")
+        await tx.enqueue([message], [delivery], ctx.clock_ms(), now)
+    ctx.notify_enqueued()
+    return {"message_id": message.id, "delivery_id": delivery.id, "type": message_type}
