@@ -5,17 +5,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from consent_relay import __version__, crypto
 from consent_relay.api import admin, deliveries, events, problems, system, users, webhooks
 from consent_relay.api.limits import BodyLimit
 from consent_relay.api.observe import RequestMetrics
+from consent_relay.dashboard import routes as dashboard
 from consent_relay.delivery import runner
 from consent_relay.services.context import Context
 from consent_relay.settings import Settings
 from consent_relay.storage.store import Store
+
+
+STATIC = Path(dashboard.__file__).parent / "static"
 
 
 def build_context(settings: Settings) -> Context:
@@ -55,6 +61,8 @@ def create_app(
     problems.install(app)
     for module in (admin, events, users, webhooks, deliveries, system):
         app.include_router(module.router)
+    app.include_router(dashboard.router)
+    app.mount("/dashboard/static", StaticFiles(directory=STATIC), name="dashboard-static")
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetrics)
     return app
