@@ -20,7 +20,6 @@ from consent_relay.services.context import Context
 from consent_relay.settings import Settings
 from consent_relay.storage.store import Store
 
-
 STATIC = Path(dashboard.__file__).parent / "static"
 
 
