@@ -3,15 +3,39 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 
+from consent_relay import errors
+from consent_relay.clock import Clock
 from consent_relay.delivery import wakeup
 from consent_relay.delivery.worker import Worker
 from consent_relay.services.context import Context
 
+CLOCK_SYNC_INTERVAL = 60.0
+log = logging.getLogger("consent_relay.runner")
+
+
+async def keep_clock_synced(ctx: Context, stop: asyncio.Event) -> None:
+    """On PostgreSQL, re-read the database server's clock now and then."""
+    clock = ctx.clock_ms
+    if not isinstance(clock, Clock) or ctx.store.is_sqlite:
+        return
+    while not stop.is_set():
+        try:
+            await clock.sync(ctx.store)
+        except errors.StorageUnavailable:
+            log.warning("cannot read the database clock; keeping the last offset")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), CLOCK_SYNC_INTERVAL)
+
 
 async def run(ctx: Context, stop: asyncio.Event, *, concurrency: int | None = None) -> None:
-    """One worker (and, on PostgreSQL, its LISTEN connection) until ``stop`` is set."""
-    tasks = [asyncio.create_task(Worker(ctx, concurrency=concurrency).run(stop))]
+    """One worker (and, on PostgreSQL, its LISTEN connection and clock sync) until ``stop``."""
+    tasks = [
+        asyncio.create_task(Worker(ctx, concurrency=concurrency).run(stop)),
+        asyncio.create_task(keep_clock_synced(ctx, stop)),
+    ]
     if not ctx.store.is_sqlite:
         tasks.append(asyncio.create_task(wakeup.listen(ctx.store.url, ctx.work_queued, stop)))
     await asyncio.gather(*tasks)

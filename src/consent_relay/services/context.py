@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from consent_relay.clock import Clock
 from consent_relay.crypto import SecretBox
 from consent_relay.settings import Settings
 from consent_relay.storage.store import Store
@@ -19,7 +19,7 @@ class Context:
     box: SecretBox
     # Set when new deliveries were queued, so an in-process worker wakes at once.
     work_queued: asyncio.Event = field(default_factory=asyncio.Event)
-    clock_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
+    clock_ms: Callable[[], int] = field(default_factory=Clock)
     # Called after a commit that queued deliveries (PostgreSQL NOTIFY, metrics...).
     on_enqueued: list[Callable[[], None]] = field(default_factory=list)
 
