@@ -279,6 +279,10 @@ def dead_letters_replay(
     """Send dead letters again (same webhook-id, fresh retries). Without --id, every dead
     letter not replayed yet (within --since/--until)."""
 
+    if delivery_id and (since or until):
+        err.print("[red]error:[/red] give either --id or --since/--until, not both")
+        raise typer.Exit(2)
+
     async def work(ctx: Context) -> int:
         org = await deliveries.owner_of(ctx, webhook_id)
         total = len(delivery_id) if delivery_id else await deliveries.count_dead(ctx, webhook_id)

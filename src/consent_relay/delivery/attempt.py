@@ -42,6 +42,7 @@ async def run(
     deadline: float,
     allowed: Sequence[targets.Network] = (),
     proxy: str | None = None,
+    require_https: bool = False,
 ) -> Outcome:
     """Returns the outcome; ``headers`` gains the Authorization header that was sent."""
     started = time.monotonic()
@@ -56,7 +57,14 @@ async def run(
             return token
         headers["Authorization"] = f"Bearer {token}"
     result = await sender.send(
-        session, url, body, headers, deadline=remaining(), allowed=allowed, proxy=proxy
+        session,
+        url,
+        body,
+        headers,
+        deadline=remaining(),
+        allowed=allowed,
+        proxy=proxy,
+        require_https=require_https,
     )
     if result.status_code == 401 and tokens is not None and isinstance(token, str):
         tokens.invalidate(token)  # only if still cached: a burst of 401s costs one token

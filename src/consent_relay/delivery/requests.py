@@ -7,18 +7,22 @@ the signature itself.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from consent_relay import errors
 from consent_relay.delivery import sender, signing
 from consent_relay.domain import payloads
 from consent_relay.domain.timefmt import now_ts
 from consent_relay.services import webhooks as webhook_service
 from consent_relay.services.context import Context
 from consent_relay.storage.records import WebhookRecord
+
+log = logging.getLogger("consent_relay.worker")
 
 
 @dataclass(frozen=True)
@@ -86,5 +90,13 @@ class WebhookCache:
     async def reload(self) -> None:
         async with self.ctx.store.read() as tx:
             hooks = await tx.list_all_webhooks()
-        self._hooks = {hook.id: prepare(self.ctx, hook) for hook in hooks}
+        prepared = {}
+        for hook in hooks:
+            try:
+                prepared[hook.id] = prepare(self.ctx, hook)
+            except errors.ConsentRelayError as exc:
+                # e.g. a secret encrypted under another key: hold this webhook's deliveries
+                # (they stay queued) rather than stop delivering for everyone.
+                log.error("webhook %s cannot be prepared: %s", hook.id, exc.detail)
+        self._hooks = prepared
         self._loaded_at = time.monotonic()

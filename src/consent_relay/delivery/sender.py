@@ -68,6 +68,7 @@ async def send(
     deadline: float,
     allowed: Sequence[targets.Network] = (),
     proxy: str | None = None,
+    require_https: bool = False,
 ) -> Outcome:
     """POST ``body`` to ``url``; success is any 2xx within ``deadline`` seconds."""
     started = time.monotonic()
@@ -76,7 +77,8 @@ async def send(
         return int((time.monotonic() - started) * 1000)
 
     try:
-        targets.check_url(url, allowed)  # literal IPs never reach the resolver
+        # Literal IPs never reach the resolver, so every URL is checked here too.
+        targets.check_url(url, allowed, require_https=require_https)
         async with asyncio.timeout(deadline):
             async with session.post(
                 url, data=body, headers=headers, allow_redirects=False, proxy=proxy

@@ -79,6 +79,9 @@ class Worker:
                 except errors.StorageUnavailable:
                     log.warning("database unavailable; retrying claims shortly")
                     busy = False
+                except Exception:  # never let one bad batch stop the worker
+                    log.exception("claim failed; retrying shortly")
+                    busy = False
                 if not busy:
                     await self._sleep(stop)
         finally:
@@ -157,6 +160,7 @@ class Worker:
                     deadline=self.ctx.settings.request_timeout,
                     allowed=self.allowed,
                     proxy=self.proxy,
+                    require_https=self.ctx.settings.require_https,
                 )
             self.sent += 1
             metrics.attempts.labels(result.code).inc()

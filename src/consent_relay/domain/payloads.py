@@ -1,8 +1,8 @@
 """The bytes a receiver gets as the body of a delivery (SPEC section 3).
 
-The body is rendered once, when a delivery is created, and those exact bytes are signed and sent
-on every attempt: the signature covers the bytes, so they must never be re-encoded in between.
-orjson gives compact, deterministic UTF-8 output and is fast on the fan-out path.
+The body is rendered at each attempt with the webhook's settings of that moment (flatten,
+regulations), then signed: the signature covers exactly the bytes sent. orjson gives compact,
+deterministic UTF-8 output and is fast on the hot path.
 """
 
 from __future__ import annotations
