@@ -12,7 +12,7 @@ import asyncio
 import base64
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -40,7 +40,7 @@ class TokenError(Exception):
 class Credentials:
     token_url: str
     client_id: str
-    client_secret: str
+    client_secret: str = field(repr=False)  # never in a log line or a traceback
     scope: str | None = None
     audience: str | None = None
     client_auth_method: str = "client_secret_post"
