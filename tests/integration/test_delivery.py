@@ -132,7 +132,8 @@ async def test_dead_letter_listed_with_attempts_and_replayed_with_same_webhook_i
             if dead:
                 break
             await asyncio.sleep(0.02)
-        assert len(dead) == 1 and dead[0]["attempt_count"] == 6
+        assert len(dead) == 1
+        assert dead[0]["attempt_count"] == 6
         detail = (await api.get(f"/v1/deliveries/{dead[0]['id']}")).json()
         assert [a["attempt_number"] for a in detail["attempts"]] == [1, 2, 3, 4, 5, 6]
         assert all(a["status_code"] == 503 for a in detail["attempts"])
