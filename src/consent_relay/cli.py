@@ -141,6 +141,20 @@ def migrate() -> None:
     console.print("[green]database is up to date[/green]")
 
 
+@app.command()
+def demo(
+    speed: Annotated[float, typer.Option(help="Play the story faster (2 = twice as fast).")] = 1.0,
+    keep: Annotated[
+        bool, typer.Option(help="Keep the temporary database folder and print its path.")
+    ] = False,
+) -> None:
+    """Try it in one minute: a local service, receiver and OAuth server on a temporary
+    SQLite database, a short consent story, and each webhook shown live as it arrives."""
+    from consent_relay import demo as story
+
+    raise typer.Exit(story.main(speed=speed, keep=keep))
+
+
 @app.command("generate-key")
 def generate_key() -> None:
     """Print a new key for CONSENT_RELAY_SECRET_KEY."""

@@ -89,6 +89,9 @@ class Worker:
 
     async def _claim_and_start(self) -> bool:
         """Claim and start a batch. True when more is probably due right now."""
+        # Clear before looking: work queued from now on sets it again and cuts the next
+        # sleep short. (Cleared after the claim, a notice in between would be lost.)
+        self._wake.clear()
         free = self.concurrency - len(self._in_flight)
         threshold = max(1, min(self.batch_size, self.concurrency // 4))
         if free < threshold and self._in_flight:
@@ -132,7 +135,6 @@ class Worker:
                 due = None
             if due is not None:
                 timeout = min(timeout, max(0.0, (due - now_ms) / 1000))
-        self._wake.clear()
         waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
         try:
             await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
