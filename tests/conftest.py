@@ -23,7 +23,6 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from consent_relay import crypto
-from tests.receiver import Receiver
 from consent_relay.api.app import create_app
 from consent_relay.schemas import OrganizationIn
 from consent_relay.services import orgs
@@ -31,6 +30,7 @@ from consent_relay.services.context import Context
 from consent_relay.settings import Settings
 from consent_relay.storage.store import Store
 from consent_relay.storage.tables import metadata
+from tests.receiver import Receiver
 
 POSTGRES_URL = os.environ.get(
     "CONSENT_RELAY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/consent_relay_test"

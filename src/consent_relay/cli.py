@@ -62,6 +62,8 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Listen port (CONSENT_RELAY_PORT).")] = None,
 ) -> None:
     """Run the API (and the delivery workers) in one process."""
+    import signal
+
     import uvicorn
 
     from consent_relay.api.app import create_app
@@ -73,6 +75,9 @@ def serve(
         console.print(
             f"[bold]Admin token[/bold] (saved in {settings.data_dir}/admin.token): {token}"
         )
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal to the handler it
+    # found: make that one a no-op so a clean shutdown exits 0, not 143.
+    signal.signal(signal.SIGTERM, lambda *_: None)
     uvicorn.run(
         create_app(settings, workers=True),
         host=host or settings.host,

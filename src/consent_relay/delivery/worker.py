@@ -92,9 +92,12 @@ class Worker:
         # Clear before looking: work queued from now on sets it again and cuts the next
         # sleep short. (Cleared after the claim, a notice in between would be lost.)
         self._wake.clear()
-        free = self.concurrency - len(self._in_flight)
+        # Claimed and not yet recorded counts, not just in flight: a lease is held until its
+        # result commits, and at most ``concurrency`` leases may be lost with this process.
+        held = len(self._claimed)
+        free = self.concurrency - held
         threshold = max(1, min(self.batch_size, self.concurrency // 4))
-        if free < threshold and self._in_flight:
+        if free < threshold and held:
             return False  # wait until enough slots free up: claims stay batched
         want = min(free, self.batch_size)
         excluded = [hook for hook, n in self._per_webhook.items() if n >= self.webhook_cap]
@@ -168,6 +171,11 @@ class Worker:
             metrics.attempts.labels(result.code).inc()
             metrics.attempt_seconds.observe(result.duration_ms / 1000)
             await self._results.put(self._result(item, result, started_at, headers))
+        except Exception:
+            # Our own fault (a bug): give the slot back; the lease runs out and the delivery
+            # is tried again later, by this worker or another.
+            log.exception("delivery %s failed before it was sent", item.id)
+            self._claimed.pop(item.pk, None)
         finally:
             self._in_flight.pop(item.pk, None)
             self._per_webhook[item.webhook_id] -= 1
