@@ -54,9 +54,7 @@ class Receiver:
         behaviour = self.behaviours.get(item.path)
         return behaviour(item, count) if behaviour else web.Response(status=204)
 
-    async def wait_for(
-        self, count: int, path: str | None = None, timeout: float = 30
-    ) -> None:
+    async def wait_for(self, count: int, path: str | None = None, timeout: float = 30) -> None:
         """Until ``count`` requests arrived (at ``path``, if given), within ``timeout`` s."""
 
         def enough() -> bool:
