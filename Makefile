@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Local development opens loopback to webhooks (the SSRF guard refuses it otherwise).
 export CONSENT_RELAY_ALLOWED_NETWORKS ?= 127.0.0.0/8,::1/128
 
-.PHONY: serve test check lint typecheck unit bench clean
+.PHONY: serve test check lint typecheck unit bench demo clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ test: $(STAMP)
 	CONSENT_RELAY_REQUIRE_POSTGRES=1 $(BIN)/pytest -q
 
 check: test
+
+## demo: a short consent story on a temporary database, delivered live
+demo: $(STAMP)
+	$(BIN)/consent-relay demo
 
 ## unit: the fast tests only (no database)
 unit: $(STAMP)
