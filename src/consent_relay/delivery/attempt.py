@@ -3,6 +3,7 @@ token on a 401, all within the attempt's single deadline."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 
@@ -15,10 +16,13 @@ from consent_relay.delivery.outcome import Outcome
 
 
 async def _token(
-    tokens: TokenSource, session: aiohttp.ClientSession, started: float
+    tokens: TokenSource, session: aiohttp.ClientSession, started: float, within: float
 ) -> str | Outcome:
     try:
-        return await tokens.token(session)
+        async with asyncio.timeout(within):  # the token request counts against the attempt
+            return await tokens.token(session)
+    except TimeoutError:
+        return Outcome(outcome.E_AUTH, _ms(started), error="token endpoint: no answer in time")
     except TokenError as exc:
         return Outcome(outcome.E_AUTH, _ms(started), exc.status_code, exc.body, exc.message)
     except errors.ForbiddenTarget as exc:
@@ -50,9 +54,14 @@ async def run(
     def remaining() -> float:
         return max(0.001, deadline - (time.monotonic() - started))
 
+    try:
+        # The receiver's URL first: no token is fetched for a destination we refuse.
+        targets.check_url(url, allowed, require_https=require_https)
+    except errors.ForbiddenTarget as exc:
+        return Outcome(outcome.E_FORBIDDEN_TARGET, _ms(started), error=exc.detail)
     token: str | Outcome | None = None
     if tokens is not None:
-        token = await _token(tokens, session, started)
+        token = await _token(tokens, session, started, remaining())
         if isinstance(token, Outcome):
             return token
         headers["Authorization"] = f"Bearer {token}"
@@ -68,7 +77,7 @@ async def run(
     )
     if result.status_code == 401 and tokens is not None and isinstance(token, str):
         tokens.invalidate(token)  # only if still cached: a burst of 401s costs one token
-        token = await _token(tokens, session, started)
+        token = await _token(tokens, session, started, remaining())
         if isinstance(token, Outcome):
             return token
         headers["Authorization"] = f"Bearer {token}"

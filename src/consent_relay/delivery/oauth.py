@@ -118,10 +118,12 @@ class TokenSource:
         *,
         allowed: Sequence[targets.Network] = (),
         proxy: str | None = None,
+        require_https: bool = False,
         clock: Any = time.monotonic,
     ) -> None:
         self.credentials = credentials
         self.allowed = allowed
+        self.require_https = require_https
         self.proxy = proxy
         self.clock = clock
         self._token: str | None = None
@@ -152,6 +154,10 @@ class TokenSource:
             self._token = None
 
     async def _fetch(self, session: aiohttp.ClientSession) -> tuple[str, float]:
+        # Refused before any request: the client secret never goes where it may not.
+        targets.check_url(
+            self.credentials.token_url, self.allowed, require_https=self.require_https
+        )
         self.fetches += 1
         try:
             token = await self._request(session)
@@ -162,7 +168,6 @@ class TokenSource:
         return token
 
     async def _request(self, session: aiohttp.ClientSession) -> tuple[str, float]:
-        targets.check_url(self.credentials.token_url, self.allowed)
         form, headers = token_request(self.credentials)
         async with session.post(
             self.credentials.token_url,

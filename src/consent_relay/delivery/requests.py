@@ -79,18 +79,26 @@ class WebhookCache:
     ctx: Context
     max_age: float = 2.0
     _hooks: dict[str, PreparedWebhook] = field(default_factory=dict)
+    # Webhooks that cannot be prepared (a secret under another key): not claimed by this
+    # worker until the next reload, so their deliveries wait, unleased, for a worker that can.
+    broken: set[str] = field(default_factory=set)
     _loaded_at: float = -1e9
 
     async def get_many(self, webhook_ids: set[str]) -> dict[str, PreparedWebhook]:
         stale = time.monotonic() - self._loaded_at > self.max_age
-        if stale or not webhook_ids <= self._hooks.keys():
+        if stale or not webhook_ids <= self._hooks.keys() | self.broken:
             await self.reload()
         return self._hooks
+
+    async def refresh_if_stale(self) -> None:
+        if time.monotonic() - self._loaded_at > self.max_age:
+            await self.reload()
 
     async def reload(self) -> None:
         async with self.ctx.store.read() as tx:
             hooks = await tx.list_all_webhooks()
         prepared = {}
+        broken = set()
         for hook in hooks:
             try:
                 prepared[hook.id] = prepare(self.ctx, hook)
@@ -98,5 +106,6 @@ class WebhookCache:
                 # e.g. a secret encrypted under another key: hold this webhook's deliveries
                 # (they stay queued) rather than stop delivering for everyone.
                 log.error("webhook %s cannot be prepared: %s", hook.id, exc.detail)
-        self._hooks = prepared
+                broken.add(hook.id)
+        self._hooks, self.broken = prepared, broken
         self._loaded_at = time.monotonic()

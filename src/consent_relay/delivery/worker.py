@@ -61,7 +61,7 @@ class Worker:
         self._claimed: dict[int, Claimed] = {}
         self._per_webhook: Counter[str] = Counter()
         self._semaphores: dict[str, asyncio.Semaphore] = {}
-        self._results: asyncio.Queue[Result] = asyncio.Queue()
+        self._results: asyncio.Queue[Result | None] = asyncio.Queue()
         self._token_sources: dict[str, oauth.TokenSource] = {}
         self._wake = ctx.work_queued
         self._session: aiohttp.ClientSession
@@ -100,7 +100,9 @@ class Worker:
         if free < threshold and held:
             return False  # wait until enough slots free up: claims stay batched
         want = min(free, self.batch_size)
+        await self.webhooks.refresh_if_stale()
         excluded = [hook for hook, n in self._per_webhook.items() if n >= self.webhook_cap]
+        excluded.extend(self.webhooks.broken)
         now_ms = self.ctx.clock_ms()
         lease = f"{self.id}:{ids.new_id('ls')[-10:]}"
         async with self.ctx.store.write() as tx:
@@ -116,15 +118,20 @@ class Worker:
         if not claimed:
             return False
         hooks = await self.webhooks.get_many({c.webhook_id for c in claimed})
+        unsendable = []
         for item in claimed:
             hook = hooks.get(item.webhook_id)
             message = messages.get(item.message_id)
             if hook is None or message is None:
-                continue  # deleted meanwhile: its deliveries are gone with it
+                unsendable.append(item)  # deleted meanwhile, or turned unpreparable
+                continue
             self._claimed[item.pk] = item
             self._per_webhook[item.webhook_id] += 1
             task = asyncio.create_task(self._deliver(item, hook, message))
             self._in_flight[item.pk] = task
+        if unsendable:
+            async with self.ctx.store.write() as tx:
+                await queue.release(tx, unsendable, now_ms)
         return len(claimed) == want
 
     async def _sleep(self, stop: asyncio.Event) -> None:
@@ -191,7 +198,12 @@ class Worker:
         credentials = oauth.Credentials.from_settings(hook.authentication, hook.auth_secret)
         source = self._token_sources.get(hook.id)
         if source is None or source.credentials != credentials:
-            source = oauth.TokenSource(credentials, allowed=self.allowed, proxy=self.proxy)
+            source = oauth.TokenSource(
+                credentials,
+                allowed=self.allowed,
+                proxy=self.proxy,
+                require_https=self.ctx.settings.require_https,
+            )
             self._token_sources[hook.id] = source
         return source
 
@@ -236,11 +248,22 @@ class Worker:
     # -- recording --------------------------------------------------------------------------
 
     async def _record_loop(self) -> None:
-        while True:
-            batch = [await self._results.get()]
-            while not self._results.empty() and len(batch) < 500:
-                batch.append(self._results.get_nowait())
-            await self._record(batch)
+        """Record results in batches until the ``None`` that shutdown sends, after which
+        everything queued before it has been recorded."""
+        finished = False
+        while not finished:
+            batch: list[Result] = []
+            item = await self._results.get()
+            while True:
+                if item is None:
+                    finished = True
+                    break
+                batch.append(item)
+                if self._results.empty() or len(batch) >= 500:
+                    break
+                item = self._results.get_nowait()
+            if batch:
+                await self._record(batch)
 
     async def _record(self, batch: list[Result]) -> None:
         delay = 0.05
@@ -254,6 +277,12 @@ class Worker:
                 log.warning("database unavailable; will record %d results again", len(batch))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+            except Exception:
+                # Our own fault: these results are dropped and their leases run out, so the
+                # deliveries go out again (at least once); the recorder itself carries on.
+                log.exception("could not record %d results", len(batch))
+                kept = []
+                break
         for result in batch:
             self._claimed.pop(result.claimed.pk, None)
         if len(kept) < len(batch):
@@ -275,12 +304,13 @@ class Worker:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        while not self._results.empty():
-            batch = [self._results.get_nowait() for _ in range(self._results.qsize())]
-            with contextlib.suppress(errors.StorageUnavailable):
-                await self._record(batch)
-        recorder.cancel()
-        await asyncio.gather(recorder, return_exceptions=True)
+        # Let the recorder write everything queued (it retries while the database is away,
+        # for a bounded time); cancelling it mid-write could lose a result already sent.
+        await self._results.put(None)
+        try:
+            await asyncio.wait_for(recorder, timeout=self.ctx.settings.request_timeout + 5)
+        except TimeoutError:
+            log.warning("could not record every result before stopping")
         leftover = list(self._claimed.values())
         if leftover:
             with contextlib.suppress(errors.StorageUnavailable):
