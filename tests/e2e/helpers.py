@@ -4,13 +4,12 @@ subprocess workers."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -18,9 +17,10 @@ from typing import IO, Any
 import httpx
 from sqlalchemy import text
 
-from consent_relay.delivery.worker import Worker
 from consent_relay.services.context import Context
 from consent_relay.settings import Settings
+from tests.workers import make_webhook as make_webhook  # re-exported
+from tests.workers import running as running  # re-exported
 
 VENV_BIN = Path(__file__).resolve().parents[2] / ".venv" / "bin"
 CLI = str(VENV_BIN / "consent-relay")
@@ -28,13 +28,6 @@ READY = "worker running"  # what `consent-relay worker` prints once its signal h
 
 
 # -- API shortcuts ----------------------------------------------------------------------------
-
-
-async def make_webhook(api: httpx.AsyncClient, url: str, **fields: Any) -> dict[str, Any]:
-    response = await api.post("/v1/webhooks", json={"url": url, **fields})
-    assert response.status_code == 201, response.text
-    created: dict[str, Any] = response.json()
-    return created
 
 
 async def post_event(
@@ -91,20 +84,6 @@ async def rows(ctx: Context, sql: str, **params: Any) -> list[Any]:
 
 
 # -- in-process worker ------------------------------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def running(ctx: Context, **kwargs: Any) -> AsyncIterator[Worker]:
-    """One in-process worker on ``ctx`` until the block ends (then a graceful stop)."""
-    kwargs.setdefault("poll_interval", 0.1)
-    worker = Worker(ctx, rand=lambda: 0.5, **kwargs)
-    stop = asyncio.Event()
-    task = asyncio.create_task(worker.run(stop))
-    try:
-        yield worker
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
 
 
 # -- subprocesses -----------------------------------------------------------------------------

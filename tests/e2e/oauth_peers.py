@@ -24,9 +24,10 @@ import orjson
 from aiohttp import web
 from sqlalchemy import text
 
-from consent_relay.delivery.worker import Worker
 from consent_relay.services.context import Context
 from tests.receiver import Behaviour, Received
+from tests.workers import make_webhook as make_webhook  # re-exported
+from tests.workers import running as running  # re-exported
 
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
 OAUTH_SERVER_SCRIPT = TOOLS / "oauth-server.mjs"
@@ -54,26 +55,6 @@ def with_settings(ctx: Context, **updates: Any) -> Context:
     """The same database, key, clock and wake-up event; other settings (e.g. a worker that
     allows less)."""
     return dataclasses.replace(ctx, settings=ctx.settings.model_copy(update=updates))
-
-
-@contextlib.asynccontextmanager
-async def running(ctx: Context, **kwargs: Any) -> AsyncIterator[Worker]:
-    """One in-process worker on ``ctx`` until the block ends (then a graceful stop)."""
-    worker = Worker(ctx, poll_interval=0.1, rand=lambda: 0.5, **kwargs)
-    stop = asyncio.Event()
-    task = asyncio.create_task(worker.run(stop))
-    try:
-        yield worker
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
-
-
-async def make_webhook(api: httpx.AsyncClient, url: str, **fields: Any) -> dict[str, Any]:
-    response = await api.post("/v1/webhooks", json={"url": url, **fields})
-    assert response.status_code == 201, response.text
-    created: dict[str, Any] = response.json()
-    return created
 
 
 async def post_events(api: httpx.AsyncClient, *users: str) -> None:

@@ -5,10 +5,8 @@ PostgreSQL). The browser walk-through is in tests/browser."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import html
 import re
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from http.cookies import SimpleCookie
 from typing import Any
@@ -22,7 +20,6 @@ from sqlalchemy import insert, select, update
 from consent_relay import crypto
 from consent_relay.dashboard import forms, health
 from consent_relay.dashboard.session import SESSION_COOKIE, Sessions, derive_key
-from consent_relay.delivery.worker import Worker
 from consent_relay.domain import samples
 from consent_relay.domain.timefmt import now_ts
 from consent_relay.schemas import OrganizationIn, WebhookIn
@@ -32,6 +29,7 @@ from consent_relay.services.context import Context
 from consent_relay.settings import Settings
 from consent_relay.storage.tables import attempts, deliveries
 from tests.receiver import Received, Receiver, status_sequence
+from tests.workers import running
 
 D = "/dashboard"
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -116,18 +114,6 @@ async def create_via_form(client: httpx.AsyncClient, csrf: str, **fields: Any) -
     found = re.search(r'data-testid="webhook-id">(wh_[^<]+)<', response.text)
     assert found
     return found.group(1)
-
-
-@contextlib.asynccontextmanager
-async def running(ctx: Context) -> AsyncIterator[Worker]:
-    worker = Worker(ctx, poll_interval=0.2, rand=lambda: 0.5)
-    stop = asyncio.Event()
-    task = asyncio.create_task(worker.run(stop))
-    try:
-        yield worker
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
 
 
 async def wait_status(ctx: Context, delivery_id: str, status: str) -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -12,29 +10,10 @@ import pytest
 from sqlalchemy import select
 from standardwebhooks.webhooks import Webhook
 
-from consent_relay.delivery.worker import Worker
 from consent_relay.services.context import Context
 from consent_relay.storage.tables import attempts, deliveries
 from tests.receiver import Receiver, status_sequence
-
-
-@contextlib.asynccontextmanager
-async def running(ctx: Context, **kwargs: Any) -> AsyncIterator[Worker]:
-    worker = Worker(ctx, poll_interval=0.2, rand=lambda: 0.5, **kwargs)
-    stop = asyncio.Event()
-    task = asyncio.create_task(worker.run(stop))
-    try:
-        yield worker
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
-
-
-async def make_webhook(api: httpx.AsyncClient, url: str, **fields: Any) -> dict[str, Any]:
-    response = await api.post("/v1/webhooks", json={"url": url, **fields})
-    assert response.status_code == 201, response.text
-    created: dict[str, Any] = response.json()
-    return created
+from tests.workers import make_webhook, running
 
 
 async def post_event(api: httpx.AsyncClient, ouid: str, enabled: bool) -> dict[str, Any]:

@@ -8,8 +8,9 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from consent_relay.services.context import Context
-from tests.integration.test_delivery import make_webhook, post_event, running
+from tests.integration.test_delivery import post_event
 from tests.receiver import Receiver, status_sequence
+from tests.workers import make_webhook, running
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -8,8 +8,8 @@ from standardwebhooks.webhooks import Webhook
 
 from consent_relay.domain.rules import EVENT_TYPES
 from consent_relay.services.context import Context
-from tests.integration.test_delivery import make_webhook, running
 from tests.receiver import Receiver
+from tests.workers import make_webhook, running
 
 
 @pytest.mark.parametrize("kind", EVENT_TYPES)
