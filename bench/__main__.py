@@ -1,0 +1,314 @@
+"""``python -m bench``: the benchmarks of BENCH.md, a table (or ``--json``, one object).
+
+python -m bench                     # everything, full size (a quarter of an hour or so)
+python -m bench --quick             # everything, small: a smoke run under a minute
+python -m bench --only bare,delivery --deliveries 50000
+python -m bench --json              # one JSON object on stdout; progress on stderr
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from bench import db, scenarios
+from bench.receiver import ReceiverProcess
+from consent_relay import crypto
+
+SCENARIOS = ("bare", "delivery", "scale-out", "ingest", "latency", "isolation", "backlog")
+ALIASES = {"scaleout": "scale-out", "scale_out": "scale-out", "deliveries": "delivery"}
+REQUIRED_KEYS = (
+    "bare_per_s",
+    "sqlite_per_s",
+    "postgres_per_s",
+    "ratio_sqlite",
+    "ratio_postgres",
+    "postgres_2_workers_per_s",
+    "scale_out_ratio",
+    "latency_p50_ms",
+    "latency_p99_ms",
+    "ingest_per_s",
+    "isolation_ratio",
+    "backlog_peak_rss_mb",
+    "backlog_drain_per_s",
+)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description="Consent Relay benchmarks (BENCH.md)."
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object only")
+    parser.add_argument("--quick", action="store_true", help="everything, small (< 1 minute)")
+    parser.add_argument(
+        "--only", default="", help=f"comma-separated scenarios among: {', '.join(SCENARIOS)}"
+    )
+    parser.add_argument("--deliveries", type=int, help="deliveries per drain (default 20,000)")
+    parser.add_argument("--backlog", type=int, help="backlog deliveries (default 1,000,000)")
+    parser.add_argument(
+        "--backlog-db", choices=("postgres", "sqlite"), default="postgres", help="backlog database"
+    )
+    parser.add_argument("--concurrency", type=int, default=200, help="requests in flight")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
+    parser.add_argument("--save", type=Path, help="also write the JSON object to this file")
+    return parser.parse_args(argv)
+
+
+def chosen(only: str) -> list[str]:
+    if not only:
+        return list(SCENARIOS)
+    names = [ALIASES.get(n.strip(), n.strip()) for n in only.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        raise SystemExit(
+            f"unknown scenario(s): {', '.join(unknown)}; known: {', '.join(SCENARIOS)}"
+        )
+    return [n for n in SCENARIOS if n in names]
+
+
+def make_config(
+    args: argparse.Namespace, workdir: Path, say: Callable[[str], None]
+) -> scenarios.Config:
+    cfg = scenarios.Config(workdir=workdir, key=crypto.new_key(), say=say)
+    cfg.concurrency = args.concurrency
+    cfg.backlog_db = args.backlog_db
+    if args.quick:
+        cfg.quick = True
+        cfg.deliveries = 2_000
+        cfg.backlog = 5_000
+        cfg.bare_repeats = 1
+        cfg.ingest_seconds = 2.0
+        cfg.latency_seconds = 2.0
+        cfg.isolation_per_webhook = 100
+    if args.deliveries:
+        cfg.deliveries = args.deliveries
+    if args.backlog:
+        cfg.backlog = args.backlog
+    return cfg
+
+
+async def run(args: argparse.Namespace, say: Callable[[str], None]) -> dict[str, Any]:
+    names = chosen(args.only)
+    if "delivery" in names and "bare" not in names:
+        names.insert(0, "bare")  # the ratios need the ceiling of this run
+    workdir = Path(tempfile.mkdtemp(prefix="consent-relay-bench-"))
+    cfg = make_config(args, workdir, say)
+    results: dict[str, Any] = {key: None for key in REQUIRED_KEYS}
+    results.update(
+        {
+            "command": " ".join(["python -m bench", *sys.argv[1:]]),
+            "quick": cfg.quick,
+            "deliveries": cfg.deliveries,
+            "concurrency": cfg.concurrency,
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "scenarios": names,
+            "load_average_at_start": list(os.getloadavg()),
+        }
+    )
+    has_postgres = await db.postgres_available()
+    if not has_postgres:
+        say(f"PostgreSQL is not reachable on {db.PG_HOST}:{db.PG_PORT}: its scenarios are skipped")
+    results["postgres_available"] = has_postgres
+    began = time.perf_counter()
+    failed = False
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            if has_postgres:
+                await stack.enter_async_context(db.postgres_template())
+            receiver = await stack.enter_async_context(
+                ReceiverProcess(cfg.workdir / "receiver.log")
+            )
+            for name in names:
+                needs_pg = name in ("scale-out", "ingest", "latency", "isolation") or (
+                    name == "backlog" and cfg.backlog_db == "postgres"
+                )
+                if needs_pg and not has_postgres:
+                    continue
+                with scenarios.timed(cfg, name):
+                    try:
+                        await _one(name, cfg, receiver, results, has_postgres)
+                    except Exception as exc:
+                        failed = True
+                        say(f"  {name} FAILED: {type(exc).__name__}: {exc}")
+                        results.setdefault("failures", {})[name] = f"{type(exc).__name__}: {exc}"
+    finally:
+        results["seconds"] = round(time.perf_counter() - began, 1)
+        results["load_average_at_end"] = list(os.getloadavg())
+        if args.keep or failed:
+            say(f"work folder (child logs): {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return results
+
+
+async def _one(
+    name: str,
+    cfg: scenarios.Config,
+    receiver: ReceiverProcess,
+    results: dict[str, Any],
+    has_postgres: bool,
+) -> None:
+    if name == "bare":
+        await scenarios.bare(cfg, receiver, results)
+    elif name == "delivery":
+        kinds = ["sqlite", "postgres"] if has_postgres else ["sqlite"]
+        await scenarios.delivery(cfg, receiver, results, kinds)
+    elif name == "scale-out":
+        await scenarios.scale_out(cfg, receiver, results)
+    elif name == "ingest":
+        await scenarios.ingest(
+            cfg, receiver, results, ["postgres"] if cfg.quick else ["postgres", "sqlite"]
+        )
+    elif name == "latency":
+        await scenarios.latency(cfg, receiver, results)
+    elif name == "isolation":
+        await scenarios.isolation(cfg, receiver, results)
+    elif name == "backlog":
+        await scenarios.backlog(cfg, receiver, results)
+
+
+# -- the table -------------------------------------------------------------------------------------
+
+
+def _fmt(value: Any, unit: str = "", digits: int = 0) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float | int):
+        return f"{value:,.{digits}f}{unit}"
+    return str(value)
+
+
+def _met(value: Any, goal: Callable[[float], bool]) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return "[green]yes[/green]" if goal(float(value)) else "[red]no[/red]"
+
+
+def table(results: dict[str, Any]) -> Table:
+    r = results
+    out = Table(title=f"Consent Relay benchmarks ({r.get('command', '')})")
+    out.add_column("scenario")
+    out.add_column("figure", justify="right")
+    out.add_column("against (same run)", justify="right")
+    out.add_column("ratio", justify="right")
+    out.add_column("goal")
+    out.add_column("met")
+    bare = r.get("bare_per_s")
+    out.add_row(
+        "1. bare aiohttp (ceiling)",
+        _fmt(bare, " /s"),
+        f"{r.get('concurrency')} in flight, {r.get('body_bytes', '-')} B",
+        "",
+        "",
+        "",
+    )
+    for kind in ("sqlite", "postgres"):
+        ratio = r.get(f"ratio_{kind}")
+        out.add_row(
+            f"2. delivery, {kind} ({r.get('deliveries'):,})",
+            _fmt(r.get(f"{kind}_per_s"), " /s"),
+            f"bare just before {_fmt(r.get(f'{kind}_adjacent_bare_per_s'), ' /s')}; CPU/request "
+            f"worker {_fmt(r.get(f'{kind}_cpu_us'), ' us')} vs bare "
+            f"{_fmt(r.get('bare_cpu_us'), ' us')}",
+            _fmt(ratio, "", 2),
+            ">= 0.6",
+            _met(ratio, lambda v: v >= 0.6),
+        )
+    scale = r.get("scale_out_ratio")
+    out.add_row(
+        "3. scale-out, postgres, 2 processes",
+        _fmt(r.get("postgres_2_workers_per_s"), " /s"),
+        f"1 process {_fmt(r.get('postgres_1_worker_per_s'), ' /s')}",
+        _fmt(scale, "x", 2),
+        ">= 1.7x",
+        _met(scale, lambda v: v >= 1.7),
+    )
+    p99 = r.get("latency_p99_ms")
+    out.add_row(
+        "4. latency API answer -> receiver",
+        f"p50 {_fmt(r.get('latency_p50_ms'), ' ms', 1)} / p99 {_fmt(p99, ' ms', 1)}",
+        f"at {_fmt(r.get('latency_rate_per_s'), ' events/s')}",
+        "",
+        "p99 <= 50 ms",
+        _met(p99, lambda v: v <= 50),
+    )
+    ingest = r.get("ingest_per_s")
+    out.add_row(
+        "5. ingest, postgres, workers off",
+        f"{_fmt(ingest, ' /s')} (p99 {_fmt(r.get('ingest_p99_ms'), ' ms')})",
+        f"1-insert endpoint {_fmt(r.get('ingest_ceiling_per_s'), ' /s')}; CPU/request "
+        f"{_fmt(r.get('ingest_cpu_ms'), ' ms', 2)} vs "
+        f"{_fmt(r.get('ingest_ceiling_cpu_ms'), ' ms', 2)}",
+        _fmt(r.get("ingest_ratio"), "", 2),
+        ">= 1,500 /s",
+        _met(ingest, lambda v: v >= 1500),
+    )
+    if r.get("ingest_sqlite_per_s") is not None:
+        out.add_row(
+            "5. ingest, sqlite, workers off",
+            f"{_fmt(r.get('ingest_sqlite_per_s'), ' /s')} (p99 "
+            f"{_fmt(r.get('ingest_sqlite_p99_ms'), ' ms')})",
+            f"1-insert endpoint {_fmt(r.get('ingest_ceiling_per_s'), ' /s')}",
+            _fmt(r.get("ingest_sqlite_ratio"), "", 2),
+            "(info)",
+            "",
+        )
+    iso = r.get("isolation_ratio")
+    out.add_row(
+        "6. isolation, 9 healthy + 1 hanging",
+        _fmt(r.get("isolation_with_hang_per_s"), " /s"),
+        f"without it {_fmt(r.get('isolation_without_hang_per_s'), ' /s')}",
+        _fmt(iso, "", 2),
+        ">= 0.9",
+        _met(iso, lambda v: v >= 0.9),
+    )
+    rss = r.get("backlog_peak_rss_mb")
+    out.add_row(
+        f"7. backlog {_fmt(r.get('backlog_deliveries'))} ({r.get('backlog_db', '-')})",
+        f"peak RSS {_fmt(rss, ' MB', 1)}",
+        f"drain {_fmt(r.get('backlog_drain_per_s'), ' /s')}",
+        "",
+        "<= 300 MB",
+        _met(rss, lambda v: v <= 300),
+    )
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    progress = Console(stderr=True, soft_wrap=True)
+
+    def say(line: str) -> None:
+        progress.print(line, markup=False, highlight=False)
+
+    import uvloop
+
+    results = uvloop.run(run(args, say))
+    if args.save:
+        args.save.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2) + b"\n")
+    if args.json:
+        sys.stdout.write(orjson.dumps(results).decode() + "\n")
+    else:
+        Console(width=200).print(table(results))
+        say(f"total {results['seconds']} s")
+    if results.get("failures"):
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,683 @@
+"""The seven benchmarks of BENCH.md. Each one adds its figures to a shared result dict.
+
+Every child process (receiver, worker, bare client, API) runs on its own event loop, so the
+load generator and the thing measured never share one. Every loop here is bounded in count
+and in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import random
+import socket
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+from bench import db
+from bench.apiproc import ApiServer
+from bench.procs import Child, child_env
+from bench.receiver import ReceiverProcess
+from consent_relay.services.context import Context
+from consent_relay.settings import Settings
+
+Results = dict[str, Any]
+Say = Callable[[str], None]
+
+
+@dataclass
+class Config:
+    workdir: Path
+    key: str
+    quick: bool = False
+    deliveries: int = 20_000
+    backlog: int = 1_000_000
+    concurrency: int = 200
+    bare_repeats: int = 3
+    ingest_seconds: float = 10.0
+    ingest_connections: int = 64
+    latency_seconds: float = 10.0
+    latency_rate_cap: float = 300.0
+    isolation_per_webhook: int = 2_000
+    isolation_timeout: float = 2.0
+    backlog_db: str = "postgres"
+    say: Say = field(default=lambda _line: None)
+
+    @property
+    def log(self) -> Path:
+        return self.workdir / "children.log"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _percentile(values: Sequence[float], fraction: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return ordered[index]
+
+
+# -- the worker, draining a queue ----------------------------------------------------------------
+
+
+@dataclass
+class Drain:
+    expected: int
+    arrived: int
+    seconds: float
+    finished: bool
+    children: list[dict[str, Any]]
+    db_cpu_s: float | None = None
+
+    @property
+    def cpu_s(self) -> float:
+        return float(sum(c.get("cpu_s", 0.0) for c in self.children))
+
+    @property
+    def cpu_us_per_delivery(self) -> float:
+        return self.cpu_s / self.arrived * 1e6 if self.arrived else float("nan")
+
+    @property
+    def per_s(self) -> float:
+        return self.arrived / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def peak_rss_mb(self) -> float:
+        return max((c.get("VmHWM", 0) for c in self.children), default=0) / 1024
+
+
+def worker_children(cfg: Config, settings: Settings, processes: int, within: float) -> list[Child]:
+    env = child_env(db.settings_env(settings))
+    return [
+        Child(["worker", "--max-seconds", str(within + 120)], env, cfg.log)
+        for _ in range(processes)
+    ]
+
+
+async def drain(
+    receiver: ReceiverProcess,
+    children: Sequence[Child],
+    *,
+    expected: int,
+    prefix: str,
+    ctx: Context | None,
+    within: float = 300.0,
+    poll: float = 0.02,
+) -> Drain:
+    """Start the (READY) worker processes together and time them until ``expected``
+    requests reached the receiver under ``prefix`` (and, with ``ctx``, until the database
+    holds no pending delivery: every result recorded)."""
+    await receiver.reset()
+    began = time.time()
+    for child in children:
+        child.send("go")
+    arrived_at = await receiver.wait_for(expected, prefix, within=within, interval=poll)
+    finished = arrived_at is not None
+    done_at = arrived_at or time.time()
+    if finished and ctx is not None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if await db.pending_count(ctx) == 0:
+                done_at = time.time()
+                break
+            await asyncio.sleep(poll)
+        else:
+            finished = False
+    arrived = await receiver.count(prefix)
+    db_cpu = await db.backend_cpu_s(ctx) if ctx is not None else None
+    for child in children:
+        child.send("stop")
+    reports = [await child.finish() for child in children]
+    return Drain(expected, min(arrived, expected), done_at - began, finished, reports, db_cpu)
+
+
+# -- 1. bare -------------------------------------------------------------------------------------
+
+
+async def _bare_once(cfg: Config, receiver: ReceiverProcess) -> tuple[float, float]:
+    """One bare run: requests per second, and CPU microseconds per request."""
+    body = db.render_body("event.created", db.message_parameters(0, "user-0000000"))
+    body_file = cfg.workdir / "body.json"
+    body_file.write_bytes(body)
+    child = Child(
+        [
+            "bare",
+            "--url",
+            receiver.url("/bare"),
+            "--count",
+            str(cfg.deliveries),
+            "--concurrency",
+            str(cfg.concurrency),
+            "--body-file",
+            str(body_file),
+        ],
+        child_env({}),
+        cfg.log,
+    )
+    async with child:
+        await child.start()
+        child.send("go")
+        report = await child.finish(within=600)
+    if report.get("errors"):
+        cfg.say(f"  bare: {report['errors']} errors")
+    ok = int(report.get("ok", 0))
+    elapsed = float(report.get("elapsed", 0.0))
+    rate = ok / elapsed if elapsed else 0.0
+    cpu_us = float(report.get("cpu_s", 0.0)) / ok * 1e6 if ok else float("nan")
+    return rate, cpu_us
+
+
+async def bare(cfg: Config, receiver: ReceiverProcess, results: Results) -> None:
+    runs = [await _bare_once(cfg, receiver) for _ in range(cfg.bare_repeats)]
+    _add_bare(results, runs)
+    results["body_bytes"] = len(db.render_body("event.created", db.message_parameters(0, "u")))
+    cfg.say(
+        f"  bare: {results['bare_per_s']:.0f} req/s (runs: {[round(r) for r, _ in runs]}), "
+        f"{results['bare_cpu_us']:.0f} CPU-us/request"
+    )
+
+
+def _add_bare(results: Results, runs: Sequence[tuple[float, float]]) -> None:
+    """Bare runs join the run's pool; the ceiling is the median of them all."""
+    pool = results.setdefault("bare_runs_per_s", [])
+    cpu_pool = results.setdefault("bare_runs_cpu_us", [])
+    for rate, cpu_us in runs:
+        pool.append(rate)
+        cpu_pool.append(cpu_us)
+    results["bare_per_s"] = statistics.median(pool)
+    results["bare_cpu_us"] = statistics.median(cpu_pool)
+
+
+# -- 2. delivery ---------------------------------------------------------------------------------
+
+
+async def _queued_drain(
+    cfg: Config,
+    receiver: ReceiverProcess,
+    kind: str,
+    *,
+    paths: Sequence[str],
+    messages: int,
+    expect_prefix: str,
+    expected: int,
+    processes: int = 1,
+    check_db: bool = True,
+    within: float = 300.0,
+    poll: float = 0.02,
+    **overrides: Any,
+) -> tuple[db.FillResult, Drain, dict[str, int]]:
+    """A fresh database, one org, webhooks at ``paths`` of the receiver, ``messages``
+    messages to each (over messages/4 users), drained by worker processes."""
+    async with db.database(kind) as url:
+        settings = db.settings_for(url, cfg.workdir, cfg.key, **overrides)
+        async with db.open_context(settings) as ctx:
+            hooks = await db.create_org_and_webhooks(
+                ctx, "bench", [receiver.url(path) for path in paths]
+            )
+            children = worker_children(cfg, settings, processes, within)
+            try:
+                # The workers start up (imports, connections) while the queue fills.
+                starting = asyncio.gather(*(child.start() for child in children))
+                try:
+                    filled = await db.fill(ctx, "bench", hooks, messages, max(1, messages // 4))
+                finally:
+                    await starting
+                result = await drain(
+                    receiver,
+                    children,
+                    expected=expected,
+                    prefix=expect_prefix,
+                    ctx=ctx if check_db else None,
+                    within=within,
+                    poll=poll,
+                )
+            finally:
+                for child in children:
+                    await child.close()
+            counts = await db.status_counts(ctx)
+    return filled, result, counts
+
+
+async def delivery(
+    cfg: Config, receiver: ReceiverProcess, results: Results, kinds: Sequence[str]
+) -> None:
+    """Each drain is preceded by a bare run (the machine is shared and noisy): the ratio is
+    taken against that adjacent bare run; the median of all bare runs is reported too."""
+    n = cfg.deliveries
+    for kind in kinds:
+        adjacent, adjacent_cpu = await _bare_once(cfg, receiver)
+        _add_bare(results, [(adjacent, adjacent_cpu)])
+        filled, result, counts = await _queued_drain(
+            cfg,
+            receiver,
+            kind,
+            paths=["/dlv"],
+            messages=n,
+            expect_prefix="/dlv",
+            expected=n,
+            worker_concurrency=cfg.concurrency,
+            webhook_concurrency=cfg.concurrency,
+        )
+        results[f"{kind}_per_s"] = result.per_s
+        results[f"{kind}_adjacent_bare_per_s"] = adjacent
+        results[f"ratio_{kind}"] = result.per_s / adjacent if adjacent else None
+        results[f"{kind}_cpu_us"] = result.cpu_us_per_delivery
+        results[f"cpu_ratio_{kind}"] = results["bare_cpu_us"] / result.cpu_us_per_delivery
+        if result.db_cpu_s is not None:
+            results[f"{kind}_db_cpu_us"] = result.db_cpu_s / max(1, result.arrived) * 1e6
+        results[f"{kind}_fill_per_s"] = filled.per_s
+        results[f"{kind}_complete"] = result.finished and counts.get("delivered", 0) == n
+        db_cpu = results.get(f"{kind}_db_cpu_us")
+        cfg.say(
+            f"  delivery {kind}: {result.per_s:.0f}/s over {result.seconds:.2f} s, "
+            f"bare just before {adjacent:.0f}/s -> ratio {results[f'ratio_{kind}']:.2f}; "
+            f"worker {result.cpu_us_per_delivery:.0f} CPU-us/delivery (bare "
+            f"{adjacent_cpu:.0f}/request)"
+            + (f", database backends {db_cpu:.0f} CPU-us/delivery" if db_cpu else "")
+            + f"; fill {filled.per_s:.0f}/s; statuses {counts}"
+        )
+
+
+# -- 3. scale-out ----------------------------------------------------------------------------------
+
+
+async def scale_out(cfg: Config, receiver: ReceiverProcess, results: Results) -> None:
+    n = cfg.deliveries
+    rates: dict[int, float] = {}
+    for processes in (1, 2):
+        _filled, result, counts = await _queued_drain(
+            cfg,
+            receiver,
+            "postgres",
+            paths=["/so"],
+            messages=n,
+            expect_prefix="/so",
+            expected=n,
+            processes=processes,
+            worker_concurrency=cfg.concurrency,
+            webhook_concurrency=cfg.concurrency,
+        )
+        rates[processes] = result.per_s
+        db_us = (result.db_cpu_s or 0.0) / max(1, result.arrived) * 1e6
+        results[f"postgres_{processes}_proc_cpu_us"] = result.cpu_us_per_delivery
+        results[f"postgres_{processes}_proc_db_cpu_us"] = db_us
+        cfg.say(
+            f"  scale-out {processes} process(es): {result.per_s:.0f}/s; workers "
+            f"{result.cpu_us_per_delivery:.0f} + database backends {db_us:.0f} CPU-us/delivery "
+            f"({counts})"
+        )
+    results["postgres_1_worker_per_s"] = rates[1]
+    results["postgres_2_workers_per_s"] = rates[2]
+    results["scale_out_ratio"] = rates[2] / rates[1] if rates[1] else None
+
+
+# -- 4. and 5. the API ---------------------------------------------------------------------------
+
+
+def _event_body(event_id: str | None, user: int, enabled: bool) -> bytes:
+    """A consent event of about 1 KB."""
+    event: dict[str, Any] = {
+        "user": {"organization_user_id": f"user-{user}@example.com", "country": "FR"},
+        "consents": {
+            "purposes": [
+                {"id": "analytics", "enabled": enabled},
+                {"id": "ads", "enabled": not enabled},
+                {"id": "personalisation", "enabled": True},
+            ],
+            "vendors": {"enabled": ["google", "meta"], "disabled": ["acme"]},
+            "channels": [{"id": "email", "enabled": enabled}],
+        },
+        "metadata": {"source": "bench", "pad": ""},
+    }
+    if event_id is not None:
+        event["id"] = event_id
+    size = len(orjson.dumps(event))
+    event["metadata"]["pad"] = "x" * max(0, 1024 - size)
+    return orjson.dumps(event)
+
+
+async def _set_up_api(
+    session: aiohttp.ClientSession, base: str, admin_token: str, hook_urls: Sequence[str]
+) -> str:
+    """An organization (its API key returned) with one webhook per URL."""
+    async with session.post(
+        base + "/v1/admin/organizations",
+        json={"id": "bench"},
+        headers={"Authorization": f"Bearer {admin_token}"},
+    ) as response:
+        if response.status != 201:
+            raise RuntimeError(
+                f"creating the organization: {response.status} {await response.text()}"
+            )
+        api_key = str((await response.json())["api_key"])
+    for url in hook_urls:
+        async with session.post(
+            base + "/v1/webhooks", json={"url": url}, headers={"Authorization": f"Bearer {api_key}"}
+        ) as response:
+            if response.status != 201:
+                raise RuntimeError(f"creating a webhook: {response.status} {await response.text()}")
+    return api_key
+
+
+@dataclass
+class Load:
+    ok: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)
+    statuses: dict[int, int] = field(default_factory=dict)
+    server_cpu_s: float = 0.0
+
+    @property
+    def server_cpu_ms(self) -> float:
+        """CPU milliseconds the API process spent per accepted event."""
+        return self.server_cpu_s / self.ok * 1000 if self.ok else float("nan")
+
+    @property
+    def per_s(self) -> float:
+        return self.ok / self.seconds if self.seconds else 0.0
+
+
+async def _closed_loop(
+    base: str, api_key: str, seconds: float, connections: int, users: int
+) -> Load:
+    """``connections`` clients posting events back to back for ``seconds``."""
+    load = Load()
+    headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+    rng = random.Random(7)
+    bodies = [_event_body(None, rng.randrange(users), rng.random() < 0.5) for _ in range(4096)]
+    url = base + "/v1/consents/events"
+    connector = aiohttp.TCPConnector(limit=connections)
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        began = time.perf_counter()
+        deadline = began + seconds
+        counter = 0
+
+        async def client() -> None:
+            nonlocal counter
+            while time.perf_counter() < deadline:
+                body = bodies[counter % len(bodies)]
+                counter += 1
+                sent = time.perf_counter()
+                try:
+                    async with session.post(url, data=body, headers=headers) as response:
+                        await response.read()
+                        status = response.status
+                except (aiohttp.ClientError, TimeoutError):
+                    status = 0
+                load.statuses[status] = load.statuses.get(status, 0) + 1
+                if status == 201:
+                    load.ok += 1
+                    load.latencies_ms.append((time.perf_counter() - sent) * 1000)
+                else:
+                    load.errors += 1
+
+        await asyncio.gather(*(client() for _ in range(connections)))
+        load.seconds = time.perf_counter() - began
+    return load
+
+
+async def _ingest_once(
+    cfg: Config, receiver: ReceiverProcess, kind: str, *, workers: bool
+) -> tuple[Load, dict[str, int]]:
+    async with db.database(kind, "api") as url:
+        settings = db.settings_for(url, cfg.workdir, cfg.key, port=_free_port())
+        env = child_env(db.settings_env(settings))
+        async with (
+            ApiServer(env, settings.port, cfg.log, workers=workers, cli=workers) as api,
+            aiohttp.ClientSession() as session,
+        ):
+            key = await _set_up_api(
+                session,
+                api.base,
+                settings.admin_token,
+                [receiver.url("/in0"), receiver.url("/in1")],
+            )
+            cpu = db.proc_cpu_s(api.pid)
+            load = await _closed_loop(
+                api.base, key, cfg.ingest_seconds, cfg.ingest_connections, users=20_000
+            )
+            load.server_cpu_s = db.proc_cpu_s(api.pid) - cpu
+        async with db.open_context(settings) as ctx:
+            counts = await db.status_counts(ctx)
+    return load, counts
+
+
+async def _ingest_ceiling(cfg: Config) -> Load:
+    """The bare single-insert endpoint (bench/ceiling_api.py) under the same load."""
+    async with db.fresh_postgres("ceiling") as url:
+        port = _free_port()
+        env = child_env({"BENCH_CEILING_DATABASE": url, "BENCH_CEILING_PORT": str(port)})
+        command = [sys.executable, "-m", "bench.ceiling_api"]
+        async with ApiServer(env, port, cfg.log, workers=False, command=command) as api:
+            cpu = db.proc_cpu_s(api.pid)
+            load = await _closed_loop(
+                api.base, "unused", cfg.ingest_seconds, cfg.ingest_connections, users=20_000
+            )
+            load.server_cpu_s = db.proc_cpu_s(api.pid) - cpu
+            return load
+
+
+async def ingest(
+    cfg: Config, receiver: ReceiverProcess, results: Results, kinds: Sequence[str]
+) -> None:
+    ceiling = await _ingest_ceiling(cfg)
+    results["ingest_ceiling_per_s"] = ceiling.per_s
+    results["ingest_ceiling_p99_ms"] = _percentile(ceiling.latencies_ms, 0.99)
+    results["ingest_ceiling_cpu_ms"] = ceiling.server_cpu_ms
+    cfg.say(
+        f"  ingest ceiling (FastAPI + one asyncpg insert): {ceiling.per_s:.0f}/s, "
+        f"p99 {results['ingest_ceiling_p99_ms']:.1f} ms, server "
+        f"{ceiling.server_cpu_ms:.2f} CPU-ms/request, statuses {ceiling.statuses}"
+    )
+    for kind in kinds:
+        load, counts = await _ingest_once(cfg, receiver, kind, workers=False)
+        suffix = "" if kind == "postgres" else f"_{kind}"
+        results[f"ingest{suffix}_per_s"] = load.per_s
+        results[f"ingest{suffix}_ratio"] = load.per_s / ceiling.per_s if ceiling.per_s else None
+        results[f"ingest{suffix}_p50_ms"] = _percentile(load.latencies_ms, 0.50)
+        results[f"ingest{suffix}_p99_ms"] = _percentile(load.latencies_ms, 0.99)
+        results[f"ingest{suffix}_errors"] = load.errors
+        results[f"ingest{suffix}_cpu_ms"] = load.server_cpu_ms
+        queued = sum(counts.values())
+        cfg.say(
+            f"  ingest {kind} (workers off): {load.per_s:.0f}/s "
+            f"({results[f'ingest{suffix}_ratio']:.2f} of the ceiling), "
+            f"p50 {results[f'ingest{suffix}_p50_ms']:.1f} ms, "
+            f"p99 {results[f'ingest{suffix}_p99_ms']:.1f} ms, server "
+            f"{load.server_cpu_ms:.2f} CPU-ms/event, statuses {load.statuses}, "
+            f"{queued} deliveries queued ({queued / max(1, load.ok):.2f}/event)"
+        )
+
+
+# -- 4. latency ----------------------------------------------------------------------------------
+
+
+def _event_ids(records: Sequence[tuple[float, str]]) -> dict[str, float]:
+    """event id -> first arrival of its event.created message."""
+    arrivals: dict[str, float] = {}
+    for arrived, body in records:
+        message = orjson.loads(body)
+        if message.get("type") != "event.created":
+            continue
+        event_id = message["parameters"]["entity"]["id"]
+        if event_id not in arrivals:
+            arrivals[event_id] = arrived
+    return arrivals
+
+
+async def latency(cfg: Config, receiver: ReceiverProcess, results: Results) -> None:
+    """Events at half the measured ingest capacity (at most ``latency_rate_cap``/s); when
+    the ingest scenario did not run, a 3-second probe measures that capacity first."""
+    capacity = results.get("ingest_per_s")
+    if not capacity:
+        probe_cfg = dataclasses.replace(cfg, ingest_seconds=3.0)
+        probe, _counts = await _ingest_once(probe_cfg, receiver, "postgres", workers=False)
+        capacity = probe.per_s
+        results["latency_capacity_probe_per_s"] = capacity
+        cfg.say(f"  ingest capacity probe: {capacity:.0f} events/s")
+    rate = max(10.0, min(cfg.latency_rate_cap, capacity / 2))
+    count = int(rate * cfg.latency_seconds)
+    async with db.database("postgres", "api") as url:
+        settings = db.settings_for(url, cfg.workdir, cfg.key, port=_free_port())
+        env = child_env(db.settings_env(settings))
+        async with (
+            ApiServer(env, settings.port, cfg.log, workers=True, cli=True) as api,
+            aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=256),
+                timeout=aiohttp.ClientTimeout(total=30),
+            ) as session,
+        ):
+            key = await _set_up_api(
+                session,
+                api.base,
+                settings.admin_token,
+                [receiver.url("/rec0"), receiver.url("/lat1")],
+            )
+            headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+            endpoint = api.base + "/v1/consents/events"
+            rng = random.Random(11)
+            answered: dict[str, float] = {}
+            failures = 0
+
+            async def post(event_id: str) -> None:
+                nonlocal failures
+                body = _event_body(event_id, rng.randrange(5000), rng.random() < 0.5)
+                try:
+                    async with session.post(endpoint, data=body, headers=headers) as response:
+                        await response.read()
+                        if response.status == 201:
+                            answered[event_id] = time.time()
+                        else:
+                            failures += 1
+                except (aiohttp.ClientError, TimeoutError):
+                    failures += 1
+
+            # Warm-up: connections, caches, the first claims.
+            await asyncio.gather(*(post(f"warm-{i}") for i in range(20)))
+            await receiver.wait_for(20, "/rec0", within=30)
+            await receiver.reset()
+            answered.clear()
+            tasks = []
+            began = time.monotonic()
+            for i in range(count):
+                delay = began + i / rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                tasks.append(asyncio.create_task(post(f"lat-{i:07d}")))
+            await asyncio.wait_for(asyncio.gather(*tasks), 120)
+            sent_for = time.monotonic() - began
+            arrivals: dict[str, float] = {}
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                arrivals = _event_ids(await receiver.records())
+                if all(event_id in arrivals for event_id in answered):
+                    break
+                await asyncio.sleep(0.25)
+    latencies = [
+        max(0.0, (arrivals[event_id] - at) * 1000)
+        for event_id, at in answered.items()
+        if event_id in arrivals
+    ]
+    missing = len(answered) - len(latencies)
+    results["latency_rate_per_s"] = rate
+    results["latency_events"] = len(answered)
+    results["latency_p50_ms"] = _percentile(latencies, 0.50)
+    results["latency_p99_ms"] = _percentile(latencies, 0.99)
+    results["latency_max_ms"] = max(latencies, default=float("nan"))
+    results["latency_missing"] = missing
+    results["latency_post_failures"] = failures
+    cfg.say(
+        f"  latency at {rate:.0f} events/s for {sent_for:.1f} s: {len(latencies)} measured, "
+        f"p50 {results['latency_p50_ms']:.1f} ms, p99 {results['latency_p99_ms']:.1f} ms, "
+        f"max {results['latency_max_ms']:.1f} ms, missing {missing}, failures {failures}"
+    )
+
+
+# -- 6. isolation --------------------------------------------------------------------------------
+
+
+async def isolation(cfg: Config, receiver: ReceiverProcess, results: Results) -> None:
+    per_hook = cfg.isolation_per_webhook
+    healthy = [f"/ok{i}" for i in range(9)]
+    rates: dict[str, float] = {}
+    for label, paths in (("with", [*healthy, "/hang"]), ("without", healthy)):
+        _filled, result, _counts = await _queued_drain(
+            cfg,
+            receiver,
+            "postgres",
+            paths=paths,
+            messages=per_hook,
+            expect_prefix="/ok",
+            expected=9 * per_hook,
+            check_db=False,
+            worker_concurrency=cfg.concurrency,
+            request_timeout=cfg.isolation_timeout,
+        )
+        rates[label] = result.per_s
+        cfg.say(
+            f"  isolation {label} the hanging webhook: nine healthy at {result.per_s:.0f}/s "
+            f"({result.arrived}/{result.expected} in {result.seconds:.2f} s)"
+        )
+    results["isolation_with_hang_per_s"] = rates["with"]
+    results["isolation_without_hang_per_s"] = rates["without"]
+    results["isolation_ratio"] = rates["with"] / rates["without"] if rates["without"] else None
+
+
+# -- 7. backlog ----------------------------------------------------------------------------------
+
+
+async def backlog(cfg: Config, receiver: ReceiverProcess, results: Results) -> None:
+    hooks = 10
+    messages = max(1, cfg.backlog // hooks)
+    total = messages * hooks
+    timeout = 3600.0 if not cfg.quick else 120.0
+    filled, result, counts = await _queued_drain(
+        cfg,
+        receiver,
+        cfg.backlog_db,
+        paths=[f"/b{i}" for i in range(hooks)],
+        messages=messages,
+        expect_prefix="/b",
+        expected=total,
+        within=timeout,
+        poll=0.5 if total > 100_000 else 0.05,
+        worker_concurrency=cfg.concurrency,
+    )
+    results["backlog_deliveries"] = total
+    results["backlog_db"] = cfg.backlog_db
+    results["backlog_fill_per_s"] = filled.per_s
+    results["backlog_fill_s"] = filled.seconds
+    results["backlog_peak_rss_mb"] = result.peak_rss_mb
+    results["backlog_drain_per_s"] = result.per_s
+    results["backlog_drain_s"] = result.seconds
+    results["backlog_complete"] = result.finished
+    cfg.say(
+        f"  backlog {total} on {cfg.backlog_db}: filled in {filled.seconds:.1f} s, drained "
+        f"{result.arrived} at {result.per_s:.0f}/s in {result.seconds:.1f} s, peak RSS "
+        f"{result.peak_rss_mb:.1f} MB, statuses {counts}"
+    )
+
+
+@contextlib.contextmanager
+def timed(cfg: Config, name: str) -> Iterator[None]:
+    began = time.perf_counter()
+    cfg.say(f"[{name}]")
+    yield
+    cfg.say(f"  ({name} took {time.perf_counter() - began:.1f} s)")
