@@ -120,7 +120,8 @@ def worker(
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         try:
-            await ctx.store.migrate()
+            if not await ctx.store.migrate_when_ready(stop):
+                return
             console.print("worker running; Ctrl-C stops it gracefully")
             await runner.run(ctx, stop, concurrency=concurrency)
         finally:

@@ -7,21 +7,20 @@ Consent events and users get UUIDs, as Didomi's API does (version 7: time-ordere
 
 from __future__ import annotations
 
+import base64
 import os
 import time
 import uuid
 
-_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_CROCKFORD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", "0123456789abcdefghjkmnpqrstvwxyz")
 
 
 def _ulid(now_ms: int | None = None) -> str:
     ms = int(time.time() * 1000) if now_ms is None else now_ms
-    value = (ms << 80) | int.from_bytes(os.urandom(10), "big")
-    chars = []
-    for _ in range(26):
-        chars.append(_ALPHABET[value & 31])
-        value >>= 5
-    return "".join(reversed(chars)).lower()
+    # 48-bit time + 80 random bits = 128 bits; 130 bits with two zero bits in front make
+    # 26 base32 characters, the first of which is therefore always 0-7.
+    raw = (ms << 80 | int.from_bytes(os.urandom(10), "big")).to_bytes(17, "big")
+    return base64.b32encode(b"\x00\x00\x00" + raw).decode().translate(_CROCKFORD)[-26:]
 
 
 def new_id(prefix: str) -> str:

@@ -23,6 +23,9 @@ from consent_relay.storage.store import Store
 STATIC = Path(dashboard.__file__).parent / "static"
 
 
+STARTUP_PATIENCE = 60.0  # seconds `serve` waits for its database before giving up
+
+
 def build_context(settings: Settings) -> Context:
     store = Store(settings.resolved_database_url)
     return Context(settings=settings, store=store, box=crypto.secret_box(settings))
@@ -38,7 +41,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        await ctx.store.migrate()
+        await ctx.store.migrate_when_ready(give_up_after=STARTUP_PATIENCE)
         stop = asyncio.Event()
         background = [asyncio.create_task(runner.run(ctx, stop))] if workers else []
         try:

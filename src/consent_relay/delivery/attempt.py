@@ -56,7 +56,7 @@ async def run(
 
     try:
         # The receiver's URL first: no token is fetched for a destination we refuse.
-        targets.check_url(url, allowed, require_https=require_https)
+        targets.check_url_cached(url, tuple(allowed), require_https)
     except errors.ForbiddenTarget as exc:
         return Outcome(outcome.E_FORBIDDEN_TARGET, _ms(started), error=exc.detail)
     token: str | Outcome | None = None

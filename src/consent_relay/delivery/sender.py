@@ -59,6 +59,22 @@ def classify(exc: BaseException) -> tuple[str, str]:
     return outcome.E_CONNECTION, text
 
 
+async def _read_kept(content: aiohttp.StreamReader) -> bytes:
+    """The body up to its end or just past what is kept, whichever comes first (a read
+    returns what has arrived so far, so read until one or the other; the caller's deadline
+    bounds a body that trickles)."""
+    limit = outcome.MAX_KEPT_BODY + 1
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = await content.read(limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
 async def send(
     session: aiohttp.ClientSession,
     url: str,
@@ -78,12 +94,12 @@ async def send(
 
     try:
         # Literal IPs never reach the resolver, so every URL is checked here too.
-        targets.check_url(url, allowed, require_https=require_https)
+        targets.check_url_cached(url, tuple(allowed), require_https)
         async with asyncio.timeout(deadline):
             async with session.post(
                 url, data=body, headers=headers, allow_redirects=False, proxy=proxy
             ) as response:
-                raw = await response.content.read(outcome.MAX_KEPT_BODY + 1)
+                raw = await _read_kept(response.content)
                 if not response.content.at_eof():
                     response.close()  # do not drain a large body: drop the connection
                 status = response.status

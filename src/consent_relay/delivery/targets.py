@@ -15,6 +15,7 @@ because :mod:`ipaddress` considers some of those wrappers global.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import re
 import socket
@@ -228,6 +229,23 @@ def check_url(url: str, allowed: Sequence[Network] = (), *, require_https: bool 
     reason = _name_reason(name, allowed)
     if reason is not None:
         raise _refuse(url, f"{name!r} is a {reason}")
+
+
+@functools.lru_cache(maxsize=4096)
+def _url_refusal(url: str, allowed: tuple[Network, ...], require_https: bool) -> str | None:
+    try:
+        check_url(url, allowed, require_https=require_https)
+    except ForbiddenTarget as exc:
+        return exc.detail
+    return None
+
+
+def check_url_cached(url: str, allowed: tuple[Network, ...], require_https: bool) -> None:
+    """``check_url`` remembered per (url, allowed, require_https): it is pure, and the
+    delivery path asks it for the same few URLs again and again."""
+    refusal = _url_refusal(url, allowed, require_https)
+    if refusal is not None:
+        raise ForbiddenTarget(refusal)
 
 
 async def system_resolve(host: str) -> list[str]:

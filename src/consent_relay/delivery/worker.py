@@ -17,6 +17,7 @@ import logging
 import os
 import random
 import socket
+import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -32,6 +33,7 @@ from consent_relay.storage import queue
 from consent_relay.storage.queue import Claimed, Result
 
 log = logging.getLogger("consent_relay.worker")
+CLAIM_PAUSE = 0.05  # the longest a worker with free slots waits before claiming again
 
 
 class Worker:
@@ -64,6 +66,7 @@ class Worker:
         self._results: asyncio.Queue[Result | None] = asyncio.Queue()
         self._token_sources: dict[str, oauth.TokenSource] = {}
         self._wake = ctx.work_queued
+        self._last_claim = 0.0
         self._session: aiohttp.ClientSession
         self.sent = 0  # attempts made, for tests and metrics
 
@@ -92,13 +95,18 @@ class Worker:
         # Clear before looking: work queued from now on sets it again and cuts the next
         # sleep short. (Cleared after the claim, a notice in between would be lost.)
         self._wake.clear()
-        # Claimed and not yet recorded counts, not just in flight: a lease is held until its
-        # result commits, and at most ``concurrency`` leases may be lost with this process.
-        held = len(self._claimed)
-        free = self.concurrency - held
+        # At most ``concurrency`` requests in flight, and at most twice that many leases held
+        # (in flight, or sent and waiting for the recorder's commit): claiming goes on while
+        # the previous results are written, and a crash loses at most 2 x concurrency leases.
+        in_flight, held = len(self._in_flight), len(self._claimed)
+        free = min(self.concurrency - in_flight, 2 * self.concurrency - held)
         threshold = max(1, min(self.batch_size, self.concurrency // 4))
-        if free < threshold and held:
-            return False  # wait until enough slots free up: claims stay batched
+        recently = time.monotonic() - self._last_claim < CLAIM_PAUSE
+        if free <= 0 or (free < threshold and held and recently):
+            # Batch claims while slots free up; but never wait long with slots free, or
+            # requests hanging on a few dead receivers would starve everyone else.
+            return False
+        self._last_claim = time.monotonic()
         want = min(free, self.batch_size)
         await self.webhooks.refresh_if_stale()
         excluded = [hook for hook, n in self._per_webhook.items() if n >= self.webhook_cap]
@@ -122,8 +130,14 @@ class Worker:
         for item in claimed:
             hook = hooks.get(item.webhook_id)
             message = messages.get(item.message_id)
-            if hook is None or message is None:
-                unsendable.append(item)  # deleted meanwhile, or turned unpreparable
+            if (
+                hook is None
+                or message is None
+                or self._per_webhook[item.webhook_id] >= (self.webhook_cap)
+            ):
+                # Deleted meanwhile, turned unpreparable, or over its webhook's cap (one
+                # claim may hold more heads of a webhook than it has room for): given back.
+                unsendable.append(item)
                 continue
             self._claimed[item.pk] = item
             self._per_webhook[item.webhook_id] += 1
@@ -136,6 +150,8 @@ class Worker:
 
     async def _sleep(self, stop: asyncio.Event) -> None:
         timeout = self.poll_interval
+        if self._claimed and len(self._in_flight) < self.concurrency:
+            timeout = CLAIM_PAUSE  # slots are free: look again soon, even with no wake-up
         if not self._in_flight or len(self._in_flight) < self.concurrency:
             now_ms = self.ctx.clock_ms()
             try:

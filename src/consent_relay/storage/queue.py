@@ -197,16 +197,17 @@ async def advance(tx: Tx, finished: Sequence[tuple[str, str, int]], now_ms: int)
         ),
         {"rows": rows},
     )
+    # Sequence numbers are contiguous within a queue (append_deliveries hands them out in
+    # blocks, and rows are never deleted from a queue's middle), so the next head is exactly
+    # seq + 1: one index lookup on (webhook_id, user_id, seq).
     await tx.conn.execute(
         text(
             f"""
             UPDATE deliveries SET due_ms = :now
-            WHERE due_ms IS NULL AND pk IN (
-                SELECT (SELECT d.pk FROM deliveries d
-                        WHERE d.webhook_id = v.w AND d.user_id = v.u AND d.seq > v.seq
-                          AND d.status = 'pending'
-                        ORDER BY d.seq LIMIT 1)
-                FROM {source})
+            FROM {source}
+            WHERE deliveries.webhook_id = v.w AND deliveries.user_id = v.u
+              AND deliveries.seq = v.seq + 1
+              AND deliveries.status = 'pending' AND deliveries.due_ms IS NULL
             """
         ),
         {"rows": rows, "now": now_ms},

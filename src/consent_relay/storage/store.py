@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from consent_relay import errors
 from consent_relay.storage import engine as engines
 from consent_relay.storage import migrate
 from consent_relay.storage.tx import Tx
+
+log = logging.getLogger("consent_relay.storage")
 
 
 class Store:
@@ -38,6 +42,31 @@ class Store:
 
     async def migrate(self) -> None:
         await migrate.upgrade(self.engine)
+
+    async def migrate_when_ready(
+        self, stop: asyncio.Event | None = None, *, give_up_after: float | None = None
+    ) -> bool:
+        """Migrate, waiting (with backoff) while the database is unavailable: a process may
+        start before its database. False when stopped or out of patience first."""
+        loop = asyncio.get_running_loop()
+        deadline = None if give_up_after is None else loop.time() + give_up_after
+        delay = 0.2
+        while True:
+            try:
+                await self.migrate()
+                return True
+            except errors.StorageUnavailable:
+                if deadline is not None and loop.time() + delay > deadline:
+                    raise
+                log.warning("database unavailable at start-up; retrying in %.1f s", delay)
+            if stop is None:
+                await asyncio.sleep(delay)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                if stop.is_set():
+                    return False
+            delay = min(delay * 2, 5.0)
 
     async def ping(self) -> bool:
         try:

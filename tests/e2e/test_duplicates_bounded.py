@@ -1,0 +1,172 @@
+"""Duplicates stay bounded: two ``consent-relay worker`` processes on PostgreSQL, one of them
+SIGKILLed every few seconds (and replaced) while events pour in. Nothing is lost, and no
+more messages arrive twice than the killed workers held leased (claimed, unrecorded) when
+they died.
+
+Leases run out by themselves here (the shortest lease the settings allow: two request
+timeouts plus the connect timeout, 5 s), nothing is backdated. The leases a killed worker
+held are counted right after the kill: until they run out nobody else may take them.
+``CONSENT_RELAY_LONG_TESTS=1`` runs 10,000 events instead of 1,500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import socket
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from consent_relay.services.context import Context
+from consent_relay.settings import Settings
+from consent_relay.storage.store import Store
+from tests.e2e.helpers import (
+    WorkerFleet,
+    consent_event,
+    eventually,
+    make_webhook,
+    post_event,
+    process_env,
+    rows,
+    scalar,
+)
+from tests.receiver import Receiver
+
+LONG = os.environ.get("CONSENT_RELAY_LONG_TESTS") == "1"
+USERS = 50
+EVENTS = 10_000 if LONG else 1_500
+CONCURRENCY = 20  # per worker process
+KILL_EVERY = (2.0, 3.5)  # seconds, drawn uniformly
+MIN_KILLS_IN_FLIGHT = 3  # kills that took leased deliveries down with them
+
+pytestmark = pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+
+
+@dataclass(frozen=True)
+class Kill:
+    pid: int
+    at: float  # seconds into the run
+    events_created: int  # by then
+    leases: int  # deliveries it held leased when it died
+
+
+@pytest.fixture
+async def fleet(settings: Settings, store: Store, tmp_path: Path) -> AsyncIterator[WorkerFleet]:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    env = process_env(settings, CONSENT_RELAY_LEASE_SECONDS="1")
+    workers = WorkerFleet(env, logs, CONCURRENCY)
+    try:
+        yield workers
+    finally:
+        await workers.stop()
+
+
+async def leases_of(ctx: Context, pid: int) -> int:
+    """Deliveries the worker process ``pid`` claimed and did not record (worker ids, and so
+    leases, start with ``<hostname>:<pid>:``)."""
+    prefix = f"{socket.gethostname()}:{pid}:"
+    count = await scalar(
+        ctx,
+        "SELECT count(*) FROM deliveries WHERE status = 'pending' "
+        "AND substr(lease_owner, 1, :n) = :prefix",
+        n=len(prefix),
+        prefix=prefix,
+    )
+    return int(count)
+
+
+async def create_events(
+    api: httpx.AsyncClient, created: dict[str, list[str]], progress: list[int]
+) -> None:
+    """Rounds of one event per user, the users of a round concurrently: each user's events
+    are created one after the other."""
+    for round_ in range(EVENTS // USERS):
+
+        async def one(user: int, round_: int = round_) -> None:
+            ouid = f"dup-{user}@example.com"
+            event = await post_event(api, consent_event(ouid, "analytics", round_ % 2 == 0))
+            created[ouid].append(event["id"])
+            progress[0] += 1
+
+        await asyncio.gather(*(one(user) for user in range(USERS)))
+
+
+async def test_duplicates_at_most_the_deliveries_in_flight_at_the_kills(
+    api: httpx.AsyncClient, ctx: Context, receiver: Receiver, fleet: WorkerFleet
+) -> None:
+    started = time.monotonic()
+    hook = await make_webhook(api, receiver.url("/dup"))
+    fleet.spawn()
+    fleet.spawn()
+    created: dict[str, list[str]] = {f"dup-{u}@example.com": [] for u in range(USERS)}
+    progress = [0]
+    creating = asyncio.create_task(create_events(api, created, progress))
+    kills: list[Kill] = []
+    rng = random.Random(11)
+    try:
+        while not creating.done() or sum(k.leases > 0 for k in kills) < MIN_KILLS_IN_FLIGHT:
+            await asyncio.wait({creating}, timeout=rng.uniform(*KILL_EVERY))
+            fleet.check_alive()
+            if creating.done():
+                pending = await scalar(
+                    ctx, "SELECT count(*) FROM deliveries WHERE status = 'pending'"
+                )
+                assert pending, f"all delivered before {MIN_KILLS_IN_FLIGHT} kills hit work"
+            victim = fleet.oldest()
+            await fleet.kill(victim)
+            leases = await leases_of(ctx, victim.pid)
+            kills.append(Kill(victim.pid, time.monotonic() - started, progress[0], leases))
+            fleet.spawn()
+        await creating  # re-raises a failed POST
+    finally:
+        creating.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await creating
+    total_events = sum(len(ids) for ids in created.values())
+    assert total_events == EVENTS
+
+    async def drained() -> bool:
+        fleet.check_alive()
+        left = await scalar(ctx, "SELECT count(*) FROM deliveries WHERE status <> 'delivered'")
+        return int(left) == 0
+
+    await eventually(drained, within=120, interval=0.2, what="every delivery delivered")
+
+    message_ids = {r.id for r in await rows(ctx, "SELECT id FROM messages")}
+    delivered = await rows(
+        ctx, "SELECT message_id FROM deliveries WHERE webhook_id = :w", w=hook["id"]
+    )
+    assert {r.message_id for r in delivered} == message_ids
+    arrivals = receiver.at("/dup")
+    arrived = [r.headers["webhook-id"] for r in arrivals]
+    lost = message_ids - set(arrived)
+    duplicates = len(arrived) - len(set(arrived))
+    in_flight = sum(k.leases for k in kills)
+    failed_attempts = await scalar(ctx, "SELECT count(*) FROM attempts WHERE outcome <> 'ok'")
+    print(
+        f"\n[duplicates] events={total_events} messages={len(message_ids)} kills={len(kills)} "
+        f"leases-at-kills={[k.leases for k in kills]} (sum {in_flight}) lost={len(lost)} "
+        f"duplicates={duplicates} arrivals={len(arrived)} failed-attempts={failed_attempts} "
+        f"total={time.monotonic() - started:.1f}s"
+    )
+    assert not lost, f"{len(lost)} messages never arrived"
+    assert duplicates <= in_flight, (duplicates, kills)
+
+    # Per user, first arrivals follow the creation order.
+    first_seen: dict[str, list[str]] = {ouid: [] for ouid in created}
+    for item in arrivals:
+        body: dict[str, Any] = item.json
+        if body["type"] == "event.created":
+            entity = body["parameters"]["entity"]
+            first_seen[entity["user"]["organization_user_id"]].append(entity["id"])
+    for ouid, expected in created.items():
+        assert list(dict.fromkeys(first_seen[ouid])) == expected, ouid
