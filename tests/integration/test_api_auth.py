@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from consent_relay import crypto
 from consent_relay.api.app import create_app
+from consent_relay.services import orgs
 from consent_relay.services.context import Context
 from consent_relay.settings import Settings
 from consent_relay.storage.store import Store
@@ -344,3 +345,13 @@ async def test_openapi_document(client: httpx.AsyncClient) -> None:
 async def test_unknown_route_and_method_are_problems(api: httpx.AsyncClient) -> None:
     assert_problem(await api.get("/v1/nothing-here"), 404)
     assert_problem(await api.put(EVENTS, json={}), 405)
+
+
+async def test_a_revoked_key_stops_at_once_despite_the_key_cache(
+    api: httpx.AsyncClient, ctx: Context, org: tuple[str, str]
+) -> None:
+    assert (await api.get("/v1/webhooks")).status_code == 200  # the key is now cached
+    [key] = await orgs.list_keys(ctx, org[0])
+    await orgs.revoke_key(ctx, key["id"])
+    response = await api.get("/v1/webhooks")
+    assert response.status_code == 401

@@ -3,7 +3,8 @@
 - SQLite: WAL, ``synchronous=FULL`` (an acknowledged change survives a crash), foreign keys,
   a busy timeout, and write transactions opened with ``BEGIN IMMEDIATE`` behind an in-process
   lock, so that writers queue instead of failing with "database is locked".
-- PostgreSQL: asyncpg through SQLAlchemy's async engine, JIT off for short statements.
+- PostgreSQL: asyncpg through SQLAlchemy's async engine, JIT off for short statements, and
+  plans that keep to the indexes even before statistics exist (``POSTGRES_SESSION``).
 Driver errors become our own exceptions here (``translate_errors``).
 """
 
@@ -45,6 +46,13 @@ def _sqlite_path(url: str) -> Path | None:
     return Path(database)
 
 
+# Every statement of ours is an index lookup or an index range. On a freshly filled table
+# (statistics not yet gathered) the planner guessed a handful of rows and scanned the whole
+# table instead: 263 ms rather than 0.5 ms for one batch at 20,000 rows, growing with the table.
+# enable_seqscan=off only makes sequential scans a last resort (a count still uses one).
+POSTGRES_SESSION = {"jit": "off", "enable_seqscan": "off"}
+
+
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     if is_sqlite_url(url):
         path = _sqlite_path(url)
@@ -58,7 +66,7 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
-        connect_args={"server_settings": {"jit": "off"}, "command_timeout": 30},
+        connect_args={"server_settings": POSTGRES_SESSION, "command_timeout": 30},
     )
 
 

@@ -199,19 +199,33 @@ async def advance(tx: Tx, finished: Sequence[tuple[str, str, int]], now_ms: int)
     )
     # Sequence numbers are contiguous within a queue (append_deliveries hands them out in
     # blocks, and rows are never deleted from a queue's middle), so the next head is exactly
-    # seq + 1: one index lookup on (webhook_id, user_id, seq).
-    await tx.conn.execute(
-        text(
-            f"""
-            UPDATE deliveries SET due_ms = :now
-            FROM {source}
-            WHERE deliveries.webhook_id = v.w AND deliveries.user_id = v.u
-              AND deliveries.seq = v.seq + 1
-              AND deliveries.status = 'pending' AND deliveries.due_ms IS NULL
-            """
-        ),
-        {"rows": rows, "now": now_ms},
-    )
+    # seq + 1: one index lookup on (webhook_id, user_id, seq) per finished head.
+    await tx.conn.execute(text(_PROMOTE_SQL[tx.dialect].format(source=source)),
+                          {"rows": rows, "now": now_ms})  # fmt: skip
+
+
+# PostgreSQL: a per-row LATERAL lookup feeding ``pk = ANY(ARRAY(...))`` keeps to the indexes
+# whatever the statistics say; a plain join, planned on the statistics of a freshly filled
+# table, scanned the whole table once per head (measured: 263 ms instead of 0.5 ms a batch).
+_PROMOTE_SQL = {
+    "postgresql": """
+        UPDATE deliveries SET due_ms = :now
+        WHERE pk = ANY(ARRAY(
+            SELECT nxt.pk FROM {source}
+            CROSS JOIN LATERAL (
+                SELECT d.pk FROM deliveries d
+                WHERE d.webhook_id = v.w AND d.user_id = v.u AND d.seq = v.seq + 1
+                LIMIT 1) AS nxt))
+          AND status = 'pending' AND due_ms IS NULL
+    """,
+    "sqlite": """
+        UPDATE deliveries SET due_ms = :now
+        FROM {source}
+        WHERE deliveries.webhook_id = v.w AND deliveries.user_id = v.u
+          AND deliveries.seq = v.seq + 1
+          AND deliveries.status = 'pending' AND deliveries.due_ms IS NULL
+    """,
+}
 
 
 async def next_due_ms(tx: Tx, after_ms: int) -> int | None:
