@@ -13,8 +13,9 @@ from rich.progress import Progress
 from rich.table import Table
 
 from consent_relay import crypto, errors, logs
+from consent_relay.domain.rules import EVENT_TYPES
 from consent_relay.schemas import OrganizationIn
-from consent_relay.services import deliveries, orgs
+from consent_relay.services import deliveries, orgs, webhooks
 from consent_relay.services.context import Context
 from consent_relay.settings import Settings
 
@@ -26,10 +27,12 @@ orgs_app = typer.Typer(help="Organizations and their API keys.", no_args_is_help
 keys_app = typer.Typer(help="API keys of an organization.", no_args_is_help=True)
 dead_app = typer.Typer(help="Dead letters: list them, replay them.", no_args_is_help=True)
 deliveries_app = typer.Typer(help="Deliveries and their attempts.", no_args_is_help=True)
+webhooks_app = typer.Typer(help="Webhooks: list, show, send a test.", no_args_is_help=True)
 app.add_typer(orgs_app, name="orgs")
 app.add_typer(keys_app, name="keys")
 app.add_typer(dead_app, name="dead-letters")
 app.add_typer(deliveries_app, name="deliveries")
+app.add_typer(webhooks_app, name="webhooks")
 console = Console()
 err = Console(stderr=True)
 T = TypeVar("T")
@@ -249,6 +252,18 @@ def keys_create(
     console.print(f"API key {result['id']} (shown once): {result['api_key']}")
 
 
+@keys_app.command("list")
+def keys_list(org_id: Annotated[str, typer.Argument(help="Organization id.")]) -> None:
+    """List an organization's API keys (their prefixes; keys are stored hashed)."""
+    rows = _run(lambda ctx: orgs.list_keys(ctx, org_id))
+    table = Table("id", "prefix", "name", "created", "revoked")
+    for row in rows:
+        table.add_row(
+            row["id"], row["prefix"], row["name"], row["created_at"], row["revoked_at"] or ""
+        )
+    console.print(table)
+
+
 @keys_app.command("revoke")
 def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (key_...).")]) -> None:
     """Revoke an API key: it stops working at once."""
@@ -328,6 +343,66 @@ def dead_letters_replay(
 
     count = _run(work)
     console.print(f"replayed {count} dead letters; a running worker sends them now")
+
+
+@webhooks_app.command("list")
+def webhooks_list(org: Annotated[str, typer.Option(help="The organization's id.")]) -> None:
+    """List an organization's webhooks."""
+    page = _run(lambda ctx: webhooks.list_webhooks(ctx, org, limit=1000))
+    table = Table("id", "url", "enabled", "event types", "regulations", "flatten", "OAuth")
+    for hook in page["data"]:
+        table.add_row(
+            hook["id"],
+            hook["url"],
+            "yes" if hook["enabled"] else "no",
+            ", ".join(hook["event_types"]) or "all",
+            ", ".join(hook["regulations"]),
+            "yes" if hook["flatten"] else "no",
+            "yes" if hook["authentication"] else "no",
+        )
+    console.print(table)
+
+
+@webhooks_app.command("show")
+def webhooks_show(webhook_id: WebhookId) -> None:
+    """Show a webhook's settings (never its secrets) and its queue."""
+
+    async def work(ctx: Context) -> tuple[dict[str, Any], int, int]:
+        org = await deliveries.owner_of(ctx, webhook_id)
+        hook = await webhooks.get_webhook(ctx, org, webhook_id)
+        pending = await deliveries.list_deliveries(
+            ctx, org, webhook_id, status="pending", limit=1000
+        )
+        return hook, len(pending["data"]), await deliveries.count_dead(ctx, webhook_id)
+
+    hook, pending, dead = _run(work)
+    console.print_json(data=hook)
+    more = "+" if pending == 1000 else ""
+    console.print(f"pending deliveries: {pending}{more}; dead letters not replayed: {dead}")
+
+
+@webhooks_app.command("test")
+def webhooks_test(
+    webhook_id: WebhookId,
+    event_type: Annotated[
+        str, typer.Option("--type", help="The sample's event type, e.g. user.updated.")
+    ] = "user.updated",
+) -> None:
+    """Queue a sample message to this webhook only; a running worker sends it."""
+    if event_type not in EVENT_TYPES:
+        err.print(f"[red]error:[/red] --type must be one of {', '.join(EVENT_TYPES)}")
+        raise typer.Exit(2)
+
+    async def work(ctx: Context) -> dict[str, Any]:
+        org = await deliveries.owner_of(ctx, webhook_id)
+        return await webhooks.send_test(ctx, org, webhook_id, event_type)
+
+    queued = _run(work)
+    console.print(
+        f"queued {queued['type']} as delivery {queued['delivery_id']} "
+        f"(webhook-id {queued['message_id']}); see it with: consent-relay deliveries show "
+        f"{queued['delivery_id']} --org <org>"
+    )
 
 
 @deliveries_app.command("show")

@@ -186,6 +186,28 @@ EventStatus = Literal["confirmed", "pending_approval"]
 
 
 class EventIn(Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "user": {"organization_user_id": "jane@example.com", "country": "FR"},
+                    "consents": {
+                        "purposes": [{"id": "marketing", "enabled": True}],
+                        "vendors": {"enabled": ["google"]},
+                        "channels": [{"id": "email", "enabled": True}],
+                    },
+                },
+                {
+                    "status": "pending_approval",
+                    "user": {"organization_user_id": "jane@example.com"},
+                    "consents": {"channels": [{"id": "newsletter", "enabled": True}]},
+                    "metadata": {"source": "double-opt-in"},
+                },
+            ]
+        },
+    )
+
     id: Identifier | None = None
     status: EventStatus = "confirmed"
     regulation: Regulation = "gdpr"
@@ -198,6 +220,10 @@ class EventIn(Strict):
 
 
 class EventPatch(Strict):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"status": "confirmed"}]}
+    )
+
     status: EventStatus | None = None
     consents: ConsentsIn | None = None
     metadata: Metadata | None = None
@@ -205,6 +231,13 @@ class EventPatch(Strict):
 
 
 class UserIn(Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"organization_user_id": "jane@example.com", "metadata": {"tier": "gold"}}]
+        },
+    )
+
     id: Identifier | None = None
     organization_user_id: OrganizationUserId | None = None
     metadata: Metadata = Field(default_factory=dict)
@@ -272,6 +305,27 @@ class OAuthIn(Strict):
 
 
 class WebhookIn(Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "url": "https://hooks.example.com/consents",
+                    "event_types": ["user.updated"],
+                    "flatten": True,
+                    "headers": {"X-Env": "prod"},
+                    "authentication": {
+                        "type": "oauth2_client_credentials",
+                        "token_url": "https://auth.example.com/oauth/token",
+                        "client_id": "consent-relay",
+                        "client_secret": "s3cret",
+                        "scope": "consents:write",
+                    },
+                }
+            ]
+        },
+    )
+
     url: WebhookUrl
     enabled: bool = True
     event_types: EventTypes = Field(default_factory=list)
@@ -294,6 +348,10 @@ class WebhookPatch(Strict):
 
 
 class OrganizationIn(Strict):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"id": "acme", "name": "Acme"}]}
+    )
+
     id: Annotated[
         str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")
     ]

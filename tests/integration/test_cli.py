@@ -90,3 +90,36 @@ def test_orgs_create_prints_a_working_key(settings: Settings, org_id: str) -> No
     bad = runner.invoke(app, ["orgs", "create", "Bad Id"], env=_env(settings))
     assert bad.exit_code == 1
     assert "invalid organization id" in bad.output
+
+
+def test_webhooks_list_show_and_test(settings: Settings) -> None:
+    webhook_id = asyncio.run(_three_dead_letters(settings))
+    runner = CliRunner()
+    listed = runner.invoke(app, ["webhooks", "list", "--org", "acme"], env=_env(settings))
+    assert listed.exit_code == 0, listed.output
+    assert webhook_id in listed.output
+    shown = runner.invoke(app, ["webhooks", "show", webhook_id], env=_env(settings))
+    assert shown.exit_code == 0, shown.output
+    assert "dead letters not replayed: 3" in shown.output
+    assert "signing_secret" not in shown.output
+    tested = runner.invoke(
+        app, ["webhooks", "test", webhook_id, "--type", "user.deleted"], env=_env(settings)
+    )
+    assert tested.exit_code == 0, tested.output
+    assert "queued user.deleted as delivery dlv_" in tested.output
+    wrong = runner.invoke(
+        app, ["webhooks", "test", webhook_id, "--type", "user.exploded"], env=_env(settings)
+    )
+    assert wrong.exit_code == 2
+    assert "--type must be one of" in wrong.output
+
+
+def test_keys_list_shows_prefixes_not_keys(settings: Settings) -> None:
+    asyncio.run(_fresh(settings))
+    runner = CliRunner()
+    created = runner.invoke(app, ["orgs", "create", "acme"], env=_env(settings))
+    key = created.output.split("API key (shown once): ")[1].strip()
+    listed = runner.invoke(app, ["keys", "list", "acme"], env=_env(settings))
+    assert listed.exit_code == 0, listed.output
+    assert key[:12] in listed.output
+    assert key not in listed.output

@@ -61,8 +61,10 @@ def create_app(
     app.state.context = ctx
     app.state.admin_token = token
     problems.install(app)
-    for module in (admin, events, users, webhooks, deliveries, system):
-        app.include_router(module.router)
+    errors_doc = problems.documented_errors()
+    for module in (admin, events, users, webhooks, deliveries):
+        app.include_router(module.router, responses=errors_doc)
+    app.include_router(system.router)
     app.include_router(dashboard.router)
     app.mount("/dashboard/static", StaticFiles(directory=STATIC), name="dashboard-static")
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

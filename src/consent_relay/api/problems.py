@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -20,6 +21,56 @@ from consent_relay import errors
 
 log = logging.getLogger("consent_relay.api")
 PROBLEM_BASE = "https://consent-relay.dev/problems/"
+
+
+class ProblemField(BaseModel):
+    field: str
+    message: str
+
+
+class Problem(BaseModel):
+    """An RFC 7807 problem, as every error of this API is answered."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[ProblemField] | None = None
+
+
+_ERRORS = {
+    400: ("The body is not JSON.", "Bad request", "The body is not valid JSON."),
+    401: ("Missing or unknown API key.", "Unauthorized", "unknown or revoked API key"),
+    404: ("No such resource in your organization.", "Not found", "no consent event 'e1'"),
+    409: ("An id that exists, or two ids naming two users.", "Conflict",
+          "an event with id 'e1' exists"),
+    413: ("The body is over 1 MiB.", "Payload too large",
+          "Request bodies are limited to 1024 KiB."),
+    422: ("A field is wrong; `errors` names each one.", "Validation failed",
+          "consents.purposes.0.id: String should have at least 1 character"),
+    503: ("The database is unavailable or busy; retry (see Retry-After).",
+          "Service unavailable", "The database is unavailable or busy; retry shortly."),
+}  # fmt: skip
+
+
+def documented_errors() -> dict[int | str, dict[str, Any]]:
+    """The error answers every route may give, for the OpenAPI document."""
+    answers: dict[int | str, dict[str, Any]] = {}
+    for status, (description, title, detail) in _ERRORS.items():
+        example: dict[str, Any] = {
+            "type": PROBLEM_BASE + title.lower().replace(" ", "-"),
+            "title": title,
+            "status": status,
+            "detail": detail,
+        }
+        if status == 422:
+            example["errors"] = [{"field": "consents.purposes[0].id", "message": "required"}]
+        answers[status] = {
+            "model": Problem,
+            "description": description,
+            "content": {"application/problem+json": {"example": example}},
+        }
+    return answers
 
 
 def problem(
