@@ -29,6 +29,7 @@ async def _fresh(settings: Settings) -> None:
 
 def _env(settings: Settings) -> dict[str, str]:
     return {
+        "COLUMNS": "250",  # wide enough that tables print whole ids
         "CONSENT_RELAY_DATABASE_URL": settings.resolved_database_url,
         "CONSENT_RELAY_DATA_DIR": str(settings.data_dir),
         "CONSENT_RELAY_SECRET_KEY": settings.secret_key,
