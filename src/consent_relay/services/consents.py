@@ -108,7 +108,8 @@ async def _write(ctx: Context, work: Any) -> Any:
 
 
 async def _resolve_user(tx: Tx, org_id: str, given: JSON, now: str) -> tuple[UserRecord, bool]:
-    """The user an event names, created when unknown. Returns (user, created)."""
+    """The user an event names, or a new one (not stored yet) when unknown. Returns
+    (user, is_new)."""
     user_id, ouid = given.get("id"), given.get("organization_user_id")
     by_id = await tx.get_user(org_id, user_id, lock=True) if user_id else None
     by_ouid = await tx.get_user_by_ouid(org_id, ouid, lock=True) if ouid else None
@@ -130,9 +131,16 @@ async def _resolve_user(tx: Tx, org_id: str, given: JSON, now: str) -> tuple[Use
         created_at=now,
         updated_at=now,
     )
-    if not await tx.insert_user(user):
+    return user, True  # stored by _save_user, once its state is known
+
+
+async def _save_user(tx: Tx, user: UserRecord, is_new: bool) -> None:
+    """Insert a new user (a concurrent creation of the same user wins: run again) or
+    update an existing one."""
+    if not is_new:
+        await tx.update_user(user)
+    elif not await tx.insert_user(user):
         raise _Retry()
-    return user, True
 
 
 def _event_document(org_id: str, event_id: str, data: EventIn, user: UserRecord, at: str) -> JSON:
@@ -192,7 +200,7 @@ async def create_event(ctx: Context, org_id: str, data: EventIn, *, quiet: bool 
         after = user_view(user, data.regulation)
         if before is not None:
             after = _bump_if_changed(user, before, data.regulation, now)
-        await tx.update_user(user)
+        await _save_user(tx, user, is_new)
         change = Change(
             ChangeKind.EVENT_CREATED, event_after=document, user_before=before, user_after=after
         )

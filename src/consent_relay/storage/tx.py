@@ -461,8 +461,9 @@ class Tx:
         """New deliveries ``(organization, webhook, message, user)`` at the back of their
         (webhook, user) queues; returns their ids, in order.
 
-        One upsert per queue hands out ``k`` sequence numbers and locks the queue row; the
-        first delivery is due at once only when the queue was empty (it is the new head).
+        One multi-row upsert hands each queue its ``k`` sequence numbers and locks the queue
+        rows; a queue's first new delivery is due at once only when the queue was empty (it
+        is the new head), the others wait their turn.
         """
         if not items:
             return []
@@ -470,20 +471,33 @@ class Tx:
         for position, (_org, webhook_id, _message, user_id) in enumerate(items):
             by_queue.setdefault((webhook_id, user_id), []).append(position)
         new_ids = [ids.new_id("dlv") for _ in items]
+        queues = sorted(by_queue.items())  # one lock order for every writer
+        stmt = self._upsert(delivery_queues).values(
+            [
+                {"webhook_id": w, "user_id": u, "last_seq": len(p), "pending": len(p)}
+                for (w, u), p in queues
+            ]
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[delivery_queues.c.webhook_id, delivery_queues.c.user_id],
+            set_={
+                "last_seq": delivery_queues.c.last_seq + stmt.excluded.last_seq,
+                "pending": delivery_queues.c.pending + stmt.excluded.pending,
+            },
+        ).returning(
+            delivery_queues.c.webhook_id,
+            delivery_queues.c.user_id,
+            delivery_queues.c.last_seq,
+            delivery_queues.c.pending,
+        )
+        counters = {
+            (r.webhook_id, r.user_id): (r.last_seq, r.pending)
+            for r in await self.conn.execute(stmt)
+        }
         rows: list[dict[str, Any]] = []
-        for (webhook_id, user_id), positions in sorted(by_queue.items()):
+        for (webhook_id, user_id), positions in queues:
             count = len(positions)
-            stmt = self._upsert(delivery_queues).values(
-                webhook_id=webhook_id, user_id=user_id, last_seq=count, pending=count
-            )
-            stmt = stmt.on_conflict_do_update(
-                index_elements=[delivery_queues.c.webhook_id, delivery_queues.c.user_id],
-                set_={
-                    "last_seq": delivery_queues.c.last_seq + count,
-                    "pending": delivery_queues.c.pending + count,
-                },
-            ).returning(delivery_queues.c.last_seq, delivery_queues.c.pending)
-            last_seq, pending = (await self.conn.execute(stmt)).one()
+            last_seq, pending = counters[(webhook_id, user_id)]
             first_seq = last_seq - count + 1
             queue_was_empty = pending == count
             for offset, position in enumerate(positions):

@@ -1,0 +1,31 @@
+"""Concurrent writers for the same new user: one user, one user.created, every event kept."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy import select
+
+from consent_relay.schemas import EventIn
+from consent_relay.services import consents
+from consent_relay.services.context import Context
+from consent_relay.storage.tables import messages
+
+
+async def test_simultaneous_first_events_create_the_user_once(
+    ctx: Context, org: tuple[str, str]
+) -> None:
+    data = EventIn.model_validate(
+        {
+            "user": {"organization_user_id": "racer@example.com"},
+            "consents": {"purposes": [{"id": "analytics", "enabled": True}]},
+        }
+    )
+    created = await asyncio.gather(*(consents.create_event(ctx, org[0], data) for _ in range(10)))
+    assert len({event["user"]["id"] for event in created}) == 1
+    page = await consents.list_users(ctx, org[0], organization_user_id="racer@example.com")
+    assert len(page["data"]) == 1
+    async with ctx.store.read() as tx:
+        kinds = [row.type for row in await tx.conn.execute(select(messages.c.type))]
+    assert kinds.count("user.created") == 1
+    assert kinds.count("event.created") == 10
