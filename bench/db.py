@@ -24,6 +24,7 @@ from consent_relay.schemas import OrganizationIn, WebhookIn
 from consent_relay.services import orgs, webhooks
 from consent_relay.services.context import Context
 from consent_relay.settings import Settings
+from consent_relay.storage import queue
 from consent_relay.storage.records import MessageRecord, NewDelivery
 from consent_relay.storage.store import Store
 
@@ -260,7 +261,7 @@ async def fill(
         for attempt in range(5):  # the shared PostgreSQL may be restarted under us
             try:
                 async with ctx.store.write() as tx:
-                    await tx.enqueue(records, new, ctx.clock_ms(), now)
+                    await queue.enqueue(tx, records, new, ctx.clock_ms(), now)
                 break
             except errors.StorageUnavailable:
                 if attempt == 4:

@@ -17,6 +17,7 @@ from sqlalchemy import Table, func, select
 from consent_relay.api.app import create_app
 from consent_relay.services.context import Context
 from consent_relay.settings import Settings
+from consent_relay.storage import queue
 from consent_relay.storage.records import MessageRecord, NewDelivery
 from consent_relay.storage.store import Store
 from consent_relay.storage.tables import (
@@ -661,22 +662,22 @@ class Boom(RuntimeError):
 
 
 def break_enqueue(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Tx.enqueue writes the messages and deliveries, then fails: the whole change must go."""
-    original = Tx.enqueue
+    """queue.enqueue writes the messages and deliveries, then fails: the whole change must go."""
+    original = queue.enqueue
     calls: list[int] = []
 
     async def enqueue_then_fail(
-        self: Tx,
+        tx: Tx,
         new_messages: Sequence[MessageRecord],
         new: Sequence[NewDelivery],
         now_ms: int,
         now: str,
     ) -> None:
-        await original(self, new_messages, new, now_ms, now)
+        await original(tx, new_messages, new, now_ms, now)
         calls.append(len(new))
         raise Boom("the database went away after the event insert")
 
-    monkeypatch.setattr(Tx, "enqueue", enqueue_then_fail)
+    monkeypatch.setattr(queue, "enqueue", enqueue_then_fail)
     return calls
 
 

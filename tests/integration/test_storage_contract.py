@@ -7,6 +7,7 @@ from sqlalchemy import select
 
 from consent_relay import errors
 from consent_relay.domain.users import UserState
+from consent_relay.storage import queue
 from consent_relay.storage.records import (
     EventRecord,
     MessageRecord,
@@ -129,9 +130,9 @@ async def test_enqueue_sequences_each_queue_and_makes_only_its_head_due(store: S
     async with store.write() as tx:
         messages = [_message(f"msg_{n}", "u1" if n < 3 else "u2") for n in range(4)]
         new = [NewDelivery(m, hook) for m in messages for hook in ("wh_a", "wh_b")]
-        await tx.enqueue(messages, new, 1000, T0)
+        await queue.enqueue(tx, messages, new, 1000, T0)
         more = [_message("msg_4", "u1")]
-        await tx.enqueue(more, [NewDelivery(more[0], "wh_a")], 2000, T0)
+        await queue.enqueue(tx, more, [NewDelivery(more[0], "wh_a")], 2000, T0)
         rows = list(
             await tx.conn.execute(
                 select(deliveries.c.webhook_id, deliveries.c.user_id, deliveries.c.seq,

@@ -10,7 +10,7 @@ from consent_relay import errors
 from consent_relay.domain.timefmt import from_ms, normalize_ts, now_ts
 from consent_relay.services import pagination
 from consent_relay.services.context import Context
-from consent_relay.storage import codec
+from consent_relay.storage import codec, queue
 from consent_relay.storage.tables import attempts, deliveries, messages
 from consent_relay.storage.tx import Tx
 
@@ -194,7 +194,8 @@ async def replay(
         if not dead:
             return 0
         now = now_ts()
-        replays = await tx.append_deliveries(
+        replays = await queue.append(
+            tx,
             [(row.organization_id, webhook_id, row.message_id, row.user_id) for row in dead],
             ctx.clock_ms(),
             now,

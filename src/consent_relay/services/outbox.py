@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from consent_relay import ids
 from consent_relay.domain.rules import Message
 from consent_relay.domain.timefmt import now_ts
+from consent_relay.storage import queue
 from consent_relay.storage.records import MessageRecord, NewDelivery, WebhookRecord
 from consent_relay.storage.tx import Tx
 
@@ -54,5 +55,5 @@ async def publish(
             for hook in hooks
             if matches(hook, message.type, regulation)
         )
-    await tx.enqueue(records, new, now_ms, now)
+    await queue.enqueue(tx, records, new, now_ms, now)
     return len(new)

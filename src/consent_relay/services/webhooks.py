@@ -12,6 +12,7 @@ from consent_relay.domain.timefmt import format_ts, now_ts
 from consent_relay.schemas import OAuthIn, WebhookIn, WebhookPatch
 from consent_relay.services import pagination
 from consent_relay.services.context import Context
+from consent_relay.storage import queue
 from consent_relay.storage.records import MessageRecord, NewDelivery, WebhookRecord
 
 JSON = dict[str, Any]
@@ -207,6 +208,6 @@ async def send_test(ctx: Context, org_id: str, webhook_id: str, message_type: st
     async with ctx.store.write() as tx:
         if await tx.get_webhook(org_id, webhook_id) is None:
             raise errors.NotFound(f"no webhook {webhook_id!r}")
-        await tx.enqueue([message], [delivery], ctx.clock_ms(), now)
+        await queue.enqueue(tx, [message], [delivery], ctx.clock_ms(), now)
     ctx.notify_enqueued()
     return {"message_id": message.id, "delivery_id": delivery.id, "type": message_type}

@@ -1,8 +1,12 @@
-"""The delivery queue: claim due heads with a lease, record outcomes, advance the queues.
+"""The delivery queue: append deliveries, claim due heads with a lease, record outcomes,
+advance the queues.
 
 Each (webhook, user) pair is a queue; only its head (lowest pending ``seq``) has ``due_ms``
 set, so at most one delivery per queue is ever in flight, which keeps per-user order.
 
+- **append**: one multi-row upsert on ``delivery_queues`` hands every queue its block of
+  sequence numbers (and locks those rows); a queue's first new delivery is due at once only
+  when the queue was empty.
 - **claim**: one short statement picks due heads (``FOR UPDATE SKIP LOCKED`` on PostgreSQL),
   stamps a lease token and moves ``due_ms`` to the lease's end. A worker that dies simply
   lets ``due_ms`` come round again: expired leases need no reaper.
@@ -10,7 +14,8 @@ set, so at most one delivery per queue is ever in flight, which keeps per-user o
   (``RETURNING`` tells which did); attempts are inserted only for those, unique per
   (delivery, attempt number); finished heads hand ``due_ms`` to the next in their queue.
 Batches travel as one JSON parameter, unpacked by ``json_each`` (SQLite) or
-``jsonb_to_recordset`` (PostgreSQL): the only dialect difference here.
+``jsonb_to_recordset`` (PostgreSQL). The dialect differences are all in this module and
+``engine.py``: that unpacking, ``SKIP LOCKED``, ``pg_notify`` and the head-promotion query.
 """
 
 from __future__ import annotations
@@ -19,9 +24,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import insert, text
 
+from consent_relay import ids
 from consent_relay.storage import codec
+from consent_relay.storage.records import MessageRecord, NewDelivery
+from consent_relay.storage.tables import deliveries, delivery_queues, messages
 from consent_relay.storage.tx import Tx
 
 
@@ -68,6 +76,124 @@ def _strings(dialect: str, param: str) -> str:
     if dialect == "postgresql":
         return f"SELECT jsonb_array_elements_text(CAST(:{param} AS jsonb))"
     return f"SELECT value FROM json_each(:{param})"
+
+
+# -- appending ------------------------------------------------------------------------------
+
+
+async def enqueue(
+    tx: Tx,
+    new_messages: Sequence[MessageRecord],
+    new: Sequence[NewDelivery],
+    now_ms: int,
+    now: str,
+) -> None:
+    """Store messages and their deliveries, each in its (webhook, user) queue's order."""
+    if new_messages:
+        await tx.conn.execute(
+            insert(messages),
+            [
+                {
+                    "id": m.id,
+                    "organization_id": m.organization_id,
+                    "type": m.type,
+                    "regulation": m.regulation,
+                    "user_id": m.user_id,
+                    "parameters": codec.dumps(m.parameters),
+                    "created_at": m.created_at,
+                }
+                for m in new_messages
+            ],
+        )
+    for item, new_id in zip(
+        new,
+        await append(
+            tx,
+            [
+                (i.message.organization_id, i.webhook_id, i.message.id, i.message.user_id)
+                for i in new
+            ],
+            now_ms,
+            now,
+        ),
+        strict=True,
+    ):
+        item.id = new_id
+
+
+async def append(
+    tx: Tx, items: Sequence[tuple[str, str, str, str]], now_ms: int, now: str
+) -> list[str]:
+    """New deliveries ``(organization, webhook, message, user)`` at the back of their
+    (webhook, user) queues; returns their ids, in order.
+
+    One multi-row upsert hands each queue its ``k`` sequence numbers and locks the queue
+    rows; a queue's first new delivery is due at once only when the queue was empty (it
+    is the new head), the others wait their turn.
+    """
+    if not items:
+        return []
+    by_queue: dict[tuple[str, str], list[int]] = {}
+    for position, (_org, webhook_id, _message, user_id) in enumerate(items):
+        by_queue.setdefault((webhook_id, user_id), []).append(position)
+    new_ids = [ids.new_id("dlv") for _ in items]
+    queues = sorted(by_queue.items())  # one lock order for every writer
+    stmt = tx.upsert(delivery_queues).values(
+        [
+            {"webhook_id": w, "user_id": u, "last_seq": len(p), "pending": len(p)}
+            for (w, u), p in queues
+        ]
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[delivery_queues.c.webhook_id, delivery_queues.c.user_id],
+        set_={
+            "last_seq": delivery_queues.c.last_seq + stmt.excluded.last_seq,
+            "pending": delivery_queues.c.pending + stmt.excluded.pending,
+        },
+    ).returning(
+        delivery_queues.c.webhook_id,
+        delivery_queues.c.user_id,
+        delivery_queues.c.last_seq,
+        delivery_queues.c.pending,
+    )
+    counters = {
+        (r.webhook_id, r.user_id): (r.last_seq, r.pending) for r in await tx.conn.execute(stmt)
+    }
+    rows: list[dict[str, Any]] = []
+    for (webhook_id, user_id), positions in queues:
+        count = len(positions)
+        last_seq, pending = counters[(webhook_id, user_id)]
+        first_seq = last_seq - count + 1
+        queue_was_empty = pending == count
+        for offset, position in enumerate(positions):
+            org_id, _webhook, message_id, _user = items[position]
+            rows.append(
+                {
+                    "id": new_ids[position],
+                    "organization_id": org_id,
+                    "webhook_id": webhook_id,
+                    "message_id": message_id,
+                    "user_id": user_id,
+                    "seq": first_seq + offset,
+                    "status": "pending",
+                    "attempt_count": 0,
+                    "due_ms": now_ms if (queue_was_empty and offset == 0) else None,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+    await tx.conn.execute(insert(deliveries), rows)
+    await notify_workers(tx)
+    return new_ids
+
+
+async def notify_workers(tx: Tx) -> None:
+    """On PostgreSQL, wake workers of every process when this transaction commits."""
+    if tx.dialect == "postgresql":
+        await tx.conn.execute(text("SELECT pg_notify('consent_relay_deliveries', '')"))
+
+
+# -- claiming and recording ------------------------------------------------------------------
 
 
 async def claim(

@@ -6,21 +6,17 @@ PostgreSQL for ``FOR UPDATE`` (SQLite's write transactions are already exclusive
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Row, Select, and_, delete, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from consent_relay import ids
 from consent_relay.domain.users import FoldItem, UserState
 from consent_relay.storage import codec
 from consent_relay.storage.records import (
     ApiKey,
     EventRecord,
-    MessageRecord,
-    NewDelivery,
     Organization,
     UserRecord,
     WebhookRecord,
@@ -44,7 +40,7 @@ class Tx:
         self.conn = conn
         self.dialect = conn.dialect.name
 
-    def _upsert(self, table: Any) -> Any:
+    def upsert(self, table: Any) -> Any:
         """INSERT ... ON CONFLICT, in the dialect's own construct."""
         return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
 
@@ -55,7 +51,7 @@ class Tx:
 
     async def insert_organization(self, org: Organization) -> bool:
         stmt = (
-            self._upsert(organizations)
+            self.upsert(organizations)
             .values(id=org.id, name=org.name, created_at=org.created_at)
             .on_conflict_do_nothing()
         )
@@ -176,7 +172,7 @@ class Tx:
 
     async def insert_user(self, user: UserRecord) -> bool:
         """Insert unless the id or organization_user_id is taken (then False, no error)."""
-        stmt = self._upsert(users).values(**self._user_values(user)).on_conflict_do_nothing()
+        stmt = self.upsert(users).values(**self._user_values(user)).on_conflict_do_nothing()
         result = await self.conn.execute(stmt)
         return bool(result.rowcount)
 
@@ -241,7 +237,7 @@ class Tx:
 
     async def insert_event(self, event: EventRecord) -> bool:
         """Insert unless the id exists in the organization (then False)."""
-        stmt = self._upsert(events).values(**self._event_values(event)).on_conflict_do_nothing()
+        stmt = self.upsert(events).values(**self._event_values(event)).on_conflict_do_nothing()
         return bool((await self.conn.execute(stmt)).rowcount)
 
     async def get_event(self, org_id: str, event_id: str) -> EventRecord | None:
@@ -414,117 +410,6 @@ class Tx:
                 webhooks.c.organization_id == org_id, webhooks.c.id == webhook_id
             )
         )
-
-    # -- the outbox -------------------------------------------------------------------------
-
-    async def enqueue(
-        self,
-        new_messages: Sequence[MessageRecord],
-        new: Sequence[NewDelivery],
-        now_ms: int,
-        now: str,
-    ) -> None:
-        """Store messages and their deliveries, each in its (webhook, user) queue's order."""
-        if new_messages:
-            await self.conn.execute(
-                insert(messages),
-                [
-                    {
-                        "id": m.id,
-                        "organization_id": m.organization_id,
-                        "type": m.type,
-                        "regulation": m.regulation,
-                        "user_id": m.user_id,
-                        "parameters": codec.dumps(m.parameters),
-                        "created_at": m.created_at,
-                    }
-                    for m in new_messages
-                ],
-            )
-        for item, new_id in zip(
-            new,
-            await self.append_deliveries(
-                [
-                    (i.message.organization_id, i.webhook_id, i.message.id, i.message.user_id)
-                    for i in new
-                ],
-                now_ms,
-                now,
-            ),
-            strict=True,
-        ):
-            item.id = new_id
-
-    async def append_deliveries(
-        self, items: Sequence[tuple[str, str, str, str]], now_ms: int, now: str
-    ) -> list[str]:
-        """New deliveries ``(organization, webhook, message, user)`` at the back of their
-        (webhook, user) queues; returns their ids, in order.
-
-        One multi-row upsert hands each queue its ``k`` sequence numbers and locks the queue
-        rows; a queue's first new delivery is due at once only when the queue was empty (it
-        is the new head), the others wait their turn.
-        """
-        if not items:
-            return []
-        by_queue: dict[tuple[str, str], list[int]] = {}
-        for position, (_org, webhook_id, _message, user_id) in enumerate(items):
-            by_queue.setdefault((webhook_id, user_id), []).append(position)
-        new_ids = [ids.new_id("dlv") for _ in items]
-        queues = sorted(by_queue.items())  # one lock order for every writer
-        stmt = self._upsert(delivery_queues).values(
-            [
-                {"webhook_id": w, "user_id": u, "last_seq": len(p), "pending": len(p)}
-                for (w, u), p in queues
-            ]
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[delivery_queues.c.webhook_id, delivery_queues.c.user_id],
-            set_={
-                "last_seq": delivery_queues.c.last_seq + stmt.excluded.last_seq,
-                "pending": delivery_queues.c.pending + stmt.excluded.pending,
-            },
-        ).returning(
-            delivery_queues.c.webhook_id,
-            delivery_queues.c.user_id,
-            delivery_queues.c.last_seq,
-            delivery_queues.c.pending,
-        )
-        counters = {
-            (r.webhook_id, r.user_id): (r.last_seq, r.pending)
-            for r in await self.conn.execute(stmt)
-        }
-        rows: list[dict[str, Any]] = []
-        for (webhook_id, user_id), positions in queues:
-            count = len(positions)
-            last_seq, pending = counters[(webhook_id, user_id)]
-            first_seq = last_seq - count + 1
-            queue_was_empty = pending == count
-            for offset, position in enumerate(positions):
-                org_id, _webhook, message_id, _user = items[position]
-                rows.append(
-                    {
-                        "id": new_ids[position],
-                        "organization_id": org_id,
-                        "webhook_id": webhook_id,
-                        "message_id": message_id,
-                        "user_id": user_id,
-                        "seq": first_seq + offset,
-                        "status": "pending",
-                        "attempt_count": 0,
-                        "due_ms": now_ms if (queue_was_empty and offset == 0) else None,
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                )
-        await self.conn.execute(insert(deliveries), rows)
-        await self.notify_workers()
-        return new_ids
-
-    async def notify_workers(self) -> None:
-        """On PostgreSQL, wake workers of every process when this transaction commits."""
-        if self.dialect == "postgresql":
-            await self.conn.execute(text("SELECT pg_notify('consent_relay_deliveries', '')"))
 
     async def count_rows(self, table_name: str, org_id: str | None = None) -> int:
         """For tests and health: how many rows a table holds (optionally per organization)."""
