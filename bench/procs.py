@@ -59,8 +59,8 @@ async def _wait_command(reader: asyncio.StreamReader, within: float) -> str:
 
 
 async def run_worker(max_seconds: float) -> None:
-    from consent_relay.api.app import build_context
     from consent_relay.delivery import runner
+    from consent_relay.services.context import build_context
     from consent_relay.settings import Settings
 
     settings = Settings()

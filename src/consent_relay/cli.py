@@ -40,7 +40,7 @@ T = TypeVar("T")
 
 def _run(work: Callable[[Context], Awaitable[T]]) -> T:
     """Run one use case against the configured database, migrated first."""
-    from consent_relay.api.app import build_context
+    from consent_relay.services.context import build_context
 
     async def main() -> T:
         ctx = build_context(Settings())
@@ -108,8 +108,8 @@ def worker(
     from prometheus_client import start_http_server
 
     from consent_relay import metrics
-    from consent_relay.api.app import build_context
     from consent_relay.delivery import runner
+    from consent_relay.services.context import build_context
 
     settings = Settings()
     logs.configure(settings)

@@ -28,6 +28,7 @@ from consent_relay.services.context import Context
 from consent_relay.settings import Settings
 from consent_relay.storage.store import Store
 from tests.e2e.helpers import (
+    READY,
     WorkerFleet,
     consent_event,
     eventually,
@@ -133,6 +134,7 @@ async def test_no_message_lost_while_workers_are_killed(
         await asyncio.wait({creating}, timeout=rng.uniform(0.5, 1.0))
         fleet.check_alive()
         victim = fleet.oldest()
+        await victim.printed(READY, within=30)  # never one still starting: it does no work
 
         async def busy(pid: int = victim.pid) -> bool:
             return await leases_of(ctx, pid) > 0

@@ -29,6 +29,7 @@ from consent_relay.services.context import Context
 from consent_relay.settings import Settings
 from consent_relay.storage.store import Store
 from tests.e2e.helpers import (
+    READY,
     WorkerFleet,
     consent_event,
     eventually,
@@ -122,6 +123,9 @@ async def test_duplicates_at_most_the_deliveries_in_flight_at_the_kills(
                 )
                 assert pending, f"all delivered before {MIN_KILLS_IN_FLIGHT} kills hit work"
             victim = fleet.oldest()
+            # Only a worker that got to work: on a loaded machine start-up can outlast a
+            # kill interval, and killing workers still starting would deliver nothing at all.
+            await victim.printed(READY, within=30)
             await fleet.kill(victim)
             leases = await leases_of(ctx, victim.pid)
             kills.append(Kill(victim.pid, time.monotonic() - started, progress[0], leases))

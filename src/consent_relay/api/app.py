@@ -16,19 +16,13 @@ from consent_relay.api.limits import BodyLimit
 from consent_relay.api.observe import RequestMetrics
 from consent_relay.dashboard import routes as dashboard
 from consent_relay.delivery import runner
-from consent_relay.services.context import Context
+from consent_relay.services.context import Context, build_context
 from consent_relay.settings import Settings
-from consent_relay.storage.store import Store
 
 STATIC = Path(dashboard.__file__).parent / "static"
 
 
 STARTUP_PATIENCE = 60.0  # seconds `serve` waits for its database before giving up
-
-
-def build_context(settings: Settings) -> Context:
-    store = Store(settings.resolved_database_url)
-    return Context(settings=settings, store=store, box=crypto.secret_box(settings))
 
 
 def create_app(

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from consent_relay import crypto
 from consent_relay.clock import Clock
 from consent_relay.crypto import SecretBox
 from consent_relay.settings import Settings
@@ -27,3 +28,9 @@ class Context:
         self.work_queued.set()
         for callback in self.on_enqueued:
             callback()
+
+
+def build_context(settings: Settings) -> Context:
+    """The context of a running process: its database and its secret key."""
+    store = Store(settings.resolved_database_url)
+    return Context(settings=settings, store=store, box=crypto.secret_box(settings))
