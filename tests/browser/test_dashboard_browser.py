@@ -3,8 +3,9 @@
 The real application runs under uvicorn in a background thread with its delivery workers
 (SQLite in a temporary folder), next to a local receiver that also plays the OAuth token
 server. The tests click through sign-in, creating a webhook with OAuth, a test event and its
-attempts, a dead letter and its replay, and the sample downloads. They write the README's
-screenshots into docs/screenshots/ (same names every run).
+attempts, a dead letter and its replay, and the sample downloads. Every step is
+photographed: into a temporary folder, or with ``CONSENT_RELAY_SCREENSHOTS=1`` into
+docs/screenshots/ (same names every run), which refreshes the README's pictures.
 
 Chromium must be at /usr/bin/chromium (``scripts/test-deps.sh`` installs it); without it the
 tests fail, they do not skip.
@@ -14,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -47,7 +50,12 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+README_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+SCREENSHOTS = (
+    README_SCREENSHOTS
+    if os.environ.get("CONSENT_RELAY_SCREENSHOTS") == "1"
+    else Path(tempfile.gettempdir()) / "consent-relay-screenshots"
+)
 ADMIN_TOKEN = "browser-test-admin-token"
 CLIENT_SECRET = "browser-client-secret"
 TIMEOUT_MS = 20_000  # for anything that waits on a delivery
