@@ -232,3 +232,40 @@ class WorkerFleet:
         for process, started, code in zip(live, ready, codes, strict=True):
             assert started is None, f"worker {process.pid}: {started!r}"
             assert code == 0, f"worker {process.pid} exited with {code!r}:\n{process.output()}"
+
+
+# -- killing workers ---------------------------------------------------------------------------
+
+
+def lease_prefix(pid: int) -> str:
+    """Leases are ``<worker id>:<token>``, worker ids ``<hostname>:<pid>:<random>``."""
+    return f"{socket.gethostname()}:{pid}:"
+
+
+async def leases_of(ctx: Context, pid: int) -> int:
+    """Deliveries the worker process ``pid`` claimed and has not recorded."""
+    prefix = lease_prefix(pid)
+    count = await scalar(
+        ctx,
+        "SELECT count(*) FROM deliveries WHERE status = 'pending' "
+        "AND substr(lease_owner, 1, :n) = :prefix",
+        n=len(prefix),
+        prefix=prefix,
+    )
+    return int(count)
+
+
+async def create_events(
+    api: httpx.AsyncClient, created: dict[str, list[str]], progress: list[int], rounds: int
+) -> None:
+    """``rounds`` rounds of one event per user (the keys of ``created``), the users of a
+    round concurrently: each user's events are created one after the other, and their ids
+    appended to ``created[user]`` in that order."""
+    for round_ in range(rounds):
+
+        async def one(ouid: str, round_: int = round_) -> None:
+            event = await post_event(api, consent_event(ouid, "analytics", round_ % 2 == 0))
+            created[ouid].append(event["id"])
+            progress[0] += 1
+
+        await asyncio.gather(*(one(ouid) for ouid in created))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -31,7 +30,10 @@ from tests.e2e.helpers import (
     READY,
     WorkerFleet,
     consent_event,
+    create_events,
     eventually,
+    lease_prefix,
+    leases_of,
     make_webhook,
     post_event,
     process_env,
@@ -65,24 +67,6 @@ async def fleet(settings: Settings, store: Store, tmp_path: Path) -> AsyncIterat
         await workers.stop()
 
 
-def lease_prefix(pid: int) -> str:
-    """Leases are ``<worker id>:<token>``, worker ids ``<hostname>:<pid>:<random>``."""
-    return f"{socket.gethostname()}:{pid}:"
-
-
-async def leases_of(ctx: Context, pid: int) -> int:
-    """Deliveries a worker process has claimed and not yet recorded."""
-    prefix = lease_prefix(pid)
-    count = await scalar(
-        ctx,
-        "SELECT count(*) FROM deliveries WHERE status = 'pending' "
-        "AND substr(lease_owner, 1, :n) = :prefix",
-        n=len(prefix),
-        prefix=prefix,
-    )
-    return int(count)
-
-
 async def expire_leases_of(ctx: Context, pid: int) -> int:
     """What lease expiry would do for a dead worker: its leased deliveries fall due now."""
     prefix = lease_prefix(pid)
@@ -95,22 +79,6 @@ async def expire_leases_of(ctx: Context, pid: int) -> int:
             {"n": len(prefix), "prefix": prefix},
         )
     return int(result.rowcount)
-
-
-async def create_events(
-    api: httpx.AsyncClient, created: dict[str, list[str]], progress: list[int]
-) -> None:
-    """``EVENTS_PER_USER`` rounds; each round posts one event per user, concurrently. A user's
-    events are thus created one after the other, in round order."""
-    for round_ in range(EVENTS_PER_USER):
-
-        async def one(user: int, round_: int = round_) -> None:
-            ouid = f"user-{user}@example.com"
-            event = await post_event(api, consent_event(ouid, "analytics", round_ % 2 == 0))
-            created[ouid].append(event["id"])
-            progress[0] += 1
-
-        await asyncio.gather(*(one(user) for user in range(USERS)))
 
 
 async def test_no_message_lost_while_workers_are_killed(
@@ -127,7 +95,7 @@ async def test_no_message_lost_while_workers_are_killed(
 
     created: dict[str, list[str]] = {f"user-{u}@example.com": [] for u in range(USERS)}
     progress = [0]
-    creating = asyncio.create_task(create_events(api, created, progress))
+    creating = asyncio.create_task(create_events(api, created, progress, EVENTS_PER_USER))
     kills: list[Kill] = []
     rng = random.Random(7)
     while not creating.done() or sum(k.leases > 0 for k in kills) < MIN_KILLS:

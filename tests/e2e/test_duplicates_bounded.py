@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import os
 import random
-import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -31,10 +30,10 @@ from consent_relay.storage.store import Store
 from tests.e2e.helpers import (
     READY,
     WorkerFleet,
-    consent_event,
+    create_events,
     eventually,
+    leases_of,
     make_webhook,
-    post_event,
     process_env,
     rows,
     scalar,
@@ -71,36 +70,6 @@ async def fleet(settings: Settings, store: Store, tmp_path: Path) -> AsyncIterat
         await workers.stop()
 
 
-async def leases_of(ctx: Context, pid: int) -> int:
-    """Deliveries the worker process ``pid`` claimed and did not record (worker ids, and so
-    leases, start with ``<hostname>:<pid>:``)."""
-    prefix = f"{socket.gethostname()}:{pid}:"
-    count = await scalar(
-        ctx,
-        "SELECT count(*) FROM deliveries WHERE status = 'pending' "
-        "AND substr(lease_owner, 1, :n) = :prefix",
-        n=len(prefix),
-        prefix=prefix,
-    )
-    return int(count)
-
-
-async def create_events(
-    api: httpx.AsyncClient, created: dict[str, list[str]], progress: list[int]
-) -> None:
-    """Rounds of one event per user, the users of a round concurrently: each user's events
-    are created one after the other."""
-    for round_ in range(EVENTS // USERS):
-
-        async def one(user: int, round_: int = round_) -> None:
-            ouid = f"dup-{user}@example.com"
-            event = await post_event(api, consent_event(ouid, "analytics", round_ % 2 == 0))
-            created[ouid].append(event["id"])
-            progress[0] += 1
-
-        await asyncio.gather(*(one(user) for user in range(USERS)))
-
-
 async def test_duplicates_at_most_the_deliveries_in_flight_at_the_kills(
     api: httpx.AsyncClient, ctx: Context, receiver: Receiver, fleet: WorkerFleet
 ) -> None:
@@ -110,7 +79,7 @@ async def test_duplicates_at_most_the_deliveries_in_flight_at_the_kills(
     fleet.spawn()
     created: dict[str, list[str]] = {f"dup-{u}@example.com": [] for u in range(USERS)}
     progress = [0]
-    creating = asyncio.create_task(create_events(api, created, progress))
+    creating = asyncio.create_task(create_events(api, created, progress, EVENTS // USERS))
     kills: list[Kill] = []
     rng = random.Random(11)
     try:

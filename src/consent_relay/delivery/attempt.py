@@ -55,7 +55,8 @@ async def run(
         return max(0.001, deadline - (time.monotonic() - started))
 
     try:
-        # The receiver's URL first: no token is fetched for a destination we refuse.
+        # The receiver's URL first: no token is fetched for a destination we refuse. (Literal
+        # IPs never reach the guarded resolver, so this check is what stops them.)
         targets.check_url_cached(url, tuple(allowed), require_https)
     except errors.ForbiddenTarget as exc:
         return Outcome(outcome.E_FORBIDDEN_TARGET, _ms(started), error=exc.detail)
@@ -71,9 +72,7 @@ async def run(
         body,
         headers,
         deadline=remaining(),
-        allowed=allowed,
         proxy=proxy,
-        require_https=require_https,
     )
     if result.status_code == 401 and tokens is not None and isinstance(token, str):
         tokens.invalidate(token)  # only if still cached: a burst of 401s costs one token
@@ -81,9 +80,7 @@ async def run(
         if isinstance(token, Outcome):
             return token
         headers["Authorization"] = f"Bearer {token}"
-        result = await sender.send(
-            session, url, body, headers, deadline=remaining(), allowed=allowed, proxy=proxy
-        )
+        result = await sender.send(session, url, body, headers, deadline=remaining(), proxy=proxy)
     if result.duration_ms != _ms(started):
         result = Outcome(
             result.code,

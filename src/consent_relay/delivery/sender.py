@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import aiohttp
 
@@ -82,19 +82,16 @@ async def send(
     headers: Mapping[str, str],
     *,
     deadline: float,
-    allowed: Sequence[targets.Network] = (),
     proxy: str | None = None,
-    require_https: bool = False,
 ) -> Outcome:
-    """POST ``body`` to ``url``; success is any 2xx within ``deadline`` seconds."""
+    """POST ``body`` to ``url``; success is any 2xx within ``deadline`` seconds. The caller
+    has checked ``url`` (``attempt.run``); the resolver checks every address it resolves."""
     started = time.monotonic()
 
     def elapsed() -> int:
         return int((time.monotonic() - started) * 1000)
 
     try:
-        # Literal IPs never reach the resolver, so every URL is checked here too.
-        targets.check_url_cached(url, tuple(allowed), require_https)
         async with asyncio.timeout(deadline):
             async with session.post(
                 url, data=body, headers=headers, allow_redirects=False, proxy=proxy

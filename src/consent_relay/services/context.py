@@ -21,13 +21,9 @@ class Context:
     # Set when new deliveries were queued, so an in-process worker wakes at once.
     work_queued: asyncio.Event = field(default_factory=asyncio.Event)
     clock_ms: Callable[[], int] = field(default_factory=Clock)
-    # Called after a commit that queued deliveries (PostgreSQL NOTIFY, metrics...).
-    on_enqueued: list[Callable[[], None]] = field(default_factory=list)
 
     def notify_enqueued(self) -> None:
         self.work_queued.set()
-        for callback in self.on_enqueued:
-            callback()
 
 
 def build_context(settings: Settings) -> Context:
