@@ -229,6 +229,16 @@ def table(results: dict[str, Any]) -> Table:
             ">= 0.6",
             _met(ratio, lambda v: v >= 0.6),
         )
+    for kind in ("sqlite", "postgres"):
+        out.add_row(
+            f"2. floor: minimal loop, {kind}",
+            _fmt(r.get(f"minimal_{kind}_per_s"), " /s"),
+            f"claim 100 / POST / mark done, nothing else; CPU/request "
+            f"{_fmt(r.get(f'minimal_{kind}_cpu_us'), ' us')}",
+            _fmt(r.get(f"ratio_minimal_{kind}"), "", 2),
+            "(info)",
+            "",
+        )
     scale = r.get("scale_out_ratio")
     out.add_row(
         "3. scale-out, postgres, 2 processes",

@@ -128,6 +128,35 @@ async def run_bare(
     _say(orjson.dumps(report).decode())
 
 
+async def run_minimal(
+    url: str, db_url: str, count: int, concurrency: int, body_file: str, max_seconds: float
+) -> None:
+    import aiohttp
+
+    from bench import minimal
+
+    body = await asyncio.to_thread(Path(body_file).read_bytes)
+    store = await minimal.open_store(db_url, count)
+    reader = await _stdin_lines()
+    _say("READY")
+    if await _wait_command(reader, max_seconds) != "go":
+        await store.close()
+        _say(orjson.dumps({"ok": 0, "errors": 0, "elapsed": 0.0}).decode())
+        return
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        began = time.perf_counter()
+        cpu_began = time.process_time()
+        ok, errors = await asyncio.wait_for(
+            minimal.drain(store, session, url, body, count, concurrency), max_seconds
+        )
+        elapsed = time.perf_counter() - began
+        cpu = time.process_time() - cpu_began
+    await store.close()
+    report = {"ok": ok, "errors": errors, "elapsed": elapsed, "cpu_s": cpu, **proc_status_kb()}
+    _say(orjson.dumps(report).decode())
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     sub = parser.add_subparsers(dest="mode", required=True)
@@ -139,11 +168,29 @@ def main(argv: list[str] | None = None) -> None:
     bare.add_argument("--concurrency", type=int, default=200)
     bare.add_argument("--body-file", required=True)
     bare.add_argument("--max-seconds", type=float, default=600)
+    floor = sub.add_parser("minimal")
+    floor.add_argument("--url", required=True)
+    floor.add_argument("--db-url", required=True)
+    floor.add_argument("--count", type=int, required=True)
+    floor.add_argument("--concurrency", type=int, default=200)
+    floor.add_argument("--body-file", required=True)
+    floor.add_argument("--max-seconds", type=float, default=600)
     args = parser.parse_args(argv)
     import uvloop
 
     if args.mode == "worker":
         uvloop.run(run_worker(args.max_seconds))
+    elif args.mode == "minimal":
+        uvloop.run(
+            run_minimal(
+                args.url,
+                args.db_url,
+                args.count,
+                args.concurrency,
+                args.body_file,
+                args.max_seconds,
+            )
+        )
     else:
         uvloop.run(
             run_bare(args.url, args.count, args.concurrency, args.body_file, args.max_seconds)

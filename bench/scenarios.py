@@ -149,37 +149,38 @@ async def drain(
 # -- 1. bare -------------------------------------------------------------------------------------
 
 
-async def _bare_once(cfg: Config, receiver: ReceiverProcess) -> tuple[float, float]:
-    """One bare run: requests per second, and CPU microseconds per request."""
+async def _client_once(
+    cfg: Config, receiver: ReceiverProcess, mode: str, path: str, *extra: str
+) -> tuple[float, float]:
+    """One run of a client child (``bare`` or ``minimal``): requests per second, and CPU
+    microseconds per request."""
     body = db.render_body("event.created", db.message_parameters(0, "user-0000000"))
     body_file = cfg.workdir / "body.json"
     body_file.write_bytes(body)
-    child = Child(
-        [
-            "bare",
-            "--url",
-            receiver.url("/bare"),
-            "--count",
-            str(cfg.deliveries),
-            "--concurrency",
-            str(cfg.concurrency),
-            "--body-file",
-            str(body_file),
-        ],
-        child_env({}),
-        cfg.log,
-    )
+    args = [mode, "--url", receiver.url(path), "--count", str(cfg.deliveries)]
+    args += ["--concurrency", str(cfg.concurrency), "--body-file", str(body_file), *extra]
+    child = Child(args, child_env({}), cfg.log)
     async with child:
         await child.start()
         child.send("go")
         report = await child.finish(within=600)
     if report.get("errors"):
-        cfg.say(f"  bare: {report['errors']} errors")
+        cfg.say(f"  {mode}: {report['errors']} errors")
     ok = int(report.get("ok", 0))
     elapsed = float(report.get("elapsed", 0.0))
     rate = ok / elapsed if elapsed else 0.0
     cpu_us = float(report.get("cpu_s", 0.0)) / ok * 1e6 if ok else float("nan")
     return rate, cpu_us
+
+
+async def _bare_once(cfg: Config, receiver: ReceiverProcess) -> tuple[float, float]:
+    return await _client_once(cfg, receiver, "bare", "/bare")
+
+
+async def _minimal_once(cfg: Config, receiver: ReceiverProcess, kind: str) -> tuple[float, float]:
+    """The floor loop of ``bench.minimal`` on a fresh database of ``kind``."""
+    async with db.database(kind, "minimal") as url:
+        return await _client_once(cfg, receiver, "minimal", "/minimal", "--db-url", url)
 
 
 async def bare(cfg: Config, receiver: ReceiverProcess, results: Results) -> None:
@@ -281,6 +282,12 @@ async def delivery(
         if result.db_cpu_s is not None:
             results[f"{kind}_db_cpu_us"] = result.db_cpu_s / max(1, result.arrived) * 1e6
         results[f"{kind}_fill_per_s"] = filled.per_s
+        # The floor: a minimal claim / POST / mark-done loop on the same database, right
+        # after: what any persistent engine can reach here (bench/minimal.py).
+        floor, floor_cpu = await _minimal_once(cfg, receiver, kind)
+        results[f"minimal_{kind}_per_s"] = floor
+        results[f"ratio_minimal_{kind}"] = floor / adjacent if adjacent else None
+        results[f"minimal_{kind}_cpu_us"] = floor_cpu
         results[f"{kind}_complete"] = result.finished and counts.get("delivered", 0) == n
         db_cpu = results.get(f"{kind}_db_cpu_us")
         cfg.say(
@@ -290,6 +297,10 @@ async def delivery(
             f"{adjacent_cpu:.0f}/request)"
             + (f", database backends {db_cpu:.0f} CPU-us/delivery" if db_cpu else "")
             + f"; fill {filled.per_s:.0f}/s; statuses {counts}"
+        )
+        cfg.say(
+            f"  minimal loop {kind}: {floor:.0f}/s -> ratio {results[f'ratio_minimal_{kind}']:.2f}"
+            f" ({floor_cpu:.0f} CPU-us/delivery)"
         )
 
 

@@ -32,11 +32,16 @@ def _signer(secret: str) -> Webhook:
     return Webhook(secret)
 
 
+@lru_cache(maxsize=8)
+def _moment(timestamp: int) -> datetime:
+    return datetime.fromtimestamp(timestamp, tz=UTC)
+
+
 def signature_header(secrets: Sequence[str], msg_id: str, timestamp: int, body: bytes) -> str:
     """The ``webhook-signature`` value: one ``v1,<base64>`` per secret, space-separated."""
     if not secrets:
         raise ValueError("at least one signing secret is required")
-    moment = datetime.fromtimestamp(timestamp, tz=UTC)
+    moment = _moment(timestamp)
     # Bodies are rendered by orjson, hence valid UTF-8; the library signs text and re-encodes it
     # to the very same bytes.
     text = body.decode("utf-8")

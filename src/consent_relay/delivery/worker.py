@@ -122,14 +122,13 @@ class Worker:
                 lease_ms=self.lease_ms,
                 excluded=excluded,
             )
-            messages = await queue.messages_by_id(tx, [c.message_id for c in claimed])
         if not claimed:
             return False
         hooks = await self.webhooks.get_many({c.webhook_id for c in claimed})
         unsendable = []
         for item in claimed:
             hook = hooks.get(item.webhook_id)
-            message = messages.get(item.message_id)
+            message = item.message
             if (
                 hook is None
                 or message is None

@@ -43,6 +43,9 @@ class Claimed:
     seq: int
     attempt_count: int
     lease: str
+    # What is sent: the message's type, regulation and parameters (stored JSON text); None
+    # when the message is gone (the delivery is then given back, not sent).
+    message: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -199,9 +202,13 @@ async def notify_workers(tx: Tx) -> None:
 async def claim(
     tx: Tx, *, limit: int, now_ms: int, lease: str, lease_ms: int, excluded: Sequence[str] = ()
 ) -> list[Claimed]:
-    """Lease up to ``limit`` due heads of enabled webhooks, oldest due first."""
+    """Lease up to ``limit`` due heads of enabled webhooks, oldest due first, each with its
+    message (on PostgreSQL in the same statement: one round trip a batch)."""
+    # SQLite's planner, left to itself, walks every delivery of the webhook (all statuses)
+    # and sorts them: a claim took time in proportion to the history. The due index it is.
+    hint = " INDEXED BY ix_deliveries_due" if tx.dialect == "sqlite" else ""
     pick = f"""
-        SELECT d.pk FROM deliveries d
+        SELECT d.pk FROM deliveries d{hint}
         WHERE d.due_ms IS NOT NULL AND d.due_ms <= :now
           AND d.webhook_id IN (SELECT id FROM webhooks WHERE enabled)
           AND d.webhook_id NOT IN ({_strings(tx.dialect, "excluded")})
@@ -215,6 +222,12 @@ async def claim(
         WHERE pk IN ({pick})
         RETURNING pk, id, webhook_id, message_id, user_id, seq, attempt_count
     """
+    if tx.dialect == "postgresql":
+        sql = f"""
+            WITH c AS ({sql})
+            SELECT c.*, m.type, m.regulation, m.parameters
+            FROM c LEFT JOIN messages m ON m.id = c.message_id
+        """
     result = await tx.conn.execute(
         text(sql),
         {
@@ -225,9 +238,28 @@ async def claim(
             "excluded": codec.dumps(list(excluded)),
         },
     )
+    rows = result.all()
+    if tx.dialect == "postgresql":
+        found = {
+            r.message_id: {"type": r.type, "regulation": r.regulation, "parameters": r.parameters}
+            for r in rows
+            if r.type is not None
+        }
+    else:
+        found = await messages_by_id(tx, [r.message_id for r in rows])
     return [
-        Claimed(r.pk, r.id, r.webhook_id, r.message_id, r.user_id, r.seq, r.attempt_count, lease)
-        for r in result
+        Claimed(
+            r.pk,
+            r.id,
+            r.webhook_id,
+            r.message_id,
+            r.user_id,
+            r.seq,
+            r.attempt_count,
+            lease,
+            found.get(r.message_id),
+        )
+        for r in rows
     ]
 
 
@@ -280,8 +312,24 @@ async def record(tx: Tx, results: Sequence[Result], *, now_ms: int, now: str) ->
     return kept
 
 
+_ATTEMPT_COLUMNS = (
+    ("id", "text"),
+    ("delivery_id", "text"),
+    ("attempt_number", "int"),
+    ("started_at", "text"),
+    ("duration_ms", "int"),
+    ("outcome", "text"),
+    ("status_code", "int"),
+    ("response_body", "text"),
+    ("request_headers", "text"),
+    ("error", "text"),
+)
+
+
 async def _insert_attempts(tx: Tx, kept: Sequence[Result]) -> None:
-    values = [
+    """One statement for the whole batch (an executemany costs the worker and the database
+    a statement per row: measured about 10 CPU-us more per attempt on each side)."""
+    rows = [
         {
             "id": r.attempt_id,
             "delivery_id": r.claimed.id,
@@ -298,14 +346,14 @@ async def _insert_attempts(tx: Tx, kept: Sequence[Result]) -> None:
         }
         for r in kept
     ]
-    sql = """
-        INSERT INTO attempts (id, delivery_id, attempt_number, started_at, duration_ms, outcome,
-            status_code, response_body, request_headers, error)
-        VALUES (:id, :delivery_id, :attempt_number, :started_at, :duration_ms, :outcome,
-            :status_code, :response_body, :request_headers, :error)
+    names = ", ".join(name for name, _ in _ATTEMPT_COLUMNS)
+    sql = f"""
+        INSERT INTO attempts ({names})
+        SELECT {names} FROM {_rows_source(tx.dialect, _ATTEMPT_COLUMNS)}
+        WHERE true
         ON CONFLICT (delivery_id, attempt_number) DO NOTHING
     """
-    await tx.conn.execute(text(sql), values)
+    await tx.conn.execute(text(sql), {"rows": codec.dumps(rows)})
 
 
 async def advance(tx: Tx, finished: Sequence[tuple[str, str, int]], now_ms: int) -> None:

@@ -178,7 +178,7 @@ attempts = Table(
     metadata,
     Column("pk", PK, primary_key=True, autoincrement=True),
     Column("id", Text, nullable=False, unique=True),
-    Column("delivery_id", Text, nullable=False, index=True),
+    Column("delivery_id", Text, nullable=False),  # looked up through uq_attempts_number
     Column("attempt_number", Integer, nullable=False),
     Column("started_at", Text, nullable=False),
     Column("duration_ms", Integer, nullable=False),

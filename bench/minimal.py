@@ -1,0 +1,175 @@
+"""The floor: a minimal claim / POST / mark-done loop, as BENCH.md's table describes it.
+
+No Consent Relay code at all: one table of ``count`` due rows, claimed 100 at a time with a
+lease (``UPDATE ... RETURNING``, ``FOR UPDATE SKIP LOCKED`` on PostgreSQL), POSTed by
+``concurrency`` sender coroutines with the bare client's session, marked done in batches.
+No signatures, no attempts rows, no per-user order, no message bodies read. What it reaches,
+next to the bare client in the same run, is the most any persistent delivery engine can reach
+on this machine: the real worker does strictly more per delivery.
+
+Run as ``python -m bench.procs minimal ...`` (a child of ``bench``); SQLite through the
+standard library's ``sqlite3`` (WAL, ``synchronous=NORMAL``), PostgreSQL through asyncpg.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import aiohttp
+
+BATCH = 100
+LEASE_MS = 60_000
+
+_PG_CLAIM = """
+    UPDATE minimal_queue SET lease = $1, due_ms = $2
+    WHERE pk IN (SELECT pk FROM minimal_queue WHERE due_ms IS NOT NULL AND due_ms <= $3
+                 ORDER BY due_ms LIMIT $4 FOR UPDATE SKIP LOCKED)
+    RETURNING pk
+"""
+_PG_DONE = "UPDATE minimal_queue SET done = true, due_ms = NULL WHERE pk = ANY($1::bigint[])"
+_SQLITE_CLAIM = """
+    UPDATE minimal_queue SET lease = ?, due_ms = ?
+    WHERE pk IN (SELECT pk FROM minimal_queue INDEXED BY minimal_due
+                 WHERE due_ms IS NOT NULL AND due_ms <= ? ORDER BY due_ms LIMIT ?)
+    RETURNING pk
+"""
+
+
+class Store:
+    """Claim and mark done, on one of the two databases."""
+
+    claim: Callable[[str, int, int], Awaitable[list[int]]]
+    done: Callable[[Sequence[int]], Awaitable[None]]
+    close: Callable[[], Awaitable[None]]
+
+
+async def open_store(db_url: str, count: int) -> Store:
+    """Create and fill the table (not timed), and return the loop's two operations."""
+    store = Store()
+    if db_url.startswith("sqlite"):
+        path = db_url.split("///", 1)[1]
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute(
+            "CREATE TABLE minimal_queue (pk INTEGER PRIMARY KEY, due_ms INTEGER, lease TEXT,"
+            " done INTEGER NOT NULL DEFAULT 0)"
+        )
+        conn.execute("CREATE INDEX minimal_due ON minimal_queue (due_ms) WHERE due_ms IS NOT NULL")
+        conn.executemany(
+            "INSERT INTO minimal_queue (due_ms) VALUES (?)", [(n,) for n in range(count)]
+        )
+
+        async def claim_sqlite(lease: str, now_ms: int, limit: int) -> list[int]:
+            conn.execute("BEGIN IMMEDIATE")
+            rows = conn.execute(_SQLITE_CLAIM, (lease, now_ms + LEASE_MS, now_ms, limit))
+            pks = [row[0] for row in rows]
+            conn.execute("COMMIT")
+            return pks
+
+        async def done_sqlite(pks: Sequence[int]) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(
+                "UPDATE minimal_queue SET done = 1, due_ms = NULL WHERE pk = ?", [(p,) for p in pks]
+            )
+            conn.execute("COMMIT")
+
+        async def close_sqlite() -> None:
+            conn.close()
+
+        store.claim, store.done, store.close = claim_sqlite, done_sqlite, close_sqlite
+        return store
+
+    import asyncpg
+
+    pool: Any = await asyncpg.create_pool(db_url, min_size=2, max_size=2)
+    await pool.execute(
+        "CREATE TABLE minimal_queue (pk bigserial PRIMARY KEY, due_ms bigint, lease text,"
+        " done boolean NOT NULL DEFAULT false);"
+        "CREATE INDEX minimal_due ON minimal_queue (due_ms) WHERE due_ms IS NOT NULL"
+    )
+    await pool.execute(
+        "INSERT INTO minimal_queue (due_ms) SELECT n FROM generate_series(1, $1) AS n", count
+    )
+    await pool.execute("VACUUM ANALYZE minimal_queue")
+
+    async def claim_pg(lease: str, now_ms: int, limit: int) -> list[int]:
+        rows = await pool.fetch(_PG_CLAIM, lease, now_ms + LEASE_MS, now_ms, limit)
+        return [row[0] for row in rows]
+
+    async def done_pg(pks: Sequence[int]) -> None:
+        await pool.execute(_PG_DONE, list(pks))
+
+    async def close_pg() -> None:
+        await pool.close()
+
+    store.claim, store.done, store.close = claim_pg, done_pg, close_pg
+    return store
+
+
+async def drain(
+    store: Store, session: aiohttp.ClientSession, url: str, body: bytes, count: int, senders: int
+) -> tuple[int, int]:
+    """Claim, send and mark done until ``count`` rows are done: (sent ok, errors)."""
+    headers = {"Content-Type": "application/json"}
+    todo: asyncio.Queue[int] = asyncio.Queue()
+    results: asyncio.Queue[int] = asyncio.Queue()
+    limit = 2 * senders  # leases held at most, as the real worker bounds them
+    held = ok = errors = marked = 0
+    room = asyncio.Event()
+    finished = asyncio.Event()
+
+    async def claimer() -> None:
+        nonlocal held
+        claimed = 0
+        while claimed < count:
+            free = limit - held
+            if free < min(BATCH, limit // 4):
+                room.clear()
+                await room.wait()
+                continue
+            now_ms = int(time.time() * 1000) + 10**12  # every row is due
+            pks = await store.claim("minimal", now_ms, min(free, BATCH))
+            if not pks:
+                await asyncio.sleep(0.001)
+                continue
+            held += len(pks)
+            claimed += len(pks)
+            for pk in pks:
+                todo.put_nowait(pk)
+
+    async def sender() -> None:
+        nonlocal ok, errors
+        while True:
+            pk = await todo.get()
+            try:
+                async with session.post(url, data=body, headers=headers) as response:
+                    await response.read()
+                    ok += 200 <= response.status < 300
+            except (aiohttp.ClientError, TimeoutError):
+                errors += 1
+            results.put_nowait(pk)
+
+    async def recorder() -> None:
+        nonlocal marked, held
+        while marked < count:
+            batch = [await results.get()]
+            while not results.empty() and len(batch) < 500:
+                batch.append(results.get_nowait())
+            await store.done(batch)
+            marked += len(batch)
+            held -= len(batch)
+            room.set()
+        finished.set()
+
+    tasks = [asyncio.create_task(claimer()), asyncio.create_task(recorder())]
+    tasks += [asyncio.create_task(sender()) for _ in range(senders)]
+    await finished.wait()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return ok, errors
