@@ -1,12 +1,17 @@
 """The delivery worker: claim, send, record, as separate short steps.
 
     claim   one short transaction leases a batch of due queue heads (storage.queue.claim)
-    send    no transaction open; one aiohttp request per delivery, many in flight
+    send    no transaction open; ``concurrency`` sender coroutines, one request each at a time
     record  results are batched into one short transaction that checks the leases
 
 It wakes at once when work is queued (in-process event; LISTEN/NOTIFY on PostgreSQL) and
 otherwise sleeps until the next delivery falls due, polling at least every
-``poll_interval``. A per-webhook cap keeps a slow receiver from taking everyone's capacity.
+``poll_interval``. A per-webhook cap keeps a slow receiver from taking everyone's capacity:
+the claim skips webhooks at their cap and gives back what would go over it.
+
+The senders are a fixed pool fed by a queue, not a task per delivery: a task, a semaphore
+and a metric's ``labels()`` per delivery cost more CPU than the worker's database work
+(measured with py-spy; see the README's performance section).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import aiohttp
 
@@ -33,6 +39,8 @@ from consent_relay.storage import queue
 from consent_relay.storage.queue import Claimed, Result
 
 log = logging.getLogger("consent_relay.worker")
+Message = dict[str, Any]  # type, regulation, parameters (stored JSON text)
+Job = tuple[Claimed, requests.PreparedWebhook, Message]
 CLAIM_PAUSE = 0.05  # the longest a worker with free slots waits before claiming again
 
 
@@ -59,22 +67,27 @@ class Worker:
         self.allowed = targets.parse_networks(settings.allowed_networks)
         self.proxy = settings.egress_proxy or None
         self.webhooks = requests.WebhookCache(ctx)
-        self._in_flight: dict[int, asyncio.Task[None]] = {}
-        self._claimed: dict[int, Claimed] = {}
+        self._in_flight: set[int] = set()  # handed to the senders, not sent yet
+        self._claimed: dict[int, Claimed] = {}  # leases held: in flight, or being recorded
         self._per_webhook: Counter[str] = Counter()
-        self._semaphores: dict[str, asyncio.Semaphore] = {}
+        self._todo: asyncio.Queue[Job | None] = asyncio.Queue()
         self._results: asyncio.Queue[Result | None] = asyncio.Queue()
         self._token_sources: dict[str, oauth.TokenSource] = {}
         self._wake = ctx.work_queued
         self._last_claim = 0.0
         self._session: aiohttp.ClientSession
         self.sent = 0  # attempts made, for tests and metrics
+        self._attempt_counters: dict[str, Any] = {}  # metrics.attempts children, by code
 
     # -- the loop -------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
         session = self._session = sender.make_session(self.ctx.settings, limit=self.concurrency)
         recorder = asyncio.create_task(self._record_loop(), name="recorder")
+        senders = [
+            asyncio.create_task(self._send_loop(), name=f"sender-{n}")
+            for n in range(self.concurrency)
+        ]
         try:
             while not stop.is_set():
                 try:
@@ -88,7 +101,7 @@ class Worker:
                 if not busy:
                     await self._sleep(stop)
         finally:
-            await self._shutdown(session, recorder)
+            await self._shutdown(session, recorder, senders)
 
     async def _claim_and_start(self) -> bool:
         """Claim and start a batch. True when more is probably due right now."""
@@ -140,8 +153,8 @@ class Worker:
                 continue
             self._claimed[item.pk] = item
             self._per_webhook[item.webhook_id] += 1
-            task = asyncio.create_task(self._deliver(item, hook, message))
-            self._in_flight[item.pk] = task
+            self._in_flight.add(item.pk)
+            self._todo.put_nowait((item, hook, message))
         if unsendable:
             async with self.ctx.store.write() as tx:
                 await queue.release(tx, unsendable, now_ms)
@@ -169,28 +182,34 @@ class Worker:
 
     # -- one delivery ---------------------------------------------------------------------
 
+    async def _send_loop(self) -> None:
+        """One sender: deliveries one at a time until the ``None`` that shutdown sends."""
+        while (job := await self._todo.get()) is not None:
+            await self._deliver(*job)
+
     async def _deliver(
-        self, item: Claimed, hook: requests.PreparedWebhook, message: dict[str, str]
+        self, item: Claimed, hook: requests.PreparedWebhook, message: Message
     ) -> None:
         try:
             body = requests.render(hook, message)
             headers = requests.headers_for(hook, item.message_id, body)
             started_at = now_ts()
-            semaphore = self._semaphores.setdefault(hook.id, asyncio.Semaphore(self.webhook_cap))
-            async with semaphore:
-                result = await attempt.run(
-                    self._session,
-                    hook.url,
-                    body,
-                    headers,
-                    tokens=self._tokens_for(hook),
-                    deadline=self.ctx.settings.request_timeout,
-                    allowed=self.allowed,
-                    proxy=self.proxy,
-                    require_https=self.ctx.settings.require_https,
-                )
+            result = await attempt.run(
+                self._session,
+                hook.url,
+                body,
+                headers,
+                tokens=self._tokens_for(hook),
+                deadline=self.ctx.settings.request_timeout,
+                allowed=self.allowed,
+                proxy=self.proxy,
+                require_https=self.ctx.settings.require_https,
+            )
             self.sent += 1
-            metrics.attempts.labels(result.code).inc()
+            counter = self._attempt_counters.get(result.code)
+            if counter is None:
+                counter = self._attempt_counters[result.code] = metrics.attempts.labels(result.code)
+            counter.inc()
             metrics.attempt_seconds.observe(result.duration_ms / 1000)
             await self._results.put(self._result(item, result, started_at, headers))
         except Exception:
@@ -199,7 +218,7 @@ class Worker:
             log.exception("delivery %s failed before it was sent", item.id)
             self._claimed.pop(item.pk, None)
         finally:
-            self._in_flight.pop(item.pk, None)
+            self._in_flight.discard(item.pk)
             self._per_webhook[item.webhook_id] -= 1
             if self._per_webhook[item.webhook_id] <= 0:
                 del self._per_webhook[item.webhook_id]
@@ -310,15 +329,20 @@ class Worker:
 
     # -- shutdown ---------------------------------------------------------------------------
 
-    async def _shutdown(self, session: aiohttp.ClientSession, recorder: asyncio.Task[None]) -> None:
+    async def _shutdown(
+        self,
+        session: aiohttp.ClientSession,
+        recorder: asyncio.Task[None],
+        senders: list[asyncio.Task[None]],
+    ) -> None:
         """Stop claiming; let in-flight attempts finish within their deadline; record them;
         give back the leases of whatever could not finish."""
-        pending = list(self._in_flight.values())
-        if pending:
-            await asyncio.wait(pending, timeout=self.ctx.settings.request_timeout + 1)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        for _ in senders:
+            self._todo.put_nowait(None)  # after every job queued: those are sent first
+        await asyncio.wait(senders, timeout=self.ctx.settings.request_timeout + 1)
+        for task in senders:
+            task.cancel()
+        await asyncio.gather(*senders, return_exceptions=True)
         # Let the recorder write everything queued (it retries while the database is away,
         # for a bounded time); cancelling it mid-write could lose a result already sent.
         await self._results.put(None)
