@@ -4,9 +4,9 @@ advance the queues.
 Each (webhook, user) pair is a queue; only its head (lowest pending ``seq``) has ``due_ms``
 set, so at most one delivery per queue is ever in flight, which keeps per-user order.
 
-- **append**: one multi-row upsert on ``delivery_queues`` hands every queue its block of
-  sequence numbers (and locks those rows); a queue's first new delivery is due at once only
-  when the queue was empty.
+- **append**: a multi-row upsert on ``delivery_queues`` (one per 2,000 queues) hands every
+  queue its block of sequence numbers (and locks those rows); a queue's first new delivery
+  is due at once only when the queue was empty.
 - **claim**: one short statement picks due heads (``FOR UPDATE SKIP LOCKED`` on PostgreSQL),
   stamps a lease token and moves ``due_ms`` to the lease's end. A worker that dies simply
   lets ``due_ms`` come round again: expired leases need no reaper.
@@ -130,9 +130,9 @@ async def append(
     """New deliveries ``(organization, webhook, message, user)`` at the back of their
     (webhook, user) queues; returns their ids, in order.
 
-    One multi-row upsert hands each queue its ``k`` sequence numbers and locks the queue
-    rows; a queue's first new delivery is due at once only when the queue was empty (it
-    is the new head), the others wait their turn.
+    Multi-row upserts (``QUEUES_PER_STATEMENT`` queues each) hand each queue its ``k``
+    sequence numbers and lock the queue rows; a queue's first new delivery is due at once
+    only when the queue was empty (it is the new head), the others wait their turn.
     """
     if not items:
         return []
@@ -141,27 +141,9 @@ async def append(
         by_queue.setdefault((webhook_id, user_id), []).append(position)
     new_ids = [ids.new_id("dlv") for _ in items]
     queues = sorted(by_queue.items())  # one lock order for every writer
-    stmt = tx.upsert(delivery_queues).values(
-        [
-            {"webhook_id": w, "user_id": u, "last_seq": len(p), "pending": len(p)}
-            for (w, u), p in queues
-        ]
-    )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[delivery_queues.c.webhook_id, delivery_queues.c.user_id],
-        set_={
-            "last_seq": delivery_queues.c.last_seq + stmt.excluded.last_seq,
-            "pending": delivery_queues.c.pending + stmt.excluded.pending,
-        },
-    ).returning(
-        delivery_queues.c.webhook_id,
-        delivery_queues.c.user_id,
-        delivery_queues.c.last_seq,
-        delivery_queues.c.pending,
-    )
-    counters = {
-        (r.webhook_id, r.user_id): (r.last_seq, r.pending) for r in await tx.conn.execute(stmt)
-    }
+    counters: dict[tuple[str, str], tuple[int, int]] = {}
+    for start in range(0, len(queues), QUEUES_PER_STATEMENT):
+        counters.update(await _reserve(tx, queues[start : start + QUEUES_PER_STATEMENT]))
     rows: list[dict[str, Any]] = []
     for (webhook_id, user_id), positions in queues:
         count = len(positions)
@@ -188,6 +170,36 @@ async def append(
     await tx.conn.execute(insert(deliveries), rows)
     await notify_workers(tx)
     return new_ids
+
+
+# Four bound parameters a queue; PostgreSQL's protocol allows 32,767 in one statement, so a
+# big append (a replay of thousands of dead letters, a bulk load) takes several statements.
+QUEUES_PER_STATEMENT = 2000
+
+
+async def _reserve(
+    tx: Tx, queues: Sequence[tuple[tuple[str, str], list[int]]]
+) -> dict[tuple[str, str], tuple[int, int]]:
+    """Hand each queue its block of sequence numbers: (last_seq, pending) after it."""
+    stmt = tx.upsert(delivery_queues).values(
+        [
+            {"webhook_id": w, "user_id": u, "last_seq": len(p), "pending": len(p)}
+            for (w, u), p in queues
+        ]
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[delivery_queues.c.webhook_id, delivery_queues.c.user_id],
+        set_={
+            "last_seq": delivery_queues.c.last_seq + stmt.excluded.last_seq,
+            "pending": delivery_queues.c.pending + stmt.excluded.pending,
+        },
+    ).returning(
+        delivery_queues.c.webhook_id,
+        delivery_queues.c.user_id,
+        delivery_queues.c.last_seq,
+        delivery_queues.c.pending,
+    )
+    return {(r.webhook_id, r.user_id): (r.last_seq, r.pending) for r in await tx.conn.execute(stmt)}
 
 
 async def notify_workers(tx: Tx) -> None:

@@ -1,0 +1,54 @@
+"""Appending many deliveries at once: sequence numbers and heads stay right when the queues
+do not fit in one statement (PostgreSQL allows 32,767 bound parameters a statement)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from consent_relay.services.context import Context
+from consent_relay.storage import queue
+from consent_relay.storage.tables import deliveries, delivery_queues
+
+
+async def _append(ctx: Context, items: list[tuple[str, str, str, str]]) -> list[str]:
+    now_ms = ctx.clock_ms()
+    async with ctx.store.write() as tx:
+        return await queue.append(tx, items, now_ms, "2026-01-01T00:00:00.000Z")
+
+
+async def test_an_append_of_ten_thousand_queues_succeeds(ctx: Context) -> None:
+    """Ten thousand queues need 40,000 parameters: more than one statement may carry."""
+    users = 10_000
+    new_ids = await _append(ctx, [("acme", "wh_1", f"msg_{n}", f"u{n}") for n in range(users)])
+    assert len(set(new_ids)) == users
+    async with ctx.store.read() as tx:
+        rows = (await tx.conn.execute(select(deliveries.c.seq, deliveries.c.due_ms))).all()
+        queues = (await tx.conn.execute(select(delivery_queues.c.last_seq))).all()
+    assert len(rows) == users
+    assert {seq for seq, _due in rows} == {1}
+    assert all(due is not None for _seq, due in rows)  # every one heads its own queue
+    assert len(queues) == users
+    assert {q.last_seq for q in queues} == {1}
+
+
+async def test_queues_split_across_statements_keep_their_order(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(queue, "QUEUES_PER_STATEMENT", 2)
+    first = [("acme", "wh_1", f"msg_a{n}", f"u{n % 5}") for n in range(10)]
+    second = [("acme", "wh_1", f"msg_b{n}", f"u{n % 5}") for n in range(5)]
+    ids_first = await _append(ctx, first)
+    ids_second = await _append(ctx, second)
+    async with ctx.store.read() as tx:
+        rows = (
+            await tx.conn.execute(
+                select(deliveries.c.id, deliveries.c.user_id, deliveries.c.seq, deliveries.c.due_ms)
+            )
+        ).all()
+    by_id = {r.id: r for r in rows}
+    for user in range(5):
+        mine = [i for i, item in zip(ids_first, first, strict=True) if item[3] == f"u{user}"]
+        mine += [i for i, item in zip(ids_second, second, strict=True) if item[3] == f"u{user}"]
+        assert [by_id[i].seq for i in mine] == [1, 2, 3]  # in append order, no gap
+        assert [by_id[i].due_ms is not None for i in mine] == [True, False, False]  # one head
