@@ -211,35 +211,41 @@ async def notify_workers(tx: Tx) -> None:
 # -- claiming and recording ------------------------------------------------------------------
 
 
-async def claim(
-    tx: Tx, *, limit: int, now_ms: int, lease: str, lease_ms: int, excluded: Sequence[str] = ()
-) -> list[Claimed]:
-    """Lease up to ``limit`` due heads of enabled webhooks, oldest due first, each with its
-    message (on PostgreSQL in the same statement: one round trip a batch)."""
+def claim_sql(dialect: str) -> str:
+    """The claim statement (parameters ``now``, ``limit``, ``lease``, ``until``, ``excluded``)."""
     # SQLite's planner, left to itself, walks every delivery of the webhook (all statuses)
     # and sorts them: a claim took time in proportion to the history. The due index it is.
-    hint = " INDEXED BY ix_deliveries_due" if tx.dialect == "sqlite" else ""
+    hint = " INDEXED BY ix_deliveries_due" if dialect == "sqlite" else ""
     pick = f"""
         SELECT d.pk FROM deliveries d{hint}
         WHERE d.due_ms IS NOT NULL AND d.due_ms <= :now
           AND d.webhook_id IN (SELECT id FROM webhooks WHERE enabled)
-          AND d.webhook_id NOT IN ({_strings(tx.dialect, "excluded")})
+          AND d.webhook_id NOT IN ({_strings(dialect, "excluded")})
         ORDER BY d.due_ms
         LIMIT :limit
     """
-    if tx.dialect == "postgresql":
+    if dialect == "postgresql":
         pick += " FOR UPDATE OF d SKIP LOCKED"
     sql = f"""
         UPDATE deliveries SET lease_owner = :lease, due_ms = :until
         WHERE pk IN ({pick})
         RETURNING pk, id, webhook_id, message_id, user_id, seq, attempt_count
     """
-    if tx.dialect == "postgresql":
+    if dialect == "postgresql":
         sql = f"""
             WITH c AS ({sql})
             SELECT c.*, m.type, m.regulation, m.parameters
             FROM c LEFT JOIN messages m ON m.id = c.message_id
         """
+    return sql
+
+
+async def claim(
+    tx: Tx, *, limit: int, now_ms: int, lease: str, lease_ms: int, excluded: Sequence[str] = ()
+) -> list[Claimed]:
+    """Lease up to ``limit`` due heads of enabled webhooks, oldest due first, each with its
+    message (on PostgreSQL in the same statement: one round trip a batch)."""
+    sql = claim_sql(tx.dialect)
     result = await tx.conn.execute(
         text(sql),
         {
