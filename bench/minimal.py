@@ -47,14 +47,38 @@ class Store:
     close: Callable[[], Awaitable[None]]
 
 
-async def open_store(db_url: str, count: int) -> Store:
-    """Create and fill the table (not timed), and return the loop's two operations."""
-    store = Store()
+async def open_store(db_url: str, count: int, *, fill: bool = True) -> Store:
+    """Create and fill the table (not timed) unless another process did (``fill=False``),
+    and return the loop's two operations."""
     if db_url.startswith("sqlite"):
-        path = db_url.split("///", 1)[1]
-        conn = sqlite3.connect(path, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
+        return _sqlite_store(db_url.split("///", 1)[1], count, fill)
+    import asyncpg
+
+    pool: Any = await asyncpg.create_pool(db_url, min_size=2, max_size=2)
+    if fill:
+        await _fill_postgres(pool, count)
+
+    async def claim(lease: str, now_ms: int, limit: int) -> list[int]:
+        rows = await pool.fetch(_PG_CLAIM, lease, now_ms + LEASE_MS, now_ms, limit)
+        return [row[0] for row in rows]
+
+    async def done(pks: Sequence[int]) -> None:
+        await pool.execute(_PG_DONE, list(pks))
+
+    async def close() -> None:
+        await pool.close()
+
+    store = Store()
+    store.claim, store.done, store.close = claim, done, close
+    return store
+
+
+def _sqlite_store(path: str, count: int, fill: bool) -> Store:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=10000")
+    if fill:
         conn.execute(
             "CREATE TABLE minimal_queue (pk INTEGER PRIMARY KEY, due_ms INTEGER, lease TEXT,"
             " done INTEGER NOT NULL DEFAULT 0)"
@@ -64,29 +88,29 @@ async def open_store(db_url: str, count: int) -> Store:
             "INSERT INTO minimal_queue (due_ms) VALUES (?)", [(n,) for n in range(count)]
         )
 
-        async def claim_sqlite(lease: str, now_ms: int, limit: int) -> list[int]:
-            conn.execute("BEGIN IMMEDIATE")
-            rows = conn.execute(_SQLITE_CLAIM, (lease, now_ms + LEASE_MS, now_ms, limit))
-            pks = [row[0] for row in rows]
-            conn.execute("COMMIT")
-            return pks
+    async def claim(lease: str, now_ms: int, limit: int) -> list[int]:
+        conn.execute("BEGIN IMMEDIATE")
+        rows = conn.execute(_SQLITE_CLAIM, (lease, now_ms + LEASE_MS, now_ms, limit))
+        pks = [row[0] for row in rows]
+        conn.execute("COMMIT")
+        return pks
 
-        async def done_sqlite(pks: Sequence[int]) -> None:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(
-                "UPDATE minimal_queue SET done = 1, due_ms = NULL WHERE pk = ?", [(p,) for p in pks]
-            )
-            conn.execute("COMMIT")
+    async def done(pks: Sequence[int]) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(
+            "UPDATE minimal_queue SET done = 1, due_ms = NULL WHERE pk = ?", [(p,) for p in pks]
+        )
+        conn.execute("COMMIT")
 
-        async def close_sqlite() -> None:
-            conn.close()
+    async def close() -> None:
+        conn.close()
 
-        store.claim, store.done, store.close = claim_sqlite, done_sqlite, close_sqlite
-        return store
+    store = Store()
+    store.claim, store.done, store.close = claim, done, close
+    return store
 
-    import asyncpg
 
-    pool: Any = await asyncpg.create_pool(db_url, min_size=2, max_size=2)
+async def _fill_postgres(pool: Any, count: int) -> None:
     await pool.execute(
         "CREATE TABLE minimal_queue (pk bigserial PRIMARY KEY, due_ms bigint, lease text,"
         " done boolean NOT NULL DEFAULT false);"
@@ -97,36 +121,23 @@ async def open_store(db_url: str, count: int) -> Store:
     )
     await pool.execute("VACUUM ANALYZE minimal_queue")
 
-    async def claim_pg(lease: str, now_ms: int, limit: int) -> list[int]:
-        rows = await pool.fetch(_PG_CLAIM, lease, now_ms + LEASE_MS, now_ms, limit)
-        return [row[0] for row in rows]
-
-    async def done_pg(pks: Sequence[int]) -> None:
-        await pool.execute(_PG_DONE, list(pks))
-
-    async def close_pg() -> None:
-        await pool.close()
-
-    store.claim, store.done, store.close = claim_pg, done_pg, close_pg
-    return store
-
 
 async def drain(
-    store: Store, session: aiohttp.ClientSession, url: str, body: bytes, count: int, senders: int
+    store: Store, session: aiohttp.ClientSession, url: str, body: bytes, senders: int
 ) -> tuple[int, int]:
-    """Claim, send and mark done until ``count`` rows are done: (sent ok, errors)."""
+    """Claim, send and mark done until nothing is left to claim and everything claimed is
+    marked (other processes may share the table): (sent ok, errors)."""
     headers = {"Content-Type": "application/json"}
     todo: asyncio.Queue[int] = asyncio.Queue()
     results: asyncio.Queue[int] = asyncio.Queue()
     limit = 2 * senders  # leases held at most, as the real worker bounds them
-    held = ok = errors = marked = 0
+    held = ok = errors = 0
     room = asyncio.Event()
-    finished = asyncio.Event()
+    drained = False
 
     async def claimer() -> None:
-        nonlocal held
-        claimed = 0
-        while claimed < count:
+        nonlocal held, drained
+        while True:
             free = limit - held
             if free < min(BATCH, limit // 4):
                 room.clear()
@@ -135,10 +146,10 @@ async def drain(
             now_ms = int(time.time() * 1000) + 10**12  # every row is due
             pks = await store.claim("minimal", now_ms, min(free, BATCH))
             if not pks:
-                await asyncio.sleep(0.001)
-                continue
+                drained = True
+                room.set()
+                return
             held += len(pks)
-            claimed += len(pks)
             for pk in pks:
                 todo.put_nowait(pk)
 
@@ -155,21 +166,23 @@ async def drain(
             results.put_nowait(pk)
 
     async def recorder() -> None:
-        nonlocal marked, held
-        while marked < count:
-            batch = [await results.get()]
+        nonlocal held
+        while not (drained and held == 0):
+            try:
+                first = await asyncio.wait_for(results.get(), 0.05)
+            except TimeoutError:
+                continue
+            batch = [first]
             while not results.empty() and len(batch) < 500:
                 batch.append(results.get_nowait())
             await store.done(batch)
-            marked += len(batch)
             held -= len(batch)
             room.set()
-        finished.set()
 
-    tasks = [asyncio.create_task(claimer()), asyncio.create_task(recorder())]
-    tasks += [asyncio.create_task(sender()) for _ in range(senders)]
-    await finished.wait()
-    for task in tasks:
+    claiming = asyncio.create_task(claimer())
+    sending = [asyncio.create_task(sender()) for _ in range(senders)]
+    await recorder()
+    for task in [claiming, *sending]:
         task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.gather(claiming, *sending, return_exceptions=True)
     return ok, errors

@@ -129,14 +129,20 @@ async def run_bare(
 
 
 async def run_minimal(
-    url: str, db_url: str, count: int, concurrency: int, body_file: str, max_seconds: float
+    url: str,
+    db_url: str,
+    count: int,
+    concurrency: int,
+    body_file: str,
+    max_seconds: float,
+    fill: bool,
 ) -> None:
     import aiohttp
 
     from bench import minimal
 
     body = await asyncio.to_thread(Path(body_file).read_bytes)
-    store = await minimal.open_store(db_url, count)
+    store = await minimal.open_store(db_url, count, fill=fill)
     reader = await _stdin_lines()
     _say("READY")
     if await _wait_command(reader, max_seconds) != "go":
@@ -148,7 +154,7 @@ async def run_minimal(
         began = time.perf_counter()
         cpu_began = time.process_time()
         ok, errors = await asyncio.wait_for(
-            minimal.drain(store, session, url, body, count, concurrency), max_seconds
+            minimal.drain(store, session, url, body, concurrency), max_seconds
         )
         elapsed = time.perf_counter() - began
         cpu = time.process_time() - cpu_began
@@ -175,6 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     floor.add_argument("--concurrency", type=int, default=200)
     floor.add_argument("--body-file", required=True)
     floor.add_argument("--max-seconds", type=float, default=600)
+    floor.add_argument("--no-fill", action="store_true", help="another process fills the table")
     args = parser.parse_args(argv)
     import uvloop
 
@@ -189,6 +196,7 @@ def main(argv: list[str] | None = None) -> None:
                 args.concurrency,
                 args.body_file,
                 args.max_seconds,
+                not args.no_fill,
             )
         )
     else:

@@ -183,6 +183,31 @@ async def _minimal_once(cfg: Config, receiver: ReceiverProcess, kind: str) -> tu
         return await _client_once(cfg, receiver, "minimal", "/minimal", "--db-url", url)
 
 
+async def _minimal_processes(cfg: Config, receiver: ReceiverProcess, processes: int) -> float:
+    """The floor loop in ``processes`` processes sharing one PostgreSQL table: rows/s."""
+    body_file = cfg.workdir / "body.json"
+    body_file.write_bytes(db.render_body("event.created", db.message_parameters(0, "u-0")))
+    async with db.database("postgres", "minimal") as url:
+        children = []
+        for n in range(processes):
+            args = ["minimal", "--url", receiver.url("/minimal"), "--db-url", url]
+            args += ["--count", str(cfg.deliveries), "--concurrency", str(cfg.concurrency)]
+            args += ["--body-file", str(body_file)] + (["--no-fill"] if n else [])
+            children.append(Child(args, child_env({}), cfg.log))
+        try:
+            for child in children:  # the first one creates and fills the table
+                await child.start()
+            for child in children:
+                child.send("go")
+            reports = [await child.finish(within=600) for child in children]
+        finally:
+            for child in children:
+                await child.close()
+    ok = sum(int(r.get("ok", 0)) for r in reports)
+    elapsed = max(float(r.get("elapsed", 0.0)) for r in reports)
+    return ok / elapsed if elapsed else 0.0
+
+
 async def bare(cfg: Config, receiver: ReceiverProcess, results: Results) -> None:
     runs = [await _bare_once(cfg, receiver) for _ in range(cfg.bare_repeats)]
     _add_bare(results, runs)
@@ -335,6 +360,15 @@ async def scale_out(cfg: Config, receiver: ReceiverProcess, results: Results) ->
     results["postgres_1_worker_per_s"] = rates[1]
     results["postgres_2_workers_per_s"] = rates[2]
     results["scale_out_ratio"] = rates[2] / rates[1] if rates[1] else None
+    # The floor's scale-out: the minimal loop in one and in two processes, same machine.
+    floor = {n: await _minimal_processes(cfg, receiver, n) for n in (1, 2)}
+    results["minimal_1_process_per_s"] = floor[1]
+    results["minimal_2_processes_per_s"] = floor[2]
+    results["minimal_scale_out_ratio"] = floor[2] / floor[1] if floor[1] else None
+    cfg.say(
+        f"  scale-out of the minimal loop: 1 process {floor[1]:.0f}/s, 2 processes "
+        f"{floor[2]:.0f}/s -> {results['minimal_scale_out_ratio']:.2f}x"
+    )
 
 
 # -- 4. and 5. the API ---------------------------------------------------------------------------
