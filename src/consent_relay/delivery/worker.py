@@ -321,10 +321,10 @@ class Worker:
             self._claimed.pop(result.claimed.pk, None)
         if len(kept) < len(batch):
             log.info("%d results dropped: their leases had moved on", len(batch) - len(kept))
-        for result in kept:
-            if result.status != "pending":
-                metrics.finished.labels(result.status).inc()
-        if any(r.status != "pending" for r in kept):
+        finished = Counter(r.status for r in kept if r.status != "pending")
+        for status, count in finished.items():
+            metrics.finished.labels(status).inc(count)
+        if finished:
             self._wake.set()  # the next deliveries of those queues are due now
 
     # -- shutdown ---------------------------------------------------------------------------
