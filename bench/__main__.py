@@ -183,7 +183,6 @@ async def _repeated(
         await _one(name, cfg, receiver, results, has_postgres)
         return
     runs: list[dict[str, Any]] = []
-    pool_before = len(results.get("bare_runs_per_s", []))
     for _ in range(repeat):
         one = copy.deepcopy(results)
         await _one(name, cfg, receiver, one, has_postgres)
@@ -194,9 +193,8 @@ async def _repeated(
                 if isinstance(value, int | float) and value != results.get(key)
             }
         )
-        for key in ("bare_runs_per_s", "bare_runs_cpu_us"):
-            results.setdefault(key, []).extend(one.get(key, [])[pool_before:])
-        for key, value in one.items():  # anything else new (e.g. completeness flags)
+        # Lists (the pool of bare runs grows run after run) and flags: the latest run's.
+        for key, value in one.items():
             if not isinstance(value, int | float) or isinstance(value, bool):
                 results[key] = value
     for key in {key for run in runs for key in run}:
