@@ -17,6 +17,7 @@ import asyncio
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -39,6 +40,7 @@ _SQLITE_CLAIM = """
 """
 
 
+@dataclass(frozen=True)
 class Store:
     """Claim and mark done, on one of the two databases."""
 
@@ -68,9 +70,7 @@ async def open_store(db_url: str, count: int, *, fill: bool = True) -> Store:
     async def close() -> None:
         await pool.close()
 
-    store = Store()
-    store.claim, store.done, store.close = claim, done, close
-    return store
+    return Store(claim, done, close)
 
 
 def _sqlite_store(path: str, count: int, fill: bool) -> Store:
@@ -105,9 +105,7 @@ def _sqlite_store(path: str, count: int, fill: bool) -> Store:
     async def close() -> None:
         conn.close()
 
-    store = Store()
-    store.claim, store.done, store.close = claim, done, close
-    return store
+    return Store(claim, done, close)
 
 
 async def _fill_postgres(pool: Any, count: int) -> None:

@@ -36,10 +36,9 @@ from consent_relay.delivery.outcome import Outcome
 from consent_relay.domain.timefmt import from_ms, now_ts
 from consent_relay.services.context import Context
 from consent_relay.storage import queue
-from consent_relay.storage.queue import Claimed, Result
+from consent_relay.storage.queue import Claimed, Message, Result
 
 log = logging.getLogger("consent_relay.worker")
-Message = dict[str, Any]  # type, regulation, parameters (stored JSON text)
 Job = tuple[Claimed, requests.PreparedWebhook, Message]
 CLAIM_PAUSE = 0.05  # the longest a worker with free slots waits before claiming again
 
@@ -67,7 +66,7 @@ class Worker:
         self.allowed = targets.parse_networks(settings.allowed_networks)
         self.proxy = settings.egress_proxy or None
         self.webhooks = requests.WebhookCache(ctx)
-        self._in_flight: set[int] = set()  # handed to the senders, not sent yet
+        self._in_flight: set[int] = set()  # handed to the senders, not finished
         self._claimed: dict[int, Claimed] = {}  # leases held: in flight, or being recorded
         self._per_webhook: Counter[str] = Counter()
         self._todo: asyncio.Queue[Job | None] = asyncio.Queue()

@@ -20,6 +20,7 @@ Batches travel as one JSON parameter, unpacked by ``json_each`` (SQLite) or
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,8 @@ from consent_relay.storage import codec
 from consent_relay.storage.records import MessageRecord, NewDelivery
 from consent_relay.storage.tables import deliveries, delivery_queues, messages
 from consent_relay.storage.tx import Tx
+
+Message = dict[str, Any]  # a message as sent: type, regulation, parameters (stored JSON)
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,7 @@ class Claimed:
     lease: str
     # What is sent: the message's type, regulation and parameters (stored JSON text); None
     # when the message is gone (the delivery is then given back, not sent).
-    message: dict[str, Any] | None = None
+    message: Message | None = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,11 @@ async def enqueue(
         item.id = new_id
 
 
+# Four bound parameters a queue; PostgreSQL's protocol allows 32,767 in one statement, so a
+# big append (a replay of thousands of dead letters, a bulk load) takes several statements.
+QUEUES_PER_STATEMENT = 2000
+
+
 async def append(
     tx: Tx, items: Sequence[tuple[str, str, str, str]], now_ms: int, now: str
 ) -> list[str]:
@@ -172,11 +180,6 @@ async def append(
     return new_ids
 
 
-# Four bound parameters a queue; PostgreSQL's protocol allows 32,767 in one statement, so a
-# big append (a replay of thousands of dead letters, a bulk load) takes several statements.
-QUEUES_PER_STATEMENT = 2000
-
-
 async def _reserve(
     tx: Tx, queues: Sequence[tuple[tuple[str, str], list[int]]]
 ) -> dict[tuple[str, str], tuple[int, int]]:
@@ -211,6 +214,7 @@ async def notify_workers(tx: Tx) -> None:
 # -- claiming and recording ------------------------------------------------------------------
 
 
+@functools.cache
 def claim_sql(dialect: str) -> str:
     """The claim statement (parameters ``now``, ``limit``, ``lease``, ``until``, ``excluded``)."""
     # SQLite's planner, left to itself, walks every delivery of the webhook (all statuses)
