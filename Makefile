@@ -12,7 +12,7 @@ export CONSENT_RELAY_ALLOWED_NETWORKS ?= 127.0.0.0/8,::1/128
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	touch $(STAMP)
 
 ## serve: install, migrate and run the service on SQLite (./data/), http://127.0.0.1:8000
