@@ -3,6 +3,8 @@
 - SQLite: WAL, ``synchronous=FULL`` (an acknowledged change survives a crash), foreign keys,
   a busy timeout, and write transactions opened with ``BEGIN IMMEDIATE`` behind an in-process
   lock, so that writers queue instead of failing with "database is locked".
+- SQLite: the file is private to its owner: created 0600 (its ``-wal`` and ``-shm`` take the
+  same mode from it), in a folder created 0700 (``_private_sqlite_file``).
 - PostgreSQL: asyncpg through SQLAlchemy's async engine, JIT off for short statements, and
   plans that keep to the indexes even before statistics exist (``POSTGRES_SESSION``).
 Driver errors become our own exceptions here (``translate_errors``).
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -57,7 +60,7 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     if is_sqlite_url(url):
         path = _sqlite_path(url)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            _private_sqlite_file(path)
         engine = create_async_engine(async_url(url), pool_size=pool_size, max_overflow=0)
         _configure_sqlite(engine)
         return engine
@@ -68,6 +71,16 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         pool_pre_ping=True,
         connect_args={"server_settings": POSTGRES_SESSION, "command_timeout": 30},
     )
+
+
+def _private_sqlite_file(path: Path) -> None:
+    """Create the database file empty with mode 0600 (and its folder 0700) before SQLite opens
+    it: SQLite would create it 0644 under the usual umask, readable by every local user, and
+    gives the ``-wal`` and ``-shm`` files the mode of the database file. An existing file or
+    folder keeps the mode it has (the operator's choice); an empty file is an empty database."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
