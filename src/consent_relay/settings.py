@@ -10,7 +10,7 @@ import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -24,7 +24,10 @@ class Settings(BaseSettings):
     """Every setting, with its default. The environment variable is the name upper-cased
     with the ``CONSENT_RELAY_`` prefix, e.g. ``database_url`` -> ``CONSENT_RELAY_DATABASE_URL``."""
 
-    model_config = SettingsConfigDict(env_prefix="CONSENT_RELAY_", extra="ignore")
+    # Errors never echo a value: several are secrets (and a proxy URL may hold a password).
+    model_config = SettingsConfigDict(
+        env_prefix="CONSENT_RELAY_", extra="ignore", hide_input_in_errors=True
+    )
 
     data_dir: Path = Field(
         Path("./data"), description="Folder for the SQLite file and the generated secret key."
@@ -63,7 +66,11 @@ class Settings(BaseSettings):
     egress_source_address: str = Field(
         "", description="Local address every outbound connection is bound to."
     )
-    egress_proxy: str = Field("", description="HTTP proxy URL for every outbound connection.")
+    egress_proxy: str = Field(
+        "",
+        description="HTTP proxy URL for every outbound connection; its address is held to "
+        "the SSRF guard like any destination (open it with ALLOWED_NETWORKS).",
+    )
     egress_ips: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Published egress addresses, for GET /v1/egress."
     )
@@ -105,6 +112,21 @@ class Settings(BaseSettings):
     def _check_networks(cls, value: list[str]) -> list[str]:
         for cidr in value:
             ipaddress.ip_network(cidr, strict=False)
+        return value
+
+    @field_validator("egress_proxy")
+    @classmethod
+    def _check_proxy(cls, value: str, info: ValidationInfo) -> str:
+        """Refuse at start-up a proxy the SSRF guard would refuse as a destination (a literal
+        address never reaches the connection-time check: see ``targets.proxy_refusal``).
+        ``allowed_networks`` is declared, so validated, before ``egress_proxy``."""
+        if value:
+            from consent_relay.delivery import targets  # aiohttp only once a proxy is set
+
+            allowed = targets.parse_networks(info.data.get("allowed_networks", []))
+            refusal = targets.proxy_refusal(value, allowed)
+            if refusal is not None:
+                raise ValueError(f"CONSENT_RELAY_EGRESS_PROXY is refused: {refusal}")
         return value
 
     @property

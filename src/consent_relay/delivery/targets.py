@@ -7,6 +7,8 @@ Three layers, all sharing :func:`refusal_reason`:
 * :func:`check_url_resolved` adds a DNS lookup; used when a subscription is configured.
 * :class:`GuardedResolver` plugs into aiohttp's connector and checks every address that is
   actually connected to, so DNS rebinding cannot slip past the configuration-time check.
+* :func:`proxy_refusal` checks ``EGRESS_PROXY`` at start-up: aiohttp resolves a proxy's name
+  through the guarded resolver, but connects to a literal address without asking it.
 
 IPv4 embedded in IPv6 (mapped, compatible, 6to4, NAT64, Teredo) is unwrapped and checked too,
 because :mod:`ipaddress` considers some of those wrappers global.
@@ -229,6 +231,38 @@ def check_url(url: str, allowed: Sequence[Network] = (), *, require_https: bool 
     reason = _name_reason(name, allowed)
     if reason is not None:
         raise _refuse(url, f"{name!r} is a {reason}")
+
+
+def proxy_refusal(url: str, allowed: Sequence[Network] = ()) -> str | None:
+    """Why the egress proxy ``url`` must not be used, or None. Its address is held to the
+    same rule as any destination (the operator opens it with ``ALLOWED_NETWORKS``), so a
+    proxy cannot reach what a webhook may not. Unlike a webhook URL it may carry credentials.
+    A name is checked here by its form; what it resolves to is checked on every connection."""
+    try:
+        parsed = URL(url)
+    except ValueError as exc:
+        return f"{url!r} is not a valid URL ({exc})"
+    if parsed.scheme not in ("http", "https"):
+        return f"the proxy's scheme must be http or https, not {parsed.scheme!r}"
+    if not parsed.raw_host:
+        return f"{url!r} has no host"
+    ip = parse_host_ip(parsed.raw_host)
+    if ip is not None:
+        reason = refusal_reason(ip, allowed)
+        if reason is None:
+            return None
+        return (
+            f"the proxy's address {ip} is a {reason} address; add it to "
+            f"CONSENT_RELAY_ALLOWED_NETWORKS (e.g. {ip}/{ip.max_prefixlen}) to use it"
+        )
+    name = parsed.raw_host.lower().removesuffix(".")
+    reason = _name_reason(name, allowed)
+    if reason is None:
+        return None
+    return (
+        f"the proxy's host {name!r} is a {reason}; add its addresses to "
+        "CONSENT_RELAY_ALLOWED_NETWORKS to use it"
+    )
 
 
 @functools.lru_cache(maxsize=4096)
