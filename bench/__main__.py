@@ -28,11 +28,20 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from bench import db, scenarios
+from bench import db, peers, scenarios
 from bench.receiver import ReceiverProcess
 from consent_relay import crypto
 
-SCENARIOS = ("bare", "delivery", "scale-out", "ingest", "latency", "isolation", "backlog")
+SCENARIOS = (
+    "bare",
+    "delivery",
+    "scale-out",
+    "ingest",
+    "latency",
+    "isolation",
+    "backlog",
+    "peers",
+)
 ALIASES = {"scaleout": "scale-out", "scale_out": "scale-out", "deliveries": "delivery"}
 REQUIRED_KEYS = (
     "bare_per_s",
@@ -48,6 +57,7 @@ REQUIRED_KEYS = (
     "isolation_ratio",
     "backlog_peak_rss_mb",
     "backlog_drain_per_s",
+    "peers_engine_vs_fastest",
 )
 
 
@@ -232,6 +242,8 @@ async def _one(
         await scenarios.isolation(cfg, receiver, results)
     elif name == "backlog":
         await scenarios.backlog(cfg, receiver, results)
+    elif name == "peers":
+        await peers.run(cfg, receiver, results, has_postgres)
 
 
 # -- the table -------------------------------------------------------------------------------------
@@ -356,6 +368,8 @@ def table(results: dict[str, Any]) -> Table:
         "<= 300 MB",
         _met(rss, lambda v: v <= 300),
     )
+    for row in peers.rows(r):
+        out.add_row(*row)
     return out
 
 
