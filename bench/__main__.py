@@ -80,7 +80,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--repeat",
         type=int,
         default=1,
-        help="run delivery, scale-out and isolation this many times; report the medians",
+        help="run delivery, scale-out, isolation and peers this many times; report the medians",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
     parser.add_argument("--save", type=Path, help="also write the JSON object to this file")
@@ -176,7 +176,7 @@ async def run(args: argparse.Namespace, say: Callable[[str], None]) -> dict[str,
     return results
 
 
-REPEATABLE = ("delivery", "scale-out", "isolation")
+REPEATABLE = ("delivery", "scale-out", "isolation", "peers")
 
 
 async def _repeated(
