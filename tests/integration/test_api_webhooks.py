@@ -195,7 +195,7 @@ async def test_list_webhooks_pages(api: httpx.AsyncClient) -> None:
         ({"url": URL, "enabled": "sometimes"}, "enabled"),
         ({"url": URL, "headers": {"X Bad": "x"}}, "headers"),
         ({"url": URL, "headers": {"X-Ok": "a\r\nInjected: yes"}}, "headers"),
-        ({"url": URL, "headers": {"X-Ok": "a\x00"}}, "headers"),
+        ({"url": URL, "headers": {"X-Ok": "a\x00"}}, "headers.X-Ok"),
         ({"url": URL, "headers": {"X-Ok": 3}}, "headers.X-Ok"),
         ({"url": URL, "description": "\x00"}, "description"),
         ({"url": URL, "authentication": {**OAUTH, "type": "basic"}}, "authentication.type"),
@@ -235,8 +235,6 @@ async def test_invalid_webhook_is_422_naming_the_field(
 @pytest.mark.parametrize(
     "name",
     [
-        "Authorization",
-        "authorization",
         "Content-Type",
         "Content-Length",
         "Host",
@@ -246,6 +244,12 @@ async def test_invalid_webhook_is_422_naming_the_field(
         "WEBHOOK-SIGNATURE",
         "Cookie",
         "Transfer-Encoding",
+        "Content-Encoding",
+        "Keep-Alive",
+        "Trailer",
+        "Proxy-Connection",
+        "Expect",
+        "webhook-anything",
     ],
 )
 async def test_reserved_header_names_are_refused(api: httpx.AsyncClient, name: str) -> None:
@@ -469,7 +473,7 @@ async def test_patch_webhook(api: httpx.AsyncClient) -> None:
         ({"event_types": ["event.exploded"]}, "event_types"),
         ({"regulations": ["nope"]}, "regulations[0]"),
         ({"regulations": []}, "regulations"),
-        ({"headers": {"Authorization": "Bearer x"}}, "headers"),
+        ({"headers": {"Authorization": "Bearer x"}, "authentication": OAUTH}, "headers"),
         ({"signing_secret": "whsec_x"}, "signing_secret"),
         ({"id": "wh_other"}, "id"),
     ],

@@ -348,7 +348,7 @@ async def test_form_validation_errors_are_shown_next_to_the_fields(
         f"{D}/webhooks",
         data={
             "csrf_token": signed_in,
-            **hook_form("http://127.0.0.1:9/h", header_name=["Authorization"]),
+            **hook_form("http://127.0.0.1:9/h", header_name=["User-Agent"]),
             "header_value": ["x"],
         },
     )

@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
 from consent_relay.api.deps import Ctx, Cursor, JSONOut, Limit, Org
-from consent_relay.schemas import Strict
+from consent_relay.api.params import DeliveryId, WebhookId
+from consent_relay.domain.timefmt import format_ts
+from consent_relay.schemas import Strict, Timestamp
 from consent_relay.services import deliveries
 
 router = APIRouter(tags=["deliveries"])
@@ -17,14 +19,20 @@ router = APIRouter(tags=["deliveries"])
 class ReplayIn(Strict):
     """``{"delivery_ids": [...]}``, or ``{"since": ..., "until": ...}``, or ``{}`` for all."""
 
-    delivery_ids: Annotated[list[str], Field(min_length=1, max_length=10_000)] | None = None
-    since: str | None = None
-    until: str | None = None
+    delivery_ids: (
+        Annotated[
+            list[Annotated[str, StringConstraints(min_length=1, max_length=256)]],
+            Field(min_length=1, max_length=10_000),
+        ]
+        | None
+    ) = None
+    since: Timestamp = None
+    until: Timestamp = None
 
 
 @router.get("/v1/webhooks/{webhook_id}/deliveries", response_class=JSONOut)
 async def list_deliveries(
-    webhook_id: str,
+    webhook_id: WebhookId,
     ctx: Ctx,
     org: Org,
     status: Annotated[Literal["pending", "delivered", "dead"] | None, Query()] = None,
@@ -38,7 +46,7 @@ async def list_deliveries(
 
 
 @router.get("/v1/deliveries/{delivery_id}", response_class=JSONOut)
-async def get_delivery(delivery_id: str, ctx: Ctx, org: Org) -> JSONOut:
+async def get_delivery(delivery_id: DeliveryId, ctx: Ctx, org: Org) -> JSONOut:
     """A delivery with its message and every attempt (request headers, response, timing)."""
     return JSONOut(await deliveries.get_delivery(ctx, org, delivery_id))
 
@@ -46,10 +54,12 @@ async def get_delivery(delivery_id: str, ctx: Ctx, org: Org) -> JSONOut:
 @router.post(
     "/v1/webhooks/{webhook_id}/dead-letters/replay", status_code=202, response_class=JSONOut
 )
-async def replay(webhook_id: str, body: ReplayIn, ctx: Ctx, org: Org) -> JSONOut:
+async def replay(webhook_id: WebhookId, body: ReplayIn, ctx: Ctx, org: Org) -> JSONOut:
     """Replay dead letters: by ids, by time range (``since`` <= created_at < ``until``), or
     all not yet replayed. Each goes out again with the same ``webhook-id``."""
+    since = format_ts(body.since) if body.since is not None else None
+    until = format_ts(body.until) if body.until is not None else None
     count = await deliveries.replay(
-        ctx, org, webhook_id, delivery_ids=body.delivery_ids, since=body.since, until=body.until
+        ctx, org, webhook_id, delivery_ids=body.delivery_ids, since=since, until=until
     )
     return JSONOut({"replayed": count}, status_code=202)

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 from starlette.responses import Response
 
 from consent_relay.api.deps import Ctx, Cursor, JSONOut, Limit, Org, Quiet
+from consent_relay.api.params import EventId, QueryText
 from consent_relay.schemas import EventIn, EventPatch
 from consent_relay.services import consents
 
@@ -25,8 +26,8 @@ async def create_event(body: EventIn, ctx: Ctx, org: Org, quiet: Quiet = False) 
 async def list_events(
     ctx: Ctx,
     org: Org,
-    user_id: str | None = None,
-    organization_user_id: str | None = None,
+    user_id: QueryText = None,
+    organization_user_id: QueryText = None,
     status: Annotated[Literal["confirmed", "pending_approval"] | None, Query()] = None,
     cursor: Cursor = None,
     limit: Limit = 100,
@@ -44,13 +45,13 @@ async def list_events(
 
 
 @router.get("/{event_id}", response_class=JSONOut)
-async def get_event(event_id: str, ctx: Ctx, org: Org) -> JSONOut:
+async def get_event(event_id: EventId, ctx: Ctx, org: Org) -> JSONOut:
     return JSONOut(await consents.get_event(ctx, org, event_id))
 
 
 @router.patch("/{event_id}", response_class=JSONOut)
 async def update_event(
-    event_id: str, body: EventPatch, ctx: Ctx, org: Org, quiet: Quiet = False
+    event_id: EventId, body: EventPatch, ctx: Ctx, org: Org, quiet: Quiet = False
 ) -> JSONOut:
     """Change ``status`` (pending_approval -> confirmed only), ``consents``, ``metadata`` or
     ``delegate``."""
@@ -58,7 +59,7 @@ async def update_event(
 
 
 @router.delete("/{event_id}", status_code=204)
-async def delete_event(event_id: str, ctx: Ctx, org: Org, quiet: Quiet = False) -> Response:
+async def delete_event(event_id: EventId, ctx: Ctx, org: Org, quiet: Quiet = False) -> Response:
     """Delete an event; the user is recomputed as if it had never existed."""
     await consents.delete_event(ctx, org, event_id, quiet=quiet)
     return Response(status_code=204)

@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from consent_relay import errors
+from consent_relay.input_text import printable
 
 log = logging.getLogger("consent_relay.api")
 PROBLEM_BASE = "https://consent-relay.dev/problems/"
@@ -80,14 +81,18 @@ def problem(
     field_errors: Sequence[errors.FieldError] = (),
     headers: dict[str, str] | None = None,
 ) -> Response:
+    """A problem+json answer. Texts that quote the input are made printable first (a lone
+    surrogate in a field name or message would make the answer itself fail to encode)."""
     body: dict[str, Any] = {
         "type": PROBLEM_BASE + title.lower().replace(" ", "-"),
         "title": title,
         "status": status,
-        "detail": detail,
+        "detail": printable(detail),
     }
     if field_errors:
-        body["errors"] = [{"field": e.field, "message": e.message} for e in field_errors]
+        body["errors"] = [
+            {"field": printable(e.field), "message": printable(e.message)} for e in field_errors
+        ]
     return Response(
         orjson.dumps(body),
         status_code=status,
@@ -108,7 +113,7 @@ def field_path(loc: Sequence[int | str]) -> str:
         elif str(part).startswith(("function-after", "function-before")):
             continue
         else:
-            text += ("." if text else "") + str(part)
+            text += ("." if text else "") + printable(str(part))
     return text or "body"
 
 

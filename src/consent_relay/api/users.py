@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from starlette.responses import Response
 
 from consent_relay.api.deps import Ctx, Cursor, JSONOut, Limit, Org, Quiet
+from consent_relay.api.params import QueryText, UserId
 from consent_relay.schemas import Regulation, UserIn, UserPatch
 from consent_relay.services import consents
 
@@ -21,7 +22,7 @@ async def create_user(body: UserIn, ctx: Ctx, org: Org, quiet: Quiet = False) ->
 async def list_users(
     ctx: Ctx,
     org: Org,
-    organization_user_id: str | None = None,
+    organization_user_id: QueryText = None,
     regulation: Regulation = "gdpr",
     cursor: Cursor = None,
     limit: Limit = 100,
@@ -38,21 +39,21 @@ async def list_users(
 
 
 @router.get("/{user_id}", response_class=JSONOut)
-async def get_user(user_id: str, ctx: Ctx, org: Org, regulation: Regulation = "gdpr") -> JSONOut:
+async def get_user(user_id: UserId, ctx: Ctx, org: Org, regulation: Regulation = "gdpr") -> JSONOut:
     """The user with the consents of one regulation (``gdpr`` unless asked)."""
     return JSONOut(await consents.get_user(ctx, org, user_id, regulation))
 
 
 @router.patch("/{user_id}", response_class=JSONOut)
 async def update_user(
-    user_id: str, body: UserPatch, ctx: Ctx, org: Org, quiet: Quiet = False
+    user_id: UserId, body: UserPatch, ctx: Ctx, org: Org, quiet: Quiet = False
 ) -> JSONOut:
     """Set identity and metadata (consents change through events only)."""
     return JSONOut(await consents.update_user(ctx, org, user_id, body, quiet=quiet))
 
 
 @router.delete("/{user_id}", status_code=204)
-async def delete_user(user_id: str, ctx: Ctx, org: Org, quiet: Quiet = False) -> Response:
+async def delete_user(user_id: UserId, ctx: Ctx, org: Org, quiet: Quiet = False) -> Response:
     """Delete the user and, silently, its events."""
     await consents.delete_user(ctx, org, user_id, quiet=quiet)
     return Response(status_code=204)

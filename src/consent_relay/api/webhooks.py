@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 from starlette.responses import Response
 
 from consent_relay.api.deps import Ctx, Cursor, JSONOut, Limit, Org
+from consent_relay.api.params import WebhookId
 from consent_relay.domain import samples
 from consent_relay.schemas import Strict, WebhookIn, WebhookPatch
 from consent_relay.services import webhooks
@@ -41,17 +42,17 @@ async def sample_payload(
 
 
 @router.get("/{webhook_id}", response_class=JSONOut)
-async def get_webhook(webhook_id: str, ctx: Ctx, org: Org) -> JSONOut:
+async def get_webhook(webhook_id: WebhookId, ctx: Ctx, org: Org) -> JSONOut:
     return JSONOut(await webhooks.get_webhook(ctx, org, webhook_id))
 
 
 @router.patch("/{webhook_id}", response_class=JSONOut)
-async def update_webhook(webhook_id: str, body: WebhookPatch, ctx: Ctx, org: Org) -> JSONOut:
+async def update_webhook(webhook_id: WebhookId, body: WebhookPatch, ctx: Ctx, org: Org) -> JSONOut:
     return JSONOut(await webhooks.update_webhook(ctx, org, webhook_id, body))
 
 
 @router.delete("/{webhook_id}", status_code=204)
-async def delete_webhook(webhook_id: str, ctx: Ctx, org: Org) -> Response:
+async def delete_webhook(webhook_id: WebhookId, ctx: Ctx, org: Org) -> Response:
     """Delete the webhook with its queued deliveries and dead letters."""
     await webhooks.delete_webhook(ctx, org, webhook_id)
     return Response(status_code=204)
@@ -62,13 +63,15 @@ class TestIn(Strict):
 
 
 @router.post("/{webhook_id}/test", status_code=202, response_class=JSONOut)
-async def send_test(webhook_id: str, ctx: Ctx, org: Org, body: TestIn | None = None) -> JSONOut:
+async def send_test(
+    webhook_id: WebhookId, ctx: Ctx, org: Org, body: TestIn | None = None
+) -> JSONOut:
     """Send a sample message of ``type`` (default user.updated) to this webhook only."""
     kind = body.type if body is not None else "user.updated"
     return JSONOut(await webhooks.send_test(ctx, org, webhook_id, kind), status_code=202)
 
 
 @router.post("/{webhook_id}/rotate-secret", response_class=JSONOut)
-async def rotate_secret(webhook_id: str, ctx: Ctx, org: Org) -> JSONOut:
+async def rotate_secret(webhook_id: WebhookId, ctx: Ctx, org: Org) -> JSONOut:
     """A new signing secret (shown once); the old one keeps signing for 24 hours."""
     return JSONOut(await webhooks.rotate_secret(ctx, org, webhook_id))

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from starlette.datastructures import FormData
 
 from consent_relay import errors
+from consent_relay.input_text import unstorable_reason
 from consent_relay.schemas import WebhookIn, WebhookPatch
 
 AUTH_METHODS = ("client_secret_post", "client_secret_basic")
@@ -215,3 +216,18 @@ def to_patch(form: FormData, parsed: WebhookForm) -> WebhookPatch | None:
         add_validation_errors(parsed, exc)
         return None
     return None if parsed.errors else model
+
+
+def replay_ids(form: FormData) -> list[str] | None:
+    """The dead letter the replay form names (``delivery_id``), or None for all of them.
+    An id that cannot be stored (NUL, lone surrogate) is a 422 naming the field, not a
+    database error."""
+    one = form.get("delivery_id")
+    if not isinstance(one, str) or not one:
+        return None
+    reason = unstorable_reason(one)
+    if reason is not None:
+        raise errors.Unprocessable(
+            f"delivery_id {reason}", [errors.FieldError("delivery_id", reason)]
+        )
+    return [one]

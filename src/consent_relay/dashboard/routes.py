@@ -400,8 +400,7 @@ async def replay(request: Request, webhook_id: str) -> Response:
     """Replay one dead letter (``delivery_id``) or all of them not replayed yet."""
     session, form = await _posted(request)
     ctx = _ctx(request)
-    one = form.get("delivery_id")
-    ids = [one] if isinstance(one, str) and one else None
+    ids = forms.replay_ids(form)
     if ids is not None:
         # A second click, or a page left open: never send the same dead letter twice.
         dead = await deliveries.get_delivery(ctx, session.organization_id, ids[0])
