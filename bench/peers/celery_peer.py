@@ -40,7 +40,7 @@ import requests
 from celery import Celery  # type: ignore[import-untyped]
 from celery.signals import worker_ready  # type: ignore[import-untyped]
 
-from bench.peers.common import PeerChild, body, timed_drain
+from bench.peers.common import PeerChild, body, bound_s, timed_drain
 from bench.procs import _say, child_env, proc_status_kb
 from bench.receiver import ReceiverProcess
 from bench.scenarios import Config, Drain
@@ -127,7 +127,7 @@ async def run(cfg: Config, receiver: ReceiverProcess, secret: str, path: str) ->
         await _remove_own_keys(client)
         await asyncio.to_thread(send, receiver.url(path), n, body().decode())
         env = child_env({"BENCH_REDIS_URL": REDIS_URL, "BENCH_PEERS_SECRET": secret})
-        args = ["--concurrency", str(cfg.concurrency), "--max-seconds", "900"]
+        args = ["--concurrency", str(cfg.concurrency), "--max-seconds", str(bound_s(n) + 120)]
         child = PeerChild("bench.peers.celery_peer", args, env, cfg.log)
 
         async def settled() -> bool:
@@ -137,7 +137,7 @@ async def run(cfg: Config, receiver: ReceiverProcess, secret: str, path: str) ->
         async with child:
             await child.start()
             return await timed_drain(
-                receiver, child, expected=n, prefix=path, settled=settled, within=600
+                receiver, child, expected=n, prefix=path, settled=settled, within=bound_s(n)
             )
     finally:
         await _remove_own_keys(client)

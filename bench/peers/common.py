@@ -24,6 +24,11 @@ from bench.scenarios import Drain
 JSON_HEADERS = {"Content-Type": "application/json"}
 
 
+def bound_s(deliveries: int) -> float:
+    """How long a drain may take: generous at 100 deliveries a second."""
+    return 300.0 + deliveries / 100
+
+
 def body() -> bytes:
     """The same 1 KB webhook body the bare client and the engine send."""
     return db.render_body("event.created", db.message_parameters(0, "user-0000000"))

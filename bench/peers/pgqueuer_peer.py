@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 
 from bench import db
-from bench.peers.common import JSON_HEADERS, PeerChild, body, timed_drain
+from bench.peers.common import JSON_HEADERS, PeerChild, body, bound_s, timed_drain
 from bench.procs import _say, _stdin_lines, _wait_command, child_env, proc_status_kb
 from bench.receiver import ReceiverProcess
 from bench.scenarios import Config, Drain
@@ -80,7 +80,7 @@ async def run(cfg: Config, receiver: ReceiverProcess, secret: str, path: str) ->
     async with db.fresh_postgres("peers") as url:
         await install_and_enqueue(url, n, body())
         args = ["--db-url", url, "--url", receiver.url(path), "--secret", secret]
-        args += ["--concurrency", str(cfg.concurrency), "--max-seconds", "900"]
+        args += ["--concurrency", str(cfg.concurrency), "--max-seconds", str(bound_s(n) + 120)]
         child = PeerChild("bench.peers.pgqueuer_peer", args, child_env({}), cfg.log)
         queries, conn = await _queries(url)
         try:
@@ -92,7 +92,7 @@ async def run(cfg: Config, receiver: ReceiverProcess, secret: str, path: str) ->
             async with child:
                 await child.start()
                 return await timed_drain(
-                    receiver, child, expected=n, prefix=path, settled=settled, within=600
+                    receiver, child, expected=n, prefix=path, settled=settled, within=bound_s(n)
                 )
         finally:
             await conn.close()
