@@ -40,6 +40,7 @@ ENTRYPOINT = "deliver_webhook"
 ENQUEUE_CHUNK = 5_000
 MAX_ATTEMPTS = 5
 REQUEST_TIMEOUT_S = 10.0
+HEARTBEAT_TIMEOUT = timedelta(seconds=30)  # pgqueuer's default, stated
 
 
 def batch_size(concurrency: int) -> int:
@@ -146,7 +147,11 @@ async def work(db_url: str, url: str, secret: str, concurrency: int, max_seconds
     began = time.time()
     cpu_began = time.process_time()
     running = asyncio.create_task(
-        qm.run(batch_size=batch_size(concurrency), max_concurrent_tasks=concurrency)
+        qm.run(
+            batch_size=batch_size(concurrency),
+            max_concurrent_tasks=concurrency,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,  # a crashed worker's jobs are picked again
+        )
     )
     await _wait_command(reader, max_seconds)
     qm.shutdown.set()
