@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from consent_relay import crypto
 from consent_relay.clock import Clock
 from consent_relay.crypto import SecretBox
 from consent_relay.settings import Settings
 from consent_relay.storage.store import Store
+
+if TYPE_CHECKING:
+    from consent_relay.services.ingest import EventWriter
 
 
 @dataclass
@@ -21,6 +25,8 @@ class Context:
     # Set when new deliveries were queued, so an in-process worker wakes at once.
     work_queued: asyncio.Event = field(default_factory=asyncio.Event)
     clock_ms: Callable[[], int] = field(default_factory=Clock)
+    # The process's group commit for consent events (services.ingest.writer), made on use.
+    event_writer: EventWriter | None = None
 
     def notify_enqueued(self) -> None:
         self.work_queued.set()

@@ -23,20 +23,16 @@ def matches(webhook: WebhookRecord, message_type: str, regulation: str) -> bool:
     return regulation in webhook.regulations
 
 
-async def publish(
-    tx: Tx,
+def fan_out(
+    hooks: Sequence[WebhookRecord],
     *,
     organization_id: str,
     user_id: str,
     regulation: str,
     fired: Sequence[Message],
-    now_ms: int,
-) -> int:
-    """Store the messages and one delivery per matching webhook. Returns deliveries queued."""
-    if not fired:
-        return 0
-    hooks = await tx.list_webhooks(organization_id)
-    now = now_ts()
+    now: str,
+) -> tuple[list[MessageRecord], list[NewDelivery]]:
+    """The messages of a change and one delivery per matching webhook (pure)."""
     records: list[MessageRecord] = []
     new: list[NewDelivery] = []
     for message in fired:
@@ -55,5 +51,29 @@ async def publish(
             for hook in hooks
             if matches(hook, message.type, regulation)
         )
+    return records, new
+
+
+async def publish(
+    tx: Tx,
+    *,
+    organization_id: str,
+    user_id: str,
+    regulation: str,
+    fired: Sequence[Message],
+    now_ms: int,
+) -> int:
+    """Store the messages and one delivery per matching webhook. Returns deliveries queued."""
+    if not fired:
+        return 0
+    now = now_ts()
+    records, new = fan_out(
+        await tx.list_webhooks(organization_id),
+        organization_id=organization_id,
+        user_id=user_id,
+        regulation=regulation,
+        fired=fired,
+        now=now,
+    )
     await queue.enqueue(tx, records, new, now_ms, now)
     return len(new)

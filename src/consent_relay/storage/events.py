@@ -1,0 +1,55 @@
+"""Consent events, many at a time: the set-based statements of the write path. Single-event
+reads and writes are on ``Tx``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import text
+
+from consent_relay.storage import codec, dialect
+from consent_relay.storage.records import EventRecord
+from consent_relay.storage.tx import Tx
+
+_COLUMNS = (
+    ("organization_id", "text"),
+    ("id", "text"),
+    ("user_id", "text"),
+    ("status", "text"),
+    ("regulation", "text"),
+    ("created_at", "text"),
+    ("updated_at", "text"),
+    ("confirmed_at", "text"),
+    ("seq", "int"),
+    ("document", "text"),
+)
+_NAMES = ", ".join(name for name, _ in _COLUMNS)
+
+
+async def existing_ids(tx: Tx, org_id: str, event_ids: Sequence[str]) -> set[str]:
+    """Which of these event ids the organization already has."""
+    if not event_ids:
+        return set()
+    sql = f"""
+        SELECT id FROM events
+        WHERE organization_id = :org AND id IN ({dialect.strings(tx.dialect, "ids")})
+    """
+    rows = await tx.conn.execute(text(sql), {"org": org_id, "ids": codec.dumps(list(event_ids))})
+    return {row.id for row in rows}
+
+
+async def insert_many(tx: Tx, new_events: Sequence[EventRecord]) -> set[tuple[str, str]]:
+    """Insert events; returns the (organization, id) of those inserted (an id taken meanwhile
+    is left out, not an error)."""
+    if not new_events:
+        return set()
+    sql = f"""
+        INSERT INTO events ({_NAMES})
+        SELECT {_NAMES} FROM {dialect.rows_source(tx.dialect, _COLUMNS)}
+        WHERE true
+        ON CONFLICT DO NOTHING
+        RETURNING organization_id, id
+    """
+    rows = [Tx._event_values(event) for event in new_events]
+    result = await tx.conn.execute(text(sql), {"rows": codec.dumps(rows)})
+    return {(row.organization_id, row.id) for row in result}

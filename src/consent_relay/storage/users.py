@@ -1,0 +1,90 @@
+"""Users, many at a time: the set-based statements of the write path (one round trip each,
+whatever the batch size). Single-user reads and writes are on ``Tx``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import text
+
+from consent_relay.storage import codec, dialect
+from consent_relay.storage.records import UserRecord
+from consent_relay.storage.tx import Tx
+
+_COLUMNS = (
+    ("organization_id", "text"),
+    ("id", "text"),
+    ("identity_organization_user_id", "text"),
+    ("organization_user_id", "text"),
+    ("metadata", "text"),
+    ("country", "text"),
+    ("last_seen_country", "text"),
+    ("consents", "text"),
+    ("version", "int"),
+    ("created_at", "text"),
+    ("updated_at", "text"),
+    ("seq_counter", "int"),
+    ("applied_at", "text"),
+    ("applied_seq", "int"),
+)
+_NAMES = ", ".join(name for name, _ in _COLUMNS)
+
+
+async def lock_many(
+    tx: Tx, org_id: str, user_ids: Sequence[str], ouids: Sequence[str]
+) -> list[UserRecord]:
+    """The organization's users named by id or by organization_user_id, locked for the rest
+    of the transaction (in id order, the same for every writer)."""
+    if not user_ids and not ouids:
+        return []
+    sql = f"""
+        SELECT * FROM users
+        WHERE organization_id = :org
+          AND (id IN ({dialect.strings(tx.dialect, "ids")})
+               OR organization_user_id IN ({dialect.strings(tx.dialect, "ouids")}))
+        ORDER BY id{dialect.for_update(tx.dialect)}
+    """
+    rows = await tx.conn.execute(
+        text(sql),
+        {"org": org_id, "ids": codec.dumps(list(user_ids)), "ouids": codec.dumps(list(ouids))},
+    )
+    return [Tx._user(row) for row in rows]
+
+
+async def insert_many(tx: Tx, new_users: Sequence[UserRecord]) -> set[tuple[str, str]]:
+    """Insert users; returns the (organization, id) of those inserted (a user whose id or
+    organization_user_id was taken meanwhile is left out, not an error)."""
+    if not new_users:
+        return set()
+    sql = f"""
+        INSERT INTO users ({_NAMES})
+        SELECT {_NAMES} FROM {dialect.rows_source(tx.dialect, _COLUMNS)}
+        WHERE true
+        ON CONFLICT DO NOTHING
+        RETURNING organization_id, id
+    """
+    rows = await tx.conn.execute(text(sql), {"rows": _rows(new_users)})
+    return {(row.organization_id, row.id) for row in rows}
+
+
+async def update_many(tx: Tx, changed: Sequence[UserRecord]) -> None:
+    """Write the new state of existing users."""
+    if not changed:
+        return
+    sets = ", ".join(f"{name} = v.{name}" for name, _ in _COLUMNS[2:])
+    sql = f"""
+        UPDATE users SET {sets}
+        FROM {dialect.rows_source(tx.dialect, _COLUMNS)}
+        WHERE users.organization_id = v.organization_id AND users.id = v.id
+    """
+    await tx.conn.execute(text(sql), {"rows": _rows(changed)})
+
+
+def _rows(records: Sequence[UserRecord]) -> str:
+    return codec.dumps([_values(user) for user in records])
+
+
+def _values(user: UserRecord) -> dict[str, object]:
+    # Nested JSON travels as text inside the JSON array: the columns hold JSON text.
+    values = Tx._user_values(user)
+    return {name: values[name] for name, _ in _COLUMNS}
