@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import time
+import weakref
 from typing import Any
 
 from consent_relay import crypto, errors, ids
 from consent_relay.domain.timefmt import now_ts
 from consent_relay.schemas import OrganizationIn
 from consent_relay.services.context import Context
+from consent_relay.storage import notices
 from consent_relay.storage.records import ApiKey, Organization
+from consent_relay.storage.store import Store
 
 JSON = dict[str, Any]
 
@@ -66,30 +69,100 @@ async def list_keys(ctx: Context, org_id: str) -> list[JSON]:
 
 
 async def revoke_key(ctx: Context, key_id: str) -> None:
+    """Revoke a key: this process forgets every key it knows at once, and every other one
+    when the commit's notice reaches it (PostgreSQL; SQLite remembers none)."""
     async with ctx.store.write() as tx:
         if not await tx.revoke_api_key(key_id, now_ts()):
             raise errors.NotFound(f"no active API key {key_id!r}")
-    _known_keys.clear()  # this process forgets every key at once; others within the TTL
+        await notices.notify(tx, notices.API_KEYS)
+    cache = _caches.get(ctx.store)
+    if cache is not None:
+        cache.forget_all()
 
 
-# Known keys, remembered briefly so that a request does not spend a database transaction
-# on authentication: a key revoked in this process stops at once, in another within the TTL.
-KEY_CACHE_TTL = 5.0
-_known_keys: dict[str, tuple[str, float]] = {}
+KEY_CACHE_TTL = 5.0  # seconds; a backstop only: a revocation's notice clears the cache
+KEY_CACHE_SIZE = 10_000
+
+
+class KeyCache:
+    """API keys known to be valid, remembered so that a request does not spend a database
+    transaction on authentication, but trusted only while this process hears revocations
+    (``notices.API_KEYS`` on PostgreSQL): every notice, every (re)connection and every loss
+    of the LISTEN connection forgets them all, and nothing is remembered while not listening.
+    So a key revoked anywhere stops working in every process as soon as the notice arrives
+    (milliseconds), or at once where no notice can arrive. SQLite has no notices: the cache
+    never listens and every request looks the key up (a local indexed read), so a key revoked
+    by another process (``consent-relay keys revoke``) stops at once too."""
+
+    def __init__(self, ttl: float = KEY_CACHE_TTL) -> None:
+        self.ttl = ttl
+        self.listening = False
+        self._keys: dict[str, tuple[str, float]] = {}
+        self._generation = 0
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    @property
+    def generation(self) -> int:
+        """Read it before a lookup and hand it to ``remember``: a revocation heard during the
+        lookup then keeps its (possibly stale) answer out of the cache."""
+        return self._generation
+
+    def get(self, key_hash: str) -> str | None:
+        known = self._keys.get(key_hash)
+        if known is None or known[1] <= time.monotonic():
+            return None
+        return known[0]
+
+    def remember(self, key_hash: str, org_id: str, generation: int) -> None:
+        if not self.listening or generation != self._generation:
+            return
+        if len(self._keys) >= KEY_CACHE_SIZE:
+            self._keys.clear()
+        self._keys[key_hash] = (org_id, time.monotonic() + self.ttl)
+
+    def forget_all(self) -> None:
+        self._keys.clear()
+        self._generation += 1
+
+    def connected(self) -> None:
+        self.forget_all()  # revocations sent while not listening were missed
+        self.listening = True
+
+    def lost(self) -> None:
+        self.listening = False
+        self.forget_all()
+
+
+_caches: weakref.WeakKeyDictionary[Store, KeyCache] = weakref.WeakKeyDictionary()
+
+
+def key_cache(store: Store) -> KeyCache:
+    """The key cache of one database (of this process), listening from its first use."""
+    cache = _caches.get(store)
+    if cache is None:
+        cache = _caches[store] = KeyCache()
+        store.watch(
+            notices.API_KEYS,
+            on_notice=cache.forget_all,
+            on_connected=cache.connected,
+            on_lost=cache.lost,
+        )
+    return cache
 
 
 async def authenticate(ctx: Context, api_key: str) -> str:
     """The organization an API key belongs to; Unauthorized when unknown or revoked."""
     key_hash = crypto.hash_key(api_key)
-    known = _known_keys.get(key_hash)
-    if known is not None and known[1] > time.monotonic():
-        return known[0]
+    cache = key_cache(ctx.store)
+    known = cache.get(key_hash)
+    if known is not None:
+        return known
+    generation = cache.generation
     async with ctx.store.read() as tx:
         org_id = await tx.organization_for_key(key_hash)
     if org_id is None:
-        _known_keys.pop(key_hash, None)
         raise errors.Unauthorized("unknown or revoked API key")
-    if len(_known_keys) > 10_000:
-        _known_keys.clear()
-    _known_keys[key_hash] = (org_id, time.monotonic() + KEY_CACHE_TTL)
+    cache.remember(key_hash, org_id, generation)
     return org_id

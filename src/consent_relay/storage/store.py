@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consent_relay import errors
 from consent_relay.storage import engine as engines
-from consent_relay.storage import migrate
+from consent_relay.storage import migrate, notices
 from consent_relay.storage.tx import Tx
 
 log = logging.getLogger("consent_relay.storage")
@@ -29,6 +29,8 @@ class Store:
         self.is_sqlite = engines.is_sqlite_url(url)
         self.engine: AsyncEngine = engines.create_engine(url, pool_size=pool_size)
         self._sqlite_lock = asyncio.Lock() if self.is_sqlite else None
+        self._closing = asyncio.Event()
+        self._watchers: list[asyncio.Task[None]] = []
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[Tx]:
@@ -76,5 +78,31 @@ class Store:
             return False
         return True
 
+    def watch(
+        self,
+        channel: str,
+        *,
+        on_notice: Callable[[], None],
+        on_connected: Callable[[], None],
+        on_lost: Callable[[], None],
+    ) -> bool:
+        """On PostgreSQL, listen to ``channel`` in the background until ``close()`` (see
+        ``notices.listen`` for the callbacks); call it from the running event loop. False on
+        SQLite, which has no notices: it serves one process."""
+        if self.is_sqlite:
+            return False
+        listening = notices.listen(
+            self.url,
+            channel,
+            self._closing,
+            on_notice=on_notice,
+            on_connected=on_connected,
+            on_lost=on_lost,
+        )
+        self._watchers.append(asyncio.create_task(listening))
+        return True
+
     async def close(self) -> None:
+        self._closing.set()
+        await asyncio.gather(*self._watchers, return_exceptions=True)
         await self.engine.dispose()
