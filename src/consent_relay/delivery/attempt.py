@@ -24,9 +24,18 @@ async def _token(
     except TimeoutError:
         return Outcome(outcome.E_AUTH, _ms(started), error="token endpoint: no answer in time")
     except TokenError as exc:
-        return Outcome(outcome.E_AUTH, _ms(started), exc.status_code, exc.body, exc.message)
+        # TokenError made its body and message storable; its body's size goes with them.
+        return Outcome(
+            outcome.E_AUTH,
+            _ms(started),
+            exc.status_code,
+            exc.body,
+            exc.message,
+            response_bytes=exc.body_bytes,
+        )
     except errors.ForbiddenTarget as exc:
-        return Outcome(outcome.E_FORBIDDEN_TARGET, _ms(started), error=f"token URL: {exc.detail}")
+        detail = outcome.storable(exc.detail)
+        return Outcome(outcome.E_FORBIDDEN_TARGET, _ms(started), error=f"token URL: {detail}")
     except Exception as exc:  # the token server's fault, as a value
         _code, description = sender.classify(exc)
         return Outcome(outcome.E_AUTH, _ms(started), error=f"token endpoint: {description}")
@@ -59,7 +68,7 @@ async def run(
         # IPs never reach the guarded resolver, so this check is what stops them.)
         targets.check_url_cached(url, tuple(allowed), require_https)
     except errors.ForbiddenTarget as exc:
-        return Outcome(outcome.E_FORBIDDEN_TARGET, _ms(started), error=exc.detail)
+        return Outcome(outcome.E_FORBIDDEN_TARGET, _ms(started), error=outcome.storable(exc.detail))
     token: str | Outcome | None = None
     if tokens is not None:
         token = await _token(tokens, session, started, remaining())
@@ -89,5 +98,6 @@ async def run(
             result.response_body,
             result.error,
             result.retry_after,
+            result.response_bytes,
         )
     return result

@@ -29,11 +29,21 @@ MAX_REFRESH_MARGIN = 60.0
 class TokenError(Exception):
     """The token endpoint failed or answered something that is not a token."""
 
-    def __init__(self, message: str, status_code: int | None = None, body: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        status_code: int | None = None,
+        body: str | None = None,
+        body_bytes: int | None = None,
+    ):
+        # Stored with the attempt: the message may quote the endpoint's answer
+        # (``token_type``), the body is its answer; both are made storable.
+        message = outcome.storable(message)
         super().__init__(message)
         self.message = message
         self.status_code = status_code
-        self.body = body
+        self.body = None if body is None else outcome.storable(body)
+        self.body_bytes = body_bytes
 
 
 @dataclass(frozen=True)
@@ -83,21 +93,21 @@ def token_request(credentials: Credentials) -> tuple[dict[str, str], dict[str, s
 
 def parse_token(status: int, raw: bytes) -> tuple[str, float]:
     """``(access_token, expires_in)`` from a token response, or TokenError (pure)."""
-    body = outcome.keep_body(raw)
+    body, size = outcome.keep_body(raw)
     if not 200 <= status < 300:
-        raise TokenError(f"token endpoint answered HTTP {status}", status, body)
+        raise TokenError(f"token endpoint answered HTTP {status}", status, body, size)
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise TokenError(
-            "token endpoint answered something that is not JSON", status, body
+            "token endpoint answered something that is not JSON", status, body, size
         ) from exc
     token = data.get("access_token") if isinstance(data, dict) else None
     if not isinstance(token, str) or not token:
-        raise TokenError("token endpoint answered no access_token", status, body)
+        raise TokenError("token endpoint answered no access_token", status, body, size)
     token_type = data.get("token_type", "Bearer")
     if not isinstance(token_type, str) or token_type.lower() != "bearer":
-        raise TokenError(f"unsupported token_type {token_type!r}", status, body)
+        raise TokenError(f"unsupported token_type {token_type!r}", status, body, size)
     expires_in = data.get("expires_in", DEFAULT_EXPIRES_IN)
     try:
         lifetime = float(expires_in)

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 OK = "ok"
@@ -36,12 +37,45 @@ class Outcome:
     response_body: str | None = None
     error: str | None = None
     retry_after: str | None = None  # the raw Retry-After header of a 429 or 503
+    response_bytes: int | None = None  # the body's size as sent (see ``keep_body``)
 
     @property
     def ok(self) -> bool:
         return self.code == OK
 
 
-def keep_body(raw: bytes) -> str:
-    """At most 4 KiB of a response body, as text."""
-    return raw[:MAX_KEPT_BODY].decode("utf-8", errors="replace")
+REPLACEMENT = "\ufffd"
+# What no column of ours can take: NUL (PostgreSQL's text and jsonb refuse it) and lone
+# surrogates (no UTF-8 encoding: orjson, asyncpg and PostgreSQL refuse them; aiohttp turns
+# the undecodable bytes of a header or status line into them, "surrogateescape").
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(text: str) -> str:
+    """``text`` as every database takes it: NUL and lone surrogates become U+FFFD.
+
+    A receiver chooses the bytes of its answer; one NUL in a body once made PostgreSQL
+    refuse a whole batch of attempts (and every delivery of the batch went out again).
+    Ordinary text pays two C-speed scans: ASCII with no NUL is returned as it is; other
+    text is returned as it is when it has no NUL and encodes to UTF-8 (no surrogate).
+    """
+    if text.isascii():
+        return text.replace("\x00", REPLACEMENT) if "\x00" in text else text
+    if "\x00" not in text:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            pass
+        else:
+            return text
+    return _UNSTORABLE.sub(REPLACEMENT, text)
+
+
+def keep_body(raw: bytes) -> tuple[str, int]:
+    """At most 4 KiB of a response body, as storable text, and how many bytes it came from.
+
+    Invalid UTF-8 becomes U+FFFD in the decoding; NUL (valid UTF-8) in ``storable``. The
+    text's length no longer tells the body's, hence the byte count beside it.
+    """
+    kept = raw[:MAX_KEPT_BODY]
+    return storable(kept.decode("utf-8", errors="replace")), len(raw)

@@ -48,9 +48,11 @@ def make_session(settings: Settings, *, limit: int) -> aiohttp.ClientSession:
 
 def classify(exc: BaseException) -> tuple[str, str]:
     """An exception raised while sending -> (outcome code, short description)."""
-    text = f"{type(exc).__name__}: {exc}"[:500]
+    # An exception's text can quote what the receiver sent (a status line, a header), odd
+    # bytes and all: made storable here, as every text from outside is.
+    text = outcome.storable(f"{type(exc).__name__}: {exc}"[:500])
     if isinstance(exc, errors.ForbiddenTarget):
-        return outcome.E_FORBIDDEN_TARGET, exc.detail
+        return outcome.E_FORBIDDEN_TARGET, outcome.storable(exc.detail)
     if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
         return outcome.E_TIMEOUT, text
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
@@ -100,21 +102,28 @@ async def send(
             url, data=body, headers=headers, allow_redirects=False, proxy=proxy, timeout=timeout
         ) as response:
             raw = await _read_kept(response.content)
-            if not response.content.at_eof():
+            complete = response.content.at_eof()
+            if not complete:
                 response.close()  # do not drain a large body: drop the connection
+            declared = None if complete else response.content_length
             status = response.status
             retry_after = response.headers.get("Retry-After")
     except Exception as exc:  # the receiver's fault, as a value
         code, description = classify(exc)
         return Outcome(code, elapsed(), error=description)
-    kept = outcome.keep_body(raw)
+    kept, size = outcome.keep_body(raw)
+    # The body's size: exact when read to its end; when cut, what the receiver declared
+    # (None when it declared nothing: more than 4 KiB, how much more unknown).
+    response_bytes = size if complete else declared
     if 200 <= status < 300:
-        return Outcome(outcome.OK, elapsed(), status, kept)
+        return Outcome(outcome.OK, elapsed(), status, kept, response_bytes=response_bytes)
     return Outcome(
         outcome.E_HTTP,
         elapsed(),
         status,
         kept,
         error=f"HTTP {status}",
+        # Only parsed (retry.parse_retry_after), never stored: any bytes will do.
         retry_after=retry_after if status in (429, 503) else None,
+        response_bytes=response_bytes,
     )

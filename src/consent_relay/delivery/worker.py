@@ -35,7 +35,7 @@ from consent_relay.delivery import attempt, oauth, requests, retry, sender, targ
 from consent_relay.delivery.outcome import Outcome
 from consent_relay.domain.timefmt import from_ms, now_ts
 from consent_relay.services.context import Context
-from consent_relay.storage import queue
+from consent_relay.storage import batches, queue
 from consent_relay.storage.queue import Claimed, Message, Result
 
 log = logging.getLogger("consent_relay.worker")
@@ -276,6 +276,7 @@ class Worker:
             response_body=result.response_body,
             request_headers=_redacted(headers),
             error=result.error,
+            response_bytes=result.response_bytes,
         )
 
     # -- recording --------------------------------------------------------------------------
@@ -299,28 +300,35 @@ class Worker:
                 await self._record(batch)
 
     async def _record(self, batch: list[Result]) -> None:
+        """Record a batch (storage isolates a row the database refuses, and logs why);
+        while the database is away, retry what is not recorded yet."""
+        recorded = batches.Recorded()
+        left = batch
         delay = 0.05
-        while True:
+        while left:
             try:
                 now_ms = self.ctx.clock_ms()
-                async with self.ctx.store.write() as tx:
-                    kept = await queue.record(tx, batch, now_ms=now_ms, now=from_ms(now_ms))
+                await batches.record(
+                    self.ctx.store.write, left, now_ms=now_ms, now=from_ms(now_ms), into=recorded
+                )
                 break
             except errors.StorageUnavailable:
-                log.warning("database unavailable; will record %d results again", len(batch))
+                log.warning("database unavailable; will record %d results again", len(left))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+                settled = recorded.settled()
+                left = [r for r in left if r.claimed.pk not in settled]
             except Exception:
-                # Our own fault: these results are dropped and their leases run out, so the
-                # deliveries go out again (at least once); the recorder itself carries on.
-                log.exception("could not record %d results", len(batch))
-                kept = []
+                # Our own fault (batches.record isolates the database's refusals): these
+                # results are dropped and their leases run out, so the deliveries go out
+                # again (at least once); the recorder itself carries on.
+                log.exception("could not record %d results", len(left))
                 break
         for result in batch:
             self._claimed.pop(result.claimed.pk, None)
-        if len(kept) < len(batch):
-            log.info("%d results dropped: their leases had moved on", len(batch) - len(kept))
-        finished = Counter(r.status for r in kept if r.status != "pending")
+        if recorded.lost:
+            log.info("%d results dropped: their leases had moved on", len(recorded.lost))
+        finished = Counter(r.status for r in recorded.kept if r.status != "pending")
         for status, count in finished.items():
             metrics.finished.labels(status).inc(count)
         if finished:

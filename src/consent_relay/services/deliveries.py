@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, func, select
 
 from consent_relay import errors
 from consent_relay.domain.timefmt import from_ms, normalize_ts, now_ts
 from consent_relay.services import pagination
 from consent_relay.services.context import Context
-from consent_relay.storage import codec, queue
+from consent_relay.storage import batches, codec
 from consent_relay.storage.tables import attempts, deliveries, messages
 from consent_relay.storage.tx import Tx
 
@@ -47,6 +47,7 @@ def _attempt_view(row: Any) -> JSON:
         "outcome": row.outcome,
         "status_code": row.status_code,
         "response_body": row.response_body,
+        "response_bytes": row.response_bytes,
         "request_headers": codec.loads(row.request_headers),
         "error": row.error,
     }
@@ -193,19 +194,14 @@ async def replay(
                 )
         if not dead:
             return 0
-        now = now_ts()
-        replays = await queue.append(
-            tx,
-            [(row.organization_id, webhook_id, row.message_id, row.user_id) for row in dead],
-            ctx.clock_ms(),
-            now,
-        )
-        for row, new_id in zip(dead, replays, strict=True):
-            await tx.conn.execute(
-                update(deliveries).where(deliveries.c.pk == row.pk).values(replayed_by=new_id)
+        letters = [
+            batches.DeadLetter(
+                row.pk, row.id, row.organization_id, webhook_id, row.message_id, row.user_id
             )
-            await tx.conn.execute(
-                update(deliveries).where(deliveries.c.id == new_id).values(replay_of=row.id)
-            )
-    ctx.notify_enqueued()
-    return len(dead)
+            for row in dead
+        ]
+        # A dead letter the database refuses stays dead (and is logged); the others go out.
+        done = await batches.replay(tx, letters, ctx.clock_ms(), now_ts())
+    if done.replayed:
+        ctx.notify_enqueued()
+    return len(done.replayed)

@@ -13,6 +13,7 @@ set, so at most one delivery per queue is ever in flight, which keeps per-user o
 - **record**: one statement updates every result of a batch *where the lease still holds*
   (``RETURNING`` tells which did); attempts are inserted only for those, unique per
   (delivery, attempt number); finished heads hand ``due_ms`` to the next in their queue.
+  The worker goes through ``batches.record``, which keeps one bad row from failing the rest.
 Batches travel as one JSON parameter, unpacked by ``json_each`` (SQLite) or
 ``jsonb_to_recordset`` (PostgreSQL). The dialect differences are all in this module and
 ``engine.py``: that unpacking, ``SKIP LOCKED``, ``pg_notify`` and the head-promotion query.
@@ -66,9 +67,10 @@ class Result:
     response_body: str | None
     request_headers: dict[str, str] | None
     error: str | None
+    response_bytes: int | None = None  # the response body's size as sent
 
 
-def _rows_source(dialect: str, columns: Sequence[tuple[str, str]]) -> str:
+def rows_source(dialect: str, columns: Sequence[tuple[str, str]]) -> str:
     """A row source over the JSON array bound as ``:rows``, with typed columns."""
     if dialect == "postgresql":
         spec = ", ".join(f"{name} {kind}" for name, kind in columns)
@@ -285,9 +287,13 @@ async def claim(
     ]
 
 
-async def record(tx: Tx, results: Sequence[Result], *, now_ms: int, now: str) -> list[Result]:
+async def record(
+    tx: Tx, results: Sequence[Result], *, now_ms: int, now: str, with_attempts: bool = True
+) -> list[Result]:
     """Record a batch; returns the results whose lease still held (the others are dropped:
-    another worker owns those deliveries now)."""
+    another worker owns those deliveries now). One row the database refuses fails the whole
+    statement: ``batches.record`` isolates it (and, as a last resort, records a delivery's
+    state ``with_attempts=False``)."""
     if not results:
         return []
     rows = [
@@ -301,7 +307,7 @@ async def record(tx: Tx, results: Sequence[Result], *, now_ms: int, now: str) ->
         }
         for r in results
     ]
-    source = _rows_source(
+    source = rows_source(
         tx.dialect,
         [
             ("pk", "bigint"),
@@ -325,7 +331,8 @@ async def record(tx: Tx, results: Sequence[Result], *, now_ms: int, now: str) ->
     kept = [r for r in results if r.claimed.pk in held]
     if not kept:
         return []
-    await _insert_attempts(tx, kept)
+    if with_attempts:
+        await _insert_attempts(tx, kept)
     finished = [r for r in kept if r.status != "pending"]
     if finished:
         await advance(
@@ -345,6 +352,7 @@ _ATTEMPT_COLUMNS = (
     ("response_body", "text"),
     ("request_headers", "text"),
     ("error", "text"),
+    ("response_bytes", "int"),
 )
 
 
@@ -365,13 +373,14 @@ async def _insert_attempts(tx: Tx, kept: Sequence[Result]) -> None:
             if r.request_headers is None
             else codec.dumps(r.request_headers),
             "error": r.error,
+            "response_bytes": r.response_bytes,
         }
         for r in kept
     ]
     names = ", ".join(name for name, _ in _ATTEMPT_COLUMNS)
     sql = f"""
         INSERT INTO attempts ({names})
-        SELECT {names} FROM {_rows_source(tx.dialect, _ATTEMPT_COLUMNS)}
+        SELECT {names} FROM {rows_source(tx.dialect, _ATTEMPT_COLUMNS)}
         WHERE true
         ON CONFLICT (delivery_id, attempt_number) DO NOTHING
     """
@@ -382,7 +391,7 @@ async def advance(tx: Tx, finished: Sequence[tuple[str, str, int]], now_ms: int)
     """Heads that were delivered or died leave their queue; the next in line becomes due."""
     ordered = sorted(finished)  # one lock order for every writer
     rows = codec.dumps([{"w": w, "u": u, "seq": seq} for w, u, seq in ordered])
-    source = _rows_source(tx.dialect, [("w", "text"), ("u", "text"), ("seq", "bigint")])
+    source = rows_source(tx.dialect, [("w", "text"), ("u", "text"), ("seq", "bigint")])
     await tx.conn.execute(
         text(
             f"""
@@ -440,7 +449,7 @@ async def release(tx: Tx, claimed: Sequence[Claimed], now_ms: int) -> None:
     if not claimed:
         return
     rows = codec.dumps([{"pk": c.pk, "lease": c.lease} for c in claimed])
-    source = _rows_source(tx.dialect, [("pk", "bigint"), ("lease", "text")])
+    source = rows_source(tx.dialect, [("pk", "bigint"), ("lease", "text")])
     await tx.conn.execute(
         text(
             f"""

@@ -184,8 +184,9 @@ attempts = Table(
     Column("duration_ms", Integer, nullable=False),
     Column("outcome", Text, nullable=False),
     Column("status_code", Integer),
-    Column("response_body", Text),
+    Column("response_body", Text),  # at most 4 KiB, NUL and bad UTF-8 replaced by U+FFFD
     Column("request_headers", Text),
     Column("error", Text),
+    Column("response_bytes", Integer),  # the body's size as sent (migration 0003)
     UniqueConstraint("delivery_id", "attempt_number", name="uq_attempts_number"),
 )

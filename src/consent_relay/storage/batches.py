@@ -1,0 +1,235 @@
+"""Batches that one bad row cannot poison: recording attempts, replaying dead letters.
+
+A batch goes to the database as one statement (one JSON parameter: see ``queue``), which is
+what keeps the worker's database cost per delivery low. But the database refuses a statement
+whole: one row it cannot take (once, a receiver's NUL byte that PostgreSQL's ``jsonb``
+refused) failed every row beside it, and a failed record meant every delivery of the batch
+went out again when its lease ran out, with no attempt recorded.
+
+So a batch that fails for any reason but the database's availability is tried again in
+halves, down to single rows (``bisect``): the normal case costs nothing more, one bad row
+costs about ``2 log2(n)`` more statements, and only the bad row fails. PostgreSQL aborts a
+transaction at its first error, so each try has a transaction of its own (``record``) or a
+SAVEPOINT (``replay``, which must stay one transaction with the dead letters it read).
+``StorageUnavailable`` is never bisected: the caller retries the batch when the database is
+back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from sqlalchemy import text
+
+from consent_relay import errors
+from consent_relay.storage import codec, queue
+from consent_relay.storage import engine as engines
+from consent_relay.storage.queue import Result
+from consent_relay.storage.tx import Tx
+
+log = logging.getLogger("consent_relay.storage")
+T = TypeVar("T")
+Writer = Callable[[], AbstractAsyncContextManager[Tx]]  # Store.write
+
+# Stored in an attempt's ``error`` in place of texts the database refused (its body, error
+# and request headers are then left out); the attempt still counts.
+UNSTORABLE_NOTE = (
+    "not stored: the database refused this attempt's response body, error text or request "
+    "headers (the worker's log says why)"
+)
+
+
+async def bisect(
+    items: Sequence[T],
+    attempt: Callable[[Sequence[T]], Awaitable[None]],
+    alone: Callable[[T, Exception], Awaitable[None]],
+) -> None:
+    """``attempt(items)``; if it fails (not for availability), each half the same way, down
+    to single items; a single item that fails goes to ``alone`` with the reason."""
+    if not items:
+        return
+    try:
+        await attempt(items)
+    except errors.StorageUnavailable:
+        raise
+    except Exception as exc:
+        if len(items) == 1:
+            await alone(items[0], exc)
+            return
+        middle = len(items) // 2
+        await bisect(items[:middle], attempt, alone)
+        await bisect(items[middle:], attempt, alone)
+
+
+def describe(exc: BaseException) -> str:
+    """The database's own reason, on one line, for a log. (SQLAlchemy's text goes on with
+    the statement and its parameters: every row of the batch.)"""
+    cause: BaseException = exc
+    while isinstance(cause, errors.ConsentRelayError) and cause.__cause__ is not None:
+        cause = cause.__cause__  # Conflict and the like wrap the driver's error
+    cause = getattr(cause, "orig", None) or cause
+    first = (str(cause).splitlines() or [""])[0][:300]
+    line = f"{type(cause).__name__}: {first}"
+    # A log line is JSON too (logs.JsonFormatter): no lone surrogate may reach it.
+    return line.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+# -- recording attempts -----------------------------------------------------------------------
+
+
+@dataclass
+class Recorded:
+    """What became of a batch of results (``record``)."""
+
+    kept: list[Result] = field(default_factory=list)  # recorded (``noted`` among them)
+    noted: list[Result] = field(default_factory=list)  # recorded with UNSTORABLE_NOTE
+    lost: list[Result] = field(default_factory=list)  # the lease had moved on: not recorded
+    failed: list[Result] = field(default_factory=list)  # not recorded: the lease runs out
+
+    def settled(self) -> set[int]:
+        """The deliveries (pk) done with, one way or another."""
+        return {r.claimed.pk for r in (*self.kept, *self.lost, *self.failed)}
+
+    def add(self, tried: Sequence[Result], kept: Sequence[Result]) -> None:
+        held = {r.claimed.pk for r in kept}
+        self.kept.extend(kept)
+        self.lost.extend(r for r in tried if r.claimed.pk not in held)
+
+
+async def record(
+    write: Writer,
+    results: Sequence[Result],
+    *,
+    now_ms: int,
+    now: str,
+    into: Recorded | None = None,
+) -> Recorded:
+    """Record a batch of results (``queue.record``), one bad row failing alone.
+
+    A result the database refuses, alone, is recorded again with ``UNSTORABLE_NOTE`` in
+    place of its texts: its attempt counts, retries and dead-lettering go on as for any
+    other. Should even that fail, its delivery is updated without an attempt row; should
+    that fail too, it is left to its lease (and logged). The reason is always logged.
+
+    Raises ``StorageUnavailable``, after which ``into`` (when given) holds what was settled
+    before: retry the others (``Recorded.settled``).
+    """
+    done = Recorded() if into is None else into
+
+    async def attempt(batch: Sequence[Result]) -> None:
+        async with write() as tx:
+            kept = await queue.record(tx, batch, now_ms=now_ms, now=now)
+        done.add(batch, kept)
+
+    async def alone(result: Result, reason: Exception) -> None:
+        await _record_alone(write, result, reason, now_ms=now_ms, now=now, done=done)
+
+    await bisect(results, attempt, alone)
+    return done
+
+
+async def _record_alone(
+    write: Writer, result: Result, reason: Exception, *, now_ms: int, now: str, done: Recorded
+) -> None:
+    where = f"attempt {result.claimed.attempt_count + 1} of delivery {result.claimed.id}"
+    log.error(
+        "%s could not be stored (%s); recording it without its texts", where, describe(reason)
+    )
+    noted = dataclasses.replace(
+        result, response_body=None, request_headers=None, error=UNSTORABLE_NOTE
+    )
+    for with_attempt in (True, False):
+        try:
+            async with write() as tx:
+                kept = await queue.record(
+                    tx, [noted], now_ms=now_ms, now=now, with_attempts=with_attempt
+                )
+        except errors.StorageUnavailable:
+            raise
+        except Exception as exc:
+            if with_attempt:
+                log.error(
+                    "%s could not be stored even without its texts (%s); updating its "
+                    "delivery without an attempt row",
+                    where,
+                    describe(exc),
+                )
+                continue
+            log.error(
+                "%s: its delivery could not be updated (%s); its lease will run out and it "
+                "will be tried again",
+                where,
+                describe(exc),
+            )
+            done.failed.append(result)
+            return
+        done.add([noted], kept)
+        done.noted.extend(kept)
+        return
+
+
+# -- replaying dead letters -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    pk: int
+    id: str
+    organization_id: str
+    webhook_id: str
+    message_id: str
+    user_id: str
+
+
+@dataclass
+class Replayed:
+    """What became of the dead letters of a replay: ``(dead letter id, new delivery id)``
+    for those replayed, ``(dead letter id, reason)`` for those the database refused."""
+
+    replayed: list[tuple[str, str]] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+async def replay(tx: Tx, dead: Sequence[DeadLetter], now_ms: int, now: str) -> Replayed:
+    """Each dead letter as a new delivery of its message at the back of its queue, the two
+    linked (``replayed_by``, ``replay_of``), in ``tx``; a dead letter the database refuses
+    is left as it is (and logged), the others are replayed."""
+    done = Replayed()
+
+    async def attempt(batch: Sequence[DeadLetter]) -> None:
+        async with engines.translate_errors(), tx.conn.begin_nested():
+            new_ids = await queue.append(
+                tx,
+                [(d.organization_id, d.webhook_id, d.message_id, d.user_id) for d in batch],
+                now_ms,
+                now,
+            )
+            pairs = [(d, new_id) for d, new_id in zip(batch, new_ids, strict=True)]
+            await _link_replays(tx, pairs)
+        done.replayed.extend((d.id, new_id) for d, new_id in pairs)
+
+    async def alone(letter: DeadLetter, reason: Exception) -> None:
+        log.error("dead letter %s could not be replayed (%s)", letter.id, describe(reason))
+        done.failed.append((letter.id, describe(reason)))
+
+    await bisect(dead, attempt, alone)
+    return done
+
+
+async def _link_replays(tx: Tx, pairs: Sequence[tuple[DeadLetter, str]]) -> None:
+    rows: list[dict[str, Any]] = [{"pk": d.pk, "old": d.id, "new": n} for d, n in pairs]
+    source = queue.rows_source(tx.dialect, [("pk", "bigint"), ("old", "text"), ("new", "text")])
+    params = {"rows": codec.dumps(rows)}
+    await tx.conn.execute(
+        text(f"UPDATE deliveries SET replayed_by = v.new FROM {source} WHERE deliveries.pk = v.pk"),
+        params,
+    )
+    await tx.conn.execute(
+        text(f"UPDATE deliveries SET replay_of = v.old FROM {source} WHERE deliveries.id = v.new"),
+        params,
+    )

@@ -1,0 +1,251 @@
+"""No batch is poisoned by one row (storage.batches), on SQLite and PostgreSQL.
+
+A row is made to fail in the database itself: a trigger refuses it (or, for the text a
+receiver chose, the database's own refusal), and the other rows of its batch must be
+recorded, the bad one's attempt recorded with a note, and the reason logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy import select, text
+
+from consent_relay import ids
+from consent_relay.schemas import EventIn, WebhookIn
+from consent_relay.services import consents, deliveries, webhooks
+from consent_relay.services.context import Context
+from consent_relay.storage import batches, queue
+from consent_relay.storage.queue import Claimed, Result
+from consent_relay.storage.tables import attempts
+from consent_relay.storage.tables import deliveries as deliveries_table
+
+NOW = "2026-01-01T00:00:00.000Z"
+USERS = 7  # an odd batch: halves of unequal size
+
+
+async def _heads(ctx: Context, org_id: str, users: int = USERS) -> tuple[str, list[Claimed]]:
+    """A webhook, one event per user (two deliveries a user: the first is due), all claimed."""
+    hook = await webhooks.create_webhook(
+        ctx, org_id, WebhookIn.model_validate({"url": "http://127.0.0.1:9/x"})
+    )
+    for n in range(users):
+        await consents.create_event(ctx, org_id, EventIn.model_validate({"user": {"id": f"u{n}"}}))
+    async with ctx.store.write() as tx:
+        claimed = await queue.claim(
+            tx, limit=100, now_ms=ctx.clock_ms(), lease="worker-a", lease_ms=60_000
+        )
+    assert len(claimed) == users
+    return str(hook["id"]), claimed
+
+
+def _result(item: Claimed, body: str = "fine", status: str = "pending", **fields: Any) -> Result:
+    values: dict[str, Any] = {
+        "claimed": item,
+        "status": status,
+        "due_ms": 1 if status == "pending" else None,
+        "outcome": "E_HTTP",
+        "attempt_id": ids.new_id("atm"),
+        "started_at": NOW,
+        "duration_ms": 5,
+        "status_code": 500,
+        "response_body": body,
+        "request_headers": {"webhook-id": item.message_id},
+        "error": "HTTP 500",
+        "response_bytes": len(body),
+    }
+    values.update(fields)
+    return Result(**values)
+
+
+async def _record(ctx: Context, results: list[Result]) -> batches.Recorded:
+    return await batches.record(ctx.store.write, results, now_ms=ctx.clock_ms(), now=NOW)
+
+
+@contextlib.asynccontextmanager
+async def refusing(ctx: Context, table: str, condition: str) -> AsyncIterator[None]:
+    """A trigger that makes the database refuse the rows of ``table`` inserted where
+    ``condition`` (on ``NEW``) holds: a row of a batch that fails in the database itself."""
+    async with ctx.store.write() as tx:
+        if tx.dialect == "postgresql":
+            await tx.conn.execute(
+                text(
+                    "CREATE OR REPLACE FUNCTION refuse_row() RETURNS trigger LANGUAGE plpgsql "
+                    f"AS $$ BEGIN IF {condition} THEN RAISE EXCEPTION 'row refused by test'; "
+                    "END IF; RETURN NEW; END $$"
+                )
+            )
+            await tx.conn.execute(
+                text(
+                    f"CREATE TRIGGER refuse_row BEFORE INSERT ON {table} "
+                    "FOR EACH ROW EXECUTE FUNCTION refuse_row()"
+                )
+            )
+        else:
+            await tx.conn.execute(
+                text(
+                    f"CREATE TRIGGER refuse_row BEFORE INSERT ON {table} WHEN {condition} "
+                    "BEGIN SELECT RAISE(ABORT, 'row refused by test'); END"
+                )
+            )
+    try:
+        yield
+    finally:
+        async with ctx.store.write() as tx:
+            if tx.dialect == "postgresql":  # (the test database outlives the test)
+                await tx.conn.execute(text(f"DROP TRIGGER IF EXISTS refuse_row ON {table}"))
+                await tx.conn.execute(text("DROP FUNCTION IF EXISTS refuse_row()"))
+            else:
+                await tx.conn.execute(text("DROP TRIGGER IF EXISTS refuse_row"))
+
+
+async def _attempts_by_delivery(ctx: Context) -> dict[str, Any]:
+    async with ctx.store.read() as tx:
+        found = await tx.conn.execute(select(attempts))
+        return {row.delivery_id: row for row in found}
+
+
+async def _delivery(ctx: Context, pk: int) -> Any:
+    async with ctx.store.read() as tx:
+        query = select(deliveries_table).where(deliveries_table.c.pk == pk)
+        return (await tx.conn.execute(query)).one()
+
+
+@pytest.fixture
+def caplog_storage(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    caplog.set_level(logging.INFO, logger="consent_relay")
+    return caplog
+
+
+async def test_a_row_the_database_refuses_fails_alone_and_is_recorded_with_a_note(
+    ctx: Context, org: tuple[str, str], caplog_storage: pytest.LogCaptureFixture
+) -> None:
+    _hook, claimed = await _heads(ctx, org[0])
+    bad = claimed[3]
+    results = [_result(c, "poison" if c is bad else "fine") for c in claimed]
+    async with refusing(ctx, "attempts", "NEW.response_body = 'poison'"):
+        recorded = await _record(ctx, results)
+
+    assert {r.claimed.pk for r in recorded.kept} == {c.pk for c in claimed}
+    assert [r.claimed.pk for r in recorded.noted] == [bad.pk]
+    assert recorded.lost == recorded.failed == []
+    rows = await _attempts_by_delivery(ctx)
+    assert set(rows) == {c.id for c in claimed}  # one attempt each, the bad one's too
+    for item in claimed:
+        row = rows[item.id]
+        assert (row.attempt_number, row.status_code, row.outcome) == (1, 500, "E_HTTP")
+        if item is bad:
+            assert (row.response_body, row.request_headers) == (None, None)
+            assert row.error == batches.UNSTORABLE_NOTE
+            assert row.response_bytes == len("poison")
+        else:
+            assert (row.response_body, row.error, row.response_bytes) == ("fine", "HTTP 500", 4)
+        delivery = await _delivery(ctx, item.pk)
+        assert (delivery.attempt_count, delivery.status, delivery.lease_owner) == (
+            1,
+            "pending",
+            None,
+        )
+    log = caplog_storage.text
+    assert "row refused by test" in log  # the database's own reason
+    assert bad.id in log
+    assert "leases had moved on" not in log
+
+
+async def test_text_a_database_cannot_take_fails_only_its_row(
+    ctx: Context, org: tuple[str, str]
+) -> None:
+    """Unsanitized receiver text given straight to storage: a NUL (PostgreSQL's jsonb
+    refuses it) and a lone surrogate (no UTF-8 encoding at all)."""
+    _hook, claimed = await _heads(ctx, org[0])
+    nul, surrogate = claimed[0], claimed[5]
+    results = [_result(c) for c in claimed]
+    results[0] = _result(nul, "a\x00b")
+    results[5] = _result(surrogate, error="HTTP 500 \udcff")
+    recorded = await _record(ctx, results)
+
+    assert {r.claimed.pk for r in recorded.kept} == {c.pk for c in claimed}
+    noted = {r.claimed.pk for r in recorded.noted}
+    rows = await _attempts_by_delivery(ctx)
+    assert set(rows) == {c.id for c in claimed}
+    assert surrogate.pk in noted
+    assert rows[surrogate.id].error == batches.UNSTORABLE_NOTE
+    if ctx.store.is_sqlite:  # SQLite takes it (json_extract cuts the text at the NUL)
+        assert rows[nul.id].response_body.startswith("a")
+    else:
+        assert nul.pk in noted
+        assert rows[nul.id].error == batches.UNSTORABLE_NOTE
+    for item in claimed[1:5]:
+        assert rows[item.id].response_body == "fine"
+
+
+async def test_a_refused_last_attempt_still_dead_letters_and_frees_the_queue(
+    ctx: Context, org: tuple[str, str]
+) -> None:
+    _hook, claimed = await _heads(ctx, org[0], users=3)
+    bad = claimed[1]
+    results = [_result(c, "poison" if c is bad else "fine", status="dead") for c in claimed]
+    async with refusing(ctx, "attempts", "NEW.response_body = 'poison'"):
+        recorded = await _record(ctx, results)
+    assert [r.claimed.pk for r in recorded.noted] == [bad.pk]
+    assert (await _delivery(ctx, bad.pk)).status == "dead"
+    async with ctx.store.write() as tx:  # every queue's second delivery is its head now
+        following = await queue.claim(
+            tx, limit=100, now_ms=ctx.clock_ms(), lease="worker-b", lease_ms=60_000
+        )
+    assert sorted((c.user_id, c.seq) for c in following) == sorted(
+        (c.user_id, c.seq + 1) for c in claimed
+    )
+
+
+async def test_a_row_refused_even_without_its_texts_still_counts_its_attempt(
+    ctx: Context, org: tuple[str, str], caplog_storage: pytest.LogCaptureFixture
+) -> None:
+    _hook, claimed = await _heads(ctx, org[0], users=4)
+    bad = claimed[2]
+    results = [_result(c) for c in claimed]
+    async with refusing(ctx, "attempts", f"NEW.delivery_id = '{bad.id}'"):
+        recorded = await _record(ctx, results)
+    assert {r.claimed.pk for r in recorded.kept} == {c.pk for c in claimed}
+    rows = await _attempts_by_delivery(ctx)
+    assert set(rows) == {c.id for c in claimed} - {bad.id}
+    delivery = await _delivery(ctx, bad.pk)
+    assert (delivery.attempt_count, delivery.lease_owner) == (1, None)
+    assert "without an attempt row" in caplog_storage.text
+
+
+async def test_a_lost_lease_is_still_told_apart(ctx: Context, org: tuple[str, str]) -> None:
+    _hook, claimed = await _heads(ctx, org[0], users=3)
+    taken = dataclasses.replace(claimed[0], lease="someone-else")
+    recorded = await _record(ctx, [_result(taken), *(_result(c) for c in claimed[1:])])
+    assert [r.claimed.pk for r in recorded.lost] == [taken.pk]
+    assert recorded.noted == recorded.failed == []
+    assert len(recorded.kept) == 2
+
+
+async def test_a_replay_with_one_refused_dead_letter_replays_the_others(
+    ctx: Context, org: tuple[str, str], caplog_storage: pytest.LogCaptureFixture
+) -> None:
+    hook_id, claimed = await _heads(ctx, org[0], users=5)
+    await _record(ctx, [_result(c, status="dead") for c in claimed])
+    bad = claimed[2]
+    async with refusing(ctx, "deliveries", f"NEW.message_id = '{bad.message_id}'"):
+        count = await deliveries.replay(ctx, org[0], hook_id)
+    assert count == 4
+    for item in claimed:
+        row = await _delivery(ctx, item.pk)
+        assert (row.replayed_by is None) == (item is bad)
+    async with ctx.store.read() as tx:
+        replays = list(
+            await tx.conn.execute(
+                select(deliveries_table).where(deliveries_table.c.replay_of.is_not(None))
+            )
+        )
+    assert sorted(r.replay_of for r in replays) == sorted(c.id for c in claimed if c is not bad)
+    assert f"dead letter {bad.id} could not be replayed" in caplog_storage.text
+    assert "row refused by test" in caplog_storage.text
