@@ -39,6 +39,7 @@ from consent_relay.dashboard.session import (
     check_csrf,
     clear_cookie,
     current,
+    end,
     require,
     sessions_for,
     set_cookie,
@@ -270,7 +271,8 @@ async def login(request: Request) -> Response:
 
 @router.post("/logout")
 async def logout(request: Request) -> Response:
-    await _posted(request)
+    session, _form = await _posted(request)
+    await end(request, session)  # on the server: a copy of the cookie is refused too
     response = _redirect("/login", notice="signed-out")
     clear_cookie(response, request, SESSION_COOKIE)
     return response

@@ -1,11 +1,17 @@
-"""Dashboard sign-in: a signed session cookie, re-checked against the API key on each request.
+"""Dashboard sign-in: a signed session cookie, re-checked on the server on each request.
 
-The cookie holds the organization id, the SHA-256 hash of the API key that signed in and a
-random CSRF token, signed (not encrypted: none of it is secret from its owner) with
-itsdangerous under a key derived from the secret-box key. Every request looks the hash up
-again, so revoking the API key ends its sessions at once. Every POST must carry the session's
-CSRF token in a hidden ``csrf_token`` field; the sign-in form itself is protected the same way
-by a short-lived pre-session cookie. Cookies are HttpOnly, SameSite=Strict, Path=/dashboard.
+The cookie holds a random session id, the organization id, the SHA-256 hash of the API key
+that signed in and a random CSRF token, signed with a timestamp (not encrypted: none of it is
+secret from its owner) with itsdangerous under a key derived from the secret-box key. The
+server refuses it after ``SESSION_MAX_AGE`` by its signed timestamp, whatever the browser
+keeps. Every request looks the key hash up again, so revoking the API key ends its sessions
+at once, and looks the session id up among the sign-outs (``dashboard_logouts``), so signing
+out ends the session on the server: a copy of the cookie taken before is refused after it, by
+every process. A deny-list of sign-outs rather than a table of live sessions: only a sign-out
+writes (signing in stays a cookie), and the rows last only as long as the cookie could.
+Every POST must carry the session's CSRF token in a hidden ``csrf_token`` field; the sign-in
+form itself is protected the same way by a short-lived pre-session cookie. Cookies are
+HttpOnly, SameSite=Strict, Path=/dashboard.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,11 +30,14 @@ from starlette.responses import Response
 from consent_relay import crypto
 from consent_relay.services.context import Context
 from consent_relay.settings import Settings
+from consent_relay.storage import logouts
 
 SESSION_COOKIE = "cr_dashboard"
 LOGIN_COOKIE = "cr_dashboard_login"
 COOKIE_PATH = "/dashboard"
 SESSION_MAX_AGE = 8 * 3600  # seconds; sign in again after a working day
+# A sign-out is remembered this much longer than a cookie lasts: processes' clocks may differ.
+LOGOUT_MARGIN = 3600
 LOGIN_MAX_AGE = 3600  # the sign-in form stays usable this long
 CSRF_FIELD = "csrf_token"
 _DERIVATION_LABEL = b"consent-relay/dashboard-session/v1"
@@ -46,6 +56,7 @@ class Session:
     organization_id: str
     key_hash: str
     csrf_token: str
+    session_id: str
 
 
 def key_material(settings: Settings) -> bytes:
@@ -76,16 +87,25 @@ class Sessions:
     # -- the session -----------------------------------------------------------------------
 
     def issue(self, organization_id: str, key_hash: str) -> tuple[Session, str]:
-        """A new session (fresh CSRF token) and its cookie value."""
-        session = Session(organization_id, key_hash, secrets.token_urlsafe(32))
+        """A new session (fresh id and CSRF token) and its cookie value."""
+        session = Session(
+            organization_id, key_hash, secrets.token_urlsafe(32), secrets.token_urlsafe(24)
+        )
         value = self._session.dumps(
-            {"o": session.organization_id, "k": session.key_hash, "c": session.csrf_token}
+            {
+                "o": session.organization_id,
+                "k": session.key_hash,
+                "c": session.csrf_token,
+                "i": session.session_id,
+            }
         )
         return session, value
 
     def read(self, cookie: str | None) -> Session | None:
         """The session a cookie holds, if its signature is good and it has not expired
-        (whether its API key still works is checked by ``current``)."""
+        (whether its API key still works and it was not signed out is checked by
+        ``current``). A cookie without a session id (from before sign-outs were kept) is
+        not a session: sign in again."""
         if not cookie:
             return None
         try:
@@ -94,10 +114,11 @@ class Sessions:
             return None
         if not isinstance(data, dict):
             return None
-        org, key_hash, csrf = data.get("o"), data.get("k"), data.get("c")
-        if not all(isinstance(part, str) and part for part in (org, key_hash, csrf)):
+        parts = (data.get("o"), data.get("k"), data.get("c"), data.get("i"))
+        if not all(isinstance(part, str) and part for part in parts):
             return None
-        return Session(str(org), str(key_hash), str(csrf))
+        org, key_hash, csrf, session_id = (str(part) for part in parts)
+        return Session(org, key_hash, csrf, session_id)
 
     # -- the sign-in form ------------------------------------------------------------------
 
@@ -132,14 +153,25 @@ def sessions_for(request: Request) -> Sessions:
 
 async def current(request: Request) -> Session | None:
     """The signed-in session, or None. The API key must still be valid and still belong to
-    the organization (a revoked key ends the session)."""
+    the organization (a revoked key ends the session), and the session not signed out."""
     session = sessions_for(request).read(request.cookies.get(SESSION_COOKIE))
     if session is None:
         return None
     ctx: Context = request.app.state.context
     async with ctx.store.read() as tx:
         owner = await tx.organization_for_key(session.key_hash)
-    return session if owner == session.organization_id else None
+        ended = owner is not None and await logouts.session_ended(tx, session.session_id)
+    return session if owner == session.organization_id and not ended else None
+
+
+async def end(request: Request, session: Session) -> None:
+    """Sign out on the server: the session's cookie is refused from now on, wherever it was
+    copied, until it would have expired anyway."""
+    ctx: Context = request.app.state.context
+    now_ms = int(time.time() * 1000)
+    expires_ms = now_ms + (SESSION_MAX_AGE + LOGOUT_MARGIN) * 1000
+    async with ctx.store.write() as tx:
+        await logouts.end_session(tx, session.session_id, expires_ms=expires_ms, now_ms=now_ms)
 
 
 async def require(request: Request) -> Session:

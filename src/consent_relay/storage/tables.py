@@ -190,3 +190,13 @@ attempts = Table(
     Column("response_bytes", Integer),  # the body's size as sent (migration 0003)
     UniqueConstraint("delivery_id", "attempt_number", name="uq_attempts_number"),
 )
+
+# Dashboard sessions ended by signing out before their signed cookie expired (a cookie copied
+# before the sign-out is refused while this row lasts: until the cookie could no longer be
+# used anyway). The cookie itself stays self-contained; see dashboard/session.py.
+dashboard_logouts = Table(
+    "dashboard_logouts",
+    metadata,
+    Column("session_id", Text, primary_key=True),
+    Column("expires_ms", BigInteger, nullable=False, index=True),
+)
