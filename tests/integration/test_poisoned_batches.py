@@ -29,19 +29,25 @@ NOW = "2026-01-01T00:00:00.000Z"
 USERS = 7  # an odd batch: halves of unequal size
 
 
-async def _heads(ctx: Context, org_id: str, users: int = USERS) -> tuple[str, list[Claimed]]:
-    """A webhook, one event per user (two deliveries a user: the first is due), all claimed."""
+async def _heads_unclaimed(ctx: Context, org_id: str, users: int = USERS) -> str:
+    """A webhook, one event per user (two deliveries a user: the first is due)."""
     hook = await webhooks.create_webhook(
         ctx, org_id, WebhookIn.model_validate({"url": "http://127.0.0.1:9/x"})
     )
     for n in range(users):
         await consents.create_event(ctx, org_id, EventIn.model_validate({"user": {"id": f"u{n}"}}))
+    return str(hook["id"])
+
+
+async def _heads(ctx: Context, org_id: str, users: int = USERS) -> tuple[str, list[Claimed]]:
+    """The same, all claimed."""
+    hook_id = await _heads_unclaimed(ctx, org_id, users)
     async with ctx.store.write() as tx:
         claimed = await queue.claim(
             tx, limit=100, now_ms=ctx.clock_ms(), lease="worker-a", lease_ms=60_000
         )
     assert len(claimed) == users
-    return str(hook["id"]), claimed
+    return hook_id, claimed
 
 
 def _result(item: Claimed, body: str = "fine", status: str = "pending", **fields: Any) -> Result:
@@ -249,3 +255,70 @@ async def test_a_replay_with_one_refused_dead_letter_replays_the_others(
     assert sorted(r.replay_of for r in replays) == sorted(c.id for c in claimed if c is not bad)
     assert f"dead letter {bad.id} could not be replayed" in caplog_storage.text
     assert "row refused by test" in caplog_storage.text
+
+
+async def _make_unreadable(ctx: Context, monkeypatch: pytest.MonkeyPatch, message_id: str) -> None:
+    """A message the database cannot hand back. SQLite: text that is not UTF-8 (as something
+    else than the relay could write). PostgreSQL's text is always UTF-8: there the message is
+    made invalid JSON and the claim's reads of messages parse it (``CAST AS jsonb``)."""
+    async with ctx.store.write() as tx:
+        if ctx.store.is_sqlite:
+            corrupt = "UPDATE messages SET parameters = CAST(X'7B22FF227D' AS TEXT) WHERE id = :m"
+        else:
+            corrupt = "UPDATE messages SET parameters = '{\"not json' WHERE id = :m"
+        await tx.conn.execute(text(corrupt), {"m": message_id})
+    if ctx.store.is_sqlite:
+        return
+    parsed = "CAST(CAST(m.parameters AS jsonb) AS text) AS parameters"
+    plain_sql = queue.claim_sql
+
+    def claim_sql(dialect: str, with_messages: bool = True) -> str:
+        return plain_sql(dialect, with_messages).replace("m.parameters", parsed)
+
+    async def messages_by_id(tx: Any, message_ids: list[str]) -> dict[str, dict[str, Any]]:
+        found = await tx.conn.execute(
+            text(
+                f"SELECT m.id, m.type, m.regulation, {parsed} FROM messages m "
+                "WHERE m.id = ANY(:ids)"
+            ),
+            {"ids": list(message_ids)},
+        )
+        return {r.id: {"type": r.type, "regulation": r.regulation, "parameters": r.parameters}
+                for r in found}  # fmt: skip
+
+    monkeypatch.setattr(queue, "claim_sql", claim_sql)
+    monkeypatch.setattr(queue, "messages_by_id", messages_by_id)
+
+
+async def test_an_unreadable_message_fails_only_its_own_claim(
+    ctx: Context,
+    org: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog_storage: pytest.LogCaptureFixture,
+) -> None:
+    await _heads_unclaimed(ctx, org[0])
+    async with ctx.store.read() as tx:
+        due = list(
+            await tx.conn.execute(
+                select(deliveries_table.c.pk, deliveries_table.c.message_id)
+                .where(deliveries_table.c.due_ms.is_not(None))
+                .order_by(deliveries_table.c.pk)
+            )
+        )
+    assert len(due) == USERS
+    bad = due[2]
+    await _make_unreadable(ctx, monkeypatch, bad.message_id)
+    now = ctx.clock_ms()
+    with pytest.raises(Exception):  # noqa: B017, PT011 - the plain claim fails as a whole
+        async with ctx.store.write() as tx:
+            await queue.claim(tx, limit=100, now_ms=now, lease="plain", lease_ms=60_000)
+
+    claimed = await batches.claim(
+        ctx.store.write, ctx.store.read, limit=100, now_ms=now, lease="w", lease_ms=60_000
+    )
+    assert sorted(c.pk for c in claimed) == sorted(d.pk for d in due if d is not bad)
+    assert all(c.message is not None and c.message["parameters"] for c in claimed)
+    row = await _delivery(ctx, bad.pk)  # leased: tried again when the lease runs out
+    assert (row.lease_owner, row.due_ms, row.attempt_count) == ("w", now + 60_000, 0)
+    assert f"message {bad.message_id}" in caplog_storage.text
+    assert "cannot be read" in caplog_storage.text

@@ -1,6 +1,6 @@
 """The delivery worker: claim, send, record, as separate short steps.
 
-    claim   one short transaction leases a batch of due queue heads (storage.queue.claim)
+    claim   one short transaction leases a batch of due queue heads (storage.batches.claim)
     send    no transaction open; ``concurrency`` sender coroutines, one request each at a time
     record  results are batched into one short transaction that checks the leases
 
@@ -125,15 +125,15 @@ class Worker:
         excluded.extend(self.webhooks.broken)
         now_ms = self.ctx.clock_ms()
         lease = f"{self.id}:{ids.new_id('ls')[-10:]}"
-        async with self.ctx.store.write() as tx:
-            claimed = await queue.claim(
-                tx,
-                limit=want,
-                now_ms=now_ms,
-                lease=lease,
-                lease_ms=self.lease_ms,
-                excluded=excluded,
-            )
+        claimed = await batches.claim(  # one unreadable message cannot stop every claim
+            self.ctx.store.write,
+            self.ctx.store.read,
+            limit=want,
+            now_ms=now_ms,
+            lease=lease,
+            lease_ms=self.lease_ms,
+            excluded=excluded,
+        )
         if not claimed:
             return False
         hooks = await self.webhooks.get_many({c.webhook_id for c in claimed})

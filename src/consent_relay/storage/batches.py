@@ -1,4 +1,5 @@
-"""Batches that one bad row cannot poison: recording attempts, replaying dead letters.
+"""Batches that one bad row cannot poison: recording attempts, claiming deliveries,
+replaying dead letters.
 
 A batch goes to the database as one statement (one JSON parameter: see ``queue``), which is
 what keeps the worker's database cost per delivery low. But the database refuses a statement
@@ -11,8 +12,8 @@ halves, down to single rows (``bisect``): the normal case costs nothing more, on
 costs about ``2 log2(n)`` more statements, and only the bad row fails. PostgreSQL aborts a
 transaction at its first error, so each try has a transaction of its own (``record``) or a
 SAVEPOINT (``replay``, which must stay one transaction with the dead letters it read).
-``StorageUnavailable`` is never bisected: the caller retries the batch when the database is
-back.
+``StorageUnavailable`` is never bisected (the caller retries the batch when the database is
+back), except by ``claim``, for a reason given there.
 """
 
 from __future__ import annotations
@@ -29,12 +30,12 @@ from sqlalchemy import text
 from consent_relay import errors
 from consent_relay.storage import codec, queue
 from consent_relay.storage import engine as engines
-from consent_relay.storage.queue import Result
+from consent_relay.storage.queue import Claimed, Result
 from consent_relay.storage.tx import Tx
 
 log = logging.getLogger("consent_relay.storage")
 T = TypeVar("T")
-Writer = Callable[[], AbstractAsyncContextManager[Tx]]  # Store.write
+Opener = Callable[[], AbstractAsyncContextManager[Tx]]  # Store.write or Store.read
 
 # Stored in an attempt's ``error`` in place of texts the database refused (its body, error
 # and request headers are then left out); the attempt still counts.
@@ -48,22 +49,27 @@ async def bisect(
     items: Sequence[T],
     attempt: Callable[[Sequence[T]], Awaitable[None]],
     alone: Callable[[T, Exception], Awaitable[None]],
+    *,
+    unavailable_too: bool = False,
 ) -> None:
-    """``attempt(items)``; if it fails (not for availability), each half the same way, down
-    to single items; a single item that fails goes to ``alone`` with the reason."""
+    """``attempt(items)``; if it fails (not for availability, unless ``unavailable_too``),
+    each half the same way, down to single items; a single item that fails goes to ``alone``
+    with the reason."""
     if not items:
         return
     try:
         await attempt(items)
-    except errors.StorageUnavailable:
-        raise
+        return
     except Exception as exc:
-        if len(items) == 1:
-            await alone(items[0], exc)
-            return
-        middle = len(items) // 2
-        await bisect(items[:middle], attempt, alone)
-        await bisect(items[middle:], attempt, alone)
+        if isinstance(exc, errors.StorageUnavailable) and not unavailable_too:
+            raise
+        failure = exc
+    if len(items) == 1:
+        await alone(items[0], failure)
+        return
+    middle = len(items) // 2
+    await bisect(items[:middle], attempt, alone, unavailable_too=unavailable_too)
+    await bisect(items[middle:], attempt, alone, unavailable_too=unavailable_too)
 
 
 def describe(exc: BaseException) -> str:
@@ -102,7 +108,7 @@ class Recorded:
 
 
 async def record(
-    write: Writer,
+    write: Opener,
     results: Sequence[Result],
     *,
     now_ms: int,
@@ -134,7 +140,7 @@ async def record(
 
 
 async def _record_alone(
-    write: Writer, result: Result, reason: Exception, *, now_ms: int, now: str, done: Recorded
+    write: Opener, result: Result, reason: Exception, *, now_ms: int, now: str, done: Recorded
 ) -> None:
     where = f"attempt {result.claimed.attempt_count + 1} of delivery {result.claimed.id}"
     log.error(
@@ -171,6 +177,78 @@ async def _record_alone(
         done.add([noted], kept)
         done.noted.extend(kept)
         return
+
+
+# -- claiming deliveries ---------------------------------------------------------------------
+
+
+async def claim(
+    write: Opener,
+    read: Opener,
+    *,
+    limit: int,
+    now_ms: int,
+    lease: str,
+    lease_ms: int,
+    excluded: Sequence[str] = (),
+) -> list[Claimed]:
+    """Lease due heads with their messages (``queue.claim``), one unreadable message failing
+    alone.
+
+    The claim reads the heads' messages in its own transaction (on PostgreSQL in its one
+    statement), so a message the database cannot hand back (on SQLite, text that is not
+    UTF-8, written by something else than us) failed every claim, oldest due first, and the
+    worker delivered nothing. SQLite reports that as an ``OperationalError``, which reads as
+    the database being unavailable: so here any failure of the claim is followed by a claim
+    without messages (which fails in turn when the database is really away), then by reading
+    the messages in halves. A head whose message cannot be read stays leased (tried again
+    when the lease runs out) and is logged; the others are returned.
+    """
+    try:
+        async with write() as tx:
+            return await queue.claim(
+                tx, limit=limit, now_ms=now_ms, lease=lease, lease_ms=lease_ms, excluded=excluded
+            )
+    except Exception as exc:
+        failure = exc
+    async with write() as tx:
+        bare = await queue.claim(
+            tx,
+            limit=limit,
+            now_ms=now_ms,
+            lease=lease,
+            lease_ms=lease_ms,
+            excluded=excluded,
+            with_messages=False,
+        )
+    log.error(
+        "claim failed (%s); %d deliveries claimed without their messages, read apart",
+        describe(failure),
+        len(bare),
+    )
+    found: dict[str, queue.Message] = {}
+    unreadable: set[int] = set()
+
+    async def attempt(heads: Sequence[Claimed]) -> None:
+        async with read() as tx:
+            found.update(await queue.messages_by_id(tx, [c.message_id for c in heads]))
+
+    async def alone(head: Claimed, reason: Exception) -> None:
+        log.error(
+            "message %s of delivery %s cannot be read (%s); the delivery is tried again "
+            "when its lease runs out",
+            head.message_id,
+            head.id,
+            describe(reason),
+        )
+        unreadable.add(head.pk)
+
+    await bisect(bare, attempt, alone, unavailable_too=True)
+    return [
+        dataclasses.replace(c, message=found.get(c.message_id))
+        for c in bare
+        if c.pk not in unreadable
+    ]
 
 
 # -- replaying dead letters -------------------------------------------------------------------

@@ -217,8 +217,9 @@ async def notify_workers(tx: Tx) -> None:
 
 
 @functools.cache
-def claim_sql(dialect: str) -> str:
-    """The claim statement (parameters ``now``, ``limit``, ``lease``, ``until``, ``excluded``)."""
+def claim_sql(dialect: str, with_messages: bool = True) -> str:
+    """The claim statement (parameters ``now``, ``limit``, ``lease``, ``until``, ``excluded``);
+    on PostgreSQL it returns each head's message too, unless told not to."""
     # SQLite's planner, left to itself, walks every delivery of the webhook (all statuses)
     # and sorts them: a claim took time in proportion to the history. The due index it is.
     hint = " INDEXED BY ix_deliveries_due" if dialect == "sqlite" else ""
@@ -237,7 +238,7 @@ def claim_sql(dialect: str) -> str:
         WHERE pk IN ({pick})
         RETURNING pk, id, webhook_id, message_id, user_id, seq, attempt_count
     """
-    if dialect == "postgresql":
+    if dialect == "postgresql" and with_messages:
         sql = f"""
             WITH c AS ({sql})
             SELECT c.*, m.type, m.regulation, m.parameters
@@ -247,11 +248,19 @@ def claim_sql(dialect: str) -> str:
 
 
 async def claim(
-    tx: Tx, *, limit: int, now_ms: int, lease: str, lease_ms: int, excluded: Sequence[str] = ()
+    tx: Tx,
+    *,
+    limit: int,
+    now_ms: int,
+    lease: str,
+    lease_ms: int,
+    excluded: Sequence[str] = (),
+    with_messages: bool = True,
 ) -> list[Claimed]:
     """Lease up to ``limit`` due heads of enabled webhooks, oldest due first, each with its
-    message (on PostgreSQL in the same statement: one round trip a batch)."""
-    sql = claim_sql(tx.dialect)
+    message (on PostgreSQL in the same statement: one round trip a batch). Without
+    ``with_messages``, no message is read (``batches.claim``'s way round an unreadable one)."""
+    sql = claim_sql(tx.dialect, with_messages)
     result = await tx.conn.execute(
         text(sql),
         {
@@ -263,7 +272,9 @@ async def claim(
         },
     )
     rows = result.all()
-    if tx.dialect == "postgresql":
+    if not with_messages:
+        found: dict[str, Message] = {}
+    elif tx.dialect == "postgresql":
         found = {
             r.message_id: {"type": r.type, "regulation": r.regulation, "parameters": r.parameters}
             for r in rows
