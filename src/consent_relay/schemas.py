@@ -94,9 +94,24 @@ def _utc(value: datetime | None) -> datetime | None:
     return value
 
 
-Identifier = Annotated[
-    str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^\s/?#\x00]+$")
-]
+# No whitespace (spelled out: \s differs between Python, Rust and ECMA regexes, and the
+# OpenAPI schema must refuse exactly what the API does), no /, ?, # or NUL.
+ID_PATTERN = (
+    r"^[^\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff/?#\x00]+$"
+)
+Identifier = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=ID_PATTERN)]
+
+
+def _keys_as_property_names(schema: dict[str, Any]) -> None:
+    """pydantic states constrained keys as ``patternProperties``, which in JSON Schema lets
+    any other key through; say ``propertyNames`` instead, as the API refuses other keys."""
+    patterns = schema.pop("patternProperties", None)
+    if patterns:
+        [(pattern, value)] = patterns.items()
+        schema.setdefault("propertyNames", {})["pattern"] = pattern
+        schema["additionalProperties"] = value
+
+
 ShortText = Annotated[
     str, StringConstraints(max_length=1024, pattern=NO_NUL), AfterValidator(_no_nul)
 ]
@@ -208,7 +223,9 @@ class PurposeIn(Strict):
     enabled: bool | None = None
     enabled_li: bool | None = None
     metadata: Metadata = Field(default_factory=dict)
-    values: dict[Identifier, PreferenceValue] = Field(default_factory=dict)
+    values: dict[Identifier, PreferenceValue] = Field(
+        default_factory=dict, json_schema_extra=_keys_as_property_names
+    )
 
 
 class ChannelIn(Strict):

@@ -11,7 +11,16 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from consent_relay import __version__, crypto
-from consent_relay.api import admin, deliveries, events, problems, system, users, webhooks
+from consent_relay.api import (
+    admin,
+    deliveries,
+    events,
+    openapi,
+    problems,
+    system,
+    users,
+    webhooks,
+)
 from consent_relay.api.limits import BodyLimit
 from consent_relay.api.observe import RequestMetrics
 from consent_relay.dashboard import routes as dashboard
@@ -60,6 +69,7 @@ def create_app(
         app.include_router(module.router, responses=errors_doc)
     app.include_router(system.router)
     app.include_router(dashboard.router)
+    openapi.install(app)
     app.mount("/dashboard/static", StaticFiles(directory=STATIC), name="dashboard-static")
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetrics)

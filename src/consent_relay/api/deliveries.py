@@ -10,7 +10,7 @@ from pydantic import Field, StringConstraints
 from consent_relay.api.deps import Ctx, Cursor, JSONOut, Limit, Org
 from consent_relay.api.params import DeliveryId, WebhookId
 from consent_relay.domain.timefmt import format_ts
-from consent_relay.schemas import Strict, Timestamp
+from consent_relay.schemas import NO_NUL, Strict, Timestamp
 from consent_relay.services import deliveries
 
 router = APIRouter(tags=["deliveries"])
@@ -21,7 +21,7 @@ class ReplayIn(Strict):
 
     delivery_ids: (
         Annotated[
-            list[Annotated[str, StringConstraints(min_length=1, max_length=256)]],
+            list[Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=NO_NUL)]],
             Field(min_length=1, max_length=10_000),
         ]
         | None

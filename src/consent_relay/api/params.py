@@ -15,7 +15,6 @@ from pydantic import AfterValidator
 
 from consent_relay.input_text import unstorable_reason
 
-ID_PATTERN = r"^[^\s/?#\x00]+$"
 MAX_ID_LENGTH = 256
 MAX_QUERY_TEXT = 512
 
@@ -35,7 +34,8 @@ def _storable_id(value: str) -> str:
 
 
 def _path_id(description: str) -> object:
-    return Path(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN, description=description)
+    """An id: anything but an existing one is a 404, so no pattern beyond the length."""
+    return Path(min_length=1, max_length=MAX_ID_LENGTH, description=description)
 
 
 EventId = Annotated[str, _path_id("The consent event's id"), AfterValidator(_storable_id)]

@@ -1,0 +1,248 @@
+"""Property-based fuzzing of the whole API from its own /openapi.json (schemathesis), on SQLite
+and PostgreSQL, with a fixed seed and a bounded number of examples.
+
+- every operation, with data that fits the schema: no 5xx, answers with the documented status
+  codes, media types and shapes, and schema-valid data accepted except where a rule the schema
+  cannot state refuses it (``SEMANTIC_FIELDS``, named by the problem's fields);
+- every operation, with data that breaks the schema: no 5xx;
+- the stateful phase: sequences that follow the OpenAPI links (a created webhook to its test
+  send, deliveries and replay; an event to its user...): no 5xx, documented answers.
+
+The app runs in schemathesis' own event loop (its ASGI client), with its own context; the
+database and the organization are prepared first, in a loop of their own. Host names in
+generated URLs are not looked up (no DNS from a test): a failed lookup is not a refusal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import schemathesis
+from fastapi import FastAPI
+from hypothesis import HealthCheck, Phase, given, seed
+from hypothesis import settings as hypothesis_settings
+from hypothesis.errors import Unsatisfiable
+from schemathesis import Case as GenericCase
+from schemathesis import CheckContext, GenerationMode, Response
+from schemathesis.checks import not_a_server_error
+from schemathesis.python.asgi import shutdown_lifespans
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from consent_relay import crypto
+from consent_relay.api.app import create_app
+from consent_relay.delivery import targets
+from consent_relay.schemas import OrganizationIn
+from consent_relay.services import orgs
+from consent_relay.services.context import Context
+from consent_relay.settings import Settings
+from consent_relay.storage.store import Store
+from tests.conftest import prepare_store
+
+Case = GenericCase[Any]
+SEED = 20261201
+EXAMPLES = 12  # per operation and mode; the stateful phase runs STEPS scenarios
+STEPS = 25
+ADMIN_TOKEN = "fuzz-admin-token"
+
+# Rules the schema cannot state; schema-valid data may break them and get a 422 naming the
+# field (a problem field equal to one of these, or below one: "consents" covers
+# "consents.vendors"). Anything else refused from schema-valid data is a schema that lies.
+SEMANTIC_FIELDS = (
+    "cursor",  # only a cursor this API returned
+    "created_at",  # at most five minutes ahead
+    "since",  # years 1000 to 9999 once in UTC
+    "until",
+    "consents",  # ids listed once; a vendor not both enabled and disabled
+    "metadata",  # free-form JSON: no integer beyond 64 bits, nesting depth
+    "user.metadata",
+    "delegate.metadata",
+    "url",  # the SSRF guard: loopback, private, metadata addresses
+    "authentication.token_url",
+    "authentication.client_secret",  # required when creating OAuth, optional in a PATCH
+    "authentication.token_request_headers",  # reserved names, 8 KiB in all
+    "headers",  # reserved names, 8 KiB in all, Authorization with OAuth
+    "delivery_ids",  # must be dead letters of this webhook
+    "status",  # a confirmed event stays confirmed
+)
+
+
+def _semantic(field: str) -> bool:
+    if field.startswith("consents.") and field.endswith(".metadata"):
+        return True
+    return any(field == name or field.startswith(f"{name}.") for name in SEMANTIC_FIELDS)
+
+
+def accepted_unless_semantic(ctx: CheckContext, response: Response, case: Case) -> bool | None:
+    """Schema-valid data is accepted (2xx, or 404/409 about a resource), except a 422 whose
+    every field is one of ``SEMANTIC_FIELDS``."""
+    meta = case.meta
+    if meta is None or not meta.generation.mode.is_positive or response.status_code < 400:
+        return None
+    if response.status_code in (401, 404, 409):
+        return None
+    fields: list[str] = []
+    if response.status_code == 422:
+        fields = [error["field"] for error in response.json().get("errors", [])]
+        if fields and all(_semantic(field) for field in fields):
+            return None
+    raise AssertionError(
+        f"schema-valid data refused with {response.status_code} (fields {fields}): "
+        f"{response.text[:500]}"
+    )
+
+
+CHECKS: list[Any] = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    accepted_unless_semantic,
+]
+
+
+async def _no_dns(host: str) -> list[str]:
+    raise OSError(f"no DNS lookups in the fuzz test ({host})")
+
+
+@pytest.fixture
+def offline_targets(monkeypatch: pytest.MonkeyPatch) -> None:
+    checked = targets.check_url_resolved
+
+    async def check_url_resolved(url: str, *args: Any, **kwargs: Any) -> None:
+        await checked(url, *args, **{**kwargs, "resolve": _no_dns})
+
+    monkeypatch.setattr(targets, "check_url_resolved", check_url_resolved)
+
+
+async def _prepare(settings: Settings) -> str:
+    """A migrated, empty database with organization ``acme``; its API key."""
+    store = Store(settings.resolved_database_url, pool_size=2)
+    try:
+        await prepare_store(store)
+        ctx = Context(settings=settings, store=store, box=crypto.SecretBox([settings.secret_key]))
+        created = await orgs.create_organization(ctx, OrganizationIn(id="acme", name="Acme"))
+    finally:
+        await store.close()
+    return str(created["api_key"])
+
+
+@pytest.fixture
+def fuzzed(
+    tmp_path: Path, db_url: str, offline_targets: None
+) -> Iterator[tuple[schemathesis.BaseSchema, Callable[[Case], dict[str, str]]]]:
+    """The schema of an app on a fresh database, and the credentials for each case."""
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        database_url=db_url,
+        admin_token=ADMIN_TOKEN,
+        secret_key=crypto.new_key(),
+        allowed_networks=[],
+        request_timeout=2.0,
+        connect_timeout=1.0,
+    )
+    api_key = asyncio.run(_prepare(settings))
+    app: FastAPI = create_app(settings)
+    try:
+        schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+
+        def credentials(case: Case) -> dict[str, str]:
+            admin = case.operation.path.startswith("/v1/admin")
+            return {"Authorization": f"Bearer {ADMIN_TOKEN if admin else api_key}"}
+
+        yield schema, credentials
+    finally:
+        shutdown_lifespans()  # closes the app's store
+
+
+def _settings() -> hypothesis_settings:
+    return hypothesis_settings(
+        max_examples=EXAMPLES,
+        derandomize=False,
+        database=None,
+        deadline=None,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+
+
+def _run_operation(
+    operation: Any, mode: GenerationMode, credentials: Callable[[Case], dict[str, str]]
+) -> None:
+    checks = CHECKS if mode is GenerationMode.POSITIVE else [not_a_server_error]
+
+    @seed(SEED)
+    @_settings()
+    @given(case=operation.as_strategy(generation_mode=mode))
+    def run(case: Case) -> None:
+        case.call_and_validate(headers=credentials(case), checks=checks)
+
+    run()
+
+
+def test_every_operation_fuzzed(
+    fuzzed: tuple[schemathesis.BaseSchema, Callable[[Case], dict[str, str]]],
+) -> None:
+    schema, credentials = fuzzed
+    failures: list[str] = []
+    operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
+    assert len(operations) > 20
+    for operation in operations:
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            try:
+                _run_operation(operation, mode, credentials)
+            except Unsatisfiable:
+                assert mode is GenerationMode.NEGATIVE  # nothing to break: no parameters
+            except (Exception, BaseExceptionGroup) as exc:  # every operation is tried
+                failures.append(f"{operation.label} ({mode.value}): {exc}"[:3000])
+    assert not failures, "\n\n".join(failures)
+
+
+def test_stateful_sequences_fuzzed(
+    fuzzed: tuple[schemathesis.BaseSchema, Callable[[Case], dict[str, str]]],
+) -> None:
+    schema, credentials = fuzzed
+    base = schema.as_state_machine()
+    reached: set[str] = set()
+
+    class Machine(base):  # type: ignore[misc, valid-type]
+        def get_call_kwargs(self, case: Case) -> dict[str, Any]:
+            return {"headers": credentials(case)}
+
+        def validate_response(
+            self, response: Response, case: Case, additional_checks: Any = None, **kwargs: Any
+        ) -> None:
+            if response.status_code < 400:
+                reached.add(case.operation.label)
+            case.validate_response(
+                response,
+                checks=[
+                    not_a_server_error,
+                    status_code_conformance,
+                    content_type_conformance,
+                    response_schema_conformance,
+                ],
+                transport_kwargs=kwargs or None,
+            )
+
+    Machine.run(
+        settings=hypothesis_settings(
+            max_examples=STEPS,
+            stateful_step_count=6,
+            derandomize=True,  # the same sequences every run
+            database=None,
+            deadline=None,
+            phases=[Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
+    )
+    # The links lead past creation: a webhook's own routes and a delivery were reached.
+    assert "POST /v1/webhooks" in reached, reached
+    assert any(label.startswith("GET /v1/webhooks/{webhook_id}") for label in reached), reached
