@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
@@ -175,9 +177,19 @@ def rotate_secret_key(
     new_key: Annotated[
         str | None, typer.Option(help="The new key (default: a generated one).")
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Rotate even while other processes use the database (then restart them "
+            "with the new key).",
+        ),
+    ] = False,
 ) -> None:
     """Re-encrypt every stored secret under a new key. With the key in DATA_DIR/secret.key
-    the file is replaced; with CONSENT_RELAY_SECRET_KEY set, put the printed key there."""
+    the file is replaced; with CONSENT_RELAY_SECRET_KEY set, put the printed key there.
+    Stop every serve and worker first: it refuses while one uses the database."""
+    from consent_relay import key_users
     from consent_relay.services import secret_keys
     from consent_relay.storage.store import Store
 
@@ -191,26 +203,38 @@ def rotate_secret_key(
     crypto.SecretBox([key])  # refuse a malformed key before touching anything
 
     async def main() -> int:
-        store = Store(settings.resolved_database_url)
+        store = Store(settings.resolved_database_url, pool_size=1)
         try:
             await store.migrate()
-            return await secret_keys.reencrypt(store, old_key, key)
+            await store.engine.dispose()  # our own idle connection is not another session
+            return await secret_keys.reencrypt(store, old_key, key, force=force)
         finally:
             await store.close()
 
-    staged = None if settings.secret_key else secret_keys.stage_key_file(key_file, key)
-    try:
-        count = asyncio.run(main())
-    except errors.ConsentRelayError as exc:
+    lock = key_users.lock_path(settings.resolved_database_url)
+    with contextlib.ExitStack() as stack:
+        if lock is not None:
+            users = stack.enter_context(key_users.exclusive(lock, force=force))
+            if users:
+                _refused(secret_keys.refusal(users))
+        staged = None if settings.secret_key else secret_keys.stage_key_file(key_file, key)
+        try:
+            count = asyncio.run(main())
+        except errors.ConsentRelayError as exc:
+            if staged is not None:
+                staged.unlink()
+            _refused(exc)
         if staged is not None:
-            staged.unlink()
-        err.print(f"[red]error:[/red] {exc.detail}")
-        raise typer.Exit(1) from exc
+            os.replace(staged, key_file)  # before the lock goes: starters read the new key
     if staged is None:
         console.print(f"re-encrypted {count} secrets. Set CONSENT_RELAY_SECRET_KEY={key}")
     else:
-        os.replace(staged, key_file)
         console.print(f"re-encrypted {count} secrets; new key written to {key_file}")
+
+
+def _refused(exc: errors.ConsentRelayError) -> NoReturn:
+    err.print(f"[red]error:[/red] {escape(exc.detail)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1) from exc
 
 
 @orgs_app.command("create")

@@ -14,12 +14,14 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from consent_relay import errors
+from consent_relay import errors, key_users
 from consent_relay.settings import Settings
 
 
 class SecretBox:
     """Encrypts and decrypts secrets. The first key encrypts; every key decrypts."""
+
+    key_hold: key_users.KeyHold | None = None  # see secret_box
 
     def __init__(self, keys: list[str]) -> None:
         if not keys:
@@ -43,7 +45,35 @@ class SecretBox:
 
     def rotate(self, token: str) -> str:
         """Re-encrypt under the first key."""
-        return self._fernet.rotate(token.encode()).decode()
+        try:
+            return self._fernet.rotate(token.encode()).decode()
+        except InvalidToken as exc:
+            raise errors.BadRequest("a stored secret cannot be decrypted with this key") from exc
+
+    # Values that were stored in clear before they were treated as secrets (custom header
+    # values) are told apart from encrypted ones by a prefix: ``seal`` adds it, ``unseal``
+    # opens a sealed value and hands a legacy plaintext back as it is.
+
+    def seal(self, plaintext: str) -> str:
+        return SEALED + self.encrypt(plaintext)
+
+    def unseal(self, value: str) -> str:
+        return self.decrypt(value.removeprefix(SEALED)) if is_sealed(value) else value
+
+    def reseal(self, value: str) -> str:
+        """Sealed under the first key: a sealed value re-encrypted, a legacy one sealed."""
+        return (
+            SEALED + self.rotate(value.removeprefix(SEALED))
+            if is_sealed(value)
+            else self.seal(value)
+        )
+
+
+SEALED = "enc:v1:"  # the prefix of a sealed value: version 1 is a Fernet token
+
+
+def is_sealed(value: str) -> bool:
+    return value.startswith(SEALED)
 
 
 def new_key() -> str:
@@ -61,8 +91,15 @@ def _read_or_create(path: Path, make: str) -> str:
 
 
 def secret_box(settings: Settings) -> SecretBox:
+    """The process's box. On SQLite the process first takes its hold on the key
+    (``key_users.hold``: ``rotate-secret-key`` refuses while it lives, and a rotation
+    running now is waited for), then reads the key: the new one, after a rotation."""
+    lock = key_users.lock_path(settings.resolved_database_url)
+    held = key_users.hold(lock) if lock is not None else None
     key = settings.secret_key or _read_or_create(settings.data_dir / "secret.key", new_key())
-    return SecretBox([key])
+    box = SecretBox([key])
+    box.key_hold = held  # kept open (the hold lasts) as long as the box
+    return box
 
 
 def admin_token(settings: Settings) -> tuple[str, bool]:

@@ -2,7 +2,8 @@
 
 Counters and histograms move as work happens; queue depth, the age of the oldest due
 delivery and dead letters per webhook are read from the database when /metrics is scraped,
-so they are right whichever process did the work.
+so they are right whichever process did the work. So is the number of broken webhooks (their
+secrets cannot be opened with this process's key: their deliveries wait): alert on it above 0.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from sqlalchemy import text
 
+from consent_relay.crypto import SecretBox
+from consent_relay.services import webhooks
 from consent_relay.storage.store import Store
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -63,9 +66,16 @@ dead_letters = Gauge(
     registry=REGISTRY,
 )
 
+webhooks_broken = Gauge(
+    "consent_relay_webhooks_broken",
+    "Webhooks whose secrets cannot be decrypted with the current key (deliveries wait).",
+    registry=REGISTRY,
+)
 
-async def refresh_queue_gauges(store: Store, now_ms: int) -> None:
-    """Read per-webhook queue figures from the database into the gauges."""
+
+async def refresh_queue_gauges(store: Store, now_ms: int, box: SecretBox | None = None) -> None:
+    """Read per-webhook queue figures from the database into the gauges; with ``box``, also
+    count the webhooks that it cannot open."""
     sql = text(
         """
         SELECT w.id AS webhook_id,
@@ -88,3 +98,11 @@ async def refresh_queue_gauges(store: Store, now_ms: int) -> None:
         age = max(0.0, (now_ms - row.oldest_due) / 1000) if row.oldest_due is not None else 0.0
         oldest_due_age.labels(row.webhook_id).set(age)
         dead_letters.labels(row.webhook_id).set(row.dead)
+    if box is not None:
+        await refresh_broken_gauge(store, box)
+
+
+async def refresh_broken_gauge(store: Store, box: SecretBox) -> None:
+    async with store.read() as tx:
+        hooks = await tx.list_all_webhooks()
+    webhooks_broken.set(sum(webhooks.broken_reason(box, hook) is not None for hook in hooks))

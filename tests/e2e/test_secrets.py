@@ -250,10 +250,11 @@ def _key_env(settings: Settings, mode: str, key_file: Path) -> dict[str, str | N
 async def rotate_key(settings: Settings, mode: str) -> tuple[str, str]:
     """``consent-relay rotate-secret-key`` on the test database, the old key in
     ``DATA_DIR/secret.key`` (mode "file") or in ``CONSENT_RELAY_SECRET_KEY`` (mode "env").
-    Returns the new key and the command's output."""
+    Returns the new key and the command's output. ``--force``: the test's own connections
+    (its API's, idle) use the database; the guard itself is tested in test_rotation_guard."""
     key_file = settings.data_dir / "secret.key"
     env = _key_env(settings, mode, key_file)
-    args = ["rotate-secret-key"]
+    args = ["rotate-secret-key", "--force"]
     chosen = crypto.new_key()
     if mode == "env":
         args += ["--new-key", chosen]

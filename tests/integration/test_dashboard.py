@@ -419,7 +419,7 @@ async def test_create_webhook_with_oauth_shows_the_signing_secret_once(
     assert hook["enabled"] is True
     assert hook["event_types"] == ["user.created", "user.updated"]
     assert hook["regulations"] == ["gdpr", "ccpa"]
-    assert hook["headers"] == {"X-Env": "test"}
+    assert hook["headers"] == {"X-Env": "********"}  # values are secrets
     assert hook["authentication"] == {
         "type": "oauth2_client_credentials",
         "token_url": "http://127.0.0.1:9/token",

@@ -33,7 +33,7 @@ async def readyz(ctx: Ctx) -> object:
 async def metrics_endpoint(ctx: Ctx) -> Response:
     """Prometheus metrics of this process, plus per-webhook queue figures from the database."""
     with contextlib.suppress(errors.StorageUnavailable):
-        await metrics.refresh_queue_gauges(ctx.store, ctx.clock_ms())
+        await metrics.refresh_queue_gauges(ctx.store, ctx.clock_ms(), ctx.box)
     return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -38,18 +38,40 @@ class PreparedWebhook:
 
 
 def prepare(ctx: Context, hook: WebhookRecord) -> PreparedWebhook:
+    """The webhook ready to send: its secrets (header values included) decrypted, here only.
+    Raises ``errors.BadRequest`` when the key cannot open them."""
+    secrets = webhook_service.open_secrets(ctx.box, hook, now_ts())
     headers = {"Content-Type": "application/json", "User-Agent": sender.USER_AGENT}
-    headers.update(hook.headers)
+    headers.update(secrets.headers)
     return PreparedWebhook(
         id=hook.id,
         url=hook.url,
         flatten=hook.flatten,
         include_regulation=payloads.include_regulation_for(hook.regulations),
         headers=headers,
-        secrets=webhook_service.signing_secrets(ctx, hook, now_ts()),
+        secrets=secrets.signing,
         authentication=hook.authentication,
-        auth_secret=ctx.box.decrypt(hook.auth_secret) if hook.auth_secret else None,
+        auth_secret=secrets.auth_secret,
     )
+
+
+# The headers of ours whose values say nothing secret. Custom headers cannot take these names
+# (schemas.RESERVED_HEADERS), so every other header is Authorization or one of the webhook's
+# own, whose values are secrets.
+SHOWN_HEADERS = frozenset(
+    {"content-type", "user-agent", "webhook-id", "webhook-timestamp", "webhook-signature"}
+)
+REDACTED = "[redacted]"
+
+
+def redacted(headers: dict[str, str]) -> dict[str, str]:
+    """The headers of an attempt as stored with it: names all kept; values kept only for
+    ``SHOWN_HEADERS``. Authorization and every custom header of the webhook are redacted
+    (and anything else that is not ours: unknown means secret)."""
+    return {
+        name: value if name.lower() in SHOWN_HEADERS else REDACTED
+        for name, value in headers.items()
+    }
 
 
 def render(hook: PreparedWebhook, message: dict[str, Any]) -> bytes:
@@ -104,8 +126,12 @@ class WebhookCache:
                 prepared[hook.id] = prepare(self.ctx, hook)
             except errors.ConsentRelayError as exc:
                 # e.g. a secret encrypted under another key: hold this webhook's deliveries
-                # (they stay queued) rather than stop delivering for everyone.
-                log.error("webhook %s cannot be prepared: %s", hook.id, exc.detail)
+                # (they stay queued) rather than stop delivering for everyone. Said once,
+                # when it happens (the API, dashboard and metrics show it while it lasts).
+                if hook.id not in self.broken:
+                    log.error("webhook %s cannot be prepared: %s", hook.id, exc.detail)
                 broken.add(hook.id)
+        for hook_id in self.broken & prepared.keys():
+            log.warning("webhook %s can be prepared again", hook_id)
         self._hooks, self.broken = prepared, broken
         self._loaded_at = time.monotonic()

@@ -274,7 +274,7 @@ class Worker:
             duration_ms=result.duration_ms,
             status_code=result.status_code,
             response_body=result.response_body,
-            request_headers=_redacted(headers),
+            request_headers=requests.redacted(headers),
             error=result.error,
             response_bytes=result.response_bytes,
         )
@@ -363,10 +363,3 @@ class Worker:
                 async with self.ctx.store.write() as tx:
                     await queue.release(tx, leftover, self.ctx.clock_ms())
         await session.close()
-
-
-def _redacted(headers: dict[str, str]) -> dict[str, str]:
-    return {
-        name: ("[redacted]" if name.lower() == "authorization" else value)
-        for name, value in headers.items()
-    }

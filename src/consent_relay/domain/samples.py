@@ -10,7 +10,26 @@ from consent_relay.domain.flatten import flatten_body
 
 JSON = dict[str, Any]
 
-SAMPLE_USER_ID = "sample-user-0001"
+SAMPLE_USER_ID = "sample-user-0001"  # the user of the sample payloads shown (GET .../samples)
+TEST_USER_PREFIX = "test/"
+
+
+def test_user_id(webhook_id: str) -> str:
+    """The user of a webhook's test sends: ``test/<webhook id>``.
+
+    Deliveries queue per (webhook, user), so test sends must not share a user with real
+    deliveries: behind a real user's failing delivery a test would wait for its retries, and a
+    test stuck on a dead receiver would hold a real user back. A real user id never holds a
+    slash (``schemas.Identifier`` refuses ``/``; generated ids are UUIDs), so this id is one
+    no real user can have. Test sends to one webhook share it: they arrive in the order sent.
+    """
+    return TEST_USER_PREFIX + webhook_id
+
+
+def is_reserved_user_id(user_id: str) -> bool:
+    """Whether ``user_id`` is of the form kept for test sends (no real user may take it)."""
+    return user_id.startswith(TEST_USER_PREFIX)
+
 
 _EVENT: JSON = {
     "id": "0190f4c2-6a1e-7c3b-9d52-2f7e6b1a0c11",
@@ -70,9 +89,11 @@ def _user_after() -> JSON:
     return user
 
 
-def sample_parameters(message_type: str) -> JSON:
-    """The parameters of a realistic message of that type."""
+def sample_parameters(message_type: str, *, user_id: str = SAMPLE_USER_ID) -> JSON:
+    """The parameters of a realistic message of that type, about user ``user_id`` (a test
+    send names its reserved user, so a receiver never takes it for a real user's change)."""
     event, before, after = copy.deepcopy(_EVENT), copy.deepcopy(_USER_BEFORE), _user_after()
+    event["user"]["id"] = before["id"] = after["id"] = user_id
     old_event = {**copy.deepcopy(event), "status": "pending_approval"}
     samples: dict[str, JSON] = {
         "event.created": {"entity": event},

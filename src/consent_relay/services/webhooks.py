@@ -1,11 +1,20 @@
-"""Webhook configuration: per organization, secrets encrypted, signing secret shown once."""
+"""Webhook configuration: per organization, secrets encrypted, signing secret shown once.
+
+Secrets: the signing secrets, the OAuth client secret and the values of custom headers (often
+an ``X-Api-Key``) are stored encrypted (``SecretBox``) and opened only to prepare deliveries
+(``open_secrets``). Header values are masked in every answer, the creation's included:
+``{"X-Api-Key": "********"}``. A PATCH that sends a header's value as the mask keeps the
+stored value, so a GET-edit-PATCH round trip never loses one.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from consent_relay import errors, ids
+from consent_relay import crypto, errors, ids
+from consent_relay.crypto import SecretBox
 from consent_relay.delivery import signing, targets
 from consent_relay.domain import samples
 from consent_relay.domain.timefmt import format_ts, now_ts
@@ -17,26 +26,107 @@ from consent_relay.storage.records import MessageRecord, NewDelivery, WebhookRec
 
 JSON = dict[str, Any]
 ROTATION_OVERLAP = timedelta(hours=24)
+MASK = "********"  # a stored header value, as answers show it (and as a PATCH keeps it)
+KEY_HINT = (
+    "secrets cannot be decrypted with the current key (CONSENT_RELAY_SECRET_KEY or "
+    "DATA_DIR/secret.key): its deliveries wait until a process runs with the key that "
+    "encrypted them"
+)
 
 
-def webhook_view(hook: WebhookRecord) -> JSON:
+# -- secrets -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """A webhook's secrets in clear: for preparing its deliveries, never for an answer."""
+
+    signing: list[str]  # the current signing secret, then the previous one during its overlap
+    auth_secret: str | None
+    headers: dict[str, str]
+
+
+def _open(box: SecretBox, value: str, what: str, *, header: bool = False) -> str:
+    try:
+        return box.unseal(value) if header else box.decrypt(value)
+    except errors.BadRequest as exc:
+        raise errors.BadRequest(f"{what}: {KEY_HINT}") from exc
+
+
+def open_secrets(box: SecretBox, hook: WebhookRecord, now: str) -> Secrets:
+    """Every secret that a delivery needs now, decrypted. Header values stored in clear
+    before they were encrypted are taken as they are. Raises ``errors.BadRequest`` naming the
+    secret that the key cannot open."""
+    secrets = [_open(box, hook.signing_secret, "the signing secret")]
+    if hook.previous_signing_secret and (hook.previous_secret_expires_at or "") > now:
+        secrets.append(_open(box, hook.previous_signing_secret, "the previous signing secret"))
+    auth = _open(box, hook.auth_secret, "the OAuth client secret") if hook.auth_secret else None
+    headers = {
+        name: _open(box, value, f"the value of header {name}", header=True)
+        for name, value in hook.headers.items()
+    }
+    return Secrets(signing=secrets, auth_secret=auth, headers=headers)
+
+
+def broken_reason(box: SecretBox, hook: WebhookRecord) -> str | None:
+    """Why the webhook's deliveries cannot be prepared with this key, or None."""
+    try:
+        open_secrets(box, hook, now_ts())
+    except errors.BadRequest as exc:
+        return exc.detail
+    return None
+
+
+def _seal_headers(box: SecretBox, given: dict[str, str], stored: dict[str, str]) -> dict[str, str]:
+    """The given headers with their values sealed. A value given as ``MASK`` keeps the value
+    stored under that name (compared without case, as HTTP does); a mask with nothing stored
+    to keep is refused."""
+    stored_by_name = {name.lower(): value for name, value in stored.items()}
+    sealed = {}
+    for name, value in given.items():
+        if value != MASK:
+            sealed[name] = box.seal(value)
+            continue
+        kept = stored.get(name, stored_by_name.get(name.lower()))
+        if kept is None:
+            raise errors.Unprocessable(
+                f"header {name!r} is given as the mask {MASK!r}, which keeps a stored value, "
+                "but none is stored",
+                [errors.FieldError(f"headers.{name}", "has no stored value to keep: give it")],
+            )
+        sealed[name] = kept if crypto.is_sealed(kept) else box.seal(kept)
+    return sealed
+
+
+# -- views -------------------------------------------------------------------------------------
+
+
+def webhook_view(box: SecretBox, hook: WebhookRecord) -> JSON:
+    """A webhook as answers show it: no secret, header values masked, and ``status``
+    ``broken`` (with ``status_reason``) when this key cannot open its secrets."""
     auth = None
     if hook.authentication is not None:
         auth = {**hook.authentication, "client_secret_set": hook.auth_secret is not None}
+    reason = broken_reason(box, hook)
     return {
         "id": hook.id,
         "organization_id": hook.organization_id,
         "url": hook.url,
         "enabled": hook.enabled,
+        "status": "ok" if reason is None else "broken",
+        "status_reason": reason,
         "event_types": hook.event_types,
         "regulations": hook.regulations,
         "flatten": hook.flatten,
-        "headers": hook.headers,
+        "headers": {name: MASK for name in hook.headers},
         "authentication": auth,
         "description": hook.description,
         "created_at": hook.created_at,
         "updated_at": hook.updated_at,
     }
+
+
+# -- use cases ---------------------------------------------------------------------------------
 
 
 async def _check_destination(ctx: Context, url: str, field: str) -> None:
@@ -81,7 +171,7 @@ async def create_webhook(ctx: Context, org_id: str, data: WebhookIn) -> JSON:
         event_types=data.event_types,
         regulations=list(dict.fromkeys(data.regulations)),
         flatten=data.flatten,
-        headers=data.headers,
+        headers=_seal_headers(ctx.box, data.headers, {}),
         authentication=_auth_settings(auth) if auth else None,
         auth_secret=ctx.box.encrypt(auth.client_secret) if auth and auth.client_secret else None,
         signing_secret=ctx.box.encrypt(secret),
@@ -93,7 +183,7 @@ async def create_webhook(ctx: Context, org_id: str, data: WebhookIn) -> JSON:
     )
     async with ctx.store.write() as tx:
         await tx.insert_webhook(hook)
-    return {**webhook_view(hook), "signing_secret": secret}
+    return {**webhook_view(ctx.box, hook), "signing_secret": secret}
 
 
 async def _owned(ctx: Context, org_id: str, webhook_id: str) -> WebhookRecord:
@@ -105,7 +195,7 @@ async def _owned(ctx: Context, org_id: str, webhook_id: str) -> WebhookRecord:
 
 
 async def get_webhook(ctx: Context, org_id: str, webhook_id: str) -> JSON:
-    return webhook_view(await _owned(ctx, org_id, webhook_id))
+    return webhook_view(ctx.box, await _owned(ctx, org_id, webhook_id))
 
 
 async def list_webhooks(
@@ -115,7 +205,9 @@ async def list_webhooks(
     pagination.check_limit(limit)
     async with ctx.store.read() as tx:
         rows = await tx.list_webhooks(org_id, after_pk=after, limit=limit + 1)
-    return pagination.page([webhook_view(r) for r in rows], [r.pk or 0 for r in rows], limit)
+    return pagination.page(
+        [webhook_view(ctx.box, r) for r in rows], [r.pk or 0 for r in rows], limit
+    )
 
 
 async def update_webhook(ctx: Context, org_id: str, webhook_id: str, patch: WebhookPatch) -> JSON:
@@ -137,10 +229,12 @@ async def update_webhook(ctx: Context, org_id: str, webhook_id: str, patch: Webh
             raise errors.NotFound(f"no webhook {webhook_id!r}")
         if patch.url is not None:
             hook.url = str(patch.url)
-        for name in ("enabled", "event_types", "flatten", "headers", "description"):
+        for name in ("enabled", "event_types", "flatten", "description"):
             value = getattr(patch, name)
             if value is not None:
                 setattr(hook, name, value)
+        if patch.headers is not None:  # the whole set; a masked value keeps the stored one
+            hook.headers = _seal_headers(ctx.box, patch.headers, hook.headers)
         if patch.regulations is not None:
             hook.regulations = list(dict.fromkeys(patch.regulations))
         if "authentication" in given:
@@ -157,7 +251,7 @@ async def update_webhook(ctx: Context, org_id: str, webhook_id: str, patch: Webh
         await tx.update_webhook(hook)
     if patch.enabled:
         ctx.notify_enqueued()  # paused deliveries may go now
-    return webhook_view(hook)
+    return webhook_view(ctx.box, hook)
 
 
 async def delete_webhook(ctx: Context, org_id: str, webhook_id: str) -> None:
@@ -179,7 +273,7 @@ async def rotate_secret(ctx: Context, org_id: str, webhook_id: str) -> JSON:
         hook.signing_secret = ctx.box.encrypt(secret)
         hook.updated_at = now_ts()
         await tx.update_webhook(hook)
-    return {**webhook_view(hook), "signing_secret": secret}
+    return {**webhook_view(ctx.box, hook), "signing_secret": secret}
 
 
 def signing_secrets(ctx: Context, hook: WebhookRecord, now: str) -> list[str]:
@@ -193,15 +287,17 @@ def signing_secrets(ctx: Context, hook: WebhookRecord, now: str) -> list[str]:
 
 async def send_test(ctx: Context, org_id: str, webhook_id: str, message_type: str) -> JSON:
     """Queue a sample message to this webhook only; it goes out like any other delivery
-    (signed, retried, listed with its attempts)."""
+    (signed, retried, listed with its attempts), as the webhook's reserved test user, so it
+    queues behind earlier test sends only, never behind a real user's deliveries."""
     now = now_ts()
+    user_id = samples.test_user_id(webhook_id)
     message = MessageRecord(
         organization_id=org_id,
         id=ids.new_id("msg"),
         type=message_type,
         regulation="gdpr",
-        user_id=samples.SAMPLE_USER_ID,
-        parameters=samples.sample_parameters(message_type),
+        user_id=user_id,
+        parameters=samples.sample_parameters(message_type, user_id=user_id),
         created_at=now,
     )
     delivery = NewDelivery(message=message, webhook_id=webhook_id)

@@ -82,6 +82,16 @@ class WebhookRecord:
     pk: int | None = None
 
 
+@dataclass(frozen=True)
+class DatabaseSession:
+    """Another client's session on our PostgreSQL database (pg_stat_activity)."""
+
+    pid: int
+    application_name: str
+    client: str | None  # address, None for a Unix socket
+    since: str  # when it connected
+
+
 @dataclass
 class MessageRecord:
     organization_id: str

@@ -16,6 +16,7 @@ from consent_relay.domain.users import FoldItem, UserState
 from consent_relay.storage import codec
 from consent_relay.storage.records import (
     ApiKey,
+    DatabaseSession,
     EventRecord,
     Organization,
     UserRecord,
@@ -410,6 +411,35 @@ class Tx:
                 webhooks.c.organization_id == org_id, webhooks.c.id == webhook_id
             )
         )
+
+    # -- secret key rotation (PostgreSQL) ----------------------------------------------------
+
+    async def lock_webhooks_against_writes(self) -> None:
+        """Until this transaction ends, webhooks can be read but not written (PostgreSQL;
+        SQLite's write transactions are exclusive already)."""
+        if self.dialect == "postgresql":
+            await self.conn.execute(text("LOCK TABLE webhooks IN EXCLUSIVE MODE"))
+
+    async def other_sessions(self) -> list[DatabaseSession]:
+        """Every other client session on this PostgreSQL database, oldest first ([] on
+        SQLite, whose users are found by ``key_users``)."""
+        if self.dialect != "postgresql":
+            return []
+        rows = await self.conn.execute(
+            text(
+                "SELECT pid, application_name, host(client_addr) AS client,"
+                " to_char(backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+                " AS since"
+                " FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                " AND backend_type = 'client backend'"
+                " ORDER BY backend_start, pid"
+            )
+        )
+        return [
+            DatabaseSession(row.pid, row.application_name or "", row.client, row.since or "")
+            for row in rows
+        ]
 
     async def count_rows(self, table_name: str, org_id: str | None = None) -> int:
         """For tests and health: how many rows a table holds (optionally per organization)."""
