@@ -26,12 +26,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, text
+from sqlalchemy import BigInteger, Integer, Table, text
 
 from consent_relay import ids
-from consent_relay.storage import codec
+from consent_relay.storage import codec, dialect
 from consent_relay.storage.records import MessageRecord, NewDelivery
-from consent_relay.storage.tables import deliveries, delivery_queues, messages
+from consent_relay.storage.tables import deliveries, messages
 from consent_relay.storage.tx import Tx
 
 Message = dict[str, Any]  # a message as sent: type, regulation, parameters (stored JSON)
@@ -70,20 +70,8 @@ class Result:
     response_bytes: int | None = None  # the response body's size as sent
 
 
-def rows_source(dialect: str, columns: Sequence[tuple[str, str]]) -> str:
-    """A row source over the JSON array bound as ``:rows``, with typed columns."""
-    if dialect == "postgresql":
-        spec = ", ".join(f"{name} {kind}" for name, kind in columns)
-        return f"jsonb_to_recordset(CAST(:rows AS jsonb)) AS v({spec})"
-    picks = ", ".join(f"json_extract(value, '$.{name}') AS {name}" for name, _ in columns)
-    return f"(SELECT {picks} FROM json_each(:rows)) AS v"
-
-
-def _strings(dialect: str, param: str) -> str:
-    """A subquery over the strings of the JSON array bound as ``:param``."""
-    if dialect == "postgresql":
-        return f"SELECT jsonb_array_elements_text(CAST(:{param} AS jsonb))"
-    return f"SELECT value FROM json_each(:{param})"
+rows_source = dialect.rows_source  # the queue's batches travel as one JSON parameter
+_strings = dialect.strings
 
 
 # -- appending ------------------------------------------------------------------------------
@@ -98,20 +86,20 @@ async def enqueue(
 ) -> None:
     """Store messages and their deliveries, each in its (webhook, user) queue's order."""
     if new_messages:
+        rows = [
+            {
+                "id": m.id,
+                "organization_id": m.organization_id,
+                "type": m.type,
+                "regulation": m.regulation,
+                "user_id": m.user_id,
+                "parameters": codec.dumps(m.parameters),
+                "created_at": m.created_at,
+            }
+            for m in new_messages
+        ]
         await tx.conn.execute(
-            insert(messages),
-            [
-                {
-                    "id": m.id,
-                    "organization_id": m.organization_id,
-                    "type": m.type,
-                    "regulation": m.regulation,
-                    "user_id": m.user_id,
-                    "parameters": codec.dumps(m.parameters),
-                    "created_at": m.created_at,
-                }
-                for m in new_messages
-            ],
+            text(_INSERT_SQL["messages"][tx.dialect]), {"rows": codec.dumps(rows)}
         )
     for item, new_id in zip(
         new,
@@ -129,20 +117,17 @@ async def enqueue(
         item.id = new_id
 
 
-# Four bound parameters a queue; PostgreSQL's protocol allows 32,767 in one statement, so a
-# big append (a replay of thousands of dead letters, a bulk load) takes several statements.
-QUEUES_PER_STATEMENT = 2000
-
-
 async def append(
     tx: Tx, items: Sequence[tuple[str, str, str, str]], now_ms: int, now: str
 ) -> list[str]:
     """New deliveries ``(organization, webhook, message, user)`` at the back of their
     (webhook, user) queues; returns their ids, in order.
 
-    Multi-row upserts (``QUEUES_PER_STATEMENT`` queues each) hand each queue its ``k``
-    sequence numbers and lock the queue rows; a queue's first new delivery is due at once
-    only when the queue was empty (it is the new head), the others wait their turn.
+    One upsert hands each queue its ``k`` sequence numbers and locks the queue rows; a
+    queue's first new delivery is due at once only when the queue was empty (it is the new
+    head), the others wait their turn. Three statements in all, whatever the number of
+    deliveries and queues: every batch travels as one JSON parameter (a big append, such as
+    a replay of thousands of dead letters, once went over PostgreSQL's 32,767 parameters).
     """
     if not items:
         return []
@@ -151,9 +136,7 @@ async def append(
         by_queue.setdefault((webhook_id, user_id), []).append(position)
     new_ids = [ids.new_id("dlv") for _ in items]
     queues = sorted(by_queue.items())  # one lock order for every writer
-    counters: dict[tuple[str, str], tuple[int, int]] = {}
-    for start in range(0, len(queues), QUEUES_PER_STATEMENT):
-        counters.update(await _reserve(tx, queues[start : start + QUEUES_PER_STATEMENT]))
+    counters = await _reserve(tx, queues)
     rows: list[dict[str, Any]] = []
     for (webhook_id, user_id), positions in queues:
         count = len(positions)
@@ -177,7 +160,7 @@ async def append(
                     "updated_at": now,
                 }
             )
-    await tx.conn.execute(insert(deliveries), rows)
+    await tx.conn.execute(text(_INSERT_SQL["deliveries"][tx.dialect]), {"rows": codec.dumps(rows)})
     await notify_workers(tx)
     return new_ids
 
@@ -186,25 +169,47 @@ async def _reserve(
     tx: Tx, queues: Sequence[tuple[tuple[str, str], list[int]]]
 ) -> dict[tuple[str, str], tuple[int, int]]:
     """Hand each queue its block of sequence numbers: (last_seq, pending) after it."""
-    stmt = tx.upsert(delivery_queues).values(
-        [
-            {"webhook_id": w, "user_id": u, "last_seq": len(p), "pending": len(p)}
-            for (w, u), p in queues
-        ]
-    )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[delivery_queues.c.webhook_id, delivery_queues.c.user_id],
-        set_={
-            "last_seq": delivery_queues.c.last_seq + stmt.excluded.last_seq,
-            "pending": delivery_queues.c.pending + stmt.excluded.pending,
-        },
-    ).returning(
-        delivery_queues.c.webhook_id,
-        delivery_queues.c.user_id,
-        delivery_queues.c.last_seq,
-        delivery_queues.c.pending,
-    )
-    return {(r.webhook_id, r.user_id): (r.last_seq, r.pending) for r in await tx.conn.execute(stmt)}
+    rows = [{"w": w, "u": u, "n": len(p)} for (w, u), p in queues]
+    result = await tx.conn.execute(text(_RESERVE_SQL[tx.dialect]), {"rows": codec.dumps(rows)})
+    return {(r.webhook_id, r.user_id): (r.last_seq, r.pending) for r in result}
+
+
+def _reserve_sql(name: str) -> str:
+    source = rows_source(name, [("w", "text"), ("u", "text"), ("n", "bigint")])
+    return f"""
+        INSERT INTO delivery_queues (webhook_id, user_id, last_seq, pending)
+        SELECT w, u, n, n FROM {source}
+        WHERE true
+        ON CONFLICT (webhook_id, user_id) DO UPDATE
+        SET last_seq = delivery_queues.last_seq + excluded.last_seq,
+            pending = delivery_queues.pending + excluded.pending
+        RETURNING webhook_id, user_id, last_seq, pending
+    """
+
+
+def _insert_sql(table: Table, name: str) -> str:
+    """INSERT of every row of the JSON array ``:rows`` into ``table`` (all its columns but
+    the surrogate key and those the rows leave out)."""
+    columns = [
+        (column.name, "bigint" if isinstance(column.type, BigInteger | Integer) else "text")
+        for column in table.columns
+        if column.name != "pk" and column.name in _APPENDED_COLUMNS[table.name]
+    ]
+    names = ", ".join(column for column, _ in columns)
+    return f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {rows_source(name, columns)}"
+
+
+_APPENDED_COLUMNS = {
+    "messages": {"id", "organization_id", "type", "regulation", "user_id", "parameters",
+                 "created_at"},
+    "deliveries": {"id", "organization_id", "webhook_id", "message_id", "user_id", "seq",
+                   "status", "attempt_count", "due_ms", "created_at", "updated_at"},
+}  # fmt: skip
+_RESERVE_SQL = {name: _reserve_sql(name) for name in ("postgresql", "sqlite")}
+_INSERT_SQL = {
+    table.name: {name: _insert_sql(table, name) for name in ("postgresql", "sqlite")}
+    for table in (messages, deliveries)
+}
 
 
 async def notify_workers(tx: Tx) -> None:
