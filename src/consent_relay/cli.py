@@ -61,12 +61,120 @@ def _run(work: Callable[[Context], Awaitable[T]]) -> T:
         raise typer.Exit(1) from exc
 
 
+Processes = Annotated[
+    int | None,
+    typer.Option(
+        "--processes",
+        min=1,
+        help="API processes sharing the port (PostgreSQL only: SQLite runs one).",
+        show_default=False,
+    ),
+]
+
+
+def _process_count(
+    requested: int | None, settings: Settings, what: str, default: int | None
+) -> int:
+    """How many processes to run; a refusal (N > 1 on SQLite) says why and exits 2."""
+    from rich.markup import escape as plain
+
+    from consent_relay import processes
+
+    try:
+        return processes.process_count(
+            requested, sqlite=settings.is_sqlite, what=what, default=default
+        )
+    except processes.ProcessCountRefused as exc:
+        err.print(f"[red]error:[/red] {plain(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from exc
+
+
+def _print_admin_token(settings: Settings) -> None:
+    token, generated = crypto.admin_token(settings)
+    if generated:
+        console.print(
+            f"[bold]Admin token[/bold] (saved in {settings.data_dir}/admin.token): {token}"
+        )
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Listen address (CONSENT_RELAY_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port (CONSENT_RELAY_PORT).")] = None,
+    worker_processes: Annotated[
+        int | None,
+        typer.Option(
+            "--worker-processes",
+            min=1,
+            help="Delivery worker processes: the API's own and N-1 more "
+            "(default: one per core on PostgreSQL; SQLite runs one).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Run the API (and the delivery workers) in one process."""
+    """Run the API and the delivery workers: in one process, and on PostgreSQL also in
+    worker processes of its own (one worker per core in all, by default)."""
+    import signal
+    import threading
+
+    import uvicorn
+
+    from consent_relay import processes
+    from consent_relay.api.app import create_app
+
+    settings = Settings()
+    logs.configure(settings)
+    count = _process_count(worker_processes, settings, "worker", None)
+    _print_admin_token(settings)
+    application = create_app(settings, workers=True)  # the secret key exists from here on
+    supervisor = None
+    watcher = None
+    if count > 1:
+        supervisor = processes.Supervisor(
+            processes.worker_command(None, None), count - 1, grace=settings.lease_ms / 1000
+        )
+        supervisor.start()
+
+        def watch(supervisor: processes.Supervisor = supervisor) -> None:
+            supervisor.wait()
+            if supervisor.failed:  # stop the API too: uvicorn shuts down on SIGTERM
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        watcher = threading.Thread(target=watch, name="worker-processes", daemon=True)
+        watcher.start()
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal to the handler it
+    # found: make that one a no-op so a clean shutdown exits 0, not 143.
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    code = 0
+    try:
+        uvicorn.run(
+            application,
+            host=host or settings.host,
+            port=port or settings.port,
+            log_level=settings.log_level.lower(),
+            log_config=None,
+            loop="uvloop",
+            http="httptools",
+        )
+    finally:
+        if supervisor is not None and watcher is not None:
+            supervisor.request_stop()
+            watcher.join()
+            code = supervisor.stop()
+    if supervisor is not None and supervisor.failed:
+        err.print(f"[red]error:[/red] {supervisor.failed}", highlight=False)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
+def api(
+    host: Annotated[str | None, typer.Option(help="Listen address (CONSENT_RELAY_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port (CONSENT_RELAY_PORT).")] = None,
+    processes_: Processes = None,
+) -> None:
+    """Run the API only, without delivery workers (run `worker` beside it). With
+    --processes N (PostgreSQL), N API processes share the port (uvicorn's supervisor)."""
     import signal
 
     import uvicorn
@@ -75,23 +183,23 @@ def serve(
 
     settings = Settings()
     logs.configure(settings)
-    token, generated = crypto.admin_token(settings)
-    if generated:
-        console.print(
-            f"[bold]Admin token[/bold] (saved in {settings.data_dir}/admin.token): {token}"
-        )
-    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal to the handler it
-    # found: make that one a no-op so a clean shutdown exits 0, not 143.
-    signal.signal(signal.SIGTERM, lambda *_: None)
-    uvicorn.run(
-        create_app(settings, workers=True),
-        host=host or settings.host,
-        port=port or settings.port,
-        log_level=settings.log_level.lower(),
-        log_config=None,
-        loop="uvloop",
-        http="httptools",
-    )
+    count = _process_count(processes_, settings, "API", 1)
+    _print_admin_token(settings)
+    options: dict[str, Any] = {
+        "host": host or settings.host,
+        "port": port or settings.port,
+        "log_level": settings.log_level.lower(),
+        "log_config": None,
+        "loop": "uvloop",
+        "http": "httptools",
+    }
+    signal.signal(signal.SIGTERM, lambda *_: None)  # as in serve: a clean stop exits 0
+    if count == 1:
+        uvicorn.run(create_app(settings), **options)
+        return
+    crypto.secret_box(settings)  # a generated key is written once, before the processes start
+    # Each process imports the factory and builds its app from the same environment.
+    uvicorn.run("consent_relay.api.app:create_app_from_env", factory=True, workers=count, **options)
 
 
 @app.command()
@@ -101,41 +209,57 @@ def worker(
         typer.Option(help="Requests in flight at once (CONSENT_RELAY_WORKER_CONCURRENCY)."),
     ] = None,
     metrics_port: Annotated[
-        int | None, typer.Option(help="Serve Prometheus metrics on this port.")
+        int | None,
+        typer.Option(help="Serve Prometheus metrics on this port (process i of N: port + i)."),
+    ] = None,
+    processes_: Annotated[
+        int | None,
+        typer.Option(
+            "--processes",
+            min=1,
+            help="Worker processes (default: one per core on PostgreSQL; SQLite runs one).",
+            show_default=False,
+        ),
     ] = None,
 ) -> None:
     """Run delivery workers only. Run as many as you like against one PostgreSQL."""
-    import signal
+    from consent_relay import processes
+    from consent_relay.delivery import runner
+
+    settings = Settings()
+    logs.configure(settings)
+    count = _process_count(processes_, settings, "worker", None)
+    if count > 1:
+        crypto.secret_box(settings)  # a generated key is written once, before the children
+        supervisor = processes.Supervisor(
+            processes.worker_command(concurrency, metrics_port),
+            count,
+            grace=settings.lease_ms / 1000,
+        )
+        supervisor.forward_signals()
+        supervisor.start()
+        if supervisor.wait_ready():
+            console.print(f"worker running ({count} processes); Ctrl-C stops it gracefully")
+            supervisor.wait()
+        code = supervisor.stop()
+        if supervisor.failed:
+            err.print(f"[red]error:[/red] {supervisor.failed}", highlight=False)
+        raise typer.Exit(code)
 
     from prometheus_client import start_http_server
 
     from consent_relay import metrics
-    from consent_relay.delivery import runner
-    from consent_relay.services.context import build_context
 
-    settings = Settings()
-    logs.configure(settings)
     if metrics_port is not None:
         start_http_server(metrics_port, addr=settings.host, registry=metrics.REGISTRY)
 
-    async def main() -> None:
-        ctx = build_context(settings)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        try:
-            if not await ctx.store.migrate_when_ready(stop):
-                return
-            console.print("worker running; Ctrl-C stops it gracefully")
-            await runner.run(ctx, stop, concurrency=concurrency)
-        finally:
-            await ctx.store.close()
+    def ready() -> None:
+        console.print("worker running; Ctrl-C stops it gracefully")
 
     try:
         import uvloop
 
-        uvloop.run(main())
+        uvloop.run(runner.run_process(settings, concurrency=concurrency, on_ready=ready))
     except errors.ConsentRelayError as exc:
         err.print(f"[red]error:[/red] {exc.detail}")
         raise typer.Exit(1) from exc

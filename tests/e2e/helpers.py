@@ -200,7 +200,7 @@ class WorkerFleet:
     def spawn(self) -> Process:
         number = len(self.live) + len(self.dead)
         process = Process(
-            ["worker", "--concurrency", str(self.concurrency)],
+            ["worker", "--processes", "1", "--concurrency", str(self.concurrency)],
             self.env,
             self.log_dir / f"worker-{number}.log",
         ).start()

@@ -74,3 +74,15 @@ def create_app(
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetrics)
     return app
+
+
+def create_app_from_env() -> FastAPI:
+    """The API without workers, its settings from the environment: what each process of
+    ``consent-relay api --processes N`` builds (uvicorn imports this factory by name in
+    every process it starts). A process whose parent vanished stops (``processes``)."""
+    from consent_relay import logs, processes
+
+    processes.stop_with_parent()
+    settings = Settings()
+    logs.configure(settings)
+    return create_app(settings)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
+from collections.abc import Callable, Sequence
 
 from consent_relay import errors
 from consent_relay.clock import Clock
 from consent_relay.delivery import wakeup
 from consent_relay.delivery.worker import Worker
-from consent_relay.services.context import Context
+from consent_relay.services.context import Context, build_context
+from consent_relay.settings import Settings
 
 CLOCK_SYNC_INTERVAL = 60.0
 log = logging.getLogger("consent_relay.runner")
@@ -39,3 +42,28 @@ async def run(ctx: Context, stop: asyncio.Event, *, concurrency: int | None = No
     if not ctx.store.is_sqlite:
         tasks.append(asyncio.create_task(wakeup.listen(ctx.store.url, ctx.work_queued, stop)))
     await asyncio.gather(*tasks)
+
+
+async def run_process(
+    settings: Settings,
+    *,
+    concurrency: int | None,
+    on_ready: Callable[[], object],
+    signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM),
+) -> None:
+    """A worker process's life: its database (migrated, waited for), ``on_ready`` once the
+    stop signals are handled (before that a SIGTERM finds nothing to give back), then the
+    worker until one of ``signals``. ``consent-relay worker`` and each supervised worker
+    process (``processes.child_main``) run this."""
+    ctx = build_context(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in signals:
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        if not await ctx.store.migrate_when_ready(stop):
+            return
+        on_ready()
+        await run(ctx, stop, concurrency=concurrency)
+    finally:
+        await ctx.store.close()
