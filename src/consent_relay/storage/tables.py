@@ -128,8 +128,16 @@ messages = Table(
     Column("type", Text, nullable=False),
     Column("regulation", Text, nullable=False),
     Column("user_id", Text, nullable=False),
-    Column("parameters", Text, nullable=False),
+    Column("parameters", Text),  # null once purged (migration 0005)
     Column("created_at", Text, nullable=False),
+    Column("purged_at", Text),
+    Column("purge_reason", Text),  # erased | expired
+    Index(
+        "ix_messages_unpurged",
+        "pk",
+        postgresql_where=text("purged_at IS NULL"),
+        sqlite_where=text("purged_at IS NULL"),
+    ),
 )
 
 # One row per (webhook, user): hands out sequence numbers and counts what is pending, so
@@ -199,4 +207,44 @@ dashboard_logouts = Table(
     metadata,
     Column("session_id", Text, primary_key=True),
     Column("expires_ms", BigInteger, nullable=False, index=True),
+)
+
+# The accountability ledger (migration 0005): one entry per delivered message and webhook,
+# chained per organization (domain/ledger.py). No personal data beyond the user's id.
+ledger_entries = Table(
+    "ledger_entries",
+    metadata,
+    Column("organization_id", Text, primary_key=True),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("message_id", Text, nullable=False),
+    Column("delivery_id", Text, nullable=False),
+    Column("type", Text, nullable=False),
+    Column("user_id", Text, nullable=False),
+    Column("webhook_id", Text, nullable=False),
+    Column("delivered_at", Text, nullable=False),
+    Column("status_code", Integer),
+    Column("payload_sha256", Text),
+    Column("prev_hash", Text, nullable=False),
+    Column("entry_hash", Text, nullable=False),
+    Index("ix_ledger_entries_user", "organization_id", "user_id", "seq"),
+    Index("ix_ledger_entries_webhook", "organization_id", "webhook_id", "seq"),
+)
+
+# Each organization's chain head, locked while a delivered batch appends its entries.
+ledger_heads = Table(
+    "ledger_heads",
+    metadata,
+    Column("organization_id", Text, primary_key=True),
+    Column("last_seq", BigInteger, nullable=False),
+    Column("last_hash", Text, nullable=False),
+)
+
+# Users whose personal data was erased; settled once nothing of theirs waits to be purged.
+erasures = Table(
+    "erasures",
+    metadata,
+    Column("organization_id", Text, primary_key=True),
+    Column("user_id", Text, primary_key=True),
+    Column("erased_at", Text, nullable=False),
+    Column("settled_at", Text),
 )
