@@ -4,6 +4,7 @@ remembers the keys it has seen: on PostgreSQL the revoking transaction notifies 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -164,3 +165,32 @@ async def test_keys_are_remembered_only_where_revocations_are_heard(
         assert (await http.get(HOOKS, headers=bearer)).status_code == 401
     else:
         await _cached_by(other, org[1])
+
+
+async def test_closing_a_store_stops_its_listener_even_while_it_is_connecting() -> None:
+    """A database that accepts the connection and then says nothing (asyncpg would wait 5 s
+    for it): closing the store does not wait for that."""
+    accepted = asyncio.Event()
+    silent: list[asyncio.StreamWriter] = []
+
+    async def say_nothing(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        silent.append(writer)
+        accepted.set()
+
+    server = await asyncio.start_server(say_nothing, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    store = Store(f"postgresql://postgres@127.0.0.1:{port}/nowhere")
+    try:
+        assert store.watch(
+            notices.API_KEYS, on_notice=lambda: None, on_connected=lambda: None,
+            on_lost=lambda: None,
+        )  # fmt: skip
+        await asyncio.wait_for(accepted.wait(), 10)
+        started = time.monotonic()
+        await store.close()
+        assert time.monotonic() - started < 1
+    finally:
+        for writer in silent:
+            writer.close()
+        server.close()
+        await server.wait_closed()

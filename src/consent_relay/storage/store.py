@@ -104,5 +104,7 @@ class Store:
 
     async def close(self) -> None:
         self._closing.set()
+        for watcher in self._watchers:
+            watcher.cancel()  # at once, even while connecting to a database that is down
         await asyncio.gather(*self._watchers, return_exceptions=True)
         await self.engine.dispose()
