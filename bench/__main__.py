@@ -340,6 +340,18 @@ def table(results: dict[str, Any]) -> Table:
         ">= 1,500 /s",
         _met(ingest, lambda v: v >= 1500),
     )
+    if r.get("ingest_2_api_per_s") is not None:
+        out.add_row(
+            "5. ingest, postgres, 2 API processes",
+            f"{_fmt(r.get('ingest_2_api_per_s'), ' /s')} (p99 "
+            f"{_fmt(r.get('ingest_2_api_p99_ms'), ' ms')})",
+            f"1 process {_fmt(ingest, ' /s')}; CPU/request (both processes) "
+            f"{_fmt(r.get('ingest_2_api_cpu_ms'), ' ms', 2)} vs "
+            f"{_fmt(r.get('ingest_cpu_ms'), ' ms', 2)}",
+            _fmt(r.get("ingest_2_api_scale"), "x", 2),
+            "(info)",
+            "",
+        )
     if r.get("ingest_sqlite_per_s") is not None:
         out.add_row(
             "5. ingest, sqlite, workers off",

@@ -2,7 +2,10 @@
 with the in-process delivery workers switched on or off (``--workers`` / ``--no-workers``).
 
 ``serve`` always runs the workers; the ingest benchmark measures the API alone, so it starts
-this instead. :class:`ApiServer` starts either this or the real ``consent-relay serve``."""
+this instead. :class:`ApiServer` starts either this or the real ``consent-relay serve`` (with
+one worker process: the latency row measures what it always did), or any ``command``, e.g.
+:func:`cli_command` ``("api", "--processes", "2")``; its CPU is summed over the process and
+its children (:meth:`ApiServer.cpu_s`)."""
 
 from __future__ import annotations
 
@@ -18,6 +21,31 @@ from pathlib import Path
 from types import TracebackType
 
 import aiohttp
+
+
+def cli_command(*args: str) -> list[str]:
+    """``consent-relay <args>``: the script beside this interpreter, else the one on PATH."""
+    script = Path(sys.executable).parent / "consent-relay"
+    return [
+        str(script) if script.exists() else shutil.which("consent-relay") or "consent-relay",
+        *args,
+    ]
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes ``pid`` started, and theirs (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -66,6 +94,13 @@ class ApiServer:
         assert self.proc is not None
         return self.proc.pid
 
+    def cpu_s(self) -> float:
+        """CPU seconds used so far by the API process and every process it started (its
+        API processes under ``api --processes N``); compare two readings."""
+        from bench import db
+
+        return sum(db.proc_cpu_s(pid) for pid in [self.pid, *descendants(self.pid)])
+
     @property
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
@@ -75,7 +110,7 @@ class ApiServer:
         if self.command:
             pass
         elif self.cli and self.workers and (script.exists() or shutil.which("consent-relay")):
-            self.command = [str(script if script.exists() else "consent-relay"), "serve"]
+            self.command = cli_command("serve", "--worker-processes", "1")
         else:
             flag = "--workers" if self.workers else "--no-workers"
             self.command = [sys.executable, "-m", "bench.apiproc", flag]

@@ -24,7 +24,7 @@ import aiohttp
 import orjson
 
 from bench import db
-from bench.apiproc import ApiServer
+from bench.apiproc import ApiServer, cli_command
 from bench.procs import Child, child_env
 from bench.receiver import ReceiverProcess
 from consent_relay.services.context import Context
@@ -479,13 +479,23 @@ async def _closed_loop(
 
 
 async def _ingest_once(
-    cfg: Config, receiver: ReceiverProcess, kind: str, *, workers: bool
+    cfg: Config, receiver: ReceiverProcess, kind: str, *, workers: bool, api_processes: int = 1
 ) -> tuple[Load, dict[str, int]]:
+    """The closed loop against one API (``api_processes`` > 1: ``consent-relay api
+    --processes N``, workers off); server CPU summed over its processes."""
     async with db.database(kind, "api") as url:
         settings = db.settings_for(url, cfg.workdir, cfg.key, port=_free_port())
         env = child_env(db.settings_env(settings))
+        command = cli_command("api", "--processes", str(api_processes))
         async with (
-            ApiServer(env, settings.port, cfg.log, workers=workers, cli=workers) as api,
+            ApiServer(
+                env,
+                settings.port,
+                cfg.log,
+                workers=workers,
+                cli=workers,
+                command=command if api_processes > 1 else None,
+            ) as api,
             aiohttp.ClientSession() as session,
         ):
             key = await _set_up_api(
@@ -494,11 +504,11 @@ async def _ingest_once(
                 settings.admin_token,
                 [receiver.url("/in0"), receiver.url("/in1")],
             )
-            cpu = db.proc_cpu_s(api.pid)
+            cpu = api.cpu_s()
             load = await _closed_loop(
                 api.base, key, cfg.ingest_seconds, cfg.ingest_connections, users=20_000
             )
-            load.server_cpu_s = db.proc_cpu_s(api.pid) - cpu
+            load.server_cpu_s = api.cpu_s() - cpu
         async with db.open_context(settings) as ctx:
             counts = await db.status_counts(ctx)
     return load, counts
@@ -549,6 +559,29 @@ async def ingest(
             f"{load.server_cpu_ms:.2f} CPU-ms/event, statuses {load.statuses}, "
             f"{queued} deliveries queued ({queued / max(1, load.ok):.2f}/event)"
         )
+    if "postgres" in kinds:
+        await _ingest_two_processes(cfg, receiver, results)
+
+
+async def _ingest_two_processes(cfg: Config, receiver: ReceiverProcess, results: Results) -> None:
+    """The same load on ``consent-relay api --processes 2`` (PostgreSQL, workers off), in
+    the same run: what a second API process adds on this machine."""
+    load, _counts = await _ingest_once(cfg, receiver, "postgres", workers=False, api_processes=2)
+    one = results.get("ingest_per_s")
+    results["ingest_2_api_per_s"] = load.per_s
+    results["ingest_2_api_scale"] = load.per_s / one if one else None
+    results["ingest_2_api_p50_ms"] = _percentile(load.latencies_ms, 0.50)
+    results["ingest_2_api_p99_ms"] = _percentile(load.latencies_ms, 0.99)
+    results["ingest_2_api_errors"] = load.errors
+    results["ingest_2_api_cpu_ms"] = load.server_cpu_ms
+    scale = results["ingest_2_api_scale"]
+    cfg.say(
+        f"  ingest postgres, 2 API processes: {load.per_s:.0f}/s"
+        + (f" ({scale:.2f}x one process)" if scale else "")
+        + f", p50 {results['ingest_2_api_p50_ms']:.1f} ms, "
+        f"p99 {results['ingest_2_api_p99_ms']:.1f} ms, server (both processes) "
+        f"{load.server_cpu_ms:.2f} CPU-ms/event, statuses {load.statuses}"
+    )
 
 
 # -- 4. latency ----------------------------------------------------------------------------------
