@@ -194,8 +194,8 @@ def test_a_chunked_body_past_the_drain_bound_is_cut_off(relay: int) -> None:
     piece = f"{MiB:x}\r\n".encode() + b"z" * MiB + b"\r\n"
     with _connect(relay) as sock:
         sent = _send_until_cut_off(sock, _head(None), piece, 256 * MiB)
-    # Read up to the 16 MiB drain bound, then closed (plus what the buffers held).
-    assert 16 * MiB <= sent < 48 * MiB
+    # Read up to the 16 MiB drain bound, then closed (plus what the socket buffers held).
+    assert 16 * MiB <= sent < 64 * MiB
 
 
 def test_a_body_that_waits_for_100_continue_is_refused_at_once(relay: int) -> None:
