@@ -80,7 +80,7 @@ def exclusive(path: Path, *, force: bool = False) -> Iterator[list[str]]:
             fcntl.flock(held.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             if not force:
-                yield holders(path) or ["a process (not named: no /proc/locks here)"]
+                yield holders(path) or ["a process that could not be named"]
                 return
         yield []
     finally:
