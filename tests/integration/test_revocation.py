@@ -194,3 +194,41 @@ async def test_closing_a_store_stops_its_listener_even_while_it_is_connecting() 
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+@POSTGRES
+async def test_a_listener_survives_an_unexpected_error(store: Store) -> None:
+    """Whatever goes wrong in the listener, its caller hears of it (on_lost) and it listens
+    again: a listener that died quietly would leave a cache trusting notices that never come."""
+    events: list[str] = []
+    stop = asyncio.Event()
+
+    def connected() -> None:
+        events.append("connected")
+        if events.count("connected") == 1:
+            raise RuntimeError("a bug in a callback")
+
+    task = asyncio.create_task(
+        notices.listen(
+            store.url, notices.API_KEYS, stop,
+            on_notice=lambda: events.append("notice"), on_connected=connected,
+            on_lost=lambda: events.append("lost"),
+        )
+    )  # fmt: skip
+    try:
+
+        async def listening_again() -> bool:
+            return events.count("connected") == 2
+
+        await eventually(listening_again, within=10, what="the listener to reconnect")
+        async with store.write() as tx:
+            await notices.notify(tx, notices.API_KEYS)
+
+        async def noticed() -> bool:
+            return "notice" in events
+
+        await eventually(noticed, within=5, what="the notice")
+        assert events[:3] == ["connected", "lost", "connected"]
+    finally:
+        stop.set()
+        await task

@@ -79,12 +79,19 @@ async def listen(
                     await conn.execute("SELECT 1", timeout=5)
             if not stop.is_set():
                 on_lost()
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        except Exception as exc:
+            # Never die quietly: a dead listener's caller would go on trusting notices.
             on_lost()
-            log.warning("LISTEN %s connection lost (%s); reconnecting", channel, type(exc).__name__)
+            expected = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+            if isinstance(exc, expected):
+                log.warning(
+                    "LISTEN %s connection lost (%s); reconnecting", channel, type(exc).__name__
+                )
+            else:
+                log.exception("LISTEN %s failed; reconnecting", channel)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
             delay = min(delay * 2, 5.0)
         finally:
             if conn is not None and not conn.is_closed():
-                await conn.close()
+                await conn.close(timeout=2)
