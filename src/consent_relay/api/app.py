@@ -15,6 +15,7 @@ from consent_relay.api import (
     admin,
     deliveries,
     events,
+    ledger,
     openapi,
     problems,
     system,
@@ -65,7 +66,7 @@ def create_app(
     app.state.admin_token = token
     problems.install(app)
     errors_doc = problems.documented_errors()
-    for module in (admin, events, users, webhooks, deliveries):
+    for module in (admin, events, users, webhooks, deliveries, ledger):
         app.include_router(module.router, responses=errors_doc)
     app.include_router(system.router)
     app.include_router(dashboard.router)

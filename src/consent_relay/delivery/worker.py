@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import random
@@ -210,7 +211,7 @@ class Worker:
                 counter = self._attempt_counters[result.code] = metrics.attempts.labels(result.code)
             counter.inc()
             metrics.attempt_seconds.observe(result.duration_ms / 1000)
-            await self._results.put(self._result(item, result, started_at, headers))
+            await self._results.put(self._result(item, result, started_at, headers, body))
         except Exception:
             # Our own fault (a bug): give the slot back; the lease runs out and the delivery
             # is tried again later, by this worker or another.
@@ -245,7 +246,12 @@ class Worker:
         return sum(source.fetches for source in self._token_sources.values())
 
     def _result(
-        self, item: Claimed, result: Outcome, started_at: str, headers: dict[str, str]
+        self,
+        item: Claimed,
+        result: Outcome,
+        started_at: str,
+        headers: dict[str, str],
+        body: bytes,
     ) -> Result:
         now_ms = self.ctx.clock_ms()
         failed = item.attempt_count + 1
@@ -277,6 +283,7 @@ class Worker:
             request_headers=requests.redacted(headers),
             error=result.error,
             response_bytes=result.response_bytes,
+            payload_sha256=hashlib.sha256(body).hexdigest(),  # for the ledger (~1 us a KB)
         )
 
     # -- recording --------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 from sqlalchemy import text
 
 from consent_relay import errors
-from consent_relay.storage import codec, queue
+from consent_relay.storage import codec, ledger, queue
 from consent_relay.storage import engine as engines
 from consent_relay.storage.queue import Claimed, Result
 from consent_relay.storage.tx import Tx
@@ -130,6 +130,7 @@ async def record(
     async def attempt(batch: Sequence[Result]) -> None:
         async with write() as tx:
             kept = await queue.record(tx, batch, now_ms=now_ms, now=now)
+            await ledger.append(tx, kept, now)  # delivered ones leave a ledger entry
         done.add(batch, kept)
 
     async def alone(result: Result, reason: Exception) -> None:
@@ -155,6 +156,7 @@ async def _record_alone(
                 kept = await queue.record(
                     tx, [noted], now_ms=now_ms, now=now, with_attempts=with_attempt
                 )
+                await ledger.append(tx, kept, now)
         except errors.StorageUnavailable:
             raise
         except Exception as exc:

@@ -68,6 +68,7 @@ class Result:
     request_headers: dict[str, str] | None
     error: str | None
     response_bytes: int | None = None  # the response body's size as sent
+    payload_sha256: str | None = None  # SHA-256 (hex) of the exact body sent, for the ledger
 
 
 rows_source = dialect.rows_source  # the queue's batches travel as one JSON parameter

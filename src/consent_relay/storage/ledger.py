@@ -1,0 +1,252 @@
+"""The accountability ledger's rows: appended in the transaction that records delivered
+results, read by the API, the export and ``ledger verify``.
+
+Appending is on the delivery hot path, so a recorded batch costs at most three set-based
+statements whatever its size (two on PostgreSQL): lock (creating when missing) the heads of
+the batch's organizations, with each webhook's organization; insert the entries; move the
+heads. The chain itself is computed in Python (``domain.ledger``) between the two, under the
+heads' row locks (PostgreSQL) or the exclusive write transaction (SQLite): concurrent workers
+chain their entries one after the other, never from the same head.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select, text
+
+from consent_relay.domain import ledger
+from consent_relay.domain.ledger import GENESIS, Entry, EntryFields
+from consent_relay.storage import codec, dialect
+from consent_relay.storage.queue import Result
+from consent_relay.storage.tables import ledger_entries, ledger_heads
+from consent_relay.storage.tx import Tx
+
+_HEADS_SQL = {
+    # The no-op DO UPDATE locks an existing head (and RETURNING hands back its values);
+    # heads are taken in organization order, one lock order for every writer.
+    "postgresql": f"""
+        WITH orgs AS (
+            SELECT id AS webhook_id, organization_id FROM webhooks
+            WHERE id IN ({dialect.strings("postgresql", "webhooks")})
+        ), heads AS (
+            INSERT INTO ledger_heads (organization_id, last_seq, last_hash)
+            SELECT DISTINCT organization_id, 0, '{GENESIS}' FROM orgs ORDER BY organization_id
+            ON CONFLICT (organization_id) DO UPDATE SET last_seq = ledger_heads.last_seq
+            RETURNING organization_id, last_seq, last_hash
+        )
+        SELECT orgs.webhook_id, orgs.organization_id, heads.last_seq, heads.last_hash
+        FROM orgs JOIN heads ON heads.organization_id = orgs.organization_id
+    """,
+    "sqlite": f"""
+        SELECT w.id AS webhook_id, w.organization_id, h.last_seq, h.last_hash
+        FROM webhooks w LEFT JOIN ledger_heads h ON h.organization_id = w.organization_id
+        WHERE w.id IN ({dialect.strings("sqlite", "webhooks")})
+    """,
+}
+
+_ENTRY_COLUMNS = (
+    ("organization_id", "text"),
+    ("seq", "bigint"),
+    ("message_id", "text"),
+    ("delivery_id", "text"),
+    ("type", "text"),
+    ("user_id", "text"),
+    ("webhook_id", "text"),
+    ("delivered_at", "text"),
+    ("status_code", "int"),
+    ("payload_sha256", "text"),
+    ("prev_hash", "text"),
+    ("entry_hash", "text"),
+)
+_HEAD_COLUMNS = (("organization_id", "text"), ("last_seq", "bigint"), ("last_hash", "text"))
+_NAMES = ", ".join(name for name, _ in _ENTRY_COLUMNS)
+
+
+def _insert_entries_sql(tx_dialect: str) -> str:
+    return f"""
+        INSERT INTO ledger_entries ({_NAMES})
+        SELECT {_NAMES} FROM {dialect.rows_source(tx_dialect, _ENTRY_COLUMNS)}
+    """
+
+
+def _upsert_heads_sql(tx_dialect: str) -> str:
+    source = dialect.rows_source(tx_dialect, _HEAD_COLUMNS, "heads")
+    return f"""
+        INSERT INTO ledger_heads (organization_id, last_seq, last_hash)
+        SELECT organization_id, last_seq, last_hash FROM {source} WHERE true
+        ON CONFLICT (organization_id) DO UPDATE
+        SET last_seq = excluded.last_seq, last_hash = excluded.last_hash
+    """
+
+
+async def append(tx: Tx, results: Sequence[Result], now: str) -> int:
+    """Chain an entry for every delivered result of a recorded batch (in ``tx``, the
+    transaction that records them); returns how many entries were written."""
+    delivered = [r for r in results if r.status == "delivered"]
+    if not delivered:
+        return 0
+    webhook_ids = sorted({r.claimed.webhook_id for r in delivered})
+    rows = await tx.conn.execute(
+        text(_HEADS_SQL[tx.dialect]), {"webhooks": codec.dumps(webhook_ids)}
+    )
+    org_of: dict[str, str] = {}
+    heads: dict[str, tuple[int, str]] = {}
+    for row in rows:
+        org_of[row.webhook_id] = row.organization_id
+        heads[row.organization_id] = (
+            (0, GENESIS) if row.last_seq is None else (int(row.last_seq), row.last_hash)
+        )
+    by_org: dict[str, list[EntryFields]] = {}
+    for r in delivered:
+        org = org_of.get(r.claimed.webhook_id)
+        if org is None:
+            continue  # the webhook was deleted meanwhile: nobody to account to
+        chained = by_org.setdefault(org, [])
+        seq = heads[org][0] + len(chained) + 1
+        message = r.claimed.message or {}
+        chained.append(
+            EntryFields(
+                organization_id=org,
+                seq=seq,
+                message_id=r.claimed.message_id,
+                delivery_id=r.claimed.id,
+                type=str(message.get("type", "")),
+                user_id=r.claimed.user_id,
+                webhook_id=r.claimed.webhook_id,
+                delivered_at=now,
+                status_code=r.status_code,
+                payload_sha256=r.payload_sha256,
+            )
+        )
+    entries: list[dict[str, Any]] = []
+    new_heads: list[dict[str, Any]] = []
+    for org, fields in sorted(by_org.items()):
+        chained_entries = ledger.chain(heads[org][1], fields)
+        entries.extend(_row(entry) for entry in chained_entries)
+        last = chained_entries[-1]
+        new_heads.append(
+            {"organization_id": org, "last_seq": last.fields.seq, "last_hash": last.entry_hash}
+        )
+    if not entries:
+        return 0
+    params = {"rows": codec.dumps(entries), "heads": codec.dumps(new_heads)}
+    if tx.dialect == "postgresql":
+        await tx.conn.execute(
+            text(
+                f"WITH e AS ({_insert_entries_sql('postgresql')}) {_upsert_heads_sql('postgresql')}"
+            ),
+            params,
+        )
+    else:
+        await tx.conn.execute(text(_insert_entries_sql("sqlite")), params)
+        await tx.conn.execute(text(_upsert_heads_sql("sqlite")), params)
+    return len(entries)
+
+
+def _row(entry: Entry) -> dict[str, Any]:
+    f = entry.fields
+    return {
+        "organization_id": f.organization_id,
+        "seq": f.seq,
+        "message_id": f.message_id,
+        "delivery_id": f.delivery_id,
+        "type": f.type,
+        "user_id": f.user_id,
+        "webhook_id": f.webhook_id,
+        "delivered_at": f.delivered_at,
+        "status_code": f.status_code,
+        "payload_sha256": f.payload_sha256,
+        "prev_hash": entry.prev_hash,
+        "entry_hash": entry.entry_hash,
+    }
+
+
+def _entry(row: Any) -> Entry:
+    return Entry(
+        EntryFields(
+            organization_id=row.organization_id,
+            seq=int(row.seq),
+            message_id=row.message_id,
+            delivery_id=row.delivery_id,
+            type=row.type,
+            user_id=row.user_id,
+            webhook_id=row.webhook_id,
+            delivered_at=row.delivered_at,
+            status_code=row.status_code,
+            payload_sha256=row.payload_sha256,
+        ),
+        row.prev_hash,
+        row.entry_hash,
+    )
+
+
+@dataclass(frozen=True)
+class Query:
+    """Which entries of one organization: every filter optional; ``after_seq`` pages."""
+
+    organization_id: str
+    user_id: str | None = None
+    webhook_id: str | None = None
+    since: str | None = None  # delivered_at >= since
+    until: str | None = None  # delivered_at < until
+    after_seq: int = 0
+
+
+async def page(tx: Tx, query: Query, limit: int) -> list[Entry]:
+    """Up to ``limit`` entries in sequence order (by the user or webhook index when given)."""
+    c = ledger_entries.c
+    stmt = select(ledger_entries).where(
+        c.organization_id == query.organization_id, c.seq > query.after_seq
+    )
+    if query.user_id is not None:
+        stmt = stmt.where(c.user_id == query.user_id)
+    if query.webhook_id is not None:
+        stmt = stmt.where(c.webhook_id == query.webhook_id)
+    if query.since is not None:
+        stmt = stmt.where(c.delivered_at >= query.since)
+    if query.until is not None:
+        stmt = stmt.where(c.delivered_at < query.until)
+    rows = await tx.conn.execute(stmt.order_by(c.seq).limit(limit))
+    return [_entry(row) for row in rows]
+
+
+async def organizations(tx: Tx) -> list[str]:
+    """Every organization with a ledger (a head, or entries left without one)."""
+    heads = select(ledger_heads.c.organization_id)
+    entries = select(ledger_entries.c.organization_id).distinct()
+    rows = await tx.conn.execute(heads.union(entries))
+    return sorted(row[0] for row in rows)
+
+
+async def head(tx: Tx, organization_id: str) -> tuple[int, str] | None:
+    row = (
+        await tx.conn.execute(
+            select(ledger_heads.c.last_seq, ledger_heads.c.last_hash).where(
+                ledger_heads.c.organization_id == organization_id
+            )
+        )
+    ).first()
+    return None if row is None else (int(row.last_seq), row.last_hash)
+
+
+async def walk(read: Any, query: Query, *, batch: int = 1000) -> AsyncIterator[Entry]:
+    """Every entry matching ``query`` in sequence order, read ``batch`` at a time, each batch
+    in a short transaction of its own (``read`` is ``Store.read``)."""
+    after = query.after_seq
+    while True:
+        async with read() as tx:
+            entries = await page(tx, _after(query, after), batch)
+        for entry in entries:
+            yield entry
+        if len(entries) < batch:
+            return
+        after = entries[-1].fields.seq
+
+
+def _after(query: Query, after_seq: int) -> Query:
+    return Query(
+        query.organization_id, query.user_id, query.webhook_id, query.since, query.until, after_seq
+    )
