@@ -138,6 +138,13 @@ messages = Table(
         postgresql_where=text("purged_at IS NULL"),
         sqlite_where=text("purged_at IS NULL"),
     ),
+    Index(
+        "ix_messages_user_unpurged",
+        "organization_id",
+        "user_id",
+        postgresql_where=text("purged_at IS NULL"),
+        sqlite_where=text("purged_at IS NULL"),
+    ),
 )
 
 # One row per (webhook, user): hands out sequence numbers and counts what is pending, so

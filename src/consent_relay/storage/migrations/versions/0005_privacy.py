@@ -8,8 +8,9 @@ message), erasures of deleted users, and purgeable message payloads (retention a
 - ``erasures``: the users whose personal data was erased, and when; ``settled_at`` is set once
   nothing of theirs waits to be purged (pending deliveries done, dead letters' grace over).
 - ``messages.parameters`` becomes nullable: a purged message keeps its ids, type and times,
-  ``purged_at`` and ``purge_reason`` ("erased" | "expired"). The partial index on unpurged
-  messages lets the purge find its work without reading purged rows again.
+  ``purged_at`` and ``purge_reason`` ("erased" | "expired"). The partial indexes on unpurged
+  messages let the purge find its work without reading purged rows again, and an erasure
+  find a user's messages.
 
 Revision ID: 0005
 Revises: 0004
@@ -78,9 +79,17 @@ def upgrade() -> None:
         postgresql_where=sa.text("purged_at IS NULL"),
         sqlite_where=sa.text("purged_at IS NULL"),
     )
+    op.create_index(
+        "ix_messages_user_unpurged",
+        "messages",
+        ["organization_id", "user_id"],
+        postgresql_where=sa.text("purged_at IS NULL"),
+        sqlite_where=sa.text("purged_at IS NULL"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_messages_user_unpurged", table_name="messages")
     op.drop_index("ix_messages_unpurged", table_name="messages")
     with op.batch_alter_table("messages", schema=None) as batch_op:
         batch_op.drop_column("purge_reason")
