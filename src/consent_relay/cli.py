@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
-from consent_relay import crypto, errors, logs
+from consent_relay import cli_privacy, crypto, errors, logs
 from consent_relay.domain.rules import EVENT_TYPES
 from consent_relay.schemas import OrganizationIn
 from consent_relay.services import deliveries, orgs, webhooks
@@ -35,6 +35,8 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(dead_app, name="dead-letters")
 app.add_typer(deliveries_app, name="deliveries")
 app.add_typer(webhooks_app, name="webhooks")
+app.add_typer(cli_privacy.ledger_app, name="ledger")
+app.add_typer(cli_privacy.users_app, name="users")
 console = Console()
 err = Console(stderr=True)
 T = TypeVar("T")
@@ -197,9 +199,21 @@ def api(
     if count == 1:
         uvicorn.run(create_app(settings), **options)
         return
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors import Multiprocess
+
     crypto.secret_box(settings)  # a generated key is written once, before the processes start
-    # Each process imports the factory and builds its app from the same environment.
-    uvicorn.run("consent_relay.api.app:create_app_from_env", factory=True, workers=count, **options)
+    # Each process imports the factory and builds its app from the same environment. This is
+    # uvicorn.run(..., workers=count), but it exits 0 when a process fails to start (e.g. no
+    # database within STARTUP_PATIENCE): here that is exit status 3, as with one process.
+    config = uvicorn.Config(
+        "consent_relay.api.app:create_app_from_env", factory=True, workers=count, **options
+    )
+    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+    supervisor.run()
+    if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes):
+        err.print("[red]error:[/red] an API process failed to start (see the log above)")
+        raise typer.Exit(STARTUP_FAILURE)
 
 
 @app.command()

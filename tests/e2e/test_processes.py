@@ -320,3 +320,21 @@ async def test_sqlite_refuses_more_than_one_process(command: list[str], tmp_path
     assert "SQLite runs one" in output, output
     assert "one writer at a time" in output, output
     assert not (tmp_path / "one.db").exists()  # refused before touching the database
+
+
+async def test_api_processes_that_cannot_start_make_api_fail(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A database that does not exist fails each process's start-up at once: ``api`` exits
+    3 (uvicorn's start-up failure), as with one process, not 0."""
+    env = process_env(
+        settings,
+        CONSENT_RELAY_DATABASE_URL=settings.resolved_database_url.rsplit("/", 1)[0] + "/nowhere",
+    )
+    server = Process(
+        ["api", "--processes", "2", "--port", str(free_port())], env, tmp_path / "api.log"
+    )
+    async with started(server):
+        code = await server.wait(90)
+    assert code == 3, server.output()
+    assert "an API process failed to start" in server.output()
