@@ -16,6 +16,7 @@ generated URLs are not looked up (no DNS from a test): a failed lookup is not a 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -48,8 +49,10 @@ from tests.conftest import prepare_store
 
 Case = GenericCase[Any]
 SEED = 20261201
-EXAMPLES = 12  # per operation and mode; the stateful phase runs STEPS scenarios
-STEPS = 25
+# Examples per operation and mode, and stateful scenarios; a deeper run now and then:
+# CONSENT_RELAY_FUZZ_EXAMPLES=200 pytest tests/integration/test_api_fuzz.py
+EXAMPLES = int(os.environ.get("CONSENT_RELAY_FUZZ_EXAMPLES", "12"))
+STEPS = 2 * EXAMPLES
 ADMIN_TOKEN = "fuzz-admin-token"
 
 # Rules the schema cannot state; schema-valid data may break them and get a 422 naming the
