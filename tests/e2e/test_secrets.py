@@ -1,8 +1,8 @@
 """Secrets at rest and in logs, end to end: canary secrets (an OAuth client secret, signing
-secrets, an access token) are found nowhere in the database (SQLite file bytes with its WAL,
-every PostgreSQL row) nor in logs nor in API answers; ``consent-relay rotate-secret-key``
-re-encrypts them so that deliveries still sign and authenticate with the same secrets, read
-with the new key only."""
+secrets, an access token, a custom header value) are found nowhere in the database (SQLite
+file bytes with its WAL, every PostgreSQL row) nor in logs nor in API answers; ``consent-relay
+rotate-secret-key`` re-encrypts them so that deliveries still sign and authenticate with the
+same secrets, read with the new key only."""
 
 from __future__ import annotations
 
@@ -48,6 +48,7 @@ class Canaries:
     def __init__(self) -> None:
         self.client_secret = f"canary-client-secret-{secrets.token_hex(12)}"
         self.access_token = f"canary-access-token-{secrets.token_hex(12)}"
+        self.header_value = f"canary-header-value-{secrets.token_hex(12)}"
         self.signing: list[str] = []
 
     def answer(self, request: TokenRequest, n: int) -> web.Response:
@@ -63,7 +64,7 @@ class Canaries:
 
     def needles(self) -> list[str]:
         basic = base64.b64encode(f"relay:{self.client_secret}".encode()).decode()
-        found = [self.client_secret, self.access_token, basic]
+        found = [self.client_secret, self.access_token, basic, self.header_value]
         for secret in self.signing:
             found += [secret, secret.removeprefix("whsec_")]
         return found
@@ -151,6 +152,7 @@ async def test_canary_secrets_are_nowhere_at_rest_in_logs_or_answers(
     post_hook = await make_webhook(
         api,
         receiver.url("/post"),
+        headers={"X-Api-Key": canaries.header_value},
         authentication=oauth(tokens.url, client_secret=canaries.client_secret),
         **ONLY_EVENTS,
     )
@@ -182,6 +184,7 @@ async def test_canary_secrets_are_nowhere_at_rest_in_logs_or_answers(
     for item in receiver.at("/post"):
         for secret in (post_hook["signing_secret"], rotated.json()["signing_secret"]):
             Webhook(secret).verify(item.body, item.headers)
+        assert item.headers["X-Api-Key"] == canaries.header_value  # in clear on the wire only
     for item in receiver.at("/basic"):
         Webhook(basic_hook["signing_secret"]).verify(item.body, item.headers)
     assert all(r.headers["Authorization"].startswith("Bearer canary-access-token-") for r in

@@ -331,7 +331,7 @@ async def test_oauth_client_secret_is_stored_encrypted_and_never_returned(
         "scope": "consents:write",
         "audience": None,
         "client_auth_method": "client_secret_basic",
-        "token_request_headers": {"X-Tenant": "acme"},
+        "token_request_headers": {"X-Tenant": "********"},  # values are secrets
         "client_secret_set": True,
     }
     assert created["authentication"] == expected_auth

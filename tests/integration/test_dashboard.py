@@ -427,7 +427,7 @@ async def test_create_webhook_with_oauth_shows_the_signing_secret_once(
         "scope": "consents:write",
         "audience": None,
         "client_auth_method": "client_secret_basic",
-        "token_request_headers": {"X-Tenant": "acme"},
+        "token_request_headers": {"X-Tenant": "********"},
         "client_secret_set": True,
     }
     async with ctx.store.read() as tx:

@@ -16,7 +16,14 @@ from consent_relay import crypto
 from consent_relay.services import secret_keys
 from consent_relay.services.context import Context
 from consent_relay.storage.records import WebhookRecord
-from tests.integration.test_dashboard import D, create_via_form, csrf_of, hook_form, sign_in
+from tests.integration.test_dashboard import (
+    D,
+    create_via_form,
+    csrf_of,
+    hook_form,
+    sign_in,
+    token_endpoint,
+)
 from tests.receiver import Receiver
 from tests.workers import make_webhook, running
 
@@ -230,3 +237,53 @@ async def test_legacy_plaintext_values_are_delivered_and_rotation_encrypts_them(
     assert new_box.unseal(stored["X-Api-Key"]) == canary
     assert new_box.unseal(stored["X-Env"]) == "prod"
     assert canary not in str(stored)
+
+
+async def test_token_request_header_values_are_secrets_too(
+    api: httpx.AsyncClient, ctx: Context, receiver: Receiver, canary: str
+) -> None:
+    receiver.behaviours["/token"] = token_endpoint
+    oauth = {
+        "token_url": receiver.url("/token"),
+        "client_id": "relay",
+        "client_secret": "s3cret",
+        "token_request_headers": {"X-Token-Key": canary},
+    }
+    created = await api.post(
+        "/v1/webhooks", json={"url": receiver.url("/hook"), "authentication": oauth, **ONLY_EVENTS}
+    )
+    assert created.status_code == 201, created.text
+    hook = created.json()
+    assert hook["authentication"]["token_request_headers"] == {"X-Token-Key": MASK}
+    assert canary not in created.text
+    stored = (await record_of(ctx, hook["id"])).authentication
+    assert stored is not None
+    assert crypto.is_sealed(stored["token_request_headers"]["X-Token-Key"])
+    assert canary not in str(stored)
+
+    # Settings sent back as shown (the mask, no client secret) keep both secrets.
+    shown = {**oauth, "client_secret": None, "token_request_headers": {"X-Token-Key": MASK}}
+    patched = await api.patch(f"/v1/webhooks/{hook['id']}", json={"authentication": shown})
+    assert patched.status_code == 200, patched.text
+    assert canary not in patched.text
+    unknown = {**shown, "token_request_headers": {"X-Other": MASK}}
+    refused = await api.patch(f"/v1/webhooks/{hook['id']}", json={"authentication": unknown})
+    assert refused.status_code == 422
+    assert [e["field"] for e in refused.json()["errors"]] == [
+        "authentication.token_request_headers.X-Other"
+    ]
+
+    await post_event(api, "jane@example.com")
+    async with running(ctx):
+        await receiver.wait_for(1, "/hook")
+    assert receiver.at("/token")[0].headers["X-Token-Key"] == canary
+
+    count = await secret_keys.reencrypt(
+        ctx.store, ctx.settings.secret_key, new_key := crypto.new_key(), force=True
+    )
+    assert count == 3  # the signing secret, the client secret, the token request header
+    rotated = (await record_of(ctx, hook["id"])).authentication
+    assert rotated is not None
+    assert crypto.SecretBox([new_key]).unseal(rotated["token_request_headers"]["X-Token-Key"]) == (
+        canary
+    )

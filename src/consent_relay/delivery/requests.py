@@ -50,7 +50,7 @@ def prepare(ctx: Context, hook: WebhookRecord) -> PreparedWebhook:
         include_regulation=payloads.include_regulation_for(hook.regulations),
         headers=headers,
         secrets=secrets.signing,
-        authentication=hook.authentication,
+        authentication=secrets.authentication,
         auth_secret=secrets.auth_secret,
     )
 

@@ -93,7 +93,15 @@ def _reencrypt(box: SecretBox, hook: WebhookRecord) -> int:
         hook.auth_secret = box.rotate(hook.auth_secret)
         count += 1
     hook.headers = {name: box.reseal(value) for name, value in hook.headers.items()}
-    return count + len(hook.headers)
+    count += len(hook.headers)
+    token_headers = (hook.authentication or {}).get("token_request_headers") or {}
+    if hook.authentication is not None and token_headers:
+        hook.authentication = {
+            **hook.authentication,
+            "token_request_headers": {n: box.reseal(v) for n, v in token_headers.items()},
+        }
+        count += len(token_headers)
+    return count
 
 
 def stage_key_file(path: Path, key: str) -> Path:

@@ -1,10 +1,10 @@
 """Webhook configuration: per organization, secrets encrypted, signing secret shown once.
 
 Secrets: the signing secrets, the OAuth client secret and the values of custom headers (often
-an ``X-Api-Key``) are stored encrypted (``SecretBox``) and opened only to prepare deliveries
-(``open_secrets``). Header values are masked in every answer, the creation's included:
-``{"X-Api-Key": "********"}``. A PATCH that sends a header's value as the mask keeps the
-stored value, so a GET-edit-PATCH round trip never loses one.
+an ``X-Api-Key``; the OAuth token request's headers too) are stored encrypted (``SecretBox``)
+and opened only to prepare deliveries (``open_secrets``). Header values are masked in every
+answer, the creation's included: ``{"X-Api-Key": "********"}``. A PATCH that sends a header's
+value as the mask keeps the stored value, so a GET-edit-PATCH round trip never loses one.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ class Secrets:
     signing: list[str]  # the current signing secret, then the previous one during its overlap
     auth_secret: str | None
     headers: dict[str, str]
+    authentication: JSON | None  # the OAuth settings, token request header values opened
 
 
 def _open(box: SecretBox, value: str, what: str, *, header: bool = False) -> str:
@@ -61,11 +62,26 @@ def open_secrets(box: SecretBox, hook: WebhookRecord, now: str) -> Secrets:
     if hook.previous_signing_secret and (hook.previous_secret_expires_at or "") > now:
         secrets.append(_open(box, hook.previous_signing_secret, "the previous signing secret"))
     auth = _open(box, hook.auth_secret, "the OAuth client secret") if hook.auth_secret else None
-    headers = {
-        name: _open(box, value, f"the value of header {name}", header=True)
-        for name, value in hook.headers.items()
+    authentication = None
+    if hook.authentication is not None:
+        token_headers = hook.authentication.get("token_request_headers") or {}
+        authentication = {
+            **hook.authentication,
+            "token_request_headers": _open_headers(box, token_headers, "token request header"),
+        }
+    return Secrets(
+        signing=secrets,
+        auth_secret=auth,
+        headers=_open_headers(box, hook.headers, "header"),
+        authentication=authentication,
+    )
+
+
+def _open_headers(box: SecretBox, headers: dict[str, str], what: str) -> dict[str, str]:
+    return {
+        name: _open(box, value, f"the value of {what} {name}", header=True)
+        for name, value in headers.items()
     }
-    return Secrets(signing=secrets, auth_secret=auth, headers=headers)
 
 
 def broken_reason(box: SecretBox, hook: WebhookRecord) -> str | None:
@@ -77,10 +93,12 @@ def broken_reason(box: SecretBox, hook: WebhookRecord) -> str | None:
     return None
 
 
-def _seal_headers(box: SecretBox, given: dict[str, str], stored: dict[str, str]) -> dict[str, str]:
+def _seal_headers(
+    box: SecretBox, given: dict[str, str], stored: dict[str, str], field: str = "headers"
+) -> dict[str, str]:
     """The given headers with their values sealed. A value given as ``MASK`` keeps the value
     stored under that name (compared without case, as HTTP does); a mask with nothing stored
-    to keep is refused."""
+    to keep is refused (on ``field.<name>``)."""
     stored_by_name = {name.lower(): value for name, value in stored.items()}
     sealed = {}
     for name, value in given.items():
@@ -92,7 +110,7 @@ def _seal_headers(box: SecretBox, given: dict[str, str], stored: dict[str, str])
             raise errors.Unprocessable(
                 f"header {name!r} is given as the mask {MASK!r}, which keeps a stored value, "
                 "but none is stored",
-                [errors.FieldError(f"headers.{name}", "has no stored value to keep: give it")],
+                [errors.FieldError(f"{field}.{name}", "has no stored value to keep: give it")],
             )
         sealed[name] = kept if crypto.is_sealed(kept) else box.seal(kept)
     return sealed
@@ -106,7 +124,12 @@ def webhook_view(box: SecretBox, hook: WebhookRecord) -> JSON:
     ``broken`` (with ``status_reason``) when this key cannot open its secrets."""
     auth = None
     if hook.authentication is not None:
-        auth = {**hook.authentication, "client_secret_set": hook.auth_secret is not None}
+        token_headers = hook.authentication.get("token_request_headers") or {}
+        auth = {
+            **hook.authentication,
+            "token_request_headers": {name: MASK for name in token_headers},
+            "client_secret_set": hook.auth_secret is not None,
+        }
     reason = broken_reason(box, hook)
     return {
         "id": hook.id,
@@ -140,8 +163,15 @@ async def _check_destination(ctx: Context, url: str, field: str) -> None:
         raise errors.ForbiddenTarget(exc.detail, [errors.FieldError(field, exc.detail)]) from exc
 
 
-def _auth_settings(auth: OAuthIn) -> JSON:
-    return auth.model_dump(mode="json", exclude={"client_secret"})
+def _auth_settings(box: SecretBox, auth: OAuthIn, stored: JSON | None) -> JSON:
+    """The OAuth settings to store: no client secret (stored apart), token request header
+    values sealed (a mask keeps the value stored in ``stored``, the settings being replaced)."""
+    settings = auth.model_dump(mode="json", exclude={"client_secret"})
+    kept = (stored or {}).get("token_request_headers") or {}
+    settings["token_request_headers"] = _seal_headers(
+        box, auth.token_request_headers, kept, "authentication.token_request_headers"
+    )
+    return settings
 
 
 def _secret_required() -> errors.Unprocessable:
@@ -172,7 +202,7 @@ async def create_webhook(ctx: Context, org_id: str, data: WebhookIn) -> JSON:
         regulations=list(dict.fromkeys(data.regulations)),
         flatten=data.flatten,
         headers=_seal_headers(ctx.box, data.headers, {}),
-        authentication=_auth_settings(auth) if auth else None,
+        authentication=_auth_settings(ctx.box, auth, None) if auth else None,
         auth_secret=ctx.box.encrypt(auth.client_secret) if auth and auth.client_secret else None,
         signing_secret=ctx.box.encrypt(secret),
         previous_signing_secret=None,
@@ -242,7 +272,7 @@ async def update_webhook(ctx: Context, org_id: str, webhook_id: str, patch: Webh
             if auth is None:
                 hook.authentication, hook.auth_secret = None, None
             else:
-                hook.authentication = _auth_settings(auth)
+                hook.authentication = _auth_settings(ctx.box, auth, hook.authentication)
                 if auth.client_secret:
                     hook.auth_secret = ctx.box.encrypt(auth.client_secret)
                 elif hook.auth_secret is None:
