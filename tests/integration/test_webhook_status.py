@@ -78,3 +78,19 @@ async def test_a_webhook_under_another_key_shows_as_broken(
     assert named in html.unescape(page.text)
     fine_page = await api.get(f"{D}/webhooks/{fine['id']}")
     assert 'data-testid="webhook-broken"' not in fine_page.text
+
+
+async def test_rotating_the_signing_secret_repairs_a_webhook_broken_by_it(
+    api: httpx.AsyncClient, ctx: Context
+) -> None:
+    hook = await make_webhook(api, URL)
+    await encrypt_under_another_key(ctx, hook["id"], "signing")
+    assert (await api.get(f"/v1/webhooks/{hook['id']}")).json()["status"] == "broken"
+    rotated = await api.post(f"/v1/webhooks/{hook['id']}/rotate-secret")
+    assert rotated.status_code == 200, rotated.text
+    assert (rotated.json()["status"], rotated.json()["status_reason"]) == ("ok", None)
+    async with ctx.store.read() as tx:
+        record = await tx.get_webhook(None, hook["id"])
+    assert record is not None
+    assert record.previous_signing_secret is None  # unreadable: no overlap to keep
+    assert ctx.box.decrypt(record.signing_secret) == rotated.json()["signing_secret"]

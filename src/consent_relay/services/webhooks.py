@@ -292,14 +292,20 @@ async def delete_webhook(ctx: Context, org_id: str, webhook_id: str) -> None:
 
 
 async def rotate_secret(ctx: Context, org_id: str, webhook_id: str) -> JSON:
-    """A new signing secret; the old one keeps signing beside it for 24 hours."""
+    """A new signing secret; the old one keeps signing beside it for 24 hours, unless the
+    key cannot open it (a broken webhook): then it goes, and the rotation repairs it."""
     secret = signing.new_secret()
     async with ctx.store.write() as tx:
         hook = await tx.get_webhook(org_id, webhook_id)
         if hook is None:
             raise errors.NotFound(f"no webhook {webhook_id!r}")
-        hook.previous_signing_secret = hook.signing_secret
-        hook.previous_secret_expires_at = format_ts(datetime.now(UTC) + ROTATION_OVERLAP)
+        try:
+            ctx.box.decrypt(hook.signing_secret)
+        except errors.BadRequest:
+            hook.previous_signing_secret, hook.previous_secret_expires_at = None, None
+        else:
+            hook.previous_signing_secret = hook.signing_secret
+            hook.previous_secret_expires_at = format_ts(datetime.now(UTC) + ROTATION_OVERLAP)
         hook.signing_secret = ctx.box.encrypt(secret)
         hook.updated_at = now_ts()
         await tx.update_webhook(hook)
