@@ -29,6 +29,12 @@ finished = Counter(
     ["status"],
     registry=REGISTRY,
 )
+payloads_purged = Counter(
+    "consent_relay_payloads_purged_total",
+    "Message payloads purged by the workers, by reason (erased or expired).",
+    ["reason"],
+    registry=REGISTRY,
+)
 attempt_seconds = Histogram(
     "consent_relay_attempt_duration_seconds",
     "Duration of one delivery attempt, token request included.",

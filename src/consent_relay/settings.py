@@ -89,6 +89,18 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field("text", description="Log line format.")
     log_level: str = Field("INFO", description="Log level.")
     max_body_bytes: int = Field(1024 * 1024, description="Largest accepted request body.")
+    payload_retention: float = Field(
+        30 * 86400.0,
+        gt=0,
+        description="Seconds a delivered message keeps its payload (and its attempts their "
+        "bodies) before the workers purge them; dead letters keep theirs until delivered.",
+    )
+    erasure_grace: float = Field(
+        30 * 86400.0,
+        ge=0,
+        description="Seconds an erased user's dead letters keep their payload, so that the "
+        "user.deleted can still be replayed.",
+    )
 
     @field_validator("retry_schedule", mode="before")
     @classmethod

@@ -429,21 +429,25 @@ async def delivery_detail(request: Request, delivery_id: str) -> Response:
     delivery = await deliveries.get_delivery(ctx, session.organization_id, delivery_id)
     hook = await webhooks.get_webhook(ctx, session.organization_id, delivery["webhook_id"])
     message = delivery["message"]
-    body = payloads.render_body(
-        message["type"],
-        message["parameters"],
-        message["regulation"],
-        flatten=hook["flatten"],
-        include_regulation=payloads.include_regulation_for(hook["regulations"]),
-    )
+    if message["purged"] is not None:  # README, "Privacy": the payload is gone, say why
+        shown, size = f"({message['purged']['reason']} at {message['purged']['at']})", 0
+    else:
+        body = payloads.render_body(
+            message["type"],
+            message["parameters"],
+            message["regulation"],
+            flatten=hook["flatten"],
+            include_regulation=payloads.include_regulation_for(hook["regulations"]),
+        )
+        shown, size = _pretty(orjson.loads(body)), len(body)
     pending = delivery["status"] == "pending"
     response = render(
         "delivery.html",
         session=session,
         delivery=delivery,
         hook=hook,
-        body=_pretty(orjson.loads(body)),
-        body_bytes=len(body),
+        body=shown,
+        body_bytes=size,
         refresh_seconds=PENDING_REFRESH_SECONDS if pending else None,
         notice=_notice(request),
     )

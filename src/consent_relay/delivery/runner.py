@@ -12,6 +12,7 @@ from consent_relay import errors
 from consent_relay.clock import Clock
 from consent_relay.delivery import wakeup
 from consent_relay.delivery.worker import Worker
+from consent_relay.services import privacy as purge
 from consent_relay.services.context import Context, build_context
 from consent_relay.settings import Settings
 
@@ -38,6 +39,7 @@ async def run(ctx: Context, stop: asyncio.Event, *, concurrency: int | None = No
     tasks = [
         asyncio.create_task(Worker(ctx, concurrency=concurrency).run(stop)),
         asyncio.create_task(keep_clock_synced(ctx, stop)),
+        asyncio.create_task(purge.run_periodically(ctx, stop)),  # retention and erasure
     ]
     if not ctx.store.is_sqlite:
         tasks.append(asyncio.create_task(wakeup.listen(ctx.store.url, ctx.work_queued, stop)))

@@ -13,7 +13,7 @@ from consent_relay.domain import rules, users
 from consent_relay.domain.rules import Change, ChangeKind
 from consent_relay.domain.timefmt import now_ts
 from consent_relay.schemas import EventIn, EventPatch, UserIn, UserPatch
-from consent_relay.services import ingest, outbox, pagination
+from consent_relay.services import ingest, outbox, pagination, privacy
 from consent_relay.services.context import Context
 from consent_relay.services.folding import (
     GDPR,
@@ -308,6 +308,9 @@ async def delete_user(ctx: Context, org_id: str, user_id: str, *, quiet: bool = 
         view = user_view(user)
         await tx.delete_user(org_id, user_id)
         change = Change(ChangeKind.USER_DELETED, user_before=view)
-        return None, await _publish(ctx, tx, org_id, user.id, GDPR, change, quiet)
+        queued = await _publish(ctx, tx, org_id, user.id, GDPR, change, quiet)
+        await privacy.erase(ctx, tx, org_id, user.id)  # payloads and attempts' texts too
+        return None, queued
 
     await _write(ctx, work)
+    await privacy.after_erasure(ctx)

@@ -95,7 +95,13 @@ async def get_delivery(ctx: Context, org_id: str, delivery_id: str) -> JSON:
     async with ctx.store.read() as tx:
         row = (
             await tx.conn.execute(
-                select(*_COLUMNS, messages.c.parameters, messages.c.regulation)
+                select(
+                    *_COLUMNS,
+                    messages.c.parameters,
+                    messages.c.regulation,
+                    messages.c.purge_reason,
+                    messages.c.purged_at,
+                )
                 .join(messages, messages.c.id == deliveries.c.message_id)
                 .where(deliveries.c.id == delivery_id, deliveries.c.organization_id == org_id)
             )
@@ -113,7 +119,11 @@ async def get_delivery(ctx: Context, org_id: str, delivery_id: str) -> JSON:
         "message": {
             "type": row.type,
             "regulation": row.regulation,
-            "parameters": codec.loads(row.parameters),
+            # null once purged (README, "Privacy"): "payload erased" or "payload expired"
+            "parameters": None if row.parameters is None else codec.loads(row.parameters),
+            "purged": None
+            if row.purge_reason is None
+            else {"reason": f"payload {row.purge_reason}", "at": row.purged_at},
         },
         "attempts": attempt_views,
     }
@@ -192,6 +202,7 @@ async def replay(
                     "some ids are not dead letters of this webhook",
                     [errors.FieldError("delivery_ids", f"not dead letters: {sorted(missing)}")],
                 )
+        dead = await _payload_kept(tx, dead, explicit=delivery_ids is not None)
         if not dead:
             return 0
         letters = [
@@ -205,3 +216,24 @@ async def replay(
     if done.replayed:
         ctx.notify_enqueued()
     return len(done.replayed)
+
+
+async def _payload_kept(tx: Tx, dead: list[Any], *, explicit: bool) -> list[Any]:
+    """Dead letters whose message still has its payload: a purged one cannot go out again
+    (named in a 409 when asked for by id; left out of a bulk replay)."""
+    ids = list({row.message_id for row in dead})
+    gone = {
+        row.id: row.purge_reason
+        for row in await tx.conn.execute(
+            select(messages.c.id, messages.c.purge_reason).where(
+                messages.c.id.in_(ids), messages.c.purge_reason.is_not(None)
+            )
+        )
+    }
+    if explicit and gone:
+        named = sorted(f"{row.id} (payload {gone[row.message_id]})" for row in dead
+                       if row.message_id in gone)  # fmt: skip
+        raise errors.Conflict(
+            f"cannot replay, the message's payload was purged: {', '.join(named)}"
+        )
+    return [row for row in dead if row.message_id not in gone]

@@ -94,6 +94,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
             "synchronous=FULL",
             "foreign_keys=ON",
             "busy_timeout=10000",
+            "secure_delete=ON",  # erased data is zeroed, not left in free pages (privacy)
         ):
             cursor.execute(f"PRAGMA {pragma}")
         cursor.close()

@@ -1,0 +1,206 @@
+"""Erasure of a deleted user's personal data (README, "Privacy"), on SQLite and PostgreSQL:
+payloads, attempts' texts, the SQLite files; pending deliveries still go out; dead letters
+keep their payload for the grace period only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiohttp import web
+from sqlalchemy.engine import make_url
+
+from consent_relay.services import privacy
+from consent_relay.services.context import Context
+from tests.e2e.helpers import eventually, get_json, post_event, rows, scalar
+from tests.receiver import Received, Receiver, status_sequence
+from tests.workers import make_webhook, running
+
+EMAIL = "jane.erasable@example.com"
+VALUE = "zebraquartz7781"  # a distinctive preference value
+
+
+def jane_event(enabled: bool = True) -> dict[str, Any]:
+    return {
+        "user": {"organization_user_id": EMAIL},
+        "consents": {
+            "purposes": [{"id": "news", "enabled": enabled, "values": {"topic": {"value": VALUE}}}]
+        },
+    }
+
+
+def echo(item: Received, _count: int) -> web.StreamResponse:
+    """A receiver that echoes the body back: the attempt's stored response holds it."""
+    return web.Response(status=200, body=item.body)
+
+
+async def messages_of(ctx: Context, user_id: str) -> list[Any]:
+    return await rows(
+        ctx,
+        "SELECT id, type, parameters, purge_reason FROM messages WHERE user_id = :u ORDER BY pk",
+        u=user_id,
+    )
+
+
+async def attempt_texts(ctx: Context, user_id: str) -> list[Any]:
+    return await rows(
+        ctx,
+        "SELECT a.response_body, a.request_headers FROM attempts a "
+        "JOIN deliveries d ON d.id = a.delivery_id WHERE d.user_id = :u",
+        u=user_id,
+    )
+
+
+def sqlite_bytes(ctx: Context) -> bytes:
+    path = Path(str(make_url(ctx.store.url).database))
+    found = b""
+    for name in (path, Path(f"{path}-wal")):
+        if name.exists():
+            found += name.read_bytes()
+    return found
+
+
+async def delivered_count(ctx: Context, user_id: str) -> int:
+    return int(
+        await scalar(
+            ctx,
+            "SELECT count(*) FROM deliveries WHERE user_id = :u AND status = 'delivered'",
+            u=user_id,
+        )
+    )
+
+
+async def test_deleting_a_user_erases_their_personal_data_everywhere(
+    api: httpx.AsyncClient, ctx: Context, receiver: Receiver
+) -> None:
+    receiver.behaviours["/crm"] = echo
+    await make_webhook(api, receiver.url("/crm"))
+    created = await post_event(api, jane_event())
+    jane = created["user"]["id"]
+    async with running(ctx):
+        await receiver.wait_for(2)
+        await eventually(
+            lambda: _at_least(delivered_count(ctx, jane), 2), within=20, what="delivered"
+        )
+    if ctx.store.is_sqlite:
+        assert EMAIL.encode() in sqlite_bytes(ctx)  # the scan would see it
+    assert any(body for body, _ in await attempt_texts(ctx, jane))
+    delivery_id = (await rows(ctx, "SELECT id FROM deliveries WHERE user_id = :u LIMIT 1", u=jane))[
+        0
+    ].id
+
+    response = await api.delete(f"/v1/consents/users/{jane}")
+    assert response.status_code == 204
+
+    kept = await messages_of(ctx, jane)
+    assert [(m.type, m.purge_reason) for m in kept] == [
+        ("event.created", "erased"),
+        ("user.created", "erased"),
+        ("user.deleted", None),  # pending: goes out first
+    ]
+    assert all(m.parameters is None for m in kept[:2])
+    assert all(body is None and headers is None for body, headers in await attempt_texts(ctx, jane))
+    shown = await get_json(api, f"/v1/deliveries/{delivery_id}")
+    assert shown["message"]["parameters"] is None
+    assert shown["message"]["purged"]["reason"] == "payload erased"
+    assert EMAIL not in str(shown)
+    assert VALUE not in str(shown)
+
+    async with running(ctx):
+        await receiver.wait_for(3)
+        await eventually(
+            lambda: _at_least(delivered_count(ctx, jane), 3), within=20, what="user.deleted"
+        )
+    assert receiver.received[-1].json["type"] == "user.deleted"
+    assert EMAIL in receiver.received[-1].body.decode()  # the receiver learns whom to delete
+    state = privacy.PurgeState()
+    done = await privacy.purge_once(ctx, state)
+    assert done["erased"] == 1
+    assert [m.purge_reason for m in await messages_of(ctx, jane)] == ["erased"] * 3
+    assert all(body is None and headers is None for body, headers in await attempt_texts(ctx, jane))
+    assert await scalar(ctx, "SELECT settled_at FROM erasures WHERE user_id = :u", u=jane)
+    if ctx.store.is_sqlite:
+        files = sqlite_bytes(ctx)
+        assert EMAIL.encode() not in files
+        assert VALUE.encode() not in files
+    # What remains is pseudonymous, and the ledger still tells who was told what.
+    ledger = await get_json(api, "/v1/ledger", user_id=jane)
+    assert [e["type"] for e in ledger["data"]] == ["event.created", "user.created", "user.deleted"]
+
+
+async def _at_least(count: Any, wanted: int) -> bool:
+    return int(await count) >= wanted
+
+
+async def test_pending_deliveries_of_an_erased_user_still_go_out_whole(
+    api: httpx.AsyncClient, ctx: Context, receiver: Receiver
+) -> None:
+    await make_webhook(api, receiver.url("/crm"))
+    created = await post_event(api, jane_event())
+    jane = created["user"]["id"]
+    await post_event(api, jane_event(False))
+    response = await api.delete(f"/v1/consents/users/{jane}")  # before any delivery
+    assert response.status_code == 204
+    assert all(m.purge_reason is None for m in await messages_of(ctx, jane))
+    assert await privacy.purge_once(ctx, privacy.PurgeState()) == {"erased": 0, "expired": 0}
+
+    async with running(ctx):
+        await receiver.wait_for(5)
+        await eventually(
+            lambda: _at_least(delivered_count(ctx, jane), 5), within=20, what="delivered"
+        )
+    types = [r.json["type"] for r in receiver.received]
+    assert types == ["event.created", "user.created", "event.created", "user.updated",
+                     "user.deleted"]  # fmt: skip
+    assert VALUE in receiver.received[0].body.decode()  # sent whole, not erased too early
+    await privacy.purge_once(ctx, privacy.PurgeState())
+    assert [m.purge_reason for m in await messages_of(ctx, jane)] == ["erased"] * 5
+
+
+async def test_dead_letters_of_an_erased_user_keep_their_payload_for_the_grace_only(
+    api: httpx.AsyncClient, ctx: Context, receiver: Receiver
+) -> None:
+    ctx.settings.erasure_grace = 1.0
+    receiver.behaviours["/dead"] = status_sequence(*([500] * 100))
+    hook = await make_webhook(api, receiver.url("/dead"), event_types=["user.created"])
+    created = await post_event(api, jane_event())
+    jane = created["user"]["id"]
+
+    async def dead() -> bool:
+        found = await scalar(ctx, "SELECT count(*) FROM deliveries WHERE status = 'dead'")
+        return int(found) == 1
+
+    async with running(ctx):
+        await eventually(dead, within=20, what="a dead letter")
+    letter = (await rows(ctx, "SELECT id, message_id FROM deliveries"))[0]
+    response = await api.delete(f"/v1/consents/users/{jane}")
+    assert response.status_code == 204
+    kept = {m.type: m for m in await messages_of(ctx, jane)}
+    assert kept["user.created"].parameters is not None  # the dead letter needs it
+    assert kept["event.created"].purge_reason == "erased"  # no delivery needs it
+
+    async def purged() -> bool:
+        await privacy.purge_once(ctx, privacy.PurgeState())
+        found = await scalar(
+            ctx, "SELECT purge_reason FROM messages WHERE id = :m", m=letter.message_id
+        )
+        return bool(found == "erased")
+
+    # Within the grace the dead letter could be replayed; after it, its payload is erased.
+    assert not await purged()
+    await eventually(purged, within=10, interval=0.2, what="the grace period's end")
+    replay = await api.post(
+        f"/v1/webhooks/{hook['id']}/dead-letters/replay", json={"delivery_ids": [letter.id]}
+    )
+    assert replay.status_code == 409, replay.text
+    assert "payload erased" in replay.text
+    bulk = await api.post(f"/v1/webhooks/{hook['id']}/dead-letters/replay", json={})
+    assert bulk.status_code == 202
+    assert bulk.json() == {"replayed": 0}
+    assert await scalar(ctx, "SELECT settled_at FROM erasures WHERE user_id = :u", u=jane)
+
+
+async def test_deleting_an_unknown_user_is_still_404(api: httpx.AsyncClient) -> None:
+    response = await api.delete("/v1/consents/users/nobody")
+    assert response.status_code == 404
