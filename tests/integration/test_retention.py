@@ -1,0 +1,142 @@
+"""Payload retention (README, "Privacy"), on SQLite and PostgreSQL: the workers purge
+delivered messages' payloads and their attempts' texts once older than the retention; dead
+letters and pending deliveries keep theirs; the API says "payload expired"."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+from aiohttp import web
+
+from consent_relay import metrics
+from consent_relay.delivery import runner
+from consent_relay.services import privacy
+from consent_relay.services.context import Context
+from tests.e2e.helpers import consent_event, eventually, get_json, post_event, rows, scalar
+from tests.receiver import Received, Receiver, status_sequence
+from tests.workers import make_webhook, running
+
+
+def echo(item: Received, _count: int) -> web.StreamResponse:
+    return web.Response(status=200, body=item.body)
+
+
+def purged_total(reason: str) -> float:
+    return float(metrics.payloads_purged.labels(reason)._value.get())
+
+
+async def by_status(ctx: Context) -> dict[str, set[Any]]:
+    found: dict[str, set[Any]] = {}
+    for row in await rows(
+        ctx,
+        "SELECT d.status, m.purge_reason FROM deliveries d JOIN messages m ON m.id = d.message_id",
+    ):
+        found.setdefault(row.status, set()).add(row.purge_reason)
+    return found
+
+
+async def test_the_workers_purge_delivered_payloads_after_the_retention(
+    api: httpx.AsyncClient, ctx: Context, receiver: Receiver
+) -> None:
+    ctx.settings.payload_retention = 0.5
+    receiver.behaviours["/ok"] = echo
+    receiver.behaviours["/dead"] = status_sequence(*([500] * 100))
+    await make_webhook(api, receiver.url("/ok"))
+    await make_webhook(api, receiver.url("/dead"), event_types=["user.created"])
+    await post_event(api, consent_event("ann@example.com", "news", True))
+    await post_event(api, consent_event("bob@example.com", "news", True))
+    before = purged_total("expired")
+
+    async def settled() -> bool:
+        found = await by_status(ctx)
+        expired = await scalar(ctx, "SELECT count(*) FROM messages WHERE purge_reason = 'expired'")
+        return "pending" not in found and int(expired) == 2  # the two event.created
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(ctx, stop))  # the worker with its purge task
+    try:
+        await eventually(settled, within=30, interval=0.1, what="payloads expired")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+    found = await by_status(ctx)
+    assert found["dead"] == {None}  # dead letters keep their payload until delivered
+    kept_types = await rows(ctx, "SELECT type FROM messages WHERE purged_at IS NULL")
+    assert sorted(r.type for r in kept_types) == ["user.created", "user.created"]
+    assert purged_total("expired") - before >= 2  # the event.created of each user at least
+    expired = await rows(
+        ctx,
+        "SELECT a.response_body, a.request_headers, a.status_code FROM attempts a "
+        "JOIN deliveries d ON d.id = a.delivery_id JOIN messages m ON m.id = d.message_id "
+        "WHERE m.purge_reason = 'expired'",
+    )
+    assert expired
+    assert all(r.response_body is None and r.request_headers is None for r in expired)
+    assert all(r.status_code == 200 for r in expired)  # outcomes stay
+    kept = await rows(
+        ctx,
+        "SELECT a.response_body FROM attempts a JOIN deliveries d ON d.id = a.delivery_id "
+        "WHERE d.status = 'dead'",
+    )
+    assert all(r.response_body for r in kept)
+
+    delivered = (await rows(ctx, "SELECT id FROM deliveries WHERE status = 'delivered' LIMIT 1"))[0]
+    shown = await get_json(api, f"/v1/deliveries/{delivered.id}")
+    assert shown["message"]["parameters"] is None
+    assert shown["message"]["purged"]["reason"] == "payload expired"
+    assert shown["attempts"][0]["status_code"] == 200
+    assert "ann@example.com" not in str(shown)
+    assert "bob@example.com" not in str(shown)
+
+
+async def test_young_payloads_and_pending_deliveries_are_kept(
+    api: httpx.AsyncClient, ctx: Context, receiver: Receiver
+) -> None:
+    await make_webhook(api, receiver.url("/ok"))
+    await post_event(api, consent_event("ann@example.com", "news", True))
+    async with running(ctx):
+        await receiver.wait_for(2)
+
+        async def delivered() -> bool:
+            found = await scalar(ctx, "SELECT count(*) FROM deliveries WHERE status = 'delivered'")
+            return int(found) == 2
+
+        await eventually(delivered, within=20, what="deliveries")
+    state = privacy.PurgeState()
+    assert await privacy.purge_once(ctx, state) == {"erased": 0, "expired": 0}  # 30 days
+    ctx.settings.payload_retention = 0.001
+    await post_event(api, consent_event("ann@example.com", "news", False))  # still pending
+
+    async def two_expired() -> bool:
+        await privacy.purge_once(ctx, state)
+        count = await scalar(ctx, "SELECT count(*) FROM messages WHERE purge_reason = 'expired'")
+        return int(count) == 2
+
+    await eventually(two_expired, within=10, what="the delivered payloads expired")
+    pending = await rows(ctx, "SELECT m.parameters FROM messages m WHERE m.purged_at IS NULL")
+    assert len(pending) == 2  # the new messages' deliveries are pending: kept
+    assert all(r.parameters for r in pending)
+
+
+async def test_the_purge_goes_in_small_steps(
+    api: httpx.AsyncClient, ctx: Context, receiver: Receiver, monkeypatch: Any
+) -> None:
+    """A step looks at a bounded number of unpurged messages and comes back for the rest."""
+    monkeypatch.setattr(privacy, "SCAN", 3)
+    for n in range(4):
+        await post_event(api, consent_event(f"u{n}@example.com", "news", True))  # no webhook
+    ctx.settings.payload_retention = 0.001
+    state = privacy.PurgeState()
+    steps: list[int] = []
+
+    async def all_expired() -> bool:
+        steps.append((await privacy.purge_once(ctx, state))["expired"])
+        count = await scalar(ctx, "SELECT count(*) FROM messages WHERE purged_at IS NULL")
+        return int(count) == 0
+
+    await eventually(all_expired, within=10, what="every payload expired")
+    assert sum(steps) == 8  # event.created and user.created of each user
+    assert max(steps) <= 3
