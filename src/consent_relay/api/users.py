@@ -8,7 +8,7 @@ from starlette.responses import Response
 from consent_relay.api.deps import Ctx, Cursor, JSONOut, Limit, Org, Quiet
 from consent_relay.api.params import QueryText, UserId
 from consent_relay.schemas import Regulation, UserIn, UserPatch
-from consent_relay.services import consents
+from consent_relay.services import consents, privacy
 
 router = APIRouter(prefix="/v1/consents/users", tags=["users"])
 
@@ -42,6 +42,13 @@ async def list_users(
 async def get_user(user_id: UserId, ctx: Ctx, org: Org, regulation: Regulation = "gdpr") -> JSONOut:
     """The user with the consents of one regulation (``gdpr`` unless asked)."""
     return JSONOut(await consents.get_user(ctx, org, user_id, regulation))
+
+
+@router.get("/{user_id}/export", response_class=JSONOut)
+async def export_user(user_id: UserId, ctx: Ctx, org: Org) -> JSONOut:
+    """Everything stored about the user (GDPR Art. 15 and 20): state per regulation, every
+    consent event, the ledger entries about them; for a deleted user, the ledger."""
+    return JSONOut(await privacy.export_user(ctx, org, user_id))
 
 
 @router.patch("/{user_id}", response_class=JSONOut)

@@ -17,11 +17,13 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy.engine import make_url
 
 from consent_relay import errors, metrics
 from consent_relay.domain.timefmt import format_ts, now_ts
+from consent_relay.services import ledger
 from consent_relay.services.context import Context
 from consent_relay.storage import privacy
 from consent_relay.storage.tx import Tx
@@ -159,3 +161,44 @@ async def run_periodically(ctx: Context, stop: asyncio.Event) -> None:
                 await asyncio.wait_for(stop.wait(), interval(ctx))
         else:
             await asyncio.sleep(0)
+
+
+# -- the data-subject export (GDPR Art. 15 and 20) ----------------------------------------------
+
+
+async def export_user(ctx: Context, org_id: str, user_id: str) -> dict[str, Any]:
+    """Everything stored about one user, as one JSON document: their current state (per
+    regulation they have consents under), every consent event, and the ledger entries about
+    them (which receiver was told what, and when). A user already erased still gets the
+    ledger and the erasure's time; a user never known is a 404."""
+    from consent_relay.services.folding import GDPR, event_view, user_view
+
+    async with ctx.store.read() as tx:
+        user = await tx.get_user(org_id, user_id)
+        events: list[dict[str, Any]] = []
+        after = 0
+        while user is not None:
+            batch = await tx.list_events(
+                org_id, user_id=user_id, status=None, after_pk=after, limit=1000
+            )
+            events.extend(event_view(e) for e in batch)
+            if len(batch) < 1000:
+                break
+            after = batch[-1].pk or 0
+        erasure = await privacy.erasure_of(tx, org_id, user_id)
+    entries = await ledger.entries_about(ctx, org_id, user_id)
+    if user is None and erasure is None and not entries:
+        raise errors.NotFound(f"no user {user_id!r}")
+    state = None
+    if user is not None:
+        regulations = sorted(set(user.state.consents) | {GDPR})
+        state = {regulation: user_view(user, regulation) for regulation in regulations}
+    return {
+        "organization_id": org_id,
+        "user_id": user_id,
+        "exported_at": now_ts(),
+        "erased_at": erasure,
+        "state": state,  # by regulation; null once the user was deleted
+        "events": events,
+        "ledger": entries,
+    }

@@ -154,14 +154,15 @@ async def settle(tx: Tx, erasure: Erasure, now: str) -> None:
     )  # fmt: skip
 
 
-async def is_erased(tx: Tx, org_id: str, user_id: str) -> bool:
+async def erasure_of(tx: Tx, org_id: str, user_id: str) -> str | None:
+    """When the user's data was (last) erased, if ever."""
     row = (
         await tx.conn.execute(
-            text("SELECT 1 FROM erasures WHERE organization_id = :org AND user_id = :user"),
+            text("SELECT erased_at FROM erasures WHERE organization_id = :org AND user_id = :user"),
             {"org": org_id, "user": user_id},
         )
     ).first()
-    return row is not None
+    return None if row is None else str(row.erased_at)
 
 
 # -- retention ----------------------------------------------------------------------------------
