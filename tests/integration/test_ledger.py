@@ -12,6 +12,7 @@ from consent_relay.domain import ledger as chain
 from consent_relay.services import ledger
 from consent_relay.services.context import Context
 from tests.e2e.helpers import consent_event, eventually, get_json, post_event, scalar
+from tests.integration.test_dashboard import sign_in
 from tests.receiver import Receiver, status_sequence
 from tests.workers import make_webhook, running
 
@@ -113,3 +114,33 @@ async def test_bad_ledger_queries_are_422_naming_the_field(api: httpx.AsyncClien
 async def test_the_ledger_is_per_organization(client: httpx.AsyncClient) -> None:
     response = await client.get("/v1/ledger")
     assert response.status_code == 401
+
+
+async def test_the_dashboard_user_page_shows_who_was_told_what(
+    api: httpx.AsyncClient, ctx: Context, receiver: Receiver, org: tuple[str, str]
+) -> None:
+    await sign_in(api, org[1])
+    await make_webhook(api, receiver.url("/email"), description="Email tool")
+    created = await post_event(api, consent_event("jane@example.com", "news", True))
+    jane = created["user"]["id"]
+    async with running(ctx):
+        await receiver.wait_for(2)
+
+        async def two() -> bool:
+            return int(await scalar(ctx, "SELECT count(*) FROM ledger_entries")) == 2
+
+        await eventually(two, within=20, what="two ledger entries")
+    users = await api.get("/dashboard/users")
+    assert f'/dashboard/users/{jane}"' in users.text
+    page = await api.get(f"/dashboard/users/{jane}")
+    assert page.status_code == 200, page.text
+    assert page.text.count('data-testid="ledger-row"') == 2
+    assert "Email tool" in page.text
+    assert "user.created" in page.text
+    assert (await api.delete(f"/v1/consents/users/{jane}")).status_code == 204
+    after = await api.get(f"/dashboard/users/{jane}")
+    assert after.status_code == 200
+    assert 'data-testid="user-deleted"' in after.text
+    assert after.text.count('data-testid="ledger-row"') == 2  # told before the deletion
+    assert "personal data erased" in after.text
+    assert (await api.get("/dashboard/users/nobody")).status_code == 404

@@ -48,7 +48,7 @@ from consent_relay.domain import payloads, samples
 from consent_relay.domain.rules import EVENT_TYPES
 from consent_relay.domain.timefmt import parse_ts
 from consent_relay.schemas import REGULATIONS
-from consent_relay.services import deliveries, webhooks
+from consent_relay.services import deliveries, privacy, webhooks
 from consent_relay.services.context import Context
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -474,6 +474,18 @@ async def user_list(request: Request) -> Response:
         _ctx(request), session.organization_id, before=_before(request)
     )
     return render("users.html", session=session, page=page)
+
+
+@router.get("/users/{user_id}")
+async def user_detail(request: Request, user_id: str) -> Response:
+    """The user and which receivers were told what about them, and when (the ledger); also
+    for a user already deleted (README, "Privacy")."""
+    session = await require(request)
+    ctx = _ctx(request)
+    told = await privacy.told_about(ctx, session.organization_id, user_id)
+    hooks = await webhooks.list_webhooks(ctx, session.organization_id, limit=1000)
+    by_id = {hook["id"]: hook for hook in hooks["data"]}
+    return render("user.html", session=session, user_id=user_id, told=told, hooks=by_id)
 
 
 # -- sample payloads -------------------------------------------------------------------------

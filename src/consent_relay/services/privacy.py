@@ -28,6 +28,7 @@ from consent_relay.services.context import Context
 from consent_relay.storage import privacy
 from consent_relay.storage.tx import Tx
 
+JSON = dict[str, Any]
 log = logging.getLogger("consent_relay.privacy")
 SCAN = 500  # unpurged messages looked at per retention step
 ERASURES_PER_PASS = 100
@@ -201,4 +202,23 @@ async def export_user(ctx: Context, org_id: str, user_id: str) -> dict[str, Any]
         "state": state,  # by regulation; null once the user was deleted
         "events": events,
         "ledger": entries,
+    }
+
+
+async def told_about(ctx: Context, org_id: str, user_id: str, *, limit: int = 500) -> JSON:
+    """For the dashboard's user page: the user (None once deleted), when they were erased,
+    and which receivers were told what about them, and when (the ledger, oldest first)."""
+    from consent_relay.services.folding import user_view
+
+    async with ctx.store.read() as tx:
+        user = await tx.get_user(org_id, user_id)
+        erasure = await privacy.erasure_of(tx, org_id, user_id)
+    page = await ledger.list_entries(ctx, org_id, user_id=user_id, limit=limit)
+    if user is None and erasure is None and not page["data"]:
+        raise errors.NotFound(f"no user {user_id!r}")
+    return {
+        "user": None if user is None else user_view(user),
+        "erased_at": erasure,
+        "entries": page["data"],
+        "more": page["next_cursor"] is not None,
     }
