@@ -11,11 +11,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from sqlalchemy import text
-
+from consent_relay.storage import system
 from consent_relay.storage.store import Store
-
-SYNC_SQL = "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT) AS now_ms"
 
 
 class Clock:
@@ -41,6 +38,6 @@ class Clock:
             return
         before = self._monotonic()
         async with store.read() as tx:
-            server_ms = int((await tx.conn.execute(text(SYNC_SQL))).scalar_one())
+            server_ms = await system.server_now_ms(tx)
         half_trip_ms = (self._monotonic() - before) * 500
         self.set_now(int(server_ms + half_trip_ms))

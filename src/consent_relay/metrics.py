@@ -9,10 +9,10 @@ secrets cannot be opened with this process's key: their deliveries wait): alert 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from sqlalchemy import text
 
 from consent_relay.crypto import SecretBox
 from consent_relay.services import webhooks
+from consent_relay.storage import health
 from consent_relay.storage.store import Store
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -82,28 +82,16 @@ webhooks_broken = Gauge(
 async def refresh_queue_gauges(store: Store, now_ms: int, box: SecretBox | None = None) -> None:
     """Read per-webhook queue figures from the database into the gauges; with ``box``, also
     count the webhooks that it cannot open."""
-    sql = text(
-        """
-        SELECT w.id AS webhook_id,
-               (SELECT count(*) FROM deliveries d
-                 WHERE d.webhook_id = w.id AND d.status = 'pending') AS pending,
-               (SELECT min(d.due_ms) FROM deliveries d
-                 WHERE d.webhook_id = w.id AND d.due_ms IS NOT NULL
-                   AND d.lease_owner IS NULL AND d.status = 'pending') AS oldest_due,
-               (SELECT count(*) FROM deliveries d
-                 WHERE d.webhook_id = w.id AND d.status = 'dead') AS dead
-        FROM webhooks w
-        """
-    )
     async with store.read() as tx:
-        rows = list(await tx.conn.execute(sql))
+        figures = await health.queue_figures(tx)
     for gauge in (queue_depth, oldest_due_age, dead_letters):
         gauge.clear()
-    for row in rows:
-        queue_depth.labels(row.webhook_id).set(row.pending)
-        age = max(0.0, (now_ms - row.oldest_due) / 1000) if row.oldest_due is not None else 0.0
-        oldest_due_age.labels(row.webhook_id).set(age)
-        dead_letters.labels(row.webhook_id).set(row.dead)
+    for queue in figures:
+        oldest = queue.oldest_due_ms
+        age = max(0.0, (now_ms - oldest) / 1000) if oldest is not None else 0.0
+        queue_depth.labels(queue.webhook_id).set(queue.pending)
+        oldest_due_age.labels(queue.webhook_id).set(age)
+        dead_letters.labels(queue.webhook_id).set(queue.dead)
     if box is not None:
         await refresh_broken_gauge(store, box)
 

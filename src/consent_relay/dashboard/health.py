@@ -1,9 +1,8 @@
-"""Read-only queries behind the dashboard: webhook health and newest-first listings.
+"""What the dashboard shows of webhooks' health and newest-first listings.
 
-SQLAlchemy Core only, the same statements on SQLite and PostgreSQL. Every query is bounded
-by an index (``ix_deliveries_webhook_status``, the primary keys, ``attempts.delivery_id``) so a
-busy webhook with millions of deliveries does not make the page slow: the success rate and the
-last failure look at the attempts of the webhook's most recent deliveries only.
+The figures come from ``storage.health`` and the rows from ``storage.deliveries`` and
+``storage.recent`` (every query there is bounded by an index); here they become what the
+templates show.
 """
 
 from __future__ import annotations
@@ -12,25 +11,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, func, select
-
 from consent_relay.domain.timefmt import format_ts
 from consent_relay.services.context import Context
-from consent_relay.storage import codec
-from consent_relay.storage.tables import attempts, deliveries, events, messages, users
+from consent_relay.storage import deliveries as delivery_reads
+from consent_relay.storage import health as figures
+from consent_relay.storage import recent
+from consent_relay.storage.records import DeliveryRecord, LastFailure
 
 HEALTH_WINDOW = timedelta(hours=24)
 RECENT_DELIVERIES = 500  # the deliveries whose attempts make the success rate
 JSON = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class LastFailure:
-    delivery_id: str
-    started_at: str
-    outcome: str
-    status_code: int | None
-    error: str | None
 
 
 @dataclass(frozen=True)
@@ -63,129 +53,49 @@ class Health:
 
 async def webhook_health(ctx: Context, webhook_id: str, *, now: datetime | None = None) -> Health:
     since = format_ts((now or datetime.now(UTC)) - HEALTH_WINDOW)
-    recent = (
-        select(deliveries.c.id)
-        .where(deliveries.c.webhook_id == webhook_id)
-        .order_by(deliveries.c.pk.desc())
-        .limit(RECENT_DELIVERIES)
-        .scalar_subquery()
-    )
-    in_window = and_(attempts.c.delivery_id.in_(recent), attempts.c.started_at >= since)
-    rate_stmt = select(
-        func.count(), func.coalesce(func.sum(case((attempts.c.outcome == "ok", 1), else_=0)), 0)
-    ).where(in_window)
-    pending = and_(deliveries.c.webhook_id == webhook_id, deliveries.c.status == "pending")
-    depth_stmt = select(func.count()).select_from(deliveries).where(pending)
-    oldest_stmt = select(deliveries.c.created_at).where(pending).order_by(deliveries.c.pk).limit(1)
-    dead_stmt = (
-        select(func.count())
-        .select_from(deliveries)
-        .where(
-            deliveries.c.webhook_id == webhook_id,
-            deliveries.c.status == "dead",
-            deliveries.c.replayed_by.is_(None),
-        )
-    )
-    failure_stmt = (
-        select(
-            attempts.c.delivery_id,
-            attempts.c.started_at,
-            attempts.c.outcome,
-            attempts.c.status_code,
-            attempts.c.error,
-        )
-        .where(attempts.c.delivery_id.in_(recent), attempts.c.outcome != "ok")
-        .order_by(attempts.c.started_at.desc(), attempts.c.pk.desc())
-        .limit(1)
-    )
     async with ctx.store.read() as tx:
-        total, succeeded = (await tx.conn.execute(rate_stmt)).one()
-        depth = (await tx.conn.execute(depth_stmt)).scalar_one()
-        oldest = (await tx.conn.execute(oldest_stmt)).scalar_one_or_none()
-        dead = (await tx.conn.execute(dead_stmt)).scalar_one()
-        failure = (await tx.conn.execute(failure_stmt)).first()
+        found = await figures.webhook_figures(tx, webhook_id, since=since, recent=RECENT_DELIVERIES)
     return Health(
-        attempts=int(total),
-        succeeded=int(succeeded),
-        queue_depth=int(depth),
-        oldest_waiting=oldest,
-        dead_letters=int(dead),
-        last_failure=(
-            LastFailure(
-                failure.delivery_id,
-                failure.started_at,
-                failure.outcome,
-                failure.status_code,
-                failure.error,
-            )
-            if failure is not None
-            else None
-        ),
+        attempts=found.attempts,
+        succeeded=found.succeeded,
+        queue_depth=found.queue_depth,
+        oldest_waiting=found.oldest_waiting,
+        dead_letters=found.dead_letters,
+        last_failure=found.last_failure,
     )
 
 
 # -- newest-first listings (the services page oldest-first, for API clients) ------------------
 
 
-def _delivery_row(row: Any) -> JSON:
+def _delivery_row(delivery: DeliveryRecord) -> JSON:
     return {
-        "id": row.id,
-        "type": row.type,
-        "user_id": row.user_id,
-        "status": row.status,
-        "attempt_count": row.attempt_count,
-        "last_outcome": row.last_outcome,
-        "created_at": row.created_at,
-        "updated_at": row.updated_at,
-        "replay_of": row.replay_of,
-        "replayed_by": row.replayed_by,
-        "in_flight": row.lease_owner is not None and row.status == "pending",
+        "id": delivery.id,
+        "type": delivery.type,
+        "user_id": delivery.user_id,
+        "status": delivery.status,
+        "attempt_count": delivery.attempt_count,
+        "last_outcome": delivery.last_outcome,
+        "created_at": delivery.created_at,
+        "updated_at": delivery.updated_at,
+        "replay_of": delivery.replay_of,
+        "replayed_by": delivery.replayed_by,
+        "in_flight": delivery.lease_owner is not None and delivery.status == "pending",
     }
-
-
-_DELIVERY_COLUMNS = (
-    deliveries.c.id,
-    messages.c.type,
-    deliveries.c.user_id,
-    deliveries.c.status,
-    deliveries.c.attempt_count,
-    deliveries.c.last_outcome,
-    deliveries.c.created_at,
-    deliveries.c.updated_at,
-    deliveries.c.replay_of,
-    deliveries.c.replayed_by,
-    deliveries.c.lease_owner,
-)
 
 
 async def recent_deliveries(ctx: Context, webhook_id: str, *, limit: int = 25) -> list[JSON]:
     """The webhook's newest deliveries, newest first."""
-    stmt = (
-        select(*_DELIVERY_COLUMNS)
-        .join(messages, messages.c.id == deliveries.c.message_id)
-        .where(deliveries.c.webhook_id == webhook_id)
-        .order_by(deliveries.c.pk.desc())
-        .limit(limit)
-    )
     async with ctx.store.read() as tx:
-        return [_delivery_row(row) for row in await tx.conn.execute(stmt)]
+        found = await delivery_reads.newest_for_webhook(tx, webhook_id, limit=limit)
+    return [_delivery_row(delivery) for delivery in found]
 
 
 async def dead_letters(ctx: Context, webhook_id: str, *, limit: int = 100) -> list[JSON]:
     """Dead letters not replayed yet, oldest first (the order a replay sends them in)."""
-    stmt = (
-        select(*_DELIVERY_COLUMNS)
-        .join(messages, messages.c.id == deliveries.c.message_id)
-        .where(
-            deliveries.c.webhook_id == webhook_id,
-            deliveries.c.status == "dead",
-            deliveries.c.replayed_by.is_(None),
-        )
-        .order_by(deliveries.c.pk)
-        .limit(limit)
-    )
     async with ctx.store.read() as tx:
-        return [_delivery_row(row) for row in await tx.conn.execute(stmt)]
+        found = await delivery_reads.dead_letters(tx, webhook_id, limit=limit)
+    return [_delivery_row(delivery) for delivery in found]
 
 
 @dataclass(frozen=True)
@@ -203,16 +113,12 @@ async def recent_events(
     limit: int = 50,
 ) -> Page:
     """The organization's consent events, newest first."""
-    stmt = select(events.c.pk, events.c.document).where(events.c.organization_id == org_id)
-    if user_id is not None:
-        stmt = stmt.where(events.c.user_id == user_id)
-    if before is not None:
-        stmt = stmt.where(events.c.pk < before)
-    stmt = stmt.order_by(events.c.pk.desc()).limit(limit + 1)
     async with ctx.store.read() as tx:
-        rows = list(await tx.conn.execute(stmt))
-    items = [codec.loads(row.document) for row in rows[:limit]]
-    return Page(items, rows[limit - 1].pk if len(rows) > limit else None)
+        found = await recent.newest_events(
+            tx, org_id, user_id=user_id, before=before, limit=limit + 1
+        )
+    items = [event.document for event in found[:limit]]
+    return Page(items, found[limit - 1].pk if len(found) > limit else None)
 
 
 async def recent_users(
@@ -220,31 +126,18 @@ async def recent_users(
 ) -> Page:
     """The organization's users, most recently created first, with their consents by
     regulation."""
-    stmt = select(
-        users.c.pk,
-        users.c.id,
-        users.c.organization_user_id,
-        users.c.country,
-        users.c.version,
-        users.c.created_at,
-        users.c.updated_at,
-        users.c.consents,
-    ).where(users.c.organization_id == org_id)
-    if before is not None:
-        stmt = stmt.where(users.c.pk < before)
-    stmt = stmt.order_by(users.c.pk.desc()).limit(limit + 1)
     async with ctx.store.read() as tx:
-        rows = list(await tx.conn.execute(stmt))
+        found = await recent.newest_users(tx, org_id, before=before, limit=limit + 1)
     items = [
         {
-            "id": row.id,
-            "organization_user_id": row.organization_user_id,
-            "country": row.country,
-            "version": row.version,
-            "created_at": row.created_at,
-            "updated_at": row.updated_at,
-            "consents": codec.loads(row.consents) or {},
+            "id": user.id,
+            "organization_user_id": user.state.organization_user_id,
+            "country": user.state.country,
+            "version": user.version,
+            "created_at": user.created_at,
+            "updated_at": user.updated_at,
+            "consents": user.state.consents or {},
         }
-        for row in rows[:limit]
+        for user in found[:limit]
     ]
-    return Page(items, rows[limit - 1].pk if len(rows) > limit else None)
+    return Page(items, found[limit - 1].pk if len(found) > limit else None)

@@ -4,21 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, func, select
-
 from consent_relay import errors
 from consent_relay.domain.timefmt import from_ms, normalize_ts, now_ts
 from consent_relay.services import pagination
 from consent_relay.services.context import Context
-from consent_relay.storage import batches, codec
-from consent_relay.storage.tables import attempts, deliveries, messages
+from consent_relay.storage import batches
+from consent_relay.storage import deliveries as delivery_reads
+from consent_relay.storage.records import AttemptRecord, DeliveryRecord
 from consent_relay.storage.tx import Tx
 
 JSON = dict[str, Any]
 STATUSES = ("pending", "delivered", "dead")
 
 
-def _delivery_view(row: Any) -> JSON:
+def _delivery_view(row: DeliveryRecord) -> JSON:
     due = row.due_ms if row.status == "pending" and row.lease_owner is None else None
     return {
         "id": row.id,
@@ -38,7 +37,7 @@ def _delivery_view(row: Any) -> JSON:
     }
 
 
-def _attempt_view(row: Any) -> JSON:
+def _attempt_view(row: AttemptRecord) -> JSON:
     return {
         "id": row.id,
         "attempt_number": row.attempt_number,
@@ -48,12 +47,9 @@ def _attempt_view(row: Any) -> JSON:
         "status_code": row.status_code,
         "response_body": row.response_body,
         "response_bytes": row.response_bytes,
-        "request_headers": codec.loads(row.request_headers),
+        "request_headers": row.request_headers,
         "error": row.error,
     }
-
-
-_COLUMNS = [*deliveries.c, messages.c.type]
 
 
 async def _webhook_exists(tx: Tx, org_id: str, webhook_id: str) -> None:
@@ -76,68 +72,39 @@ async def list_deliveries(
         )
     after = pagination.decode(cursor)
     pagination.check_limit(limit)
-    stmt = (
-        select(*_COLUMNS)
-        .join(messages, messages.c.id == deliveries.c.message_id)
-        .where(deliveries.c.webhook_id == webhook_id, deliveries.c.pk > after)
-        .order_by(deliveries.c.pk)
-        .limit(limit + 1)
-    )
-    if status is not None:
-        stmt = stmt.where(deliveries.c.status == status)
     async with ctx.store.read() as tx:
         await _webhook_exists(tx, org_id, webhook_id)
-        rows = list(await tx.conn.execute(stmt))
+        rows = await delivery_reads.list_for_webhook(
+            tx, webhook_id, status=status, after_pk=after, limit=limit + 1
+        )
     return pagination.page([_delivery_view(r) for r in rows], [r.pk for r in rows], limit)
 
 
 async def get_delivery(ctx: Context, org_id: str, delivery_id: str) -> JSON:
     async with ctx.store.read() as tx:
-        row = (
-            await tx.conn.execute(
-                select(
-                    *_COLUMNS,
-                    messages.c.parameters,
-                    messages.c.regulation,
-                    messages.c.purge_reason,
-                    messages.c.purged_at,
-                )
-                .join(messages, messages.c.id == deliveries.c.message_id)
-                .where(deliveries.c.id == delivery_id, deliveries.c.organization_id == org_id)
-            )
-        ).first()
-        if row is None:
-            raise errors.NotFound(f"no delivery {delivery_id!r}")
-        tries = await tx.conn.execute(
-            select(attempts)
-            .where(attempts.c.delivery_id == delivery_id)
-            .order_by(attempts.c.attempt_number)
-        )
-        attempt_views = [_attempt_view(a) for a in tries]
+        found = await delivery_reads.get_detail(tx, org_id, delivery_id)
+    if found is None:
+        raise errors.NotFound(f"no delivery {delivery_id!r}")
+    message = found.message
     return {
-        **_delivery_view(row),
+        **_delivery_view(found.delivery),
         "message": {
-            "type": row.type,
-            "regulation": row.regulation,
+            "type": message.type,
+            "regulation": message.regulation,
             # null once purged (README, "Privacy"): "payload erased" or "payload expired"
-            "parameters": None if row.parameters is None else codec.loads(row.parameters),
+            "parameters": message.parameters,
             "purged": None
-            if row.purge_reason is None
-            else {"reason": f"payload {row.purge_reason}", "at": row.purged_at},
+            if message.purge_reason is None
+            else {"reason": f"payload {message.purge_reason}", "at": message.purged_at},
         },
-        "attempts": attempt_views,
+        "attempts": [_attempt_view(a) for a in found.attempts],
     }
 
 
 async def count_dead(ctx: Context, webhook_id: str, *, replayed: bool = False) -> int:
     """Dead letters of a webhook (by default only those not replayed yet)."""
-    stmt = select(func.count()).where(
-        deliveries.c.webhook_id == webhook_id, deliveries.c.status == "dead"
-    )
-    if not replayed:
-        stmt = stmt.where(deliveries.c.replayed_by.is_(None))
     async with ctx.store.read() as tx:
-        return int((await tx.conn.execute(stmt)).scalar_one())
+        return await delivery_reads.count_dead(tx, webhook_id, replayed=replayed)
 
 
 async def owner_of(ctx: Context, webhook_id: str) -> str:
@@ -175,25 +142,16 @@ async def replay(
     ``webhook-id``) at the back of its user's queue, with a fresh retry schedule. Without
     ``delivery_ids``, dead letters already replayed are left out."""
     lower, upper = _time_bound(since, "since"), _time_bound(until, "until")
-    conditions = [
-        deliveries.c.webhook_id == webhook_id,
-        deliveries.c.organization_id == org_id,
-        deliveries.c.status == "dead",
-    ]
-    if delivery_ids is not None:
-        conditions.append(deliveries.c.id.in_(delivery_ids))
-    else:
-        conditions.append(deliveries.c.replayed_by.is_(None))
-    if lower is not None:
-        conditions.append(deliveries.c.created_at >= lower)
-    if upper is not None:
-        conditions.append(deliveries.c.created_at < upper)
     async with ctx.store.write() as tx:
         await _webhook_exists(tx, org_id, webhook_id)
-        dead = list(
-            await tx.conn.execute(
-                select(deliveries).where(and_(*conditions)).order_by(deliveries.c.pk).limit(limit)
-            )
+        dead = await delivery_reads.dead_for_replay(
+            tx,
+            org_id,
+            webhook_id,
+            delivery_ids=delivery_ids,
+            since=lower,
+            until=upper,
+            limit=limit,
         )
         if delivery_ids is not None:
             missing = set(delivery_ids) - {row.id for row in dead}
@@ -218,18 +176,12 @@ async def replay(
     return len(done.replayed)
 
 
-async def _payload_kept(tx: Tx, dead: list[Any], *, explicit: bool) -> list[Any]:
+async def _payload_kept(
+    tx: Tx, dead: list[DeliveryRecord], *, explicit: bool
+) -> list[DeliveryRecord]:
     """Dead letters whose message still has its payload: a purged one cannot go out again
     (named in a 409 when asked for by id; left out of a bulk replay)."""
-    ids = list({row.message_id for row in dead})
-    gone = {
-        row.id: row.purge_reason
-        for row in await tx.conn.execute(
-            select(messages.c.id, messages.c.purge_reason).where(
-                messages.c.id.in_(ids), messages.c.purge_reason.is_not(None)
-            )
-        )
-    }
+    gone = await delivery_reads.purge_reasons(tx, list({row.message_id for row in dead}))
     if explicit and gone:
         named = sorted(f"{row.id} (payload {gone[row.message_id]})" for row in dead
                        if row.message_id in gone)  # fmt: skip

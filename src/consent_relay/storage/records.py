@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from consent_relay.domain.users import UserState
@@ -110,27 +110,33 @@ class NewDelivery:
     id: str = ""
 
 
-@dataclass
+@dataclass(frozen=True)
 class DeliveryRecord:
+    """A delivery (message x webhook) as read, with its message's type."""
+
     organization_id: str
     id: str
     webhook_id: str
     message_id: str
     user_id: str
     seq: int
-    status: str
+    status: str  # pending | delivered | dead
     attempt_count: int
-    due_ms: int | None
+    due_ms: int | None  # set on the head of its user's queue only
+    lease_owner: str | None  # a worker holds it (sending) while set
     created_at: str
     updated_at: str
     last_outcome: str | None
-    pk: int | None = None
-    type: str = ""
-    attempts: list[AttemptRecord] = field(default_factory=list)
+    replay_of: str | None
+    replayed_by: str | None
+    pk: int
+    type: str
 
 
-@dataclass
+@dataclass(frozen=True)
 class AttemptRecord:
+    """One HTTP try of a delivery (immutable once recorded)."""
+
     id: str
     delivery_id: str
     attempt_number: int
@@ -139,5 +145,59 @@ class AttemptRecord:
     outcome: str
     status_code: int | None
     response_body: str | None
+    response_bytes: int | None
     request_headers: dict[str, str] | None
     error: str | None
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    """A delivery's message as kept: ``parameters`` is None once purged, and then
+    ``purge_reason`` ("erased" | "expired") and ``purged_at`` say why and when."""
+
+    id: str
+    type: str
+    regulation: str
+    parameters: JSON | None
+    purge_reason: str | None
+    purged_at: str | None
+
+
+@dataclass(frozen=True)
+class DeliveryDetail:
+    delivery: DeliveryRecord
+    message: StoredMessage
+    attempts: list[AttemptRecord]
+
+
+@dataclass(frozen=True)
+class LastFailure:
+    """The newest failed attempt among a webhook's recent deliveries."""
+
+    delivery_id: str
+    started_at: str
+    outcome: str
+    status_code: int | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class HealthFigures:
+    """A webhook's delivery figures, as the dashboard's health shows them."""
+
+    attempts: int  # attempts in the window, among the recent deliveries
+    succeeded: int
+    queue_depth: int  # pending deliveries
+    oldest_waiting: str | None  # created_at of the oldest pending delivery
+    dead_letters: int  # dead and not replayed
+    last_failure: LastFailure | None
+
+
+@dataclass(frozen=True)
+class QueueFigures:
+    """A webhook's queue, as the metrics' gauges show it."""
+
+    webhook_id: str
+    pending: int
+    oldest_due_ms: int | None  # the oldest due, unleased pending delivery
+    dead: int  # dead letters, replayed or not
