@@ -9,10 +9,10 @@ import itertools
 import httpx
 
 from consent_relay.domain import ledger as chain
+from consent_relay.runtime import Context
 from consent_relay.services import ledger
-from consent_relay.services.context import Context
 from tests.e2e.helpers import consent_event, eventually, get_json, post_event, scalar
-from tests.integration.test_dashboard import sign_in
+from tests.integration.test_dashboard import csrf_of, sign_in
 from tests.receiver import Receiver, status_sequence
 from tests.workers import make_webhook, running
 
@@ -137,8 +137,17 @@ async def test_the_dashboard_user_page_shows_who_was_told_what(
     assert page.text.count('data-testid="ledger-row"') == 2
     assert "Email tool" in page.text
     assert "user.created" in page.text
-    assert (await api.delete(f"/v1/consents/users/{jane}")).status_code == 204
-    after = await api.get(f"/dashboard/users/{jane}")
+    assert 'data-testid="erase-user"' in page.text
+    erased = await api.post(f"/dashboard/users/{jane}/erase", data={"csrf_token": csrf_of(page)})
+    assert erased.status_code == 303, erased.text
+    assert erased.headers["location"] == f"/dashboard/users/{jane}?notice=erased"
+    assert (await api.get(f"/v1/consents/users/{jane}")).status_code == 404
+    purged = await scalar(
+        ctx, "SELECT count(*) FROM messages WHERE user_id = :u AND purge_reason = 'erased'", u=jane
+    )
+    assert int(purged) == 2  # delivered: erased at once (the user.deleted is pending)
+    after = await api.get(f"/dashboard/users/{jane}?notice=erased")
+    assert "personal data erased." in after.text
     assert after.status_code == 200
     assert 'data-testid="user-deleted"' in after.text
     assert after.text.count('data-testid="ledger-row"') == 2  # told before the deletion

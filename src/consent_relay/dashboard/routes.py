@@ -13,7 +13,7 @@ from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import orjson
 from fastapi import APIRouter
@@ -47,9 +47,9 @@ from consent_relay.dashboard.session import (
 from consent_relay.domain import payloads, samples
 from consent_relay.domain.rules import EVENT_TYPES
 from consent_relay.domain.timefmt import parse_ts
+from consent_relay.runtime import Context
 from consent_relay.schemas import REGULATIONS
 from consent_relay.services import deliveries, privacy, webhooks
-from consent_relay.services.context import Context
 
 TEMPLATES = Path(__file__).parent / "templates"
 PREFIX = "/dashboard"
@@ -485,7 +485,23 @@ async def user_detail(request: Request, user_id: str) -> Response:
     told = await privacy.told_about(ctx, session.organization_id, user_id)
     hooks = await webhooks.list_webhooks(ctx, session.organization_id, limit=1000)
     by_id = {hook["id"]: hook for hook in hooks["data"]}
-    return render("user.html", session=session, user_id=user_id, told=told, hooks=by_id)
+    return render(
+        "user.html",
+        session=session,
+        user_id=user_id,
+        told=told,
+        hooks=by_id,
+        notice="User deleted; personal data erased." if request.query_params.get("notice")
+        == "erased" else None,
+    )  # fmt: skip
+
+
+@router.post("/users/{user_id}/erase")
+async def erase_user(request: Request, user_id: str) -> Response:
+    """Delete the user and erase their personal data (as DELETE /v1/consents/users/{id})."""
+    session, _form_data = await _posted(request)
+    await privacy.erase_user(_ctx(request), session.organization_id, user_id)
+    return _redirect(f"/users/{quote(user_id, safe='')}", notice="erased")
 
 
 # -- sample payloads -------------------------------------------------------------------------
