@@ -20,7 +20,8 @@ import aiohttp
 import uvloop
 
 from bench.receiver import ReceiverProcess
-from consent_relay.delivery import attempt, sender, signing, targets
+from consent_relay.delivery import attempt, sender
+from consent_relay.security import signing, targets
 from consent_relay.settings import Settings
 
 BODY = b'{"type":"event.created","parameters":{"x":"' + b"a" * 950 + b'"}}'

@@ -26,9 +26,9 @@ from sqlalchemy.engine import make_url
 
 from consent_relay import crypto, ids
 from consent_relay.domain.timefmt import now_ts
+from consent_relay.runtime import Context
 from consent_relay.schemas import OrganizationIn, WebhookIn
 from consent_relay.services import orgs, webhooks
-from consent_relay.services.context import Context
 from consent_relay.settings import Settings
 from consent_relay.storage import batches, ledger, queue
 from consent_relay.storage.records import MessageRecord, NewDelivery

@@ -1,7 +1,7 @@
 """Load in child processes: the real delivery worker, or the bare aiohttp loop.
 
 ``python -m bench.procs worker`` builds ``Settings()`` from the ``CONSENT_RELAY_*``
-environment exactly as ``consent-relay worker`` does and runs ``delivery.runner.run`` (the
+environment exactly as ``consent-relay worker`` does and runs ``runner.run`` (the
 worker, plus the LISTEN connection on PostgreSQL) on uvloop. ``python -m bench.procs bare``
 POSTs the same body to the same receiver with one keep-alive ``ClientSession``.
 
@@ -59,8 +59,8 @@ async def _wait_command(reader: asyncio.StreamReader, within: float) -> str:
 
 
 async def run_worker(max_seconds: float) -> None:
-    from consent_relay.delivery import runner
-    from consent_relay.services.context import build_context
+    from consent_relay import runner
+    from consent_relay.runtime import build_context
     from consent_relay.settings import Settings
 
     settings = Settings()

@@ -27,7 +27,7 @@ from bench import db
 from bench.apiproc import ApiServer, cli_command
 from bench.procs import Child, child_env
 from bench.receiver import ReceiverProcess
-from consent_relay.services.context import Context
+from consent_relay.runtime import Context
 from consent_relay.settings import Settings
 
 Results = dict[str, Any]

@@ -24,9 +24,9 @@ from sqlalchemy.engine import make_url
 
 from consent_relay import crypto
 from consent_relay.api.app import create_app
+from consent_relay.runtime import Context
 from consent_relay.schemas import OrganizationIn
 from consent_relay.services import orgs
-from consent_relay.services.context import Context
 from consent_relay.settings import Settings
 from consent_relay.storage.store import Store
 from consent_relay.storage.tables import metadata

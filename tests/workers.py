@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from consent_relay.delivery.worker import Worker
-from consent_relay.services.context import Context
+from consent_relay.runtime import Context
 
 
 @contextlib.asynccontextmanager

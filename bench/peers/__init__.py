@@ -1,7 +1,7 @@
 """8. peers: what a Python team would build instead, measured beside the engine in the same run.
 
 Each peer drains the same N deliveries of the same 1 KB body, signed the same way (the
-project's ``delivery.signing``: the ``standardwebhooks`` package), to the same receiver, with
+project's ``security.signing``: the ``standardwebhooks`` package), to the same receiver, with
 as many requests in flight, in one worker process; the engine does the same on PostgreSQL
 with one worker process. Each drain follows a bare run of its own (the machine is shared and
 noisy), as in the delivery scenario. Reported for each: deliveries/s, the worker process's CPU
@@ -22,7 +22,7 @@ from typing import Any
 from bench import scenarios
 from bench.receiver import ReceiverProcess
 from bench.scenarios import Config, Drain
-from consent_relay.delivery import signing
+from consent_relay.security import signing
 
 GOAL = 1.5
 

@@ -44,7 +44,7 @@ from bench.peers.common import PeerChild, body, bound_s, timed_drain
 from bench.procs import _say, child_env, proc_status_kb
 from bench.receiver import ReceiverProcess
 from bench.scenarios import Config, Drain
-from consent_relay.delivery import signing
+from consent_relay.security import signing
 
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 QUEUE = "bench_peers_deliveries"

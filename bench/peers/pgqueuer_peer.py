@@ -111,7 +111,7 @@ async def work(db_url: str, url: str, secret: str, concurrency: int, max_seconds
     from pgqueuer.qm import QueueManager
     from pgqueuer.queries import Queries
 
-    from consent_relay.delivery import signing
+    from consent_relay.security import signing
 
     secrets = [secret]
     conn = await asyncpg.connect(db_url)

@@ -16,9 +16,9 @@ from rich.table import Table
 
 from consent_relay import cli_privacy, crypto, errors, logs
 from consent_relay.domain.rules import EVENT_TYPES
+from consent_relay.runtime import Context
 from consent_relay.schemas import OrganizationIn
 from consent_relay.services import deliveries, orgs, webhooks
-from consent_relay.services.context import Context
 from consent_relay.settings import Settings
 
 app = typer.Typer(
@@ -44,7 +44,7 @@ T = TypeVar("T")
 
 def _run(work: Callable[[Context], Awaitable[T]]) -> T:
     """Run one use case against the configured database, migrated first."""
-    from consent_relay.services.context import build_context
+    from consent_relay.runtime import build_context
 
     async def main() -> T:
         ctx = build_context(Settings())
@@ -237,8 +237,7 @@ def worker(
     ] = None,
 ) -> None:
     """Run delivery workers only. Run as many as you like against one PostgreSQL."""
-    from consent_relay import processes
-    from consent_relay.delivery import runner
+    from consent_relay import processes, runner
 
     settings = Settings()
     logs.configure(settings)

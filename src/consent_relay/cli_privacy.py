@@ -15,8 +15,8 @@ from rich.markup import escape
 
 from consent_relay import errors
 from consent_relay.domain.timefmt import normalize_ts
+from consent_relay.runtime import Context
 from consent_relay.services import ledger
-from consent_relay.services.context import Context
 from consent_relay.settings import Settings
 
 ledger_app = typer.Typer(
@@ -35,7 +35,7 @@ Organization = Annotated[
 
 def _run(work: Callable[[Context], Awaitable[T]]) -> T:
     """Run one use case against the configured database, migrated first."""
-    from consent_relay.services.context import build_context
+    from consent_relay.runtime import build_context
 
     async def main() -> T:
         ctx = build_context(Settings())

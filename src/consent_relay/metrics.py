@@ -11,7 +11,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from consent_relay.crypto import SecretBox
-from consent_relay.services import webhooks
+from consent_relay.security import webhook_secrets
 from consent_relay.storage import health
 from consent_relay.storage.store import Store
 
@@ -99,4 +99,4 @@ async def refresh_queue_gauges(store: Store, now_ms: int, box: SecretBox | None 
 async def refresh_broken_gauge(store: Store, box: SecretBox) -> None:
     async with store.read() as tx:
         hooks = await tx.list_all_webhooks()
-    webhooks_broken.set(sum(webhooks.broken_reason(box, hook) is not None for hook in hooks))
+    webhooks_broken.set(sum(webhook_secrets.broken_reason(box, hook) is not None for hook in hooks))

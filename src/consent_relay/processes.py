@@ -228,8 +228,7 @@ def child_main(argv: list[str] | None = None) -> int:
 
     import uvloop
 
-    from consent_relay import errors, logs
-    from consent_relay.delivery import runner
+    from consent_relay import errors, logs, runner
     from consent_relay.settings import Settings
 
     settings = Settings()

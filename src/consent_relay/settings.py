@@ -133,7 +133,7 @@ class Settings(BaseSettings):
         address never reaches the connection-time check: see ``targets.proxy_refusal``).
         ``allowed_networks`` is declared, so validated, before ``egress_proxy``."""
         if value:
-            from consent_relay.delivery import targets  # aiohttp only once a proxy is set
+            from consent_relay.security import targets  # aiohttp only once a proxy is set
 
             allowed = targets.parse_networks(info.data.get("allowed_networks", []))
             refusal = targets.proxy_refusal(value, allowed)

@@ -17,7 +17,7 @@ from typing import IO, Any
 import httpx
 from sqlalchemy import text
 
-from consent_relay.services.context import Context
+from consent_relay.runtime import Context
 from consent_relay.settings import Settings
 from tests.workers import make_webhook as make_webhook  # re-exported
 from tests.workers import running as running  # re-exported

@@ -24,7 +24,7 @@ import orjson
 from aiohttp import web
 from sqlalchemy import text
 
-from consent_relay.services.context import Context
+from consent_relay.runtime import Context
 from tests.receiver import Behaviour, Received
 from tests.workers import make_webhook as make_webhook  # re-exported
 from tests.workers import running as running  # re-exported

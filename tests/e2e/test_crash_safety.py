@@ -23,7 +23,7 @@ import pytest
 from sqlalchemy import text
 
 from consent_relay.delivery.worker import Worker
-from consent_relay.services.context import Context
+from consent_relay.runtime import Context
 from consent_relay.settings import Settings
 from consent_relay.storage.store import Store
 from tests.e2e.helpers import (

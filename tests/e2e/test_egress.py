@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from consent_relay.api.app import create_app
-from consent_relay.services.context import Context
+from consent_relay.runtime import Context
 from consent_relay.settings import Settings
 from tests.e2e.oauth_peers import (
     Tinyproxy,

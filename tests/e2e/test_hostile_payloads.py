@@ -22,7 +22,7 @@ import orjson
 import pytest
 
 from consent_relay.delivery import outcome, sender
-from consent_relay.services.context import Context
+from consent_relay.runtime import Context
 from consent_relay.settings import Settings
 from tests.e2e.helpers import consent_event, eventually, make_webhook, post_event, rows, running
 from tests.e2e.oauth_peers import oauth

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from consent_relay.delivery import outcome
-from consent_relay.services.context import Context
+from consent_relay.runtime import Context
 from consent_relay.settings import Settings
 from tests.e2e.fault_server import FaultServer
 from tests.e2e.helpers import (

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import httpx
 
+from consent_relay.runtime import Context
 from consent_relay.services import consents
-from consent_relay.services.context import Context
 from consent_relay.settings import Settings
 from tests.e2e.helpers import (
     Process,

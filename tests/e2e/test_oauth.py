@@ -17,7 +17,7 @@ import jwt
 import pytest
 from aiohttp import web
 
-from consent_relay.services.context import Context
+from consent_relay.runtime import Context
 from tests.e2e.oauth_peers import (
     OAuthServer,
     TokenEndpoint,

@@ -29,7 +29,7 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from consent_relay.services.context import Context
+from consent_relay.runtime import Context
 from consent_relay.settings import Settings
 from consent_relay.storage.store import Store
 from tests.e2e.helpers import (

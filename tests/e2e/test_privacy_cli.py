@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 
 from consent_relay import crypto
 from consent_relay.cli import app
+from consent_relay.runtime import Context
 from consent_relay.schemas import EventIn, OrganizationIn, WebhookIn
 from consent_relay.services import consents, orgs, webhooks
-from consent_relay.services.context import Context
 from consent_relay.settings import Settings
 from consent_relay.storage.store import Store
 from tests.conftest import prepare_store

@@ -21,7 +21,7 @@ import httpx
 import pytest
 from aiohttp import web
 
-from consent_relay.services.context import Context
+from consent_relay.runtime import Context
 from consent_relay.settings import Settings
 from tests.conftest import _session_database_url
 from tests.e2e.helpers import (

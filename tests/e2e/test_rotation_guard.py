@@ -13,9 +13,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from consent_relay import crypto
+from consent_relay.runtime import Context
 from consent_relay.schemas import OrganizationIn, WebhookIn
+from consent_relay.security import webhook_secrets
 from consent_relay.services import orgs, webhooks
-from consent_relay.services.context import Context
 from consent_relay.settings import Settings
 from consent_relay.storage.records import WebhookRecord
 from tests.e2e.helpers import CLI, READY, Process, eventually, free_port, process_env
@@ -43,7 +44,7 @@ async def stored(ctx: Context, webhook_id: str) -> WebhookRecord:
 
 
 def opens(key: str, hook: WebhookRecord) -> bool:
-    return webhooks.broken_reason(crypto.SecretBox([key]), hook) is None
+    return webhook_secrets.broken_reason(crypto.SecretBox([key]), hook) is None
 
 
 async def start(command: str, settings: Settings, tmp_path: Path) -> tuple[Process, int]:

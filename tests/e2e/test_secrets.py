@@ -24,7 +24,7 @@ from typer.testing import CliRunner, Result
 
 from consent_relay import crypto, errors
 from consent_relay.cli import app
-from consent_relay.services.context import Context
+from consent_relay.runtime import Context
 from consent_relay.settings import Settings
 from tests.e2e.oauth_peers import (
     TokenEndpoint,

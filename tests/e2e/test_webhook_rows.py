@@ -12,9 +12,9 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from consent_relay.runtime import Context
 from consent_relay.schemas import OrganizationIn
 from consent_relay.services import orgs
-from consent_relay.services.context import Context
 from tests.e2e.helpers import (
     consent_event,
     eventually,

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from consent_relay.services.context import Context
+from consent_relay.runtime import Context
 
 EVENTS = "/v1/consents/events"
 USERS = "/v1/consents/users"

@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
+from consent_relay.runtime import Context
 from consent_relay.schemas import WebhookIn
 from consent_relay.services import webhooks
-from consent_relay.services.context import Context
 
 EVENTS = "/v1/consents/events"
 USERS = "/v1/consents/users"

@@ -15,8 +15,8 @@ from sqlalchemy import select
 from consent_relay import crypto
 from consent_relay.api.app import create_app
 from consent_relay.domain.timefmt import now_ts, parse_ts
-from consent_relay.services import webhooks as webhook_service
-from consent_relay.services.context import Context
+from consent_relay.runtime import Context
+from consent_relay.security import webhook_secrets
 from consent_relay.settings import Settings
 from consent_relay.storage.store import Store
 from consent_relay.storage.tables import webhooks
@@ -411,12 +411,12 @@ async def test_rotate_secret(api: httpx.AsyncClient, store: Store, ctx: Context)
     async with store.read() as tx:
         hook = await tx.get_webhook("acme", created["id"])
     assert hook is not None
-    assert webhook_service.signing_secrets(ctx, hook, now_ts()) == [
+    assert webhook_secrets.signing_secrets(ctx.box, hook, now_ts()) == [
         rotated["signing_secret"],
         created["signing_secret"],
     ]
     later = (expires + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-    assert webhook_service.signing_secrets(ctx, hook, later) == [rotated["signing_secret"]]
+    assert webhook_secrets.signing_secrets(ctx.box, hook, later) == [rotated["signing_secret"]]
 
     assert problem_fields(await api.post(f"{HOOKS}/wh_nope/rotate-secret"), 404) == []
 

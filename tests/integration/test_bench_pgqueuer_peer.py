@@ -14,7 +14,7 @@ from bench.peers import common, pgqueuer_peer
 from bench.receiver import ReceiverProcess
 
 from consent_relay import crypto
-from consent_relay.delivery import signing
+from consent_relay.security import signing
 
 pytestmark = pytest.mark.postgres
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from consent_relay.services.context import Context
+from consent_relay.runtime import Context
 from consent_relay.storage import queue
 
 PARAMS: dict[str, Any] = {

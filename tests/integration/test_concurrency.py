@@ -6,9 +6,9 @@ import asyncio
 
 from sqlalchemy import select
 
+from consent_relay.runtime import Context
 from consent_relay.schemas import EventIn
 from consent_relay.services import consents
-from consent_relay.services.context import Context
 from consent_relay.storage.tables import messages
 
 

@@ -22,10 +22,10 @@ from consent_relay.dashboard import forms, health
 from consent_relay.dashboard.session import SESSION_COOKIE, Sessions, derive_key
 from consent_relay.domain import samples
 from consent_relay.domain.timefmt import now_ts
+from consent_relay.runtime import Context
 from consent_relay.schemas import OrganizationIn, WebhookIn
 from consent_relay.services import orgs
 from consent_relay.services import webhooks as webhook_service
-from consent_relay.services.context import Context
 from consent_relay.settings import Settings
 from consent_relay.storage.tables import attempts, deliveries
 from tests.receiver import Received, Receiver, status_sequence

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from consent_relay import crypto
 from consent_relay.api.app import create_app
 from consent_relay.dashboard.session import SESSION_COOKIE, SESSION_MAX_AGE, Sessions
-from consent_relay.services.context import Context
+from consent_relay.runtime import Context
 from consent_relay.settings import Settings
 from consent_relay.storage import logouts
 from consent_relay.storage.store import Store

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 from standardwebhooks.webhooks import Webhook
 
-from consent_relay.services.context import Context
+from consent_relay.runtime import Context
 from consent_relay.storage.tables import attempts, deliveries
 from tests.receiver import Receiver, status_sequence
 from tests.workers import make_webhook, running

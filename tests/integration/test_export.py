@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from consent_relay.services.context import Context
+from consent_relay.runtime import Context
 from tests.e2e.helpers import consent_event, eventually, get_json, post_event, scalar
 from tests.receiver import Receiver
 from tests.workers import make_webhook, running

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from consent_relay import crypto, errors
+from consent_relay.runtime import Context
 from consent_relay.schemas import EventIn, OrganizationIn, WebhookIn
 from consent_relay.services import consents, ingest, orgs, webhooks
-from consent_relay.services.context import Context
 from consent_relay.storage import events as stored_events
 from consent_relay.storage.records import EventRecord
 from consent_relay.storage.store import Store

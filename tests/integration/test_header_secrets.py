@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from consent_relay import crypto
+from consent_relay.runtime import Context
 from consent_relay.services import secret_keys
-from consent_relay.services.context import Context
 from consent_relay.storage.records import WebhookRecord
 from tests.integration.test_dashboard import (
     D,

@@ -5,9 +5,9 @@ from __future__ import annotations
 from sqlalchemy import func, select, update
 
 from consent_relay import ids
+from consent_relay.runtime import Context
 from consent_relay.schemas import EventIn, WebhookIn
 from consent_relay.services import consents, webhooks
-from consent_relay.services.context import Context
 from consent_relay.storage import queue
 from consent_relay.storage.queue import Claimed, Result
 from consent_relay.storage.tables import attempts, deliveries

@@ -7,7 +7,7 @@ import asyncio
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from consent_relay.services.context import Context
+from consent_relay.runtime import Context
 from tests.integration.test_delivery import post_event
 from tests.receiver import Receiver, status_sequence
 from tests.workers import make_webhook, running

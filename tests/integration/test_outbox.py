@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import Table, func, select
 
 from consent_relay.api.app import create_app
-from consent_relay.services.context import Context
+from consent_relay.runtime import Context
 from consent_relay.settings import Settings
 from consent_relay.storage import queue
 from consent_relay.storage.records import MessageRecord, NewDelivery

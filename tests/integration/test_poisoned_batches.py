@@ -17,9 +17,9 @@ import pytest
 from sqlalchemy import select, text
 
 from consent_relay import ids
+from consent_relay.runtime import Context
 from consent_relay.schemas import EventIn, WebhookIn
 from consent_relay.services import consents, deliveries, webhooks
-from consent_relay.services.context import Context
 from consent_relay.storage import batches, queue
 from consent_relay.storage.queue import Claimed, Result
 from consent_relay.storage.tables import attempts

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from consent_relay.services.context import Context
+from consent_relay.runtime import Context
 from consent_relay.storage import queue
 from consent_relay.storage.tables import deliveries, delivery_queues
 

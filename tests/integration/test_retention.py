@@ -10,10 +10,9 @@ from typing import Any
 import httpx
 from aiohttp import web
 
-from consent_relay import metrics
-from consent_relay.delivery import runner
+from consent_relay import metrics, runner
+from consent_relay.runtime import Context
 from consent_relay.services import privacy
-from consent_relay.services.context import Context
 from tests.e2e.helpers import consent_event, eventually, get_json, post_event, rows, scalar
 from tests.receiver import Received, Receiver, status_sequence
 from tests.workers import make_webhook, running

@@ -15,8 +15,8 @@ from sqlalchemy import text
 
 from consent_relay import crypto
 from consent_relay.api.app import create_app
+from consent_relay.runtime import Context
 from consent_relay.services import orgs
-from consent_relay.services.context import Context
 from consent_relay.settings import Settings
 from consent_relay.storage import notices
 from consent_relay.storage.store import Store

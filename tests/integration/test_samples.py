@@ -7,7 +7,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from consent_relay.domain.rules import EVENT_TYPES
-from consent_relay.services.context import Context
+from consent_relay.runtime import Context
 from tests.receiver import Receiver
 from tests.workers import make_webhook, running
 

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from consent_relay.services.context import Context
+from consent_relay.runtime import Context
 from consent_relay.settings import Settings
 from tests.e2e.helpers import (
     WorkerFleet,

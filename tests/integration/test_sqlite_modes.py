@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from consent_relay import crypto
+from consent_relay.runtime import Context
 from consent_relay.schemas import OrganizationIn
 from consent_relay.services import orgs
-from consent_relay.services.context import Context
 from consent_relay.settings import Settings
 from consent_relay.storage.store import Store
 

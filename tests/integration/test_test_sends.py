@@ -10,8 +10,8 @@ from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
 from consent_relay.domain import samples
+from consent_relay.runtime import Context
 from consent_relay.schemas import Identifier
-from consent_relay.services.context import Context
 from tests.receiver import Received, Receiver
 from tests.workers import make_webhook, running
 

@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from consent_relay import crypto
-from consent_relay.services.context import Context
+from consent_relay.runtime import Context
 from tests.integration.test_dashboard import D, sign_in
 from tests.workers import make_webhook
 

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from consent_relay.cli import app
-from consent_relay.delivery.targets import parse_networks, proxy_refusal
+from consent_relay.security.targets import parse_networks, proxy_refusal
 from consent_relay.settings import Settings
 
 REFUSED = [

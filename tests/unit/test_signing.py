@@ -11,7 +11,7 @@ import time
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from consent_relay.delivery.signing import headers, new_secret, signature_header
+from consent_relay.security.signing import headers, new_secret, signature_header
 
 BODY = b'{"type":"user.created","parameters":{"entity":{"id":"u1","name":"Zo\xc3\xab"}}}'
 MSG_ID = "msg_01HZX3Q0000000000000000000"

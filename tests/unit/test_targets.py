@@ -14,7 +14,8 @@ import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from consent_relay.delivery.targets import (
+from consent_relay.errors import ForbiddenTarget
+from consent_relay.security.targets import (
     GuardedResolver,
     Network,
     Resolve,
@@ -24,7 +25,6 @@ from consent_relay.delivery.targets import (
     parse_networks,
     refusal_reason,
 )
-from consent_relay.errors import ForbiddenTarget
 
 NONE: list[Network] = []
 LOOPBACK_OPEN = parse_networks(["127.0.0.0/8", "::1/128"])

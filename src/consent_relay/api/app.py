@@ -10,7 +10,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from consent_relay import __version__, crypto
+from consent_relay import __version__, crypto, runner
 from consent_relay.api import (
     admin,
     deliveries,
@@ -25,8 +25,7 @@ from consent_relay.api import (
 from consent_relay.api.limits import BodyLimit
 from consent_relay.api.observe import RequestMetrics
 from consent_relay.dashboard import routes as dashboard
-from consent_relay.delivery import runner
-from consent_relay.services.context import Context, build_context
+from consent_relay.runtime import Context, build_context
 from consent_relay.settings import Settings
 
 STATIC = Path(dashboard.__file__).parent / "static"

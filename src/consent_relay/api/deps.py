@@ -11,8 +11,8 @@ from pydantic import AfterValidator
 from starlette.responses import Response
 
 from consent_relay import errors
+from consent_relay.runtime import Context
 from consent_relay.services import orgs, pagination
-from consent_relay.services.context import Context
 
 
 class JSONOut(Response):

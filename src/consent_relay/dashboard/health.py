@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from consent_relay.domain.timefmt import format_ts
-from consent_relay.services.context import Context
+from consent_relay.runtime import Context
 from consent_relay.storage import deliveries as delivery_reads
 from consent_relay.storage import health as figures
 from consent_relay.storage import recent

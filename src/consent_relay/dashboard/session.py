@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from consent_relay import crypto
-from consent_relay.services.context import Context
+from consent_relay.runtime import Context
 from consent_relay.settings import Settings
 from consent_relay.storage import logouts
 

@@ -10,9 +10,10 @@ from collections.abc import Sequence
 import aiohttp
 
 from consent_relay import errors
-from consent_relay.delivery import outcome, sender, targets
+from consent_relay.delivery import outcome, sender
 from consent_relay.delivery.oauth import TokenError, TokenSource
 from consent_relay.delivery.outcome import Outcome
+from consent_relay.security import targets
 
 
 async def _token(

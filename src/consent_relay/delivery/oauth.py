@@ -20,7 +20,8 @@ import aiohttp
 import orjson
 
 from consent_relay import metrics
-from consent_relay.delivery import outcome, targets
+from consent_relay.delivery import outcome
+from consent_relay.security import targets
 
 DEFAULT_EXPIRES_IN = 3600.0
 MAX_REFRESH_MARGIN = 60.0

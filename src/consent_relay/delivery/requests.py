@@ -15,11 +15,11 @@ from typing import Any
 import orjson
 
 from consent_relay import errors
-from consent_relay.delivery import sender, signing
+from consent_relay.delivery import sender
 from consent_relay.domain import payloads
 from consent_relay.domain.timefmt import now_ts
-from consent_relay.services import webhooks as webhook_service
-from consent_relay.services.context import Context
+from consent_relay.runtime import Context
+from consent_relay.security import signing, webhook_secrets
 from consent_relay.storage.records import WebhookRecord
 
 log = logging.getLogger("consent_relay.worker")
@@ -40,7 +40,7 @@ class PreparedWebhook:
 def prepare(ctx: Context, hook: WebhookRecord) -> PreparedWebhook:
     """The webhook ready to send: its secrets (header values included) decrypted, here only.
     Raises ``errors.BadRequest`` when the key cannot open them."""
-    secrets = webhook_service.open_secrets(ctx.box, hook, now_ts())
+    secrets = webhook_secrets.open_secrets(ctx.box, hook, now_ts())
     headers = {"Content-Type": "application/json", "User-Agent": sender.USER_AGENT}
     headers.update(secrets.headers)
     return PreparedWebhook(

@@ -17,8 +17,9 @@ from collections.abc import Mapping
 import aiohttp
 
 from consent_relay import __version__, errors
-from consent_relay.delivery import outcome, targets
+from consent_relay.delivery import outcome
 from consent_relay.delivery.outcome import Outcome
+from consent_relay.security import targets
 from consent_relay.settings import Settings
 
 USER_AGENT = f"consent-relay/{__version__}"

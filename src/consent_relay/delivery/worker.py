@@ -32,10 +32,11 @@ from typing import Any
 import aiohttp
 
 from consent_relay import errors, ids, metrics
-from consent_relay.delivery import attempt, oauth, requests, retry, sender, targets
+from consent_relay.delivery import attempt, oauth, requests, retry, sender
 from consent_relay.delivery.outcome import Outcome
 from consent_relay.domain.timefmt import from_ms, now_ts
-from consent_relay.services.context import Context
+from consent_relay.runtime import Context
+from consent_relay.security import targets
 from consent_relay.storage import batches, queue
 from consent_relay.storage.queue import Claimed, Message, Result
 

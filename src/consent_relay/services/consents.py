@@ -12,9 +12,9 @@ from consent_relay import errors, ids
 from consent_relay.domain import rules, users
 from consent_relay.domain.rules import Change, ChangeKind
 from consent_relay.domain.timefmt import now_ts
+from consent_relay.runtime import Context
 from consent_relay.schemas import EventIn, EventPatch, UserIn, UserPatch
 from consent_relay.services import ingest, outbox, pagination, privacy
-from consent_relay.services.context import Context
 from consent_relay.services.folding import (
     GDPR,
     apply,

@@ -6,8 +6,8 @@ from typing import Any
 
 from consent_relay import errors
 from consent_relay.domain.timefmt import from_ms, normalize_ts, now_ts
+from consent_relay.runtime import Context
 from consent_relay.services import pagination
-from consent_relay.services.context import Context
 from consent_relay.storage import batches
 from consent_relay.storage import deliveries as delivery_reads
 from consent_relay.storage.records import AttemptRecord, DeliveryRecord

@@ -37,9 +37,9 @@ from consent_relay import errors, ids
 from consent_relay.domain import rules, users
 from consent_relay.domain.rules import Change, ChangeKind
 from consent_relay.domain.timefmt import format_ts, now_ts
+from consent_relay.runtime import Context
 from consent_relay.schemas import EventIn
 from consent_relay.services import folding, outbox
-from consent_relay.services.context import Context
 from consent_relay.storage import events as stored_events
 from consent_relay.storage import queue
 from consent_relay.storage import users as stored_users

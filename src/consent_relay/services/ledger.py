@@ -15,8 +15,8 @@ from typing import Any
 
 from consent_relay.domain import ledger as chain
 from consent_relay.domain.ledger import Break, Entry
+from consent_relay.runtime import Context
 from consent_relay.services import pagination
-from consent_relay.services.context import Context
 from consent_relay.storage import ledger
 
 

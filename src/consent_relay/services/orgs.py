@@ -8,8 +8,8 @@ from typing import Any
 
 from consent_relay import crypto, errors, ids
 from consent_relay.domain.timefmt import now_ts
+from consent_relay.runtime import Context
 from consent_relay.schemas import OrganizationIn
-from consent_relay.services.context import Context
 from consent_relay.storage import notices
 from consent_relay.storage.records import ApiKey, Organization
 from consent_relay.storage.store import Store

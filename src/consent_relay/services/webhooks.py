@@ -2,95 +2,34 @@
 
 Secrets: the signing secrets, the OAuth client secret and the values of custom headers (often
 an ``X-Api-Key``; the OAuth token request's headers too) are stored encrypted (``SecretBox``)
-and opened only to prepare deliveries (``open_secrets``). Header values are masked in every
-answer, the creation's included: ``{"X-Api-Key": "********"}``. A PATCH that sends a header's
-value as the mask keeps the stored value, so a GET-edit-PATCH round trip never loses one.
+and opened only to prepare deliveries (``security.webhook_secrets``). Header values are masked
+in every answer, the creation's included: ``{"X-Api-Key": "********"}``. A PATCH that sends a
+header's value as the mask keeps the stored value, so a GET-edit-PATCH round trip never loses
+one.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from consent_relay import crypto, errors, ids
 from consent_relay.crypto import SecretBox
-from consent_relay.delivery import signing, targets
 from consent_relay.domain import samples
 from consent_relay.domain.timefmt import format_ts, now_ts
+from consent_relay.runtime import Context
 from consent_relay.schemas import OAuthIn, WebhookIn, WebhookPatch
+from consent_relay.security import signing, targets, webhook_secrets
 from consent_relay.services import pagination
-from consent_relay.services.context import Context
 from consent_relay.storage import queue
 from consent_relay.storage.records import MessageRecord, NewDelivery, WebhookRecord
 
 JSON = dict[str, Any]
 ROTATION_OVERLAP = timedelta(hours=24)
 MASK = "********"  # a stored header value, as answers show it (and as a PATCH keeps it)
-KEY_HINT = (
-    "secrets cannot be decrypted with the current key (CONSENT_RELAY_SECRET_KEY or "
-    "DATA_DIR/secret.key): its deliveries wait until a process runs with the key that "
-    "encrypted them"
-)
 
 
-# -- secrets -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Secrets:
-    """A webhook's secrets in clear: for preparing its deliveries, never for an answer."""
-
-    signing: list[str]  # the current signing secret, then the previous one during its overlap
-    auth_secret: str | None
-    headers: dict[str, str]
-    authentication: JSON | None  # the OAuth settings, token request header values opened
-
-
-def _open(box: SecretBox, value: str, what: str, *, header: bool = False) -> str:
-    try:
-        return box.unseal(value) if header else box.decrypt(value)
-    except errors.BadRequest as exc:
-        raise errors.BadRequest(f"{what}: {KEY_HINT}") from exc
-
-
-def open_secrets(box: SecretBox, hook: WebhookRecord, now: str) -> Secrets:
-    """Every secret that a delivery needs now, decrypted. Header values stored in clear
-    before they were encrypted are taken as they are. Raises ``errors.BadRequest`` naming the
-    secret that the key cannot open."""
-    secrets = [_open(box, hook.signing_secret, "the signing secret")]
-    if hook.previous_signing_secret and (hook.previous_secret_expires_at or "") > now:
-        secrets.append(_open(box, hook.previous_signing_secret, "the previous signing secret"))
-    auth = _open(box, hook.auth_secret, "the OAuth client secret") if hook.auth_secret else None
-    authentication = None
-    if hook.authentication is not None:
-        token_headers = hook.authentication.get("token_request_headers") or {}
-        authentication = {
-            **hook.authentication,
-            "token_request_headers": _open_headers(box, token_headers, "token request header"),
-        }
-    return Secrets(
-        signing=secrets,
-        auth_secret=auth,
-        headers=_open_headers(box, hook.headers, "header"),
-        authentication=authentication,
-    )
-
-
-def _open_headers(box: SecretBox, headers: dict[str, str], what: str) -> dict[str, str]:
-    return {
-        name: _open(box, value, f"the value of {what} {name}", header=True)
-        for name, value in headers.items()
-    }
-
-
-def broken_reason(box: SecretBox, hook: WebhookRecord) -> str | None:
-    """Why the webhook's deliveries cannot be prepared with this key, or None."""
-    try:
-        open_secrets(box, hook, now_ts())
-    except errors.BadRequest as exc:
-        return exc.detail
-    return None
+# -- sealing secrets (opening them: security.webhook_secrets) -------------------------------------
 
 
 def _seal_headers(
@@ -130,7 +69,7 @@ def webhook_view(box: SecretBox, hook: WebhookRecord) -> JSON:
             "token_request_headers": {name: MASK for name in token_headers},
             "client_secret_set": hook.auth_secret is not None,
         }
-    reason = broken_reason(box, hook)
+    reason = webhook_secrets.broken_reason(box, hook)
     return {
         "id": hook.id,
         "organization_id": hook.organization_id,
@@ -310,15 +249,6 @@ async def rotate_secret(ctx: Context, org_id: str, webhook_id: str) -> JSON:
         hook.updated_at = now_ts()
         await tx.update_webhook(hook)
     return {**webhook_view(ctx.box, hook), "signing_secret": secret}
-
-
-def signing_secrets(ctx: Context, hook: WebhookRecord, now: str) -> list[str]:
-    """The secrets that sign a delivery now: the current one, and the previous one until its
-    overlap ends."""
-    secrets = [ctx.box.decrypt(hook.signing_secret)]
-    if hook.previous_signing_secret and (hook.previous_secret_expires_at or "") > now:
-        secrets.append(ctx.box.decrypt(hook.previous_signing_secret))
-    return secrets
 
 
 async def send_test(ctx: Context, org_id: str, webhook_id: str, message_type: str) -> JSON:

@@ -12,8 +12,8 @@ from consent_relay import errors
 from consent_relay.clock import Clock
 from consent_relay.delivery import wakeup
 from consent_relay.delivery.worker import Worker
+from consent_relay.runtime import Context, build_context
 from consent_relay.services import privacy as purge
-from consent_relay.services.context import Context, build_context
 from consent_relay.settings import Settings
 
 CLOCK_SYNC_INTERVAL = 60.0
