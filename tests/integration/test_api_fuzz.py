@@ -301,3 +301,32 @@ def test_stateful_sequences_fuzzed(
     assert any("{webhook_id}/" in label for label in reached), sorted(reached)
     assert any("deliver" in label for label in reached), sorted(reached)
     assert any("{user_id}" in label for label in reached), sorted(reached)
+
+
+def test_openapi_states_constraints_and_links(tmp_path: Path) -> None:
+    """What the fuzzer relies on, stated in /openapi.json itself."""
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        database_url=f"sqlite:///{tmp_path / 'unused.db'}",
+        admin_token=ADMIN_TOKEN,
+        secret_key=crypto.new_key(),
+    )
+    document = create_app(settings).openapi()
+    schemas = document["components"]["schemas"]
+    headers = schemas["WebhookIn"]["properties"]["headers"]
+    assert headers["maxProperties"] == 20
+    assert headers["propertyNames"]["pattern"].startswith("^[!#$%&'*+")
+    assert headers["additionalProperties"]["pattern"] == "^[ -~]*$"
+    regulations = schemas["WebhookIn"]["properties"]["regulations"]["items"]
+    assert "gdpr" in regulations["enum"]
+    assert "anyOf" in schemas["EventUserIn"]
+    assert "null" not in str(schemas["WebhookPatch"]["properties"]["url"])
+    created = document["paths"]["/v1/webhooks"]["post"]["responses"]["201"]
+    targets_of_links = {link["operationId"] for link in created["links"].values()}
+    assert any("list_deliveries" in target for target in targets_of_links)
+    assert any("replay" in target for target in targets_of_links)
+    sent = document["paths"]["/v1/webhooks/{webhook_id}/test"]["post"]["responses"]["202"]
+    [link] = sent["links"].values()
+    assert link["parameters"] == {"delivery_id": "$response.body#/delivery_id"}
+    metrics = document["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+    assert list(metrics) == ["text/plain"]
