@@ -9,10 +9,11 @@ from typing import Any
 
 import httpx
 from aiohttp import web
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from consent_relay.runtime import Context
 from consent_relay.services import privacy
-from consent_relay.services.context import Context
 from tests.e2e.helpers import eventually, get_json, post_event, rows, scalar
 from tests.receiver import Received, Receiver, status_sequence
 from tests.workers import make_webhook, running
@@ -204,3 +205,43 @@ async def test_dead_letters_of_an_erased_user_keep_their_payload_for_the_grace_o
 async def test_deleting_an_unknown_user_is_still_404(api: httpx.AsyncClient) -> None:
     response = await api.delete("/v1/consents/users/nobody")
     assert response.status_code == 404
+
+
+async def test_an_erasure_waiting_out_its_grace_does_not_hold_back_the_others(
+    api: httpx.AsyncClient, ctx: Context, receiver: Receiver, monkeypatch: Any
+) -> None:
+    """Erasures are walked in turn, one at a time here: Ann's dead letter keeps her erasure
+    open for 30 days, and Bob's, later, is settled all the same."""
+    monkeypatch.setattr(privacy, "ERASURES_PER_PASS", 1)
+    receiver.behaviours["/dead"] = status_sequence(*([500] * 100))
+    await make_webhook(api, receiver.url("/dead"), event_types=["user.created"])
+    ann = await post_event(api, {"user": {"organization_user_id": "ann@example.com"}})
+    bob = await post_event(api, {"user": {"organization_user_id": "bob@example.com"}})
+
+    async def two_dead() -> bool:
+        found = await scalar(ctx, "SELECT count(*) FROM deliveries WHERE status = 'dead'")
+        return int(found) == 2
+
+    async with running(ctx):
+        await eventually(two_dead, within=20, what="two dead letters")
+    for user in (ann, bob):
+        response = await api.delete(f"/v1/consents/users/{user['user']['id']}")
+        assert response.status_code == 204
+    async with ctx.store.write() as tx:  # Bob's dead letter went out after all
+        await tx.conn.execute(
+            text("UPDATE deliveries SET status = 'delivered' WHERE user_id = :u"),
+            {"u": bob["user"]["id"]},
+        )
+    state = privacy.PurgeState()
+
+    async def bob_settled() -> bool:
+        await privacy.purge_once(ctx, state)
+        found = await scalar(
+            ctx, "SELECT settled_at FROM erasures WHERE user_id = :u", u=bob["user"]["id"]
+        )
+        return found is not None
+
+    await eventually(bob_settled, within=10, what="Bob's erasure settled")
+    assert not await scalar(
+        ctx, "SELECT settled_at FROM erasures WHERE user_id = :u", u=ann["user"]["id"]
+    )

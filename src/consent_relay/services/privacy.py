@@ -23,8 +23,8 @@ from sqlalchemy.engine import make_url
 
 from consent_relay import errors, metrics
 from consent_relay.domain.timefmt import format_ts, now_ts
+from consent_relay.runtime import Context
 from consent_relay.services import ledger
-from consent_relay.services.context import Context
 from consent_relay.storage import privacy
 from consent_relay.storage.tx import Tx
 
@@ -94,6 +94,7 @@ class PurgeState:
     """What a purging process remembers between passes."""
 
     next_pk: int = 0
+    erasures_after: tuple[str, str, str] | None = None  # where the next pass goes on
     checkpoint_owed: bool = False
     totals: dict[str, int] = field(default_factory=lambda: {"erased": 0, "expired": 0})
 
@@ -106,7 +107,12 @@ async def purge_once(ctx: Context, state: PurgeState) -> dict[str, int]:
     grace_over_before = _before(moment, ctx.settings.erasure_grace)
     done = {"erased": 0, "expired": 0}
     async with ctx.store.read() as tx:
-        erasures = await privacy.unsettled_erasures(tx, ERASURES_PER_PASS)
+        erasures = await privacy.unsettled_erasures(tx, ERASURES_PER_PASS, state.erasures_after)
+    state.erasures_after = (
+        None
+        if len(erasures) < ERASURES_PER_PASS
+        else (erasures[-1].erased_at, erasures[-1].organization_id, erasures[-1].user_id)
+    )
     for erasure in erasures:
         async with ctx.store.write() as tx:
             purged = await privacy.purge_user_messages(
@@ -151,8 +157,8 @@ async def run_periodically(ctx: Context, stop: asyncio.Event) -> None:
     while not stop.is_set():
         busy = False
         try:
-            done = await purge_once(ctx, state)
-            busy = state.next_pk != 0 or done["erased"] >= ERASURES_PER_PASS
+            await purge_once(ctx, state)
+            busy = state.next_pk != 0 or state.erasures_after is not None
         except errors.StorageUnavailable:
             log.warning("purge: the database is unavailable; trying again later")
         except Exception:

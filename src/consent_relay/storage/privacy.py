@@ -131,14 +131,20 @@ class Erasure:
     erased_at: str
 
 
-async def unsettled_erasures(tx: Tx, limit: int) -> list[Erasure]:
-    """Erasures with messages still waiting (pending deliveries, dead letters in grace)."""
+async def unsettled_erasures(
+    tx: Tx, limit: int, after: tuple[str, str, str] | None = None
+) -> list[Erasure]:
+    """Erasures with messages still waiting (pending deliveries, dead letters in grace), in
+    (erased_at, organization, user) order after ``after``: a purge pass walks them all in
+    turn, so that erasures waiting out a grace period never starve the others."""
+    key = after or ("", "", "")
     rows = await tx.conn.execute(
         text(
             "SELECT organization_id, user_id, erased_at FROM erasures "
-            "WHERE settled_at IS NULL ORDER BY erased_at LIMIT :limit"
+            "WHERE settled_at IS NULL AND (erased_at, organization_id, user_id) > (:a, :o, :u) "
+            "ORDER BY erased_at, organization_id, user_id LIMIT :limit"
         ),
-        {"limit": limit},
+        {"limit": limit, "a": key[0], "o": key[1], "u": key[2]},
     )
     return [Erasure(r.organization_id, r.user_id, r.erased_at) for r in rows]
 
