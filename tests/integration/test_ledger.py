@@ -146,6 +146,13 @@ async def test_the_dashboard_user_page_shows_who_was_told_what(
         ctx, "SELECT count(*) FROM messages WHERE user_id = :u AND purge_reason = 'erased'", u=jane
     )
     assert int(purged) == 2  # delivered: erased at once (the user.deleted is pending)
+    delivered = await scalar(
+        ctx, "SELECT id FROM deliveries WHERE user_id = :u AND status = 'delivered'", u=jane
+    )
+    shown = await api.get(f"/dashboard/deliveries/{delivered}")
+    assert shown.status_code == 200, shown.text
+    assert "payload erased" in shown.text
+    assert "jane@example.com" not in shown.text
     after = await api.get(f"/dashboard/users/{jane}?notice=erased")
     assert "personal data erased." in after.text
     assert after.status_code == 200
