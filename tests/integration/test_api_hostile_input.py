@@ -217,6 +217,26 @@ async def test_authorization_header_only_without_oauth(api: httpx.AsyncClient) -
     assert problem_fields(patch) == ["headers"]
 
 
+async def test_a_patch_is_checked_against_the_stored_webhook(api: httpx.AsyncClient) -> None:
+    """Only headers to a webhook with OAuth, or only OAuth to one with an Authorization
+    header: each half alone is fine, together with what is stored they are not."""
+    static = {"Authorization": "Bearer static-token"}
+    with_header = await create_hook(api, headers=static)
+    oauth_only = await api.patch(f"{HOOKS}/{with_header['id']}", json={"authentication": OAUTH})
+    assert problem_fields(oauth_only) == ["authentication"]
+    with_oauth = (await api.post(HOOKS, json={"url": URL, "authentication": OAUTH})).json()
+    headers_only = await api.patch(f"{HOOKS}/{with_oauth['id']}", json={"headers": static})
+    assert problem_fields(headers_only) == ["headers"]
+    # Nothing was changed by the refused patches.
+    assert (await api.get(f"{HOOKS}/{with_header['id']}")).json()["authentication"] is None
+    assert (await api.get(f"{HOOKS}/{with_oauth['id']}")).json()["headers"] == {}
+    # Dropping OAuth and adding the header in one patch is fine.
+    swapped = await api.patch(
+        f"{HOOKS}/{with_oauth['id']}", json={"headers": static, "authentication": None}
+    )
+    assert swapped.status_code == 200, swapped.text
+
+
 # -- created_at -----------------------------------------------------------------------------
 
 

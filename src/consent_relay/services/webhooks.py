@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from consent_relay import crypto, errors, ids
+from consent_relay import crypto, errors, header_rules, ids
 from consent_relay.crypto import SecretBox
 from consent_relay.domain import samples
 from consent_relay.domain.timefmt import format_ts, now_ts
@@ -216,6 +216,11 @@ async def update_webhook(ctx: Context, org_id: str, webhook_id: str, patch: Webh
                     hook.auth_secret = ctx.box.encrypt(auth.client_secret)
                 elif hook.auth_secret is None:
                     raise _secret_required()
+        try:  # the patch against what is stored: new headers and stored OAuth, or the reverse
+            header_rules.check_authorization_header(hook.headers, hook.authentication is not None)
+        except ValueError as exc:
+            field = "headers" if "headers" in given else "authentication"
+            raise errors.Unprocessable(str(exc), [errors.FieldError(field, str(exc))]) from exc
         hook.updated_at = now_ts()
         await tx.update_webhook(hook)
     if patch.enabled:
