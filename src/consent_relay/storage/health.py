@@ -2,7 +2,7 @@
 figures (the metrics' gauges).
 
 Every query is bounded by an index (``ix_deliveries_webhook_status``, the primary keys,
-``attempts.delivery_id``) so a busy webhook with millions of deliveries does not make a page
+``uq_attempts_number``) so a busy webhook with millions of deliveries does not make a page
 or a scrape slow: the success rate and the last failure look at the attempts of the webhook's
 most recent deliveries only.
 """
