@@ -19,6 +19,8 @@ from consent_relay.domain.rules import EVENT_TYPES
 from consent_relay.runtime import Context
 from consent_relay.schemas import OrganizationIn
 from consent_relay.services import deliveries, orgs, webhooks
+from consent_relay.services.pagination import Page
+from consent_relay.services.views import DeliveryOut, TestSentOut, WebhookOut
 from consent_relay.settings import Settings
 
 app = typer.Typer(
@@ -442,7 +444,7 @@ def dead_letters_list(
 ) -> None:
     """List a webhook's dead letters, oldest first."""
 
-    async def work(ctx: Context) -> dict[str, Any]:
+    async def work(ctx: Context) -> Page[DeliveryOut]:
         org = await deliveries.owner_of(ctx, webhook_id)
         return await deliveries.list_deliveries(ctx, org, webhook_id, status="dead", limit=limit)
 
@@ -528,7 +530,7 @@ def webhooks_list(org: Annotated[str, typer.Option(help="The organization's id."
 def webhooks_show(webhook_id: WebhookId) -> None:
     """Show a webhook's settings (never its secrets) and its queue."""
 
-    async def work(ctx: Context) -> tuple[dict[str, Any], int, int]:
+    async def work(ctx: Context) -> tuple[WebhookOut, int, int]:
         org = await deliveries.owner_of(ctx, webhook_id)
         hook = await webhooks.get_webhook(ctx, org, webhook_id)
         pending = await deliveries.list_deliveries(
@@ -554,7 +556,7 @@ def webhooks_test(
         err.print(f"[red]error:[/red] --type must be one of {', '.join(EVENT_TYPES)}")
         raise typer.Exit(2)
 
-    async def work(ctx: Context) -> dict[str, Any]:
+    async def work(ctx: Context) -> TestSentOut:
         org = await deliveries.owner_of(ctx, webhook_id)
         return await webhooks.send_test(ctx, org, webhook_id, event_type)
 

@@ -471,6 +471,7 @@ async def test_edit_keeps_the_client_secret_and_can_drop_oauth(
     assert hook["url"] == "http://127.0.0.1:9/other"
     assert hook["headers"] == {}
     assert hook["flatten"] is False
+    assert hook["authentication"] is not None
     assert hook["authentication"]["token_url"] == "http://127.0.0.1:9/token2"
     assert hook["authentication"]["scope"] is None
     assert hook["authentication"]["client_secret_set"] is True

@@ -12,6 +12,8 @@ from consent_relay.api.params import DeliveryId, WebhookId
 from consent_relay.domain.timefmt import format_ts
 from consent_relay.schemas import NO_NUL, Strict, Timestamp
 from consent_relay.services import deliveries
+from consent_relay.services.pagination import Page
+from consent_relay.services.views import DeliveryDetailOut, DeliveryOut, ReplayedOut
 
 router = APIRouter(tags=["deliveries"])
 
@@ -30,7 +32,9 @@ class ReplayIn(Strict):
     until: Timestamp = None
 
 
-@router.get("/v1/webhooks/{webhook_id}/deliveries", response_class=JSONOut)
+@router.get(
+    "/v1/webhooks/{webhook_id}/deliveries", response_class=JSONOut, response_model=Page[DeliveryOut]
+)
 async def list_deliveries(
     webhook_id: WebhookId,
     ctx: Ctx,
@@ -45,14 +49,19 @@ async def list_deliveries(
     return JSONOut(page)
 
 
-@router.get("/v1/deliveries/{delivery_id}", response_class=JSONOut)
+@router.get(
+    "/v1/deliveries/{delivery_id}", response_class=JSONOut, response_model=DeliveryDetailOut
+)
 async def get_delivery(delivery_id: DeliveryId, ctx: Ctx, org: Org) -> JSONOut:
     """A delivery with its message and every attempt (request headers, response, timing)."""
     return JSONOut(await deliveries.get_delivery(ctx, org, delivery_id))
 
 
 @router.post(
-    "/v1/webhooks/{webhook_id}/dead-letters/replay", status_code=202, response_class=JSONOut
+    "/v1/webhooks/{webhook_id}/dead-letters/replay",
+    status_code=202,
+    response_class=JSONOut,
+    response_model=ReplayedOut,
 )
 async def replay(webhook_id: WebhookId, body: ReplayIn, ctx: Ctx, org: Org) -> JSONOut:
     """Replay dead letters: by ids, by time range (``since`` <= created_at < ``until``), or

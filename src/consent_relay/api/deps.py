@@ -8,15 +8,16 @@ from typing import Annotated, Any
 import orjson
 from fastapi import Depends, Query, Request
 from pydantic import AfterValidator
-from starlette.responses import Response
+from starlette.responses import JSONResponse
 
 from consent_relay import errors
 from consent_relay.runtime import Context
 from consent_relay.services import orgs, pagination
 
 
-class JSONOut(Response):
-    media_type = "application/json"
+class JSONOut(JSONResponse):
+    """JSON encoded by orjson. (A JSONResponse, so that FastAPI documents the route's
+    response model; handlers return it built, so nothing is validated on the way out.)"""
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)

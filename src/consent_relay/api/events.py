@@ -11,18 +11,20 @@ from consent_relay.api.deps import Ctx, Cursor, JSONOut, Limit, Org, Quiet
 from consent_relay.api.params import EventId, QueryText
 from consent_relay.schemas import EventIn, EventPatch
 from consent_relay.services import consents
+from consent_relay.services.pagination import Page
+from consent_relay.services.views import EventOut
 
 router = APIRouter(prefix="/v1/consents/events", tags=["consent events"])
 
 
-@router.post("", status_code=201, response_class=JSONOut)
+@router.post("", status_code=201, response_class=JSONOut, response_model=EventOut)
 async def create_event(body: EventIn, ctx: Ctx, org: Org, quiet: Quiet = False) -> JSONOut:
     """Record a consent event; the user is created when unknown. Fires event.created and
     user.created / user.updated as SPEC §2 says."""
     return JSONOut(await consents.create_event(ctx, org, body, quiet=quiet), status_code=201)
 
 
-@router.get("", response_class=JSONOut)
+@router.get("", response_class=JSONOut, response_model=Page[EventOut])
 async def list_events(
     ctx: Ctx,
     org: Org,
@@ -44,12 +46,12 @@ async def list_events(
     return JSONOut(page)
 
 
-@router.get("/{event_id}", response_class=JSONOut)
+@router.get("/{event_id}", response_class=JSONOut, response_model=EventOut)
 async def get_event(event_id: EventId, ctx: Ctx, org: Org) -> JSONOut:
     return JSONOut(await consents.get_event(ctx, org, event_id))
 
 
-@router.patch("/{event_id}", response_class=JSONOut)
+@router.patch("/{event_id}", response_class=JSONOut, response_model=EventOut)
 async def update_event(
     event_id: EventId, body: EventPatch, ctx: Ctx, org: Org, quiet: Quiet = False
 ) -> JSONOut:

@@ -9,16 +9,18 @@ from consent_relay.api.deps import Ctx, Cursor, JSONOut, Limit, Org, Quiet
 from consent_relay.api.params import QueryText, UserId
 from consent_relay.schemas import Regulation, UserIn, UserPatch
 from consent_relay.services import consents, privacy
+from consent_relay.services.pagination import Page
+from consent_relay.services.views import UserOut
 
 router = APIRouter(prefix="/v1/consents/users", tags=["users"])
 
 
-@router.post("", status_code=201, response_class=JSONOut)
+@router.post("", status_code=201, response_class=JSONOut, response_model=UserOut)
 async def create_user(body: UserIn, ctx: Ctx, org: Org, quiet: Quiet = False) -> JSONOut:
     return JSONOut(await consents.create_user(ctx, org, body, quiet=quiet), status_code=201)
 
 
-@router.get("", response_class=JSONOut)
+@router.get("", response_class=JSONOut, response_model=Page[UserOut])
 async def list_users(
     ctx: Ctx,
     org: Org,
@@ -38,7 +40,7 @@ async def list_users(
     return JSONOut(page)
 
 
-@router.get("/{user_id}", response_class=JSONOut)
+@router.get("/{user_id}", response_class=JSONOut, response_model=UserOut)
 async def get_user(user_id: UserId, ctx: Ctx, org: Org, regulation: Regulation = "gdpr") -> JSONOut:
     """The user with the consents of one regulation (``gdpr`` unless asked)."""
     return JSONOut(await consents.get_user(ctx, org, user_id, regulation))
@@ -51,7 +53,7 @@ async def export_user(user_id: UserId, ctx: Ctx, org: Org) -> JSONOut:
     return JSONOut(await privacy.export_user(ctx, org, user_id))
 
 
-@router.patch("/{user_id}", response_class=JSONOut)
+@router.patch("/{user_id}", response_class=JSONOut, response_model=UserOut)
 async def update_user(
     user_id: UserId, body: UserPatch, ctx: Ctx, org: Org, quiet: Quiet = False
 ) -> JSONOut:

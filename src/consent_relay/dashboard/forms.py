@@ -3,7 +3,7 @@ every validation error attached to the field it is about."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,7 +52,7 @@ class WebhookForm:
         return [*self.token_headers, *[("", "")] * BLANK_HEADER_ROWS]
 
     @classmethod
-    def from_webhook(cls, hook: dict[str, Any]) -> WebhookForm:
+    def from_webhook(cls, hook: Mapping[str, Any]) -> WebhookForm:
         auth = hook.get("authentication") or {}
         return cls(
             url=hook["url"],

@@ -13,10 +13,11 @@ from typing import Any
 
 from consent_relay.domain.timefmt import format_ts
 from consent_relay.runtime import Context
+from consent_relay.services import views
 from consent_relay.storage import deliveries as delivery_reads
 from consent_relay.storage import health as figures
 from consent_relay.storage import recent
-from consent_relay.storage.records import DeliveryRecord, LastFailure
+from consent_relay.storage.records import LastFailure
 
 HEALTH_WINDOW = timedelta(hours=24)
 RECENT_DELIVERIES = 500  # the deliveries whose attempts make the success rate
@@ -68,34 +69,22 @@ async def webhook_health(ctx: Context, webhook_id: str, *, now: datetime | None 
 # -- newest-first listings (the services page oldest-first, for API clients) ------------------
 
 
-def _delivery_row(delivery: DeliveryRecord) -> JSON:
-    return {
-        "id": delivery.id,
-        "type": delivery.type,
-        "user_id": delivery.user_id,
-        "status": delivery.status,
-        "attempt_count": delivery.attempt_count,
-        "last_outcome": delivery.last_outcome,
-        "created_at": delivery.created_at,
-        "updated_at": delivery.updated_at,
-        "replay_of": delivery.replay_of,
-        "replayed_by": delivery.replayed_by,
-        "in_flight": delivery.lease_owner is not None and delivery.status == "pending",
-    }
-
-
-async def recent_deliveries(ctx: Context, webhook_id: str, *, limit: int = 25) -> list[JSON]:
+async def recent_deliveries(
+    ctx: Context, webhook_id: str, *, limit: int = 25
+) -> list[views.DeliveryOut]:
     """The webhook's newest deliveries, newest first."""
     async with ctx.store.read() as tx:
         found = await delivery_reads.newest_for_webhook(tx, webhook_id, limit=limit)
-    return [_delivery_row(delivery) for delivery in found]
+    return [views.delivery_view(delivery) for delivery in found]
 
 
-async def dead_letters(ctx: Context, webhook_id: str, *, limit: int = 100) -> list[JSON]:
+async def dead_letters(
+    ctx: Context, webhook_id: str, *, limit: int = 100
+) -> list[views.DeliveryOut]:
     """Dead letters not replayed yet, oldest first (the order a replay sends them in)."""
     async with ctx.store.read() as tx:
         found = await delivery_reads.dead_letters(tx, webhook_id, limit=limit)
-    return [_delivery_row(delivery) for delivery in found]
+    return [views.delivery_view(delivery) for delivery in found]
 
 
 @dataclass(frozen=True)

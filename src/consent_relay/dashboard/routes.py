@@ -9,7 +9,7 @@ rotation, sample payloads), a delivery with its attempts, recent consent events 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -294,7 +294,10 @@ async def webhook_list(request: Request) -> Response:
 
 
 def _form_page(
-    session: Session, form: forms.WebhookForm, hook: dict[str, Any] | None, status_code: int = 200
+    session: Session,
+    form: forms.WebhookForm,
+    hook: Mapping[str, Any] | None,
+    status_code: int = 200,
 ) -> HTMLResponse:
     return render(
         "webhook_form.html", session=session, form=form, hook=hook, status_code=status_code
@@ -429,12 +432,14 @@ async def delivery_detail(request: Request, delivery_id: str) -> Response:
     delivery = await deliveries.get_delivery(ctx, session.organization_id, delivery_id)
     hook = await webhooks.get_webhook(ctx, session.organization_id, delivery["webhook_id"])
     message = delivery["message"]
-    if message["purged"] is not None:  # README, "Privacy": the payload is gone, say why
-        shown, size = f"({message['purged']['reason']} at {message['purged']['at']})", 0
+    purged, parameters = message["purged"], message["parameters"]
+    if purged is not None or parameters is None:  # README, "Privacy": gone, say why
+        why = purged or {"reason": "payload gone", "at": None}
+        shown, size = f"({why['reason']} at {why['at']})", 0
     else:
         body = payloads.render_body(
             message["type"],
-            message["parameters"],
+            parameters,
             message["regulation"],
             flatten=hook["flatten"],
             include_regulation=payloads.include_regulation_for(hook["regulations"]),

@@ -6,7 +6,7 @@ state, the webhook messages and their deliveries commit together or not at all.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from consent_relay import errors, ids
 from consent_relay.domain import rules, users
@@ -14,7 +14,7 @@ from consent_relay.domain.rules import Change, ChangeKind
 from consent_relay.domain.timefmt import now_ts
 from consent_relay.runtime import Context
 from consent_relay.schemas import EventIn, EventPatch, UserIn, UserPatch
-from consent_relay.services import ingest, outbox, pagination, privacy
+from consent_relay.services import ingest, outbox, pagination, privacy, views
 from consent_relay.services.folding import (
     GDPR,
     apply,
@@ -65,17 +65,19 @@ async def _write(ctx: Context, work: Any) -> Any:
 # -- events ----------------------------------------------------------------------------------
 
 
-async def create_event(ctx: Context, org_id: str, data: EventIn, *, quiet: bool = False) -> JSON:
+async def create_event(
+    ctx: Context, org_id: str, data: EventIn, *, quiet: bool = False
+) -> views.EventOut:
     """Record a consent event (group commit: see services/ingest.py)."""
-    return await ingest.writer(ctx).create(org_id, data, quiet=quiet)
+    return cast(views.EventOut, await ingest.writer(ctx).create(org_id, data, quiet=quiet))
 
 
-async def get_event(ctx: Context, org_id: str, event_id: str) -> JSON:
+async def get_event(ctx: Context, org_id: str, event_id: str) -> views.EventOut:
     async with ctx.store.read() as tx:
         event = await tx.get_event(org_id, event_id)
     if event is None:
         raise errors.NotFound(f"no consent event {event_id!r}")
-    return event_view(event)
+    return cast(views.EventOut, event_view(event))
 
 
 async def list_events(
@@ -87,7 +89,7 @@ async def list_events(
     status: str | None = None,
     cursor: str | None = None,
     limit: int = pagination.DEFAULT_LIMIT,
-) -> JSON:
+) -> pagination.Page[views.EventOut]:
     after = pagination.decode(cursor)
     pagination.check_limit(limit)
     async with ctx.store.read() as tx:
@@ -99,7 +101,8 @@ async def list_events(
         rows = await tx.list_events(
             org_id, user_id=user_id, status=status, after_pk=after, limit=limit + 1
         )
-    return pagination.page([event_view(r) for r in rows], [r.pk or 0 for r in rows], limit)
+    views_ = [cast(views.EventOut, event_view(r)) for r in rows]
+    return pagination.page(views_, [r.pk or 0 for r in rows], limit)
 
 
 async def _locked_event(tx: Tx, org_id: str, event_id: str) -> tuple[EventRecord, UserRecord]:
@@ -209,7 +212,9 @@ def _profile_patch(given: JSON) -> JSON:
     return {k: v for k, v in given.items() if k != "id" and v not in (None, {})}
 
 
-async def create_user(ctx: Context, org_id: str, data: UserIn, *, quiet: bool = False) -> JSON:
+async def create_user(
+    ctx: Context, org_id: str, data: UserIn, *, quiet: bool = False
+) -> views.UserOut:
     now = now_ts()
     user_id = data.id or ids.new_uuid()
 
@@ -243,15 +248,17 @@ async def create_user(ctx: Context, org_id: str, data: UserIn, *, quiet: bool = 
         return view, await _publish(ctx, tx, org_id, user.id, GDPR, change, quiet)
 
     result: JSON = await _write(ctx, work)
-    return result
+    return cast(views.UserOut, result)
 
 
-async def get_user(ctx: Context, org_id: str, user_id: str, regulation: str = GDPR) -> JSON:
+async def get_user(
+    ctx: Context, org_id: str, user_id: str, regulation: str = GDPR
+) -> views.UserOut:
     async with ctx.store.read() as tx:
         user = await tx.get_user(org_id, user_id)
     if user is None:
         raise errors.NotFound(f"no user {user_id!r}")
-    return user_view(user, regulation)
+    return cast(views.UserOut, user_view(user, regulation))
 
 
 async def list_users(
@@ -262,7 +269,7 @@ async def list_users(
     regulation: str = GDPR,
     cursor: str | None = None,
     limit: int = pagination.DEFAULT_LIMIT,
-) -> JSON:
+) -> pagination.Page[views.UserOut]:
     after = pagination.decode(cursor)
     pagination.check_limit(limit)
     async with ctx.store.read() as tx:
@@ -270,7 +277,9 @@ async def list_users(
             org_id, organization_user_id=organization_user_id, after_pk=after, limit=limit + 1
         )
     return pagination.page(
-        [user_view(r, regulation) for r in rows], [r.pk or 0 for r in rows], limit
+        [cast(views.UserOut, user_view(r, regulation)) for r in rows],
+        [r.pk or 0 for r in rows],
+        limit,
     )
 
 

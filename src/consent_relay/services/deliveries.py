@@ -5,51 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from consent_relay import errors
-from consent_relay.domain.timefmt import from_ms, normalize_ts, now_ts
+from consent_relay.domain.timefmt import normalize_ts, now_ts
 from consent_relay.runtime import Context
-from consent_relay.services import pagination
+from consent_relay.services import pagination, views
 from consent_relay.storage import batches
 from consent_relay.storage import deliveries as delivery_reads
-from consent_relay.storage.records import AttemptRecord, DeliveryRecord
+from consent_relay.storage.records import DeliveryRecord
 from consent_relay.storage.tx import Tx
 
 JSON = dict[str, Any]
 STATUSES = ("pending", "delivered", "dead")
-
-
-def _delivery_view(row: DeliveryRecord) -> JSON:
-    due = row.due_ms if row.status == "pending" and row.lease_owner is None else None
-    return {
-        "id": row.id,
-        "webhook_id": row.webhook_id,
-        "message_id": row.message_id,
-        "type": row.type,
-        "user_id": row.user_id,
-        "status": row.status,
-        "attempt_count": row.attempt_count,
-        "next_attempt_at": from_ms(due) if due is not None else None,
-        "in_flight": row.lease_owner is not None and row.status == "pending",
-        "last_outcome": row.last_outcome,
-        "created_at": row.created_at,
-        "updated_at": row.updated_at,
-        "replay_of": row.replay_of,
-        "replayed_by": row.replayed_by,
-    }
-
-
-def _attempt_view(row: AttemptRecord) -> JSON:
-    return {
-        "id": row.id,
-        "attempt_number": row.attempt_number,
-        "started_at": row.started_at,
-        "duration_ms": row.duration_ms,
-        "outcome": row.outcome,
-        "status_code": row.status_code,
-        "response_body": row.response_body,
-        "response_bytes": row.response_bytes,
-        "request_headers": row.request_headers,
-        "error": row.error,
-    }
 
 
 async def _webhook_exists(tx: Tx, org_id: str, webhook_id: str) -> None:
@@ -65,7 +30,7 @@ async def list_deliveries(
     status: str | None = None,
     cursor: str | None = None,
     limit: int = pagination.DEFAULT_LIMIT,
-) -> JSON:
+) -> views.Page[views.DeliveryOut]:
     if status is not None and status not in STATUSES:
         raise errors.Unprocessable(
             f"unknown status {status!r}", [errors.FieldError("status", f"one of {STATUSES}")]
@@ -77,17 +42,17 @@ async def list_deliveries(
         rows = await delivery_reads.list_for_webhook(
             tx, webhook_id, status=status, after_pk=after, limit=limit + 1
         )
-    return pagination.page([_delivery_view(r) for r in rows], [r.pk for r in rows], limit)
+    return pagination.page([views.delivery_view(r) for r in rows], [r.pk for r in rows], limit)
 
 
-async def get_delivery(ctx: Context, org_id: str, delivery_id: str) -> JSON:
+async def get_delivery(ctx: Context, org_id: str, delivery_id: str) -> views.DeliveryDetailOut:
     async with ctx.store.read() as tx:
         found = await delivery_reads.get_detail(tx, org_id, delivery_id)
     if found is None:
         raise errors.NotFound(f"no delivery {delivery_id!r}")
     message = found.message
     return {
-        **_delivery_view(found.delivery),
+        **views.delivery_view(found.delivery),
         "message": {
             "type": message.type,
             "regulation": message.regulation,
@@ -97,7 +62,7 @@ async def get_delivery(ctx: Context, org_id: str, delivery_id: str) -> JSON:
             if message.purge_reason is None
             else {"reason": f"payload {message.purge_reason}", "at": message.purged_at},
         },
-        "attempts": [_attempt_view(a) for a in found.attempts],
+        "attempts": [views.attempt_view(a) for a in found.attempts],
     }
 
 

@@ -51,14 +51,14 @@ async def list_entries(
     until: str | None = None,
     cursor: str | None = None,
     limit: int = pagination.DEFAULT_LIMIT,
-) -> dict[str, Any]:
+) -> pagination.Page[dict[str, Any]]:
     """One page of the organization's entries in sequence order; works the same for a user
     already deleted (the ledger outlives the user)."""
     pagination.check_limit(limit)
     query = ledger.Query(org, user_id, webhook_id, since, until, pagination.decode(cursor))
     async with ctx.store.read() as tx:
         entries = await ledger.page(tx, query, limit + 1)
-    items: list[dict[str, object]] = [entry_out(e) for e in entries]
+    items: list[dict[str, Any]] = [entry_out(e) for e in entries]
     return pagination.page(items, [e.fields.seq for e in entries], limit)
 
 

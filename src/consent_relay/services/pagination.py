@@ -4,8 +4,21 @@ from __future__ import annotations
 
 import base64
 import binascii
+from typing import Generic, TypeVar
+
+from typing_extensions import TypedDict  # pydantic reads it as a response model on 3.11
 
 from consent_relay import errors
+
+T = TypeVar("T")
+
+
+class Page(TypedDict, Generic[T]):
+    """A page of a listing; ``next_cursor`` is null on the last page."""
+
+    data: list[T]
+    next_cursor: str | None
+
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -38,7 +51,7 @@ def check_limit(limit: int) -> int:
     return limit
 
 
-def page(items: list[dict[str, object]], pks: list[int], limit: int) -> dict[str, object]:
+def page(items: list[T], pks: list[int], limit: int) -> Page[T]:
     """``{"data": [...], "next_cursor": ...}``; ``items`` holds up to ``limit + 1`` rows."""
     more = len(items) > limit
     return {

@@ -20,7 +20,7 @@ from consent_relay.domain.timefmt import format_ts, now_ts
 from consent_relay.runtime import Context
 from consent_relay.schemas import OAuthIn, WebhookIn, WebhookPatch
 from consent_relay.security import signing, targets, webhook_secrets
-from consent_relay.services import pagination
+from consent_relay.services import pagination, views
 from consent_relay.storage import queue
 from consent_relay.storage.records import MessageRecord, NewDelivery, WebhookRecord
 
@@ -58,7 +58,7 @@ def _seal_headers(
 # -- views -------------------------------------------------------------------------------------
 
 
-def webhook_view(box: SecretBox, hook: WebhookRecord) -> JSON:
+def webhook_view(box: SecretBox, hook: WebhookRecord) -> views.WebhookOut:
     """A webhook as answers show it: no secret, header values masked, and ``status``
     ``broken`` (with ``status_reason``) when this key cannot open its secrets."""
     auth = None
@@ -120,7 +120,7 @@ def _secret_required() -> errors.Unprocessable:
     )
 
 
-async def create_webhook(ctx: Context, org_id: str, data: WebhookIn) -> JSON:
+async def create_webhook(ctx: Context, org_id: str, data: WebhookIn) -> views.WebhookWithSecretOut:
     if data.authentication is not None and not data.authentication.client_secret:
         raise _secret_required()
     url = str(data.url)
@@ -152,7 +152,7 @@ async def create_webhook(ctx: Context, org_id: str, data: WebhookIn) -> JSON:
     )
     async with ctx.store.write() as tx:
         await tx.insert_webhook(hook)
-    return {**webhook_view(ctx.box, hook), "signing_secret": secret}
+    return views.WebhookWithSecretOut(**webhook_view(ctx.box, hook), signing_secret=secret)
 
 
 async def _owned(ctx: Context, org_id: str, webhook_id: str) -> WebhookRecord:
@@ -163,13 +163,13 @@ async def _owned(ctx: Context, org_id: str, webhook_id: str) -> WebhookRecord:
     return hook
 
 
-async def get_webhook(ctx: Context, org_id: str, webhook_id: str) -> JSON:
+async def get_webhook(ctx: Context, org_id: str, webhook_id: str) -> views.WebhookOut:
     return webhook_view(ctx.box, await _owned(ctx, org_id, webhook_id))
 
 
 async def list_webhooks(
     ctx: Context, org_id: str, *, cursor: str | None = None, limit: int = pagination.DEFAULT_LIMIT
-) -> JSON:
+) -> pagination.Page[views.WebhookOut]:
     after = pagination.decode(cursor)
     pagination.check_limit(limit)
     async with ctx.store.read() as tx:
@@ -179,7 +179,9 @@ async def list_webhooks(
     )
 
 
-async def update_webhook(ctx: Context, org_id: str, webhook_id: str, patch: WebhookPatch) -> JSON:
+async def update_webhook(
+    ctx: Context, org_id: str, webhook_id: str, patch: WebhookPatch
+) -> views.WebhookOut:
     given = patch.model_fields_set
     for name in ("url", "enabled", "event_types", "regulations", "flatten", "headers"):
         if name in given and getattr(patch, name) is None:
@@ -235,7 +237,7 @@ async def delete_webhook(ctx: Context, org_id: str, webhook_id: str) -> None:
         await tx.delete_webhook(org_id, webhook_id)
 
 
-async def rotate_secret(ctx: Context, org_id: str, webhook_id: str) -> JSON:
+async def rotate_secret(ctx: Context, org_id: str, webhook_id: str) -> views.WebhookWithSecretOut:
     """A new signing secret; the old one keeps signing beside it for 24 hours, unless the
     key cannot open it (a broken webhook): then it goes, and the rotation repairs it."""
     secret = signing.new_secret()
@@ -253,10 +255,12 @@ async def rotate_secret(ctx: Context, org_id: str, webhook_id: str) -> JSON:
         hook.signing_secret = ctx.box.encrypt(secret)
         hook.updated_at = now_ts()
         await tx.update_webhook(hook)
-    return {**webhook_view(ctx.box, hook), "signing_secret": secret}
+    return views.WebhookWithSecretOut(**webhook_view(ctx.box, hook), signing_secret=secret)
 
 
-async def send_test(ctx: Context, org_id: str, webhook_id: str, message_type: str) -> JSON:
+async def send_test(
+    ctx: Context, org_id: str, webhook_id: str, message_type: str
+) -> views.TestSentOut:
     """Queue a sample message to this webhook only; it goes out like any other delivery
     (signed, retried, listed with its attempts), as the webhook's reserved test user, so it
     queues behind earlier test sends only, never behind a real user's deliveries."""
