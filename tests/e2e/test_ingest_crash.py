@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 
 from consent_relay.runtime import Context
-from consent_relay.services import consents
+from consent_relay.services import events
 from consent_relay.settings import Settings
 from tests.e2e.helpers import (
     Process,
@@ -80,10 +80,10 @@ async def test_acknowledged_events_survive_a_kill_mid_batch(
         await asyncio.gather(*clients)
 
     assert sent > len(acknowledged)  # the kill did catch requests in flight
-    stored = await consents.list_events(ctx, org_id, limit=1000)
+    stored = await events.list_events(ctx, org_id, limit=1000)
     ids = {e["id"] for e in stored["data"]}
     while stored["next_cursor"]:
-        stored = await consents.list_events(ctx, org_id, cursor=stored["next_cursor"], limit=1000)
+        stored = await events.list_events(ctx, org_id, cursor=stored["next_cursor"], limit=1000)
         ids |= {e["id"] for e in stored["data"]}
     assert set(acknowledged) <= ids
     # Each stored event came with its outbox, in the same transaction: its event.created.

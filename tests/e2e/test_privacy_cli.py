@@ -15,7 +15,7 @@ from consent_relay import crypto
 from consent_relay.cli import app
 from consent_relay.runtime import Context
 from consent_relay.schemas import EventIn, OrganizationIn, WebhookIn
-from consent_relay.services import consents, orgs, webhooks
+from consent_relay.services import events, orgs, webhooks
 from consent_relay.settings import Settings
 from consent_relay.storage.store import Store
 from tests.conftest import prepare_store
@@ -58,7 +58,7 @@ async def _delivered_ledger(settings: Settings) -> None:
                 ctx, "acme", WebhookIn.model_validate({"url": receiver.url()})
             )
             for n in range(3):
-                await consents.create_event(
+                await events.create_event(
                     ctx,
                     "acme",
                     EventIn.model_validate({"user": {"organization_user_id": f"u{n}@x.test"}}),

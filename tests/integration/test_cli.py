@@ -12,7 +12,7 @@ from consent_relay import crypto
 from consent_relay.cli import app
 from consent_relay.runtime import Context
 from consent_relay.schemas import EventIn, OrganizationIn, WebhookIn
-from consent_relay.services import consents, orgs, webhooks
+from consent_relay.services import events, orgs, webhooks
 from consent_relay.settings import Settings
 from consent_relay.storage.store import Store
 from consent_relay.storage.tables import deliveries
@@ -46,7 +46,7 @@ async def _three_dead_letters(settings: Settings) -> str:
             ctx, "acme", WebhookIn.model_validate({"url": "http://127.0.0.1:9/x"})
         )
         for n in range(3):
-            await consents.create_event(
+            await events.create_event(
                 ctx, "acme", EventIn.model_validate({"user": {"organization_user_id": f"u{n}"}})
             )
         async with store.write() as tx:

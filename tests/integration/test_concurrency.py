@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from consent_relay.runtime import Context
 from consent_relay.schemas import EventIn
-from consent_relay.services import consents
+from consent_relay.services import events, users
 from consent_relay.storage.tables import messages
 
 
@@ -21,9 +21,9 @@ async def test_simultaneous_first_events_create_the_user_once(
             "consents": {"purposes": [{"id": "analytics", "enabled": True}]},
         }
     )
-    created = await asyncio.gather(*(consents.create_event(ctx, org[0], data) for _ in range(10)))
+    created = await asyncio.gather(*(events.create_event(ctx, org[0], data) for _ in range(10)))
     assert len({event["user"]["id"] for event in created}) == 1
-    page = await consents.list_users(ctx, org[0], organization_user_id="racer@example.com")
+    page = await users.list_users(ctx, org[0], organization_user_id="racer@example.com")
     assert len(page["data"]) == 1
     async with ctx.store.read() as tx:
         kinds = [row.type for row in await tx.conn.execute(select(messages.c.type))]

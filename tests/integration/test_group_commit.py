@@ -13,7 +13,9 @@ import pytest
 from consent_relay import crypto, errors
 from consent_relay.runtime import Context
 from consent_relay.schemas import EventIn, OrganizationIn, WebhookIn
-from consent_relay.services import consents, ingest, orgs, webhooks
+from consent_relay.services import events as event_service
+from consent_relay.services import ingest, orgs, webhooks
+from consent_relay.services import users as user_service
 from consent_relay.storage import events as stored_events
 from consent_relay.storage.records import EventRecord
 from consent_relay.storage.store import Store
@@ -64,7 +66,7 @@ async def outbox_of(ctx: Context, org_id: str) -> list[tuple[str, str, int, Any]
 
 
 async def users_of(ctx: Context, org_id: str) -> list[JSON]:
-    page = await consents.list_users(ctx, org_id, limit=1000)
+    page = await user_service.list_users(ctx, org_id, limit=1000)
     return sorted(
         (
             {k: v for k, v in user.items() if k not in ("id", "organization_id", "created_at")}
@@ -89,16 +91,18 @@ async def test_concurrent_events_come_out_as_if_written_one_by_one(ctx: Context)
     await setup_org(ctx, "alone")
     events = story(60, 4)
 
-    created = await asyncio.gather(*(consents.create_event(ctx, "together", e) for e in events))
+    created = await asyncio.gather(
+        *(event_service.create_event(ctx, "together", e) for e in events)
+    )
     batches = ingest.writer(ctx).batches
     for e in events:
-        await consents.create_event(ctx, "alone", e)
+        await event_service.create_event(ctx, "alone", e)
 
     assert len(created) == 60
     assert batches < 60  # they did share transactions
     assert await outbox_of(ctx, "together") == await outbox_of(ctx, "alone")
     assert await users_of(ctx, "together") == await users_of(ctx, "alone")
-    found = await consents.list_events(ctx, "together", limit=1000)
+    found = await event_service.list_events(ctx, "together", limit=1000)
     assert [e["metadata"]["n"] for e in found["data"]] == list(range(60))
 
 
@@ -113,10 +117,10 @@ async def test_an_old_event_in_a_batch_refolds_the_user_as_alone(ctx: Context) -
         event("john", "p1", True),
     ]
     for org_id in ("together", "alone"):
-        await consents.create_event(ctx, org_id, first)
-    await asyncio.gather(*(consents.create_event(ctx, "together", e) for e in batch))
+        await event_service.create_event(ctx, org_id, first)
+    await asyncio.gather(*(event_service.create_event(ctx, "together", e) for e in batch))
     for e in batch:
-        await consents.create_event(ctx, "alone", e)
+        await event_service.create_event(ctx, "alone", e)
 
     assert await outbox_of(ctx, "together") == await outbox_of(ctx, "alone")
     assert await users_of(ctx, "together") == await users_of(ctx, "alone")
@@ -124,23 +128,23 @@ async def test_an_old_event_in_a_batch_refolds_the_user_as_alone(ctx: Context) -
 
 async def test_a_refused_request_leaves_its_neighbours_alone(ctx: Context) -> None:
     await setup_org(ctx, "acme")
-    await consents.create_event(ctx, "acme", event("jane", "p1", True, id="taken"))
+    await event_service.create_event(ctx, "acme", event("jane", "p1", True, id="taken"))
     requests = [event(f"u{n}", "p1", True, id=f"e{n}") for n in range(10)]
     requests[3] = event("john", "p1", True, id="taken")  # an id the organization has
     requests[6] = event("mary", "p1", True, id="e1")  # an id an earlier request takes
 
     results = await asyncio.gather(
-        *(consents.create_event(ctx, "acme", e) for e in requests), return_exceptions=True
+        *(event_service.create_event(ctx, "acme", e) for e in requests), return_exceptions=True
     )
 
     refused = [n for n, r in enumerate(results) if isinstance(r, errors.Conflict)]
     assert refused == [3, 6]
     assert all(isinstance(r, dict) for n, r in enumerate(results) if n not in refused)
-    stored = await consents.list_events(ctx, "acme", limit=100)
+    stored = await event_service.list_events(ctx, "acme", limit=100)
     assert sorted(e["id"] for e in stored["data"]) == sorted(
         ["taken", *(f"e{n}" for n in range(10) if n not in (3, 6))]
     )
-    users = await consents.list_users(ctx, "acme", limit=100)
+    users = await user_service.list_users(ctx, "acme", limit=100)
     assert "john" not in {u["organization_user_id"] for u in users["data"]}
     assert "mary" not in {u["organization_user_id"] for u in users["data"]}
 
@@ -163,12 +167,12 @@ async def test_a_request_the_database_refuses_fails_alone(
     requests[5] = event("u5", "p1", True, id="poison")
 
     results = await asyncio.gather(
-        *(consents.create_event(ctx, "acme", e) for e in requests), return_exceptions=True
+        *(event_service.create_event(ctx, "acme", e) for e in requests), return_exceptions=True
     )
 
     assert [n for n, r in enumerate(results) if isinstance(r, BaseException)] == [5]
     assert isinstance(results[5], RuntimeError)
-    stored = await consents.list_events(ctx, "acme", limit=100)
+    stored = await event_service.list_events(ctx, "acme", limit=100)
     assert sorted(e["id"] for e in stored["data"]) == sorted(f"e{n}" for n in range(8) if n != 5)
     found = await outbox_of(ctx, "acme")
     assert {ouid for _url, ouid, _seq, _type in found} == {f"u{n}" for n in range(8) if n != 5}
@@ -188,7 +192,7 @@ async def test_two_processes_creating_the_same_user_end_with_one(
     try:
         results = await asyncio.gather(
             *(
-                consents.create_event(c, "acme", event("jane", f"p{n}", True))
+                event_service.create_event(c, "acme", event("jane", f"p{n}", True))
                 for n in range(20)
                 for c in (ctx, other)
             )
@@ -196,6 +200,6 @@ async def test_two_processes_creating_the_same_user_end_with_one(
     finally:
         await other.store.close()
     assert len({r["user"]["id"] for r in results}) == 1
-    users = await consents.list_users(ctx, "acme", limit=10)
+    users = await user_service.list_users(ctx, "acme", limit=10)
     assert len(users["data"]) == 1
     assert len(users["data"][0]["consents"]["purposes"]) == 20

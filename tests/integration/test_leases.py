@@ -7,7 +7,7 @@ from sqlalchemy import func, select, update
 from consent_relay import ids
 from consent_relay.runtime import Context
 from consent_relay.schemas import EventIn, WebhookIn
-from consent_relay.services import consents, webhooks
+from consent_relay.services import events, webhooks
 from consent_relay.storage import queue
 from consent_relay.storage.queue import Claimed, Result
 from consent_relay.storage.tables import attempts, deliveries
@@ -19,7 +19,7 @@ async def _one_delivery(ctx: Context, org_id: str) -> None:
     await webhooks.create_webhook(
         ctx, org_id, WebhookIn.model_validate({"url": "http://127.0.0.1:9/x"})
     )
-    await consents.create_event(
+    await events.create_event(
         ctx,
         org_id,
         EventIn.model_validate({"user": {"id": "u1"}}),

@@ -19,7 +19,7 @@ from sqlalchemy import select, text
 from consent_relay import ids
 from consent_relay.runtime import Context
 from consent_relay.schemas import EventIn, WebhookIn
-from consent_relay.services import consents, deliveries, webhooks
+from consent_relay.services import deliveries, events, webhooks
 from consent_relay.storage import batches, queue
 from consent_relay.storage.queue import Claimed, Result
 from consent_relay.storage.tables import attempts
@@ -35,7 +35,7 @@ async def _heads_unclaimed(ctx: Context, org_id: str, users: int = USERS) -> str
         ctx, org_id, WebhookIn.model_validate({"url": "http://127.0.0.1:9/x"})
     )
     for n in range(users):
-        await consents.create_event(ctx, org_id, EventIn.model_validate({"user": {"id": f"u{n}"}}))
+        await events.create_event(ctx, org_id, EventIn.model_validate({"user": {"id": f"u{n}"}}))
     return str(hook["id"])
 
 

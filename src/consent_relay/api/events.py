@@ -10,7 +10,7 @@ from starlette.responses import Response
 from consent_relay.api.deps import Ctx, Cursor, JSONOut, Limit, Org, Quiet
 from consent_relay.api.params import EventId, QueryText
 from consent_relay.schemas import EventIn, EventPatch
-from consent_relay.services import consents
+from consent_relay.services import events
 from consent_relay.services.pagination import Page
 from consent_relay.services.views import EventOut
 
@@ -21,7 +21,7 @@ router = APIRouter(prefix="/v1/consents/events", tags=["consent events"])
 async def create_event(body: EventIn, ctx: Ctx, org: Org, quiet: Quiet = False) -> JSONOut:
     """Record a consent event; the user is created when unknown. Fires event.created and
     user.created / user.updated as SPEC §2 says."""
-    return JSONOut(await consents.create_event(ctx, org, body, quiet=quiet), status_code=201)
+    return JSONOut(await events.create_event(ctx, org, body, quiet=quiet), status_code=201)
 
 
 @router.get("", response_class=JSONOut, response_model=Page[EventOut])
@@ -34,7 +34,7 @@ async def list_events(
     cursor: Cursor = None,
     limit: Limit = 100,
 ) -> JSONOut:
-    page = await consents.list_events(
+    page = await events.list_events(
         ctx,
         org,
         user_id=user_id,
@@ -48,7 +48,7 @@ async def list_events(
 
 @router.get("/{event_id}", response_class=JSONOut, response_model=EventOut)
 async def get_event(event_id: EventId, ctx: Ctx, org: Org) -> JSONOut:
-    return JSONOut(await consents.get_event(ctx, org, event_id))
+    return JSONOut(await events.get_event(ctx, org, event_id))
 
 
 @router.patch("/{event_id}", response_class=JSONOut, response_model=EventOut)
@@ -57,11 +57,11 @@ async def update_event(
 ) -> JSONOut:
     """Change ``status`` (pending_approval -> confirmed only), ``consents``, ``metadata`` or
     ``delegate``."""
-    return JSONOut(await consents.update_event(ctx, org, event_id, body, quiet=quiet))
+    return JSONOut(await events.update_event(ctx, org, event_id, body, quiet=quiet))
 
 
 @router.delete("/{event_id}", status_code=204)
 async def delete_event(event_id: EventId, ctx: Ctx, org: Org, quiet: Quiet = False) -> Response:
     """Delete an event; the user is recomputed as if it had never existed."""
-    await consents.delete_event(ctx, org, event_id, quiet=quiet)
+    await events.delete_event(ctx, org, event_id, quiet=quiet)
     return Response(status_code=204)

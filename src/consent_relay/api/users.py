@@ -8,7 +8,7 @@ from starlette.responses import Response
 from consent_relay.api.deps import Ctx, Cursor, JSONOut, Limit, Org, Quiet
 from consent_relay.api.params import QueryText, UserId
 from consent_relay.schemas import Regulation, UserIn, UserPatch
-from consent_relay.services import consents, privacy
+from consent_relay.services import privacy, users
 from consent_relay.services.pagination import Page
 from consent_relay.services.views import UserOut
 
@@ -17,7 +17,7 @@ router = APIRouter(prefix="/v1/consents/users", tags=["users"])
 
 @router.post("", status_code=201, response_class=JSONOut, response_model=UserOut)
 async def create_user(body: UserIn, ctx: Ctx, org: Org, quiet: Quiet = False) -> JSONOut:
-    return JSONOut(await consents.create_user(ctx, org, body, quiet=quiet), status_code=201)
+    return JSONOut(await users.create_user(ctx, org, body, quiet=quiet), status_code=201)
 
 
 @router.get("", response_class=JSONOut, response_model=Page[UserOut])
@@ -29,7 +29,7 @@ async def list_users(
     cursor: Cursor = None,
     limit: Limit = 100,
 ) -> JSONOut:
-    page = await consents.list_users(
+    page = await users.list_users(
         ctx,
         org,
         organization_user_id=organization_user_id,
@@ -43,7 +43,7 @@ async def list_users(
 @router.get("/{user_id}", response_class=JSONOut, response_model=UserOut)
 async def get_user(user_id: UserId, ctx: Ctx, org: Org, regulation: Regulation = "gdpr") -> JSONOut:
     """The user with the consents of one regulation (``gdpr`` unless asked)."""
-    return JSONOut(await consents.get_user(ctx, org, user_id, regulation))
+    return JSONOut(await users.get_user(ctx, org, user_id, regulation))
 
 
 @router.get("/{user_id}/export", response_class=JSONOut)
@@ -58,11 +58,11 @@ async def update_user(
     user_id: UserId, body: UserPatch, ctx: Ctx, org: Org, quiet: Quiet = False
 ) -> JSONOut:
     """Set identity and metadata (consents change through events only)."""
-    return JSONOut(await consents.update_user(ctx, org, user_id, body, quiet=quiet))
+    return JSONOut(await users.update_user(ctx, org, user_id, body, quiet=quiet))
 
 
 @router.delete("/{user_id}", status_code=204)
 async def delete_user(user_id: UserId, ctx: Ctx, org: Org, quiet: Quiet = False) -> Response:
     """Delete the user and, silently, its events."""
-    await consents.delete_user(ctx, org, user_id, quiet=quiet)
+    await users.delete_user(ctx, org, user_id, quiet=quiet)
     return Response(status_code=204)

@@ -1,6 +1,6 @@
 """Erasure of a deleted user's personal data, and payload retention (README, "Privacy").
 
-Erasing a user (``erase``, run by ``consents.delete_user`` in the deletion's own transaction)
+Erasing a user (``erase``, run by ``users.delete_user`` in the deletion's own transaction)
 purges every message payload of theirs that no delivery still needs and clears their
 attempts' response bodies and request headers. Deliveries still pending (``user.deleted``
 among them) keep their message until delivered or dead; dead letters keep it for the grace
@@ -67,10 +67,10 @@ async def after_erasure(ctx: Context) -> None:
 async def erase_user(ctx: Context, org_id: str, user_id: str) -> int:
     """``consent-relay users erase``: delete the user (which erases their data) or, when the
     user is already gone (deleted before erasure existed), erase what remains of theirs."""
-    from consent_relay.services import consents
+    from consent_relay.services import users
 
     try:
-        await consents.delete_user(ctx, org_id, user_id)
+        await users.delete_user(ctx, org_id, user_id)
         return 0
     except errors.NotFound:
         pass
