@@ -8,6 +8,7 @@ import math
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
+import orjson
 from pydantic import BaseModel, ConfigDict, GetJsonSchemaHandler, ValidationError, model_validator
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import InitErrorDetails, PydanticCustomError, core_schema
@@ -106,6 +107,17 @@ def field_error(model: type[BaseModel], where: tuple[int | str, ...], message: s
     )
 
 
+def _clean(data: dict[str, Any]) -> bool:
+    """Whether no string anywhere in ``data`` (keys included) holds a NUL or a lone
+    surrogate, decided in C: orjson refuses surrogates and writes NUL as ``\\u0000``.
+    The walk that names each bad field runs only when this says no (the walk, in Python,
+    was 6% of an event's ingest)."""
+    try:
+        return b"\\u0000" not in orjson.dumps(data)
+    except TypeError:  # a surrogate, or something orjson does not take: walk it
+        return False
+
+
 class Strict(BaseModel):
     """Every input model: unknown fields refused; no string anywhere in the input (keys
     included) may hold NUL or a lone surrogate (see ``input_text``); each error names the
@@ -119,7 +131,7 @@ class Strict(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _storable_strings(cls, data: Any) -> Any:
-        if isinstance(data, dict):
+        if isinstance(data, dict) and not _clean(data):
             found = list(find_unstorable(data, skip=cls.FREE_JSON))
             if found:
                 raise ValidationError.from_exception_data(
@@ -133,6 +145,7 @@ class Strict(BaseModel):
                         for where, message in found
                     ],
                 )
+        if isinstance(data, dict):
             for name in cls.NOT_NULL:
                 if name in data and data[name] is None:
                     field_error(cls, (name,), "cannot be null (leave it out to keep it)")

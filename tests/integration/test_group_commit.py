@@ -90,6 +90,7 @@ async def test_concurrent_events_come_out_as_if_written_one_by_one(ctx: Context)
     await setup_org(ctx, "together")
     await setup_org(ctx, "alone")
     events = story(60, 4)
+    ingest.writer(ctx).concurrency = 3  # batches overlap (PostgreSQL's default; SQLite too)
 
     created = await asyncio.gather(
         *(event_service.create_event(ctx, "together", e) for e in events)

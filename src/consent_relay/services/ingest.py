@@ -56,6 +56,7 @@ log = logging.getLogger("consent_relay.ingest")
 JSON = dict[str, Any]
 MAX_BATCH = 128  # requests in one transaction
 MAX_TRIES = 5  # when a concurrent writer (another process) created the same user first
+CONCURRENT_BATCHES = 3  # transactions open at once on PostgreSQL (EventWriter)
 UserKey = tuple[str, str]  # (organization, id)
 
 
@@ -274,20 +275,33 @@ async def _write(ctx: Context, requests: Sequence[Request]) -> tuple[list[Outcom
 
 class EventWriter:
     """Group commit for one process: requests queue up while a transaction is open, and
-    the next transaction writes them all."""
+    the next transaction writes them all.
 
-    def __init__(self, ctx: Context, *, max_batch: int = MAX_BATCH) -> None:
+    On PostgreSQL ``concurrency`` transactions may be open at once: while one waits on the
+    database, the next takes what arrived meanwhile (a batch's statements are round trips
+    in a row, so one transaction at a time left the process idle; measured). Two batches
+    naming the same user meet on its row lock (or, for a new user, on the unique index,
+    and the later one runs again), so each user's events still go one after the other.
+    SQLite writes one transaction at a time anyway.
+    """
+
+    def __init__(
+        self, ctx: Context, *, max_batch: int = MAX_BATCH, concurrency: int | None = None
+    ) -> None:
         self.ctx = ctx
         self.max_batch = max_batch
+        self.concurrency = concurrency or (1 if ctx.store.is_sqlite else CONCURRENT_BATCHES)
         self._waiting: list[Request] = []
-        self._runner: asyncio.Task[None] | None = None
+        self._runners: set[asyncio.Task[None]] = set()
         self.batches = 0  # transactions written, for tests and metrics
 
     async def create(self, org_id: str, data: EventIn, *, quiet: bool = False) -> JSON:
         future: asyncio.Future[JSON] = asyncio.get_running_loop().create_future()
         self._waiting.append(Request(org_id, data, quiet, data.id or ids.new_uuid(), future))
-        if self._runner is None or self._runner.done():
-            self._runner = asyncio.create_task(self._run(), name="event-writer")
+        if len(self._runners) < self.concurrency:
+            runner = asyncio.create_task(self._run(), name="event-writer")
+            self._runners.add(runner)
+            runner.add_done_callback(self._runners.discard)
         # A cancelled request (the client went away) does not cancel the batch: its event
         # is written, or not, with the others.
         return await asyncio.shield(future)
