@@ -336,6 +336,14 @@ class OAuthIn(Strict):
         return self
 
 
+# Requests per second a webhook's receiver takes from us, all workers together (e.g. 10 for
+# "100 requests per 10 s"); null = no limit.
+RateLimit = Annotated[
+    float,
+    Field(gt=0, le=100_000, allow_inf_nan=False, description="requests per second at most"),
+]
+
+
 class WebhookIn(Strict):
     model_config = ConfigDict(
         extra="forbid",
@@ -366,6 +374,8 @@ class WebhookIn(Strict):
     headers: Headers = Field(default_factory=dict)
     authentication: OAuthIn | None = None
     description: ShortText = ""
+    rate_limit: RateLimit | None = None
+    auto_replay: bool = True
 
     @model_validator(mode="after")
     def _authorization(self) -> WebhookIn:
@@ -378,7 +388,9 @@ class WebhookPatch(Strict):
     ``authentication`` is checked against the stored other one by the service
     (``check_authorization_header``)."""
 
-    NOT_NULL = ("url", "enabled", "event_types", "regulations", "flatten", "headers")
+    NOT_NULL = (
+        "url", "enabled", "event_types", "regulations", "flatten", "headers", "auto_replay"
+    )  # fmt: skip
 
     url: WebhookUrl | None = None
     enabled: bool | None = None
@@ -388,6 +400,8 @@ class WebhookPatch(Strict):
     headers: Headers | None = None
     authentication: OAuthIn | None = None
     description: ShortText | None = None
+    rate_limit: RateLimit | None = None  # null removes the limit
+    auto_replay: bool | None = None
 
     @model_validator(mode="after")
     def _authorization(self) -> WebhookPatch:

@@ -123,6 +123,10 @@ async def test_create_webhook_with_defaults(api: httpx.AsyncClient) -> None:
         "description": "",
         "created_at": created["created_at"],
         "updated_at": created["created_at"],
+        "rate_limit": None,
+        "auto_replay": True,
+        "disabled_reason": None,
+        "paused_until": None,
         "signing_secret": created["signing_secret"],
     }
 
@@ -150,6 +154,8 @@ async def test_create_webhook_with_every_setting(api: httpx.AsyncClient) -> None
         flatten=True,
         headers={"X-Env": "prod", "X-Team": "privacy"},
         description="CRM sync",
+        rate_limit=10,
+        auto_replay=False,
     )
     assert without_secret(created) == {
         "id": created["id"],
@@ -164,6 +170,10 @@ async def test_create_webhook_with_every_setting(api: httpx.AsyncClient) -> None
         "headers": {"X-Env": "********", "X-Team": "********"},  # values are secrets
         "authentication": None,
         "description": "CRM sync",
+        "rate_limit": 10.0,
+        "auto_replay": False,
+        "disabled_reason": None,
+        "paused_until": None,
         "created_at": created["created_at"],
         "updated_at": created["updated_at"],
     }

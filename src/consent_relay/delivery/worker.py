@@ -32,7 +32,7 @@ from typing import Any
 import aiohttp
 
 from consent_relay import errors, ids, metrics
-from consent_relay.delivery import attempt, oauth, requests, retry, sender
+from consent_relay.delivery import attempt, flow, oauth, requests, retry, sender
 from consent_relay.delivery.outcome import Outcome
 from consent_relay.domain.timefmt import from_ms, now_ts
 from consent_relay.runtime import Context
@@ -255,10 +255,16 @@ class Worker:
         body: bytes,
     ) -> Result:
         now_ms = self.ctx.clock_ms()
-        failed = item.attempt_count + 1
+        # Attempts the receiver asked us to hold (Retry-After, 410) use up no retry.
+        failed = item.attempt_count + 1 - item.held_attempts
         status, due_ms = "delivered", None
+        hold = None
         if not result.ok:
             retry_after = retry.parse_retry_after(result.retry_after, datetime.now(UTC))
+            hold = flow.hold_for(result.status_code, retry_after)
+        if hold is not None:
+            status, due_ms = "pending", now_ms + int(hold.due_in_s * 1000)
+        elif not result.ok:
             delay = retry.next_delay(
                 failed,
                 self.ctx.settings.retry_schedule,
@@ -285,6 +291,11 @@ class Worker:
             error=result.error,
             response_bytes=result.response_bytes,
             payload_sha256=hashlib.sha256(body).hexdigest(),  # for the ledger (~1 us a KB)
+            held=hold is not None,
+            pause_until_ms=None
+            if hold is None or hold.pause_s is None
+            else now_ms + int(hold.pause_s * 1000),
+            disable_reason=f"HTTP 410 at {from_ms(now_ms)}" if hold and hold.disable else None,
         )
 
     # -- recording --------------------------------------------------------------------------

@@ -84,6 +84,10 @@ class WebhookOut(TypedDict):
     description: str
     created_at: str
     updated_at: str
+    rate_limit: float | None  # requests per second, all workers together; null = none
+    auto_replay: bool  # dead letters go out again once the receiver is back
+    disabled_reason: str | None  # why we disabled it (e.g. "HTTP 410 at ..."); else null
+    paused_until: str | None  # the receiver asked us to wait (Retry-After) until then
 
 
 class WebhookWithSecretOut(WebhookOut):
@@ -102,6 +106,11 @@ class TestSentOut(TypedDict):
 # -- deliveries and attempts ------------------------------------------------------------------
 
 
+# superseded: a dead letter whose state a later delivered message replaced (never replayed
+# but by explicit id with ``force``)
+DeliveryStatus = Literal["pending", "delivered", "dead", "superseded"]
+
+
 class DeliveryOut(TypedDict):
     """One message to one webhook, and where it stands."""
 
@@ -110,7 +119,7 @@ class DeliveryOut(TypedDict):
     message_id: str
     type: str
     user_id: str
-    status: Literal["pending", "delivered", "dead"]
+    status: DeliveryStatus
     attempt_count: int
     next_attempt_at: str | None
     in_flight: bool
@@ -159,7 +168,7 @@ class ReplayedOut(TypedDict):
 
 def delivery_view(delivery: DeliveryRecord) -> DeliveryOut:
     due = delivery.due_ms if delivery.status == "pending" and delivery.lease_owner is None else None
-    status: Literal["pending", "delivered", "dead"] = delivery.status  # type: ignore[assignment]
+    status: DeliveryStatus = delivery.status  # type: ignore[assignment]
     return {
         "id": delivery.id,
         "webhook_id": delivery.webhook_id,

@@ -16,12 +16,12 @@ from typing import Any
 from consent_relay import crypto, errors, header_rules, ids
 from consent_relay.crypto import SecretBox
 from consent_relay.domain import samples
-from consent_relay.domain.timefmt import format_ts, now_ts
+from consent_relay.domain.timefmt import format_ts, from_ms, now_ts
 from consent_relay.runtime import Context
 from consent_relay.schemas import OAuthIn, WebhookIn, WebhookPatch
 from consent_relay.security import signing, targets, webhook_secrets
 from consent_relay.services import pagination, views
-from consent_relay.storage import queue
+from consent_relay.storage import flow, queue
 from consent_relay.storage.records import MessageRecord, NewDelivery, WebhookRecord
 
 JSON = dict[str, Any]
@@ -58,9 +58,12 @@ def _seal_headers(
 # -- views -------------------------------------------------------------------------------------
 
 
-def webhook_view(box: SecretBox, hook: WebhookRecord) -> views.WebhookOut:
+def webhook_view(
+    box: SecretBox, hook: WebhookRecord, paused_until_ms: int | None = None
+) -> views.WebhookOut:
     """A webhook as answers show it: no secret, header values masked, and ``status``
-    ``broken`` (with ``status_reason``) when this key cannot open its secrets."""
+    ``broken`` (with ``status_reason``) when this key cannot open its secrets;
+    ``paused_until`` while its receiver asked us to wait (``storage.flow.paused_until``)."""
     auth = None
     if hook.authentication is not None:
         token_headers = hook.authentication.get("token_request_headers") or {}
@@ -85,6 +88,10 @@ def webhook_view(box: SecretBox, hook: WebhookRecord) -> views.WebhookOut:
         "description": hook.description,
         "created_at": hook.created_at,
         "updated_at": hook.updated_at,
+        "rate_limit": hook.rate_limit,
+        "auto_replay": hook.auto_replay,
+        "disabled_reason": hook.disabled_reason,
+        "paused_until": None if paused_until_ms is None else from_ms(paused_until_ms),
     }
 
 
@@ -149,6 +156,8 @@ async def create_webhook(ctx: Context, org_id: str, data: WebhookIn) -> views.We
         description=data.description,
         created_at=now,
         updated_at=now,
+        rate_limit=data.rate_limit,
+        auto_replay=data.auto_replay,
     )
     async with ctx.store.write() as tx:
         await tx.insert_webhook(hook)
@@ -164,7 +173,12 @@ async def _owned(ctx: Context, org_id: str, webhook_id: str) -> WebhookRecord:
 
 
 async def get_webhook(ctx: Context, org_id: str, webhook_id: str) -> views.WebhookOut:
-    return webhook_view(ctx.box, await _owned(ctx, org_id, webhook_id))
+    async with ctx.store.read() as tx:
+        hook = await tx.get_webhook(org_id, webhook_id)
+        if hook is None:
+            raise errors.NotFound(f"no webhook {webhook_id!r}")
+        paused = await flow.paused_until(tx, [webhook_id], ctx.clock_ms())
+    return webhook_view(ctx.box, hook, paused.get(webhook_id))
 
 
 async def list_webhooks(
@@ -174,8 +188,9 @@ async def list_webhooks(
     pagination.check_limit(limit)
     async with ctx.store.read() as tx:
         rows = await tx.list_webhooks(org_id, after_pk=after, limit=limit + 1)
+        paused = await flow.paused_until(tx, [r.id for r in rows], ctx.clock_ms())
     return pagination.page(
-        [webhook_view(ctx.box, r) for r in rows], [r.pk or 0 for r in rows], limit
+        [webhook_view(ctx.box, r, paused.get(r.id)) for r in rows], [r.pk or 0 for r in rows], limit
     )
 
 
@@ -183,7 +198,7 @@ async def update_webhook(
     ctx: Context, org_id: str, webhook_id: str, patch: WebhookPatch
 ) -> views.WebhookOut:
     given = patch.model_fields_set
-    for name in ("url", "enabled", "event_types", "regulations", "flatten", "headers"):
+    for name in WebhookPatch.NOT_NULL:
         if name in given and getattr(patch, name) is None:
             raise errors.Unprocessable(
                 f"{name} cannot be null", [errors.FieldError(name, "cannot be null")]
@@ -200,10 +215,14 @@ async def update_webhook(
             raise errors.NotFound(f"no webhook {webhook_id!r}")
         if patch.url is not None:
             hook.url = str(patch.url)
-        for name in ("enabled", "event_types", "flatten", "description"):
+        for name in ("enabled", "event_types", "flatten", "description", "auto_replay"):
             value = getattr(patch, name)
             if value is not None:
                 setattr(hook, name, value)
+        if patch.enabled:
+            hook.disabled_reason = None  # enabled again: the 410's note goes
+        if "rate_limit" in given:
+            hook.rate_limit = patch.rate_limit
         if patch.headers is not None:  # the whole set; a masked value keeps the stored one
             hook.headers = _seal_headers(ctx.box, patch.headers, hook.headers)
         if patch.regulations is not None:
@@ -225,9 +244,10 @@ async def update_webhook(
             raise errors.Unprocessable(str(exc), [errors.FieldError(field, str(exc))]) from exc
         hook.updated_at = now_ts()
         await tx.update_webhook(hook)
+        paused = await flow.paused_until(tx, [webhook_id], ctx.clock_ms())
     if patch.enabled:
         ctx.notify_enqueued()  # paused deliveries may go now
-    return webhook_view(ctx.box, hook)
+    return webhook_view(ctx.box, hook, paused.get(webhook_id))
 
 
 async def delete_webhook(ctx: Context, org_id: str, webhook_id: str) -> None:

@@ -310,6 +310,11 @@ async def _link_replays(tx: Tx, pairs: Sequence[tuple[DeadLetter, str]]) -> None
         params,
     )
     await tx.conn.execute(
-        text(f"UPDATE deliveries SET replay_of = v.old FROM {source} WHERE deliveries.id = v.new"),
+        # The replay is about what its dead letter was about (flow.subject_of).
+        text(
+            f"UPDATE deliveries SET replay_of = v.old,"
+            f" subject = (SELECT o.subject FROM deliveries o WHERE o.pk = v.pk)"
+            f" FROM {source} WHERE deliveries.id = v.new"
+        ),
         params,
     )

@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Integer, Table, text
 
 from consent_relay import ids
-from consent_relay.storage import codec, dialect
+from consent_relay.storage import codec, dialect, flow
 from consent_relay.storage.records import MessageRecord, NewDelivery
 from consent_relay.storage.tables import deliveries, messages
 from consent_relay.storage.tx import Tx
@@ -50,6 +50,8 @@ class Claimed:
     # What is sent: the message's type, regulation and parameters (stored JSON text); None
     # when the message is gone (the delivery is then given back, not sent).
     message: Message | None = None
+    held_attempts: int = 0  # attempts a receiver asked us to hold: no retry used up
+    subject: str | None = None  # what its message is about (flow.subject_of)
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,9 @@ class Result:
     error: str | None
     response_bytes: int | None = None  # the response body's size as sent
     payload_sha256: str | None = None  # SHA-256 (hex) of the exact body sent, for the ledger
+    held: bool = False  # the receiver asked us to hold it (Retry-After, 410): no retry used
+    pause_until_ms: int | None = None  # pause the whole webhook until then (Retry-After)
+    disable_reason: str | None = None  # disable the webhook (410 Gone), saying why
 
 
 rows_source = dialect.rows_source  # the queue's batches travel as one JSON parameter
@@ -112,6 +117,7 @@ async def enqueue(
             ],
             now_ms,
             now,
+            subjects=[flow.subject_of(i.message.type, i.message.parameters) for i in new],
         ),
         strict=True,
     ):
@@ -119,7 +125,12 @@ async def enqueue(
 
 
 async def append(
-    tx: Tx, items: Sequence[tuple[str, str, str, str]], now_ms: int, now: str
+    tx: Tx,
+    items: Sequence[tuple[str, str, str, str]],
+    now_ms: int,
+    now: str,
+    *,
+    subjects: Sequence[str | None] | None = None,
 ) -> list[str]:
     """New deliveries ``(organization, webhook, message, user)`` at the back of their
     (webhook, user) queues; returns their ids, in order.
@@ -129,6 +140,7 @@ async def append(
     head), the others wait their turn. Three statements in all, whatever the number of
     deliveries and queues: every batch travels as one JSON parameter (a big append, such as
     a replay of thousands of dead letters, once went over PostgreSQL's 32,767 parameters).
+    ``subjects`` (one per item) say what each message is about (``flow.subject_of``).
     """
     if not items:
         return []
@@ -157,6 +169,7 @@ async def append(
                     "status": "pending",
                     "attempt_count": 0,
                     "due_ms": now_ms if (queue_was_empty and offset == 0) else None,
+                    "subject": None if subjects is None else subjects[position],
                     "created_at": now,
                     "updated_at": now,
                 }
@@ -204,7 +217,8 @@ _APPENDED_COLUMNS = {
     "messages": {"id", "organization_id", "type", "regulation", "user_id", "parameters",
                  "created_at"},
     "deliveries": {"id", "organization_id", "webhook_id", "message_id", "user_id", "seq",
-                   "status", "attempt_count", "due_ms", "created_at", "updated_at"},
+                   "status", "attempt_count", "due_ms", "subject", "created_at",
+                   "updated_at"},
 }  # fmt: skip
 _RESERVE_SQL = {name: _reserve_sql(name) for name in ("postgresql", "sqlite")}
 _INSERT_SQL = {
@@ -233,6 +247,8 @@ def claim_sql(dialect: str, with_messages: bool = True) -> str:
         SELECT d.pk FROM deliveries d{hint}
         WHERE d.due_ms IS NOT NULL AND d.due_ms <= :now
           AND d.webhook_id IN (SELECT id FROM webhooks WHERE enabled)
+          AND d.webhook_id NOT IN (
+              SELECT webhook_id FROM webhook_flow WHERE paused_until_ms > :now)
           AND d.webhook_id NOT IN ({_strings(dialect, "excluded")})
         ORDER BY d.due_ms
         LIMIT :limit
@@ -242,7 +258,8 @@ def claim_sql(dialect: str, with_messages: bool = True) -> str:
     sql = f"""
         UPDATE deliveries SET lease_owner = :lease, due_ms = :until
         WHERE pk IN ({pick})
-        RETURNING pk, id, webhook_id, message_id, user_id, seq, attempt_count
+        RETURNING pk, id, webhook_id, message_id, user_id, seq, attempt_count,
+            held_attempts, subject
     """
     if dialect == "postgresql" and with_messages:
         sql = f"""
@@ -299,6 +316,8 @@ async def claim(
             r.attempt_count,
             lease,
             found.get(r.message_id),
+            r.held_attempts,
+            r.subject,
         )
         for r in rows
     ]
@@ -320,6 +339,7 @@ async def record(
             "status": r.status,
             "due_ms": r.due_ms,
             "attempt_count": r.claimed.attempt_count + 1,
+            "held": 1 if r.held else 0,
             "outcome": r.outcome,
         }
         for r in results
@@ -332,12 +352,14 @@ async def record(
             ("status", "text"),
             ("due_ms", "bigint"),
             ("attempt_count", "int"),
+            ("held", "int"),
             ("outcome", "text"),
         ],
     )
     sql = f"""
         UPDATE deliveries SET status = v.status, due_ms = v.due_ms, lease_owner = NULL,
-            attempt_count = v.attempt_count, last_outcome = v.outcome, updated_at = :now
+            attempt_count = v.attempt_count, held_attempts = held_attempts + v.held,
+            last_outcome = v.outcome, updated_at = :now
         FROM {source}
         WHERE deliveries.pk = v.pk AND deliveries.lease_owner = v.lease
         RETURNING deliveries.pk
@@ -350,12 +372,34 @@ async def record(
         return []
     if with_attempts:
         await _insert_attempts(tx, kept)
+    await _flow(tx, kept, now)
     finished = [r for r in kept if r.status != "pending"]
     if finished:
         await advance(
             tx, [(r.claimed.webhook_id, r.claimed.user_id, r.claimed.seq) for r in finished], now_ms
         )
     return kept
+
+
+async def _flow(tx: Tx, kept: Sequence[Result], now: str) -> None:
+    """What the results ask of their webhooks, in the record transaction: pauses
+    (Retry-After), disabling (410 Gone), and dead letters superseded by a delivered message
+    of the same subject. Nothing at all for a batch of plain outcomes."""
+    pauses = [
+        (r.claimed.webhook_id, r.pause_until_ms, r.outcome)
+        for r in kept
+        if r.pause_until_ms is not None
+    ]
+    await flow.pause(tx, pauses)
+    disabled = [(r.claimed.webhook_id, r.disable_reason) for r in kept if r.disable_reason]
+    await flow.disable(tx, disabled, now)
+    delivered = [
+        (r.claimed.webhook_id, r.claimed.user_id, r.claimed.seq, r.claimed.subject,
+         r.claimed.message_id)
+        for r in kept
+        if r.status == "delivered" and r.claimed.subject is not None
+    ]  # fmt: skip
+    await flow.supersede(tx, delivered, now)
 
 
 _ATTEMPT_COLUMNS = (

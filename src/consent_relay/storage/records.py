@@ -80,6 +80,9 @@ class WebhookRecord:
     created_at: str
     updated_at: str
     pk: int | None = None
+    rate_limit: float | None = None  # requests per second (migration 0006)
+    auto_replay: bool = True
+    disabled_reason: str | None = None
 
 
 @dataclass(frozen=True)

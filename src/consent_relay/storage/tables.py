@@ -11,6 +11,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Float,
     Index,
     Integer,
     MetaData,
@@ -18,6 +19,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     text,
+    true,
 )
 
 metadata = MetaData()
@@ -117,6 +119,23 @@ webhooks = Table(
     Column("description", Text, nullable=False, server_default=""),
     Column("created_at", Text, nullable=False),
     Column("updated_at", Text, nullable=False),
+    Column("rate_limit", Float),  # requests per second; null = none (migration 0006)
+    Column("auto_replay", Boolean, nullable=False, server_default=true()),
+    Column("disabled_reason", Text),  # why we disabled it (a 410 Gone); null otherwise
+)
+
+# Per-webhook flow state (migration 0006), read and written by the claim: a token bucket for
+# ``webhooks.rate_limit`` and a pause a receiver asked for with Retry-After. Kept apart from
+# the webhook row so that claims do not churn it.
+webhook_flow = Table(
+    "webhook_flow",
+    metadata,
+    Column("webhook_id", Text, primary_key=True),
+    Column("tokens", Float, nullable=False),
+    Column("refilled_ms", BigInteger, nullable=False),
+    Column("paused_until_ms", BigInteger),
+    Column("paused_reason", Text),
+    Index("ix_webhook_flow_paused", "paused_until_ms"),
 )
 
 messages = Table(
@@ -168,7 +187,7 @@ deliveries = Table(
     Column("message_id", Text, nullable=False),
     Column("user_id", Text, nullable=False),
     Column("seq", BigInteger, nullable=False),
-    Column("status", Text, nullable=False),  # pending | delivered | dead
+    Column("status", Text, nullable=False),  # pending | delivered | dead | superseded
     Column("attempt_count", Integer, nullable=False),
     Column("due_ms", BigInteger),  # set on the queue's head only; null = waiting its turn
     Column("lease_owner", Text),
@@ -178,6 +197,11 @@ deliveries = Table(
     Column("last_outcome", Text),
     Column("replay_of", Text),  # the dead delivery this one replays
     Column("replayed_by", Text),  # on a dead delivery: its replay
+    # What the message is about ("user", "event:<id>"): a delivered one supersedes the dead
+    # letters of the same subject in its queue (migration 0006).
+    Column("subject", Text),
+    # Attempts a receiver asked us to hold (Retry-After, 410): they use up no retry.
+    Column("held_attempts", Integer, nullable=False, server_default="0"),
     Index("ix_deliveries_queue", "webhook_id", "user_id", "seq"),
     Index("ix_deliveries_webhook_status", "webhook_id", "status", "pk"),
     Index(

@@ -343,6 +343,9 @@ class Tx:
             created_at=row.created_at,
             updated_at=row.updated_at,
             pk=row.pk,
+            rate_limit=row.rate_limit,
+            auto_replay=bool(row.auto_replay),
+            disabled_reason=row.disabled_reason,
         )
 
     @staticmethod
@@ -366,6 +369,9 @@ class Tx:
             "description": hook.description,
             "created_at": hook.created_at,
             "updated_at": hook.updated_at,
+            "rate_limit": hook.rate_limit,
+            "auto_replay": hook.auto_replay,
+            "disabled_reason": hook.disabled_reason,
         }
 
     async def insert_webhook(self, hook: WebhookRecord) -> None:

@@ -1,0 +1,53 @@
+"""Receivers in trouble: what a 410 Gone or a Retry-After asks of us, and the token bucket of
+a webhook's rate limit. Pure functions (the clock is passed in), tested by tables.
+
+- **410 Gone**: the receiver says the endpoint is gone for good (Standard Webhooks asks
+  senders to stop). We disable the webhook; the delivery that got it stays pending and is
+  not counted as a retry: it goes first when someone enables the webhook again.
+- **Retry-After** on a 429 or 503: the whole webhook waits (every user's deliveries), for at
+  least ``MIN_PAUSE_S`` (a ``Retry-After: 0`` loop would hammer the receiver) and at most
+  ``MAX_PAUSE_S`` (a receiver cannot park our queue for hours). The attempt is not counted
+  as a retry either: the receiver asked us to wait, it did not fail.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from consent_relay.delivery.retry import RETRY_AFTER_STATUSES
+
+MIN_PAUSE_S = 1.0
+MAX_PAUSE_S = 600.0  # ten minutes
+
+
+@dataclass(frozen=True)
+class Hold:
+    """An attempt the receiver asked us to hold: not counted as a retry."""
+
+    due_in_s: float  # the delivery is due again this long from now
+    pause_s: float | None = None  # pause the whole webhook this long
+    disable: bool = False  # disable the webhook (410 Gone)
+
+
+def pause_seconds(retry_after: float) -> float:
+    """A Retry-After (seconds), bounded to [MIN_PAUSE_S, MAX_PAUSE_S]."""
+    return min(max(retry_after, MIN_PAUSE_S), MAX_PAUSE_S)
+
+
+def hold_for(status_code: int | None, retry_after: float | None) -> Hold | None:
+    """What the receiver's answer asks of us; None for an ordinary failure (the retry
+    schedule decides)."""
+    if status_code == 410:
+        return Hold(due_in_s=0.0, disable=True)
+    if status_code in RETRY_AFTER_STATUSES and retry_after is not None:
+        pause = pause_seconds(retry_after)
+        return Hold(due_in_s=pause, pause_s=pause)
+    return None
+
+
+def refill(tokens: float, refilled_ms: int, now_ms: int, rate: float) -> float:
+    """A token bucket of ``rate`` tokens a second holding at most one second's worth (and at
+    least one token): its content at ``now_ms``."""
+    capacity = max(rate, 1.0)
+    elapsed = max(0, now_ms - refilled_ms) / 1000
+    return min(capacity, tokens + elapsed * rate)

@@ -1,0 +1,120 @@
+"""Per-webhook flow state: a pause a receiver asked for (Retry-After), a webhook we disabled
+on its behalf (410 Gone), and the dead letters a delivered message supersedes.
+
+The claim honours pauses in its one statement (``queue.claim_sql``); the record step writes
+them here, in the record transaction, one set-based statement per kind and batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import select, text
+
+from consent_relay.storage import codec, dialect
+from consent_relay.storage.tables import webhook_flow
+from consent_relay.storage.tx import Tx
+
+
+async def pause(tx: Tx, pauses: Sequence[tuple[str, int, str]]) -> None:
+    """Pause webhooks ``(webhook_id, until_ms, reason)``; a longer pause already set stays."""
+    if not pauses:
+        return
+    longest: dict[str, tuple[int, str]] = {}
+    for webhook_id, until_ms, reason in pauses:
+        if webhook_id not in longest or until_ms > longest[webhook_id][0]:
+            longest[webhook_id] = (until_ms, reason)
+    rows = [{"w": w, "until": u, "why": r} for w, (u, r) in sorted(longest.items())]
+    source = dialect.rows_source(tx.dialect, [("w", "text"), ("until", "bigint"), ("why", "text")])
+    await tx.conn.execute(
+        text(
+            f"""
+            INSERT INTO webhook_flow (webhook_id, tokens, refilled_ms, paused_until_ms,
+                                      paused_reason)
+            SELECT w, 0, 0, until, why FROM {source}
+            WHERE true
+            ON CONFLICT (webhook_id) DO UPDATE
+            SET paused_until_ms = excluded.paused_until_ms,
+                paused_reason = excluded.paused_reason
+            WHERE webhook_flow.paused_until_ms IS NULL
+               OR webhook_flow.paused_until_ms < excluded.paused_until_ms
+            """
+        ),
+        {"rows": codec.dumps(rows)},
+    )
+
+
+async def disable(tx: Tx, disabled: Sequence[tuple[str, str]], now: str) -> None:
+    """Disable webhooks ``(webhook_id, reason)`` (a receiver answered 410 Gone)."""
+    if not disabled:
+        return
+    rows = [{"w": w, "why": r} for w, r in sorted(dict(disabled).items())]
+    source = dialect.rows_source(tx.dialect, [("w", "text"), ("why", "text")])
+    await tx.conn.execute(
+        text(
+            f"""
+            UPDATE webhooks SET enabled = false, disabled_reason = v.why, updated_at = :now
+            FROM {source}
+            WHERE webhooks.id = v.w AND webhooks.enabled
+            """
+        ),
+        {"rows": codec.dumps(rows), "now": now},
+    )
+
+
+async def supersede(
+    tx: Tx, delivered: Sequence[tuple[str, str, int, str | None, str]], now: str
+) -> None:
+    """Dead letters (not replayed) that delivered messages ``(webhook, user, seq, subject,
+    message id)`` replace become ``superseded``:
+    same webhook, same user, same subject, an older message. One statement per batch, each
+    delivered result looking through ``ix_deliveries_queue`` at its queue's earlier
+    deliveries (a dead letter left its queue before the current head, so its seq is lower).
+    Message ids are time-ordered, so "older" is ``message_id <``: a replay, delivered late
+    with an old message, supersedes nothing newer than its message."""
+    if not delivered:
+        return
+    rows = [{"w": w, "u": u, "seq": seq, "s": s, "m": m} for w, u, seq, s, m in delivered]
+    source = dialect.rows_source(
+        tx.dialect, [("w", "text"), ("u", "text"), ("seq", "bigint"), ("s", "text"), ("m", "text")]
+    )
+    await tx.conn.execute(
+        text(
+            f"""
+            UPDATE deliveries SET status = 'superseded', updated_at = :now
+            FROM {source}
+            WHERE deliveries.webhook_id = v.w AND deliveries.user_id = v.u
+              AND deliveries.seq < v.seq AND deliveries.status = 'dead'
+              AND deliveries.replayed_by IS NULL AND deliveries.subject = v.s
+              AND deliveries.message_id < v.m
+            """
+        ),
+        {"rows": codec.dumps(rows), "now": now},
+    )
+
+
+async def paused_until(tx: Tx, webhook_ids: Iterable[str], now_ms: int) -> dict[str, int]:
+    """Of these webhooks, those paused after ``now_ms``: webhook id -> until (ms)."""
+    wanted = list(webhook_ids)
+    if not wanted:
+        return {}
+    rows = await tx.conn.execute(
+        select(webhook_flow.c.webhook_id, webhook_flow.c.paused_until_ms).where(
+            webhook_flow.c.webhook_id.in_(wanted), webhook_flow.c.paused_until_ms > now_ms
+        )
+    )
+    return {row.webhook_id: int(row.paused_until_ms) for row in rows}
+
+
+def subject_of(message_type: str, parameters: dict[str, Any] | None) -> str | None:
+    """What a message is about, for superseding: ``user`` for ``user.*`` (the queue is the
+    user's already), ``event:<id>`` for ``event.*``; None for anything else."""
+    if message_type.startswith("user."):
+        return "user"
+    if message_type.startswith("event.") and parameters is not None:
+        for key in ("entity", "new_entity"):
+            entity = parameters.get(key)
+            if isinstance(entity, dict) and isinstance(entity.get("id"), str):
+                return f"event:{entity['id']}"
+    return None
