@@ -7,20 +7,23 @@ Consent events and users get UUIDs, as Didomi's API does (version 7: time-ordere
 
 from __future__ import annotations
 
-import base64
 import os
 import time
 import uuid
 
-_CROCKFORD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", "0123456789abcdefghjkmnpqrstvwxyz")
+_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford's base32, lower case
+# Two characters (10 bits) at a time: base64.b32encode is pure Python and cost 18 us an id,
+# five ids an event (measured in the ingest profile).
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]
 
 
 def _ulid(now_ms: int | None = None) -> str:
     ms = int(time.time() * 1000) if now_ms is None else now_ms
     # 48-bit time + 80 random bits = 128 bits; 130 bits with two zero bits in front make
     # 26 base32 characters, the first of which is therefore always 0-7.
-    raw = (ms << 80 | int.from_bytes(os.urandom(10), "big")).to_bytes(17, "big")
-    return base64.b32encode(b"\x00\x00\x00" + raw).decode().translate(_CROCKFORD)[-26:]
+    value = (ms & ((1 << 48) - 1)) << 80 | int.from_bytes(os.urandom(10), "big")
+    pairs = _PAIRS
+    return "".join([pairs[(value >> shift) & 0x3FF] for shift in range(120, -1, -10)])
 
 
 def new_id(prefix: str) -> str:
