@@ -35,6 +35,11 @@ payloads_purged = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+auto_replays = Counter(
+    "consent_relay_auto_replays_total",
+    "Dead letters replayed automatically once their webhook delivered again (auto_replay).",
+    registry=REGISTRY,
+)
 attempt_seconds = Histogram(
     "consent_relay_attempt_duration_seconds",
     "Duration of one delivery attempt, token request included.",

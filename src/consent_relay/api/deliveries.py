@@ -30,6 +30,9 @@ class ReplayIn(Strict):
     ) = None
     since: Timestamp = None
     until: Timestamp = None
+    # Replay superseded dead letters named by id too (a later message about the same user
+    # or event was delivered since: the receiver gets an older state over a newer one).
+    force: bool = False
 
 
 @router.get(
@@ -39,7 +42,7 @@ async def list_deliveries(
     webhook_id: WebhookId,
     ctx: Ctx,
     org: Org,
-    status: Annotated[Literal["pending", "delivered", "dead"] | None, Query()] = None,
+    status: Annotated[Literal["pending", "delivered", "dead", "superseded"] | None, Query()] = None,
     cursor: Cursor = None,
     limit: Limit = 100,
 ) -> JSONOut:
@@ -65,10 +68,17 @@ async def get_delivery(delivery_id: DeliveryId, ctx: Ctx, org: Org) -> JSONOut:
 )
 async def replay(webhook_id: WebhookId, body: ReplayIn, ctx: Ctx, org: Org) -> JSONOut:
     """Replay dead letters: by ids, by time range (``since`` <= created_at < ``until``), or
-    all not yet replayed. Each goes out again with the same ``webhook-id``."""
+    all not yet replayed. Each goes out again with the same ``webhook-id``. Superseded dead
+    letters never go out in a bulk replay; by id they get a 409 unless ``force``."""
     since = format_ts(body.since) if body.since is not None else None
     until = format_ts(body.until) if body.until is not None else None
     count = await deliveries.replay(
-        ctx, org, webhook_id, delivery_ids=body.delivery_ids, since=since, until=until
+        ctx,
+        org,
+        webhook_id,
+        delivery_ids=body.delivery_ids,
+        since=since,
+        until=until,
+        force=body.force,
     )
     return JSONOut({"replayed": count}, status_code=202)

@@ -8,13 +8,13 @@ from consent_relay import errors
 from consent_relay.domain.timefmt import normalize_ts, now_ts
 from consent_relay.runtime import Context
 from consent_relay.services import pagination, views
-from consent_relay.storage import batches
+from consent_relay.storage import batches, recovery
 from consent_relay.storage import deliveries as delivery_reads
 from consent_relay.storage.records import DeliveryRecord
 from consent_relay.storage.tx import Tx
 
 JSON = dict[str, Any]
-STATUSES = ("pending", "delivered", "dead")
+STATUSES = ("pending", "delivered", "dead", "superseded")
 
 
 async def _webhook_exists(tx: Tx, org_id: str, webhook_id: str) -> None:
@@ -102,10 +102,15 @@ async def replay(
     since: str | None = None,
     until: str | None = None,
     limit: int = 10_000,
+    force: bool = False,
 ) -> int:
     """Send dead letters again, each as a new delivery of the same message (same
     ``webhook-id``) at the back of its user's queue, with a fresh retry schedule. Without
-    ``delivery_ids``, dead letters already replayed are left out."""
+    ``delivery_ids``, dead letters already replayed are left out, and so are superseded ones
+    (a later message of the same subject was delivered: replaying would send a stale
+    consent state) and those a later message of the same subject still queued would
+    supersede (``recovery.without_stale``). By id, a superseded one is refused (409) unless
+    ``force``."""
     lower, upper = _time_bound(since, "since"), _time_bound(until, "until")
     async with ctx.store.write() as tx:
         await _webhook_exists(tx, org_id, webhook_id)
@@ -117,6 +122,7 @@ async def replay(
             since=lower,
             until=upper,
             limit=limit,
+            statuses=("dead", "superseded") if delivery_ids is not None else ("dead",),
         )
         if delivery_ids is not None:
             missing = set(delivery_ids) - {row.id for row in dead}
@@ -125,6 +131,16 @@ async def replay(
                     "some ids are not dead letters of this webhook",
                     [errors.FieldError("delivery_ids", f"not dead letters: {sorted(missing)}")],
                 )
+            superseded = sorted(row.id for row in dead if row.status == "superseded")
+            if superseded and not force:
+                raise errors.Conflict(
+                    "not replayed: a later message about the same user or event was delivered "
+                    "since, and replaying would send an older consent state over it "
+                    f'(superseded: {", ".join(superseded)}); send "force": true to replay '
+                    "anyway"
+                )
+        else:
+            dead = await recovery.without_stale(tx, dead)
         dead = await _payload_kept(tx, dead, explicit=delivery_ids is not None)
         if not dead:
             return 0

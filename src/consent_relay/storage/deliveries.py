@@ -137,13 +137,15 @@ async def dead_for_replay(
     since: str | None,
     until: str | None,
     limit: int,
+    statuses: Sequence[str] = ("dead",),
 ) -> list[DeliveryRecord]:
     """The webhook's dead letters to replay, oldest first: those of ``delivery_ids`` (replayed
-    before or not), else those not replayed yet; created in [``since``, ``until``)."""
+    before or not), else those not replayed yet; created in [``since``, ``until``).
+    ``statuses`` may add ``superseded`` (a replay by id, which refuses them unless forced)."""
     stmt = _select().where(
         deliveries.c.webhook_id == webhook_id,
         deliveries.c.organization_id == org_id,
-        deliveries.c.status == "dead",
+        deliveries.c.status.in_(list(statuses)),
     )
     if delivery_ids is not None:
         stmt = stmt.where(deliveries.c.id.in_(delivery_ids))
