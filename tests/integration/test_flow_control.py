@@ -164,3 +164,22 @@ async def _dead(api: httpx.AsyncClient, webhook_id: str) -> bool:
         await api.get(f"/v1/webhooks/{webhook_id}/deliveries", params={"status": "dead"})
     ).json()["data"]
     return bool(listed)
+
+
+async def test_rate_limit_and_auto_replay_set_through_the_api(
+    api: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    hook = await make_webhook(api, receiver.url("/x"))
+    assert (hook["rate_limit"], hook["auto_replay"]) == (None, True)
+    path = f"/v1/webhooks/{hook['id']}"
+    patched = await api.patch(path, json={"rate_limit": 2.5, "auto_replay": False})
+    assert patched.status_code == 200, patched.text
+    assert (patched.json()["rate_limit"], patched.json()["auto_replay"]) == (2.5, False)
+    for bad in ({"rate_limit": 0}, {"rate_limit": -1}, {"rate_limit": "fast"}):
+        refused = await api.patch(path, json=bad)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["errors"][0]["field"] == "rate_limit"
+    refused = await api.patch(path, json={"auto_replay": None})
+    assert refused.status_code == 422, refused.text
+    cleared = await api.patch(path, json={"rate_limit": None})
+    assert cleared.json()["rate_limit"] is None

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from consent_relay.delivery.flow import Hold, hold_for, pause_seconds, refill
-from consent_relay.storage.flow import subject_of
+from consent_relay.delivery.flow import Hold, hold_for, pause_seconds
+from consent_relay.storage.flow import refill, subject_of
 
 
 @pytest.mark.parametrize(
@@ -40,12 +40,13 @@ def test_pause_bounds(asked: float, paused: float) -> None:
 @pytest.mark.parametrize(
     ("tokens", "refilled_ms", "now_ms", "rate", "expected"),
     [
-        (0.0, 0, 1000, 10.0, 10.0),  # a second refills the bucket
         (0.0, 0, 100, 10.0, 1.0),
-        (5.0, 0, 10_000, 10.0, 10.0),  # never more than a second's worth
+        (0.0, 0, 1000, 100.0, 25.0),  # a quarter of a second fills the bucket
+        (5.0, 0, 10_000, 100.0, 25.0),  # never more than that
+        (0.5, 0, 20, 100.0, 2.5),
         (0.0, 0, 500, 0.5, 0.25),
         (0.0, 0, 60_000, 0.5, 1.0),  # a slow limit still holds one whole token
-        (3.0, 1000, 500, 10.0, 3.0),  # a clock going back adds nothing
+        (3.0, 1000, 500, 100.0, 3.0),  # a clock going back adds nothing
     ],
 )
 def test_token_bucket_refill(

@@ -1,5 +1,6 @@
-"""Receivers in trouble: what a 410 Gone or a Retry-After asks of us, and the token bucket of
-a webhook's rate limit. Pure functions (the clock is passed in), tested by tables.
+"""Receivers in trouble: what a 410 Gone or a Retry-After asks of us. Pure functions (the
+clock is passed in), tested by tables. (The token bucket of a webhook's rate limit is the
+claim's: ``storage.flow.refill``.)
 
 - **410 Gone**: the receiver says the endpoint is gone for good (Standard Webhooks asks
   senders to stop). We disable the webhook; the delivery that got it stays pending and is
@@ -43,11 +44,3 @@ def hold_for(status_code: int | None, retry_after: float | None) -> Hold | None:
         pause = pause_seconds(retry_after)
         return Hold(due_in_s=pause, pause_s=pause)
     return None
-
-
-def refill(tokens: float, refilled_ms: int, now_ms: int, rate: float) -> float:
-    """A token bucket of ``rate`` tokens a second holding at most one second's worth (and at
-    least one token): its content at ``now_ms``."""
-    capacity = max(rate, 1.0)
-    elapsed = max(0, now_ms - refilled_ms) / 1000
-    return min(capacity, tokens + elapsed * rate)

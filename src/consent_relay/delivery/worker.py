@@ -37,7 +37,7 @@ from consent_relay.delivery.outcome import Outcome
 from consent_relay.domain.timefmt import from_ms, now_ts
 from consent_relay.runtime import Context
 from consent_relay.security import targets
-from consent_relay.storage import batches, queue, recovery
+from consent_relay.storage import batches, queue, ratelimit, recovery
 from consent_relay.storage.queue import Claimed, Message, Result
 
 log = logging.getLogger("consent_relay.worker")
@@ -175,6 +175,9 @@ class Worker:
             try:
                 async with self.ctx.store.read() as tx:
                     due = await queue.next_due_ms(tx, now_ms)
+                    token = await ratelimit.next_token_ms(tx, now_ms)
+                if token is not None:  # a rate-limited webhook's due heads, then
+                    due = token if due is None else min(due, token)
             except errors.StorageUnavailable:
                 due = None
             if due is not None:

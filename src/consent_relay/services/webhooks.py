@@ -161,6 +161,8 @@ async def create_webhook(ctx: Context, org_id: str, data: WebhookIn) -> views.We
     )
     async with ctx.store.write() as tx:
         await tx.insert_webhook(hook)
+        if hook.rate_limit is not None:
+            await flow.ensure_bucket(tx, hook.id, ctx.clock_ms())
     return views.WebhookWithSecretOut(**webhook_view(ctx.box, hook), signing_secret=secret)
 
 
@@ -244,6 +246,8 @@ async def update_webhook(
             raise errors.Unprocessable(str(exc), [errors.FieldError(field, str(exc))]) from exc
         hook.updated_at = now_ts()
         await tx.update_webhook(hook)
+        if hook.rate_limit is not None:
+            await flow.ensure_bucket(tx, hook.id, ctx.clock_ms())
         paused = await flow.paused_until(tx, [webhook_id], ctx.clock_ms())
     if patch.enabled:
         ctx.notify_enqueued()  # paused deliveries may go now

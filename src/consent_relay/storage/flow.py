@@ -118,3 +118,26 @@ def subject_of(message_type: str, parameters: dict[str, Any] | None) -> str | No
             if isinstance(entity, dict) and isinstance(entity.get("id"), str):
                 return f"event:{entity['id']}"
     return None
+
+
+BURST_S = 0.25  # a rate-limited webhook's bucket holds this long's worth of tokens (>= 1)
+
+
+def refill(tokens: float, refilled_ms: int, now_ms: int, rate: float) -> float:
+    """A token bucket of ``rate`` tokens a second: its content at ``now_ms``. It holds
+    ``BURST_S`` worth (at least one token): small, so that a rate measured over a few seconds
+    stays within a few percent of the limit even after an idle spell."""
+    capacity = max(rate * BURST_S, 1.0)
+    elapsed = max(0, now_ms - refilled_ms) / 1000
+    return min(capacity, tokens + elapsed * rate)
+
+
+async def ensure_bucket(tx: Tx, webhook_id: str, now_ms: int) -> None:
+    """The webhook's flow row, for its rate limit's bucket (full: one burst's worth)."""
+    await tx.conn.execute(
+        text(
+            "INSERT INTO webhook_flow (webhook_id, tokens, refilled_ms) VALUES (:w, 0, 0)"
+            " ON CONFLICT (webhook_id) DO NOTHING"
+        ),
+        {"w": webhook_id},
+    )

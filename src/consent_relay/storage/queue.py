@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Integer, Table, text
 
 from consent_relay import ids
-from consent_relay.storage import codec, dialect, flow
+from consent_relay.storage import codec, dialect, flow, ratelimit
 from consent_relay.storage.records import MessageRecord, NewDelivery
 from consent_relay.storage.tables import deliveries, messages
 from consent_relay.storage.tx import Tx
@@ -249,6 +249,7 @@ def claim_sql(dialect: str, with_messages: bool = True) -> str:
           AND d.webhook_id IN (SELECT id FROM webhooks WHERE enabled)
           AND d.webhook_id NOT IN (
               SELECT webhook_id FROM webhook_flow WHERE paused_until_ms > :now)
+          AND d.webhook_id NOT IN (SELECT id FROM webhooks WHERE rate_limit IS NOT NULL)
           AND d.webhook_id NOT IN ({_strings(dialect, "excluded")})
         ORDER BY d.due_ms
         LIMIT :limit
@@ -280,7 +281,8 @@ async def claim(
     excluded: Sequence[str] = (),
     with_messages: bool = True,
 ) -> list[Claimed]:
-    """Lease up to ``limit`` due heads of enabled webhooks, oldest due first, each with its
+    """Lease up to ``limit`` due heads of enabled webhooks, oldest due first (then those of
+    rate-limited webhooks, as their tokens allow: ``ratelimit.take``), each with its
     message (on PostgreSQL in the same statement: one round trip a batch). Without
     ``with_messages``, no message is read (``batches.claim``'s way round an unreadable one)."""
     sql = claim_sql(tx.dialect, with_messages)
@@ -295,6 +297,16 @@ async def claim(
         },
     )
     rows = result.all()
+    limited: list[Any] = []
+    if len(rows) < limit:  # rate-limited webhooks: as many as their tokens allow
+        limited = await ratelimit.take(
+            tx,
+            limit=limit - len(rows),
+            now_ms=now_ms,
+            lease=lease,
+            until_ms=now_ms + lease_ms,
+            excluded=excluded,
+        )
     if not with_messages:
         found: dict[str, Message] = {}
     elif tx.dialect == "postgresql":
@@ -305,6 +317,9 @@ async def claim(
         }
     else:
         found = await messages_by_id(tx, [r.message_id for r in rows])
+    if limited and with_messages:
+        found.update(await messages_by_id(tx, [r.message_id for r in limited]))
+    rows = [*rows, *limited]
     return [
         Claimed(
             r.pk,

@@ -122,6 +122,13 @@ webhooks = Table(
     Column("rate_limit", Float),  # requests per second; null = none (migration 0006)
     Column("auto_replay", Boolean, nullable=False, server_default=true()),
     Column("disabled_reason", Text),  # why we disabled it (a 410 Gone); null otherwise
+    # The claim leaves rate-limited webhooks to ratelimit.take: found through this index.
+    Index(
+        "ix_webhooks_rate_limited",
+        "id",
+        postgresql_where=text("rate_limit IS NOT NULL"),
+        sqlite_where=text("rate_limit IS NOT NULL"),
+    ),
 )
 
 # Per-webhook flow state (migration 0006), read and written by the claim: a token bucket for

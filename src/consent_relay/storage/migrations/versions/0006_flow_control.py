@@ -51,9 +51,17 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("webhook_id"),
     )
     op.create_index("ix_webhook_flow_paused", "webhook_flow", ["paused_until_ms"])
+    op.create_index(
+        "ix_webhooks_rate_limited",
+        "webhooks",
+        ["id"],
+        postgresql_where=sa.text("rate_limit IS NOT NULL"),
+        sqlite_where=sa.text("rate_limit IS NOT NULL"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_webhooks_rate_limited", table_name="webhooks")
     op.drop_index("ix_webhook_flow_paused", table_name="webhook_flow")
     op.drop_table("webhook_flow")
     with op.batch_alter_table("deliveries", schema=None) as batch_op:

@@ -1,0 +1,121 @@
+"""Rate-limited webhooks' share of a claim: a token bucket per webhook in ``webhook_flow``,
+taken in the claim transaction, so that every worker of every process together keeps to
+``webhooks.rate_limit``.
+
+The main claim statement (``queue.claim_sql``) leaves rate-limited webhooks out; this module
+then, in the same transaction, locks the buckets of the rate-limited webhooks that have a due
+head (PostgreSQL: ``FOR UPDATE SKIP LOCKED``, so a claim never waits for another's; SQLite
+has one writer anyway), refills them (``flow.refill``), leases at most the whole tokens'
+worth of each one's due heads, and writes the buckets back. Without rate-limited webhooks it
+costs one statement that finds none.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import text
+
+from consent_relay.storage import codec, dialect, flow
+from consent_relay.storage.tx import Tx
+
+
+def _buckets_sql(name: str, locked: bool) -> str:
+    lock = " FOR UPDATE OF f SKIP LOCKED" if name == "postgresql" and locked else ""
+    return f"""
+        SELECT w.id, w.rate_limit, f.tokens, f.refilled_ms
+        FROM webhooks w JOIN webhook_flow f ON f.webhook_id = w.id
+        WHERE w.rate_limit IS NOT NULL AND w.enabled
+          AND (f.paused_until_ms IS NULL OR f.paused_until_ms <= :now)
+          AND w.id NOT IN ({dialect.strings(name, "excluded")})
+          AND EXISTS (
+              SELECT 1 FROM deliveries d
+              WHERE d.webhook_id = w.id AND d.status = 'pending' AND d.due_ms <= :now)
+        ORDER BY w.id
+        {lock}
+    """
+
+
+def _take_sql(name: str) -> str:
+    lock = " FOR UPDATE SKIP LOCKED" if name == "postgresql" else ""
+    return f"""
+        UPDATE deliveries SET lease_owner = :lease, due_ms = :until
+        WHERE pk IN (
+            SELECT d.pk FROM deliveries d
+            WHERE d.webhook_id = :w AND d.status = 'pending' AND d.due_ms <= :now
+            ORDER BY d.due_ms
+            LIMIT :n{lock})
+        RETURNING pk, id, webhook_id, message_id, user_id, seq, attempt_count,
+            held_attempts, subject
+    """
+
+
+_BUCKETS_SQL = {
+    (name, locked): _buckets_sql(name, locked)
+    for name in ("postgresql", "sqlite")
+    for locked in (True, False)
+}
+_TAKE_SQL = {name: _take_sql(name) for name in ("postgresql", "sqlite")}
+
+
+async def take(
+    tx: Tx, *, limit: int, now_ms: int, lease: str, until_ms: int, excluded: Sequence[str]
+) -> list[Any]:
+    """Lease up to ``limit`` due heads of rate-limited webhooks, as their tokens allow; the
+    rows as the claim statement returns them (without their messages)."""
+    buckets = (
+        await tx.conn.execute(
+            text(_BUCKETS_SQL[tx.dialect, True]),
+            {"now": now_ms, "excluded": codec.dumps(list(excluded))},
+        )
+    ).all()
+    rows: list[Any] = []
+    spent: list[dict[str, Any]] = []
+    for bucket in buckets:
+        rate = float(bucket.rate_limit)
+        tokens = flow.refill(float(bucket.tokens), int(bucket.refilled_ms), now_ms, rate)
+        room = min(math.floor(tokens), limit - len(rows))
+        taken: list[Any] = []
+        if room > 0:
+            taken = list(
+                await tx.conn.execute(
+                    text(_TAKE_SQL[tx.dialect]),
+                    {"w": bucket.id, "now": now_ms, "n": room, "lease": lease, "until": until_ms},
+                )
+            )
+            rows.extend(taken)
+        tokens -= len(taken)
+        spent.append({"w": bucket.id, "tokens": tokens})
+        if len(rows) >= limit:
+            break
+    if spent:
+        source = dialect.rows_source(tx.dialect, [("w", "text"), ("tokens", "float")])
+        await tx.conn.execute(
+            text(
+                f"""
+                UPDATE webhook_flow SET tokens = v.tokens, refilled_ms = :now
+                FROM {source} WHERE webhook_flow.webhook_id = v.w
+                """
+            ),
+            {"rows": codec.dumps(spent), "now": now_ms},
+        )
+    return rows
+
+
+async def next_token_ms(tx: Tx, now_ms: int) -> int | None:
+    """When the first rate-limited webhook with a due head has a whole token again (for the
+    worker's sleep: nothing else wakes it then)."""
+    buckets = (
+        await tx.conn.execute(
+            text(_BUCKETS_SQL[tx.dialect, False]), {"now": now_ms, "excluded": "[]"}
+        )
+    ).all()
+    soonest: int | None = None
+    for bucket in buckets:
+        rate = float(bucket.rate_limit)
+        tokens = flow.refill(float(bucket.tokens), int(bucket.refilled_ms), now_ms, rate)
+        at = now_ms + math.ceil(max(0.0, 1.0 - tokens) / rate * 1000)
+        soonest = at if soonest is None else min(soonest, at)
+    return soonest
