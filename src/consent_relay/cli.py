@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress
@@ -17,7 +18,7 @@ from rich.table import Table
 from consent_relay import cli_privacy, crypto, errors, logs
 from consent_relay.domain.rules import EVENT_TYPES
 from consent_relay.runtime import Context
-from consent_relay.schemas import OrganizationIn
+from consent_relay.schemas import OrganizationIn, WebhookPatch
 from consent_relay.services import deliveries, orgs, webhooks
 from consent_relay.services.pagination import Page
 from consent_relay.services.views import DeliveryOut, TestSentOut, WebhookOut
@@ -473,9 +474,15 @@ def dead_letters_replay(
     ] = None,
     since: Annotated[str | None, typer.Option(help="Created at or after (ISO-8601).")] = None,
     until: Annotated[str | None, typer.Option(help="Created before (ISO-8601).")] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="With --id: replay superseded ones too (an older consent state)."
+        ),
+    ] = False,
 ) -> None:
     """Send dead letters again (same webhook-id, fresh retries). Without --id, every dead
-    letter not replayed yet (within --since/--until)."""
+    letter not replayed yet (within --since/--until), but superseded ones."""
 
     if delivery_id and (since or until):
         err.print("[red]error:[/red] give either --id or --since/--until, not both")
@@ -490,7 +497,9 @@ def dead_letters_replay(
             if delivery_id:
                 for start in range(0, len(delivery_id), 500):
                     chunk = delivery_id[start : start + 500]
-                    done += await deliveries.replay(ctx, org, webhook_id, delivery_ids=chunk)
+                    done += await deliveries.replay(
+                        ctx, org, webhook_id, delivery_ids=chunk, force=force
+                    )
                     progress.update(bar, completed=done)
             else:
                 while True:
@@ -542,6 +551,48 @@ def webhooks_show(webhook_id: WebhookId) -> None:
     console.print_json(data=hook)
     more = "+" if pending == 1000 else ""
     console.print(f"pending deliveries: {pending}{more}; dead letters not replayed: {dead}")
+
+
+@webhooks_app.command("set")
+def webhooks_set(
+    webhook_id: WebhookId,
+    rate_limit: Annotated[
+        float | None,
+        typer.Option(help="Requests per second at most, all workers together (0: no limit)."),
+    ] = None,
+    auto_replay: Annotated[
+        bool | None,
+        typer.Option(
+            "--auto-replay/--no-auto-replay",
+            help="Replay dead letters automatically once the receiver delivers again.",
+        ),
+    ] = None,
+    enable: Annotated[
+        bool, typer.Option("--enable", help="Enable it again (after a 410 Gone, say).")
+    ] = False,
+) -> None:
+    """Change a webhook's flow settings: rate limit, automatic replay, enabled."""
+    fields: dict[str, object] = {}
+    if rate_limit is not None:
+        fields["rate_limit"] = rate_limit or None
+    if auto_replay is not None:
+        fields["auto_replay"] = auto_replay
+    if enable:
+        fields["enabled"] = True
+    if not fields:
+        err.print("[red]error:[/red] give --rate-limit, --[no-]auto-replay or --enable")
+        raise typer.Exit(2)
+    try:
+        patch = WebhookPatch.model_validate(fields)
+    except ValidationError as exc:
+        err.print(f"[red]error:[/red] {exc.errors()[0]['msg']}")
+        raise typer.Exit(2) from exc
+
+    async def work(ctx: Context) -> WebhookOut:
+        org = await deliveries.owner_of(ctx, webhook_id)
+        return await webhooks.update_webhook(ctx, org, webhook_id, patch)
+
+    console.print_json(data=_run(work))
 
 
 @webhooks_app.command("test")

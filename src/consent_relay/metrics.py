@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from consent_relay.crypto import SecretBox
 from consent_relay.security import webhook_secrets
-from consent_relay.storage import health
+from consent_relay.storage import flow, health
 from consent_relay.storage.store import Store
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -77,6 +77,22 @@ dead_letters = Gauge(
     registry=REGISTRY,
 )
 
+webhooks_paused = Gauge(
+    "consent_relay_webhooks_paused",
+    "Webhooks paused now because their receiver asked us to wait (Retry-After).",
+    registry=REGISTRY,
+)
+webhooks_disabled = Gauge(
+    "consent_relay_webhooks_disabled",
+    "Webhooks disabled by the relay because their receiver answered 410 Gone.",
+    registry=REGISTRY,
+)
+superseded = Gauge(
+    "consent_relay_deliveries_superseded",
+    "Dead letters superseded by a later delivered message (never replayed in bulk), per webhook.",
+    ["webhook_id"],
+    registry=REGISTRY,
+)
 webhooks_broken = Gauge(
     "consent_relay_webhooks_broken",
     "Webhooks whose secrets cannot be decrypted with the current key (deliveries wait).",
@@ -89,6 +105,7 @@ async def refresh_queue_gauges(store: Store, now_ms: int, box: SecretBox | None 
     count the webhooks that it cannot open."""
     async with store.read() as tx:
         figures = await health.queue_figures(tx)
+        states = await flow.figures(tx, now_ms)
     for gauge in (queue_depth, oldest_due_age, dead_letters):
         gauge.clear()
     for queue in figures:
@@ -97,6 +114,12 @@ async def refresh_queue_gauges(store: Store, now_ms: int, box: SecretBox | None 
         queue_depth.labels(queue.webhook_id).set(queue.pending)
         oldest_due_age.labels(queue.webhook_id).set(age)
         dead_letters.labels(queue.webhook_id).set(queue.dead)
+    superseded.clear()
+    for webhook_id, _paused, _disabled, count in states:
+        if count:
+            superseded.labels(webhook_id).set(count)
+    webhooks_paused.set(sum(paused for _id, paused, _disabled, _count in states))
+    webhooks_disabled.set(sum(disabled for _id, _paused, disabled, _count in states))
     if box is not None:
         await refresh_broken_gauge(store, box)
 

@@ -28,6 +28,8 @@ class WebhookForm:
     description: str = ""
     enabled: bool = True
     flatten: bool = False
+    rate_limit: str = ""  # requests per second, as typed; blank = no limit
+    auto_replay: bool = True
     event_types: list[str] = field(default_factory=list)
     regulations: list[str] = field(default_factory=lambda: ["gdpr"])
     headers: list[tuple[str, str]] = field(default_factory=list)
@@ -59,6 +61,8 @@ class WebhookForm:
             description=hook.get("description") or "",
             enabled=bool(hook["enabled"]),
             flatten=bool(hook["flatten"]),
+            rate_limit="" if hook.get("rate_limit") is None else f"{hook['rate_limit']:g}",
+            auto_replay=bool(hook.get("auto_replay", True)),
             event_types=list(hook["event_types"]),
             regulations=list(hook["regulations"]),
             headers=list(hook["headers"].items()),
@@ -116,6 +120,8 @@ def parse(form: FormData, *, editing: bool, client_secret_set: bool = False) -> 
         description=_text(form, "description"),
         enabled=form.get("enabled") is not None,
         flatten=form.get("flatten") is not None,
+        rate_limit=_text(form, "rate_limit"),
+        auto_replay=form.get("auto_replay") is not None,
         event_types=_texts(form, "event_types"),
         regulations=_texts(form, "regulations"),
         headers=_pairs(form, "header"),
@@ -153,11 +159,19 @@ def _payload(form: FormData, parsed: WebhookForm) -> dict[str, Any]:
                 parsed.token_headers, parsed, "authentication.token_request_headers"
             ),
         }
+    rate_limit: float | None = None
+    if parsed.rate_limit:
+        try:
+            rate_limit = float(parsed.rate_limit)
+        except ValueError:
+            parsed.add_error("rate_limit", "a number of requests per second, or blank for none")
     return {
         "url": parsed.url,
         "description": parsed.description,
         "enabled": parsed.enabled,
         "flatten": parsed.flatten,
+        "rate_limit": rate_limit,
+        "auto_replay": parsed.auto_replay,
         "event_types": parsed.event_types,
         "regulations": regulations,
         "headers": headers,

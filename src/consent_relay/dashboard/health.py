@@ -15,8 +15,8 @@ from consent_relay.domain.timefmt import format_ts
 from consent_relay.runtime import Context
 from consent_relay.services import views
 from consent_relay.storage import deliveries as delivery_reads
+from consent_relay.storage import flow, recent
 from consent_relay.storage import health as figures
-from consent_relay.storage import recent
 from consent_relay.storage.records import LastFailure
 
 HEALTH_WINDOW = timedelta(hours=24)
@@ -32,6 +32,7 @@ class Health:
     oldest_waiting: str | None  # created_at of the oldest pending delivery
     dead_letters: int  # dead and not replayed
     last_failure: LastFailure | None
+    superseded: int = 0  # dead letters a later delivered message replaced (never replayed)
 
     @property
     def success_rate(self) -> float | None:
@@ -56,6 +57,7 @@ async def webhook_health(ctx: Context, webhook_id: str, *, now: datetime | None 
     since = format_ts((now or datetime.now(UTC)) - HEALTH_WINDOW)
     async with ctx.store.read() as tx:
         found = await figures.webhook_figures(tx, webhook_id, since=since, recent=RECENT_DELIVERIES)
+        superseded = await flow.count_superseded(tx, webhook_id)
     return Health(
         attempts=found.attempts,
         succeeded=found.succeeded,
@@ -63,6 +65,7 @@ async def webhook_health(ctx: Context, webhook_id: str, *, now: datetime | None 
         oldest_waiting=found.oldest_waiting,
         dead_letters=found.dead_letters,
         last_failure=found.last_failure,
+        superseded=superseded,
     )
 
 

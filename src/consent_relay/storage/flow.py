@@ -141,3 +141,32 @@ async def ensure_bucket(tx: Tx, webhook_id: str, now_ms: int) -> None:
         ),
         {"w": webhook_id},
     )
+
+
+async def figures(tx: Tx, now_ms: int) -> list[tuple[str, bool, bool, int]]:
+    """Per webhook: ``(id, paused now, disabled by us, superseded deliveries)``, for the
+    metrics; the count goes through ``ix_deliveries_webhook_status``, a webhook at a time."""
+    rows = await tx.conn.execute(
+        text(
+            """
+            SELECT w.id,
+                   EXISTS (SELECT 1 FROM webhook_flow f
+                           WHERE f.webhook_id = w.id AND f.paused_until_ms > :now) AS paused,
+                   w.disabled_reason IS NOT NULL AND NOT w.enabled AS disabled,
+                   (SELECT count(*) FROM deliveries d
+                    WHERE d.webhook_id = w.id AND d.status = 'superseded') AS superseded
+            FROM webhooks w
+            """
+        ),
+        {"now": now_ms},
+    )
+    return [(r.id, bool(r.paused), bool(r.disabled), int(r.superseded)) for r in rows]
+
+
+async def count_superseded(tx: Tx, webhook_id: str) -> int:
+    """A webhook's superseded dead letters (the dashboard)."""
+    row = await tx.conn.execute(
+        text("SELECT count(*) FROM deliveries WHERE webhook_id = :w AND status = 'superseded'"),
+        {"w": webhook_id},
+    )
+    return int(row.scalar_one())
