@@ -177,6 +177,9 @@ class Worker:
                     due = await queue.next_due_ms(tx, now_ms)
                     token = await ratelimit.next_token_ms(tx, now_ms)
                 if token is not None:  # a rate-limited webhook's due heads, then
+                    # (not at once: a webhook this worker leaves out, at its cap or broken,
+                    # may have tokens and due heads, and would keep it spinning)
+                    token = max(token, now_ms + int(CLAIM_PAUSE * 1000))
                     due = token if due is None else min(due, token)
             except errors.StorageUnavailable:
                 due = None

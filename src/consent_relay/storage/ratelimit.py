@@ -32,7 +32,7 @@ def _buckets_sql(name: str, locked: bool) -> str:
           AND w.id NOT IN ({dialect.strings(name, "excluded")})
           AND EXISTS (
               SELECT 1 FROM deliveries d
-              WHERE d.webhook_id = w.id AND d.status = 'pending' AND d.due_ms <= :now)
+              WHERE d.webhook_id = w.id AND d.due_ms IS NOT NULL AND d.due_ms <= :now)
         ORDER BY w.id
         {lock}
     """
@@ -44,7 +44,7 @@ def _take_sql(name: str) -> str:
         UPDATE deliveries SET lease_owner = :lease, due_ms = :until
         WHERE pk IN (
             SELECT d.pk FROM deliveries d
-            WHERE d.webhook_id = :w AND d.status = 'pending' AND d.due_ms <= :now
+            WHERE d.webhook_id = :w AND d.due_ms IS NOT NULL AND d.due_ms <= :now
             ORDER BY d.due_ms
             LIMIT :n{lock})
         RETURNING pk, id, webhook_id, message_id, user_id, seq, attempt_count,

@@ -217,6 +217,15 @@ deliveries = Table(
         postgresql_where=text("due_ms IS NOT NULL"),
         sqlite_where=text("due_ms IS NOT NULL"),
     ),
+    # A rate-limited webhook's due heads, oldest due first (ratelimit.take): the heads only,
+    # however long its backlog (migration 0006).
+    Index(
+        "ix_deliveries_webhook_due",
+        "webhook_id",
+        "due_ms",
+        postgresql_where=text("due_ms IS NOT NULL"),
+        sqlite_where=text("due_ms IS NOT NULL"),
+    ),
 )
 
 attempts = Table(

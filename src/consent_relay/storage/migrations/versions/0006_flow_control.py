@@ -52,6 +52,13 @@ def upgrade() -> None:
     )
     op.create_index("ix_webhook_flow_paused", "webhook_flow", ["paused_until_ms"])
     op.create_index(
+        "ix_deliveries_webhook_due",
+        "deliveries",
+        ["webhook_id", "due_ms"],
+        postgresql_where=sa.text("due_ms IS NOT NULL"),
+        sqlite_where=sa.text("due_ms IS NOT NULL"),
+    )
+    op.create_index(
         "ix_webhooks_rate_limited",
         "webhooks",
         ["id"],
@@ -62,6 +69,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_webhooks_rate_limited", table_name="webhooks")
+    op.drop_index("ix_deliveries_webhook_due", table_name="deliveries")
     op.drop_index("ix_webhook_flow_paused", table_name="webhook_flow")
     op.drop_table("webhook_flow")
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
