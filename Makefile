@@ -39,7 +39,7 @@ demo: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
 
-## bench: the benchmarks of BENCH.md (prints a table; add ARGS=--json for JSON)
+## bench: the benchmarks of docs/benchmarks.md (prints a table; add ARGS=--json for JSON)
 bench: $(STAMP)
 	bash scripts/test-postgres.sh
 	$(BIN)/python -m bench $(ARGS)

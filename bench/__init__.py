@@ -1,1 +1,1 @@
-"""Benchmarks (BENCH.md): run with ``make bench`` or ``python -m bench``."""
+"""Benchmarks (docs/benchmarks.md): run with ``make bench`` or ``python -m bench``."""

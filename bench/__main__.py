@@ -1,4 +1,4 @@
-"""``python -m bench``: the benchmarks of BENCH.md, a table (or ``--json``, one object).
+"""``python -m bench``: the benchmarks of docs/benchmarks.md, a table (or ``--json``, one object).
 
 python -m bench                     # everything, full size (a quarter of an hour or so)
 python -m bench --quick             # everything, small: a smoke run under a minute
@@ -63,7 +63,7 @@ REQUIRED_KEYS = (
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m bench", description="Consent Relay benchmarks (BENCH.md)."
+        prog="python -m bench", description="Consent Relay benchmarks (docs/benchmarks.md)."
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object only")
     parser.add_argument("--quick", action="store_true", help="everything, small (< 1 minute)")

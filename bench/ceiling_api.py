@@ -1,4 +1,4 @@
-"""The ingest ceiling of BENCH.md: FastAPI + uvicorn (uvloop, httptools), one process, that
+"""The ingest ceiling (docs/benchmarks.md): FastAPI + uvicorn (uvloop, httptools), one process, that
 pydantic-validates a ~1 KB consent event, inserts one row with asyncpg and answers 201.
 
 It is measured in the same run, with the same load, as the real ingest endpoint, so the

@@ -1,4 +1,4 @@
-"""The floor: a minimal claim / POST / mark-done loop, as BENCH.md's table describes it.
+"""The floor: a minimal claim / POST / mark-done loop, as docs/benchmarks.md describes it.
 
 No Consent Relay code at all: one table of ``count`` due rows, claimed 100 at a time with a
 lease (``UPDATE ... RETURNING``, ``FOR UPDATE SKIP LOCKED`` on PostgreSQL), POSTed by

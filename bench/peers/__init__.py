@@ -6,7 +6,7 @@ as many requests in flight, in one worker process; the engine does the same on P
 with one worker process. Each drain follows a bare run of its own (the machine is shared and
 noisy), as in the delivery scenario. Reported for each: deliveries/s, the worker process's CPU
 microseconds a delivery, and the ratio to that adjacent bare run; then the engine against the
-fastest peer (BENCH.md's goal: at least 1.5x, per worker process).
+fastest peer (the goal in docs/benchmarks.md: at least 1.5x, per worker process).
 
 Peers: ``pgqueuer_peer`` (pgqueuer on PostgreSQL, asyncio) and ``celery_peer`` (Celery 5 and
 Redis, late acks, a threads pool).

@@ -1,4 +1,4 @@
-"""Every row of SPEC §2 over real HTTP: bodies, order, signatures, headers, flatten,
+"""Every row of docs/webhook-rules.md over real HTTP: bodies, order, signatures, headers, flatten,
 regulation, filters, paused webhooks and secret rotation. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ async def delete(api: httpx.AsyncClient, path: str, *, quiet: bool = False) -> N
 
 
 async def play_every_row(api: httpx.AsyncClient) -> Expected:
-    """One write per row of the SPEC §2 table; returns what each must fire, per user."""
+    """One write per row of docs/webhook-rules.md's table; returns what each must fire, per user."""
     expected: Expected = defaultdict(list)
 
     # Event created, confirmed, user is new: event.created, user.created (event applied).

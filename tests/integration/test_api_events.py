@@ -1,4 +1,4 @@
-"""Consent events through the HTTP API (SPEC §1 and §5), on SQLite and PostgreSQL."""
+"""Consent events through the HTTP API (docs/webhook-rules.md), on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 

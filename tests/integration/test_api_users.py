@@ -1,4 +1,5 @@
-"""Users through the HTTP API, and the consents derived from their events (SPEC §1)."""
+"""Users through the HTTP API, and the consents derived from their events
+(docs/webhook-rules.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Webhook configuration through the HTTP API (SPEC §4 and §5)."""
+"""Webhook configuration through the HTTP API (docs/webhook-rules.md, "Webhook configuration")."""
 
 from __future__ import annotations
 

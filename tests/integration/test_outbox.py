@@ -1,4 +1,5 @@
-"""The outbox: which messages a change queues (SPEC §2), and their deliveries (SPEC §3).
+"""The outbox: which messages a change queues (docs/webhook-rules.md), and their deliveries
+(docs/delivery-contract.md).
 
 Everything is read straight from the ``messages``, ``deliveries`` and ``delivery_queues``
 tables, in insertion order.
@@ -137,7 +138,7 @@ P1_ON = {"purposes": [{"id": "p1", "enabled": True}]}
 P1_OFF = {"purposes": [{"id": "p1", "enabled": False}]}
 
 
-# -- SPEC §2, row by row ----------------------------------------------------------------------
+# -- docs/webhook-rules.md, row by row --------------------------------------------------------
 
 
 async def test_event_created_confirmed_new_user(api: httpx.AsyncClient, outbox: Outbox) -> None:

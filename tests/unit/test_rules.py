@@ -1,4 +1,5 @@
-"""Which webhooks a change fires (SPEC §2): one test case per row of the table, exact parameters.
+"""Which webhooks a change fires (docs/webhook-rules.md): one test case per row of the table,
+exact parameters.
 
 The last row (``?$disable_integrations=true`` fires nothing) is the service's ``quiet`` flag: it
 never calls ``messages_for``, so it is tested with the service, not here.

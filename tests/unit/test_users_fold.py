@@ -1,4 +1,5 @@
-"""The user-state fold (SPEC §1, "User"): how confirmed events and users-API patches make a user.
+"""The user-state fold (docs/webhook-rules.md): how confirmed events and users-API patches
+make a user.
 
 Pending events are never folded: the service does not pass them to the fold at all, so here they
 simply are not among the items.

@@ -20,7 +20,7 @@ router = APIRouter(prefix="/v1/consents/events", tags=["consent events"])
 @router.post("", status_code=201, response_class=JSONOut, response_model=EventOut)
 async def create_event(body: EventIn, ctx: Ctx, org: Org, quiet: Quiet = False) -> JSONOut:
     """Record a consent event; the user is created when unknown. Fires event.created and
-    user.created / user.updated as SPEC §2 says."""
+    user.created / user.updated as docs/webhook-rules.md says."""
     return JSONOut(await events.create_event(ctx, org, body, quiet=quiet), status_code=201)
 
 

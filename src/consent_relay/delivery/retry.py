@@ -1,4 +1,4 @@
-"""When to try a failed delivery again, and when to give up (SPEC section 3).
+"""When to try a failed delivery again, and when to give up (docs/delivery-contract.md).
 
 Pure functions: the clock (``now``) and the randomness (``rand``) are passed in, so the policy can
 be tested exactly and the worker decides where both come from.

@@ -1,4 +1,4 @@
-"""The "flatten request body" webhook option (SPEC section 3).
+"""The "flatten request body" webhook option (docs/webhook-rules.md, "Flatten").
 
 Some receivers (no-code tools, spreadsheets, CRMs with flat field mappings) cannot reach into
 nested JSON, so a webhook may ask for one flat object instead. Only the entity a change is about

@@ -1,4 +1,4 @@
-"""The bytes a receiver gets as the body of a delivery (SPEC section 3).
+"""The bytes a receiver gets as the body of a delivery (docs/webhook-rules.md, "Payloads").
 
 The body is rendered at each attempt with the webhook's settings of that moment (flatten,
 regulations), then signed: the signature covers exactly the bytes sent. orjson gives compact,

@@ -1,4 +1,4 @@
-"""Which webhook messages a change fires (SPEC §2), as one pure function.
+"""Which webhook messages a change fires (docs/webhook-rules.md), as one pure function.
 
 The service works out the entities before and after a change; this module only decides
 which messages that makes, in which order, with which parameters.
@@ -70,7 +70,7 @@ def _is_pending(event: JSON) -> bool:
 
 
 def messages_for(change: Change) -> list[Message]:
-    """The messages a change fires, in order (SPEC §2 table)."""
+    """The messages a change fires, in order (the table in docs/webhook-rules.md)."""
     kind, user_before, user_after = change.kind, change.user_before, change.user_after
     messages: list[Message] = []
 

@@ -1,4 +1,4 @@
-"""Standard Webhooks signatures on every delivery (SPEC section 3).
+"""Standard Webhooks signatures on every delivery (docs/delivery-contract.md).
 
 We sign with the ``standardwebhooks`` reference library rather than our own HMAC code, so what we
 send is exactly what its verifiers (in every language) accept. During a secret rotation both the
