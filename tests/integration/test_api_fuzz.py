@@ -185,7 +185,7 @@ async def _empty_organization(store: Store) -> None:
 def _stateful_settings() -> hypothesis_settings:
     return hypothesis_settings(
         max_examples=STEPS,
-        stateful_step_count=10,
+        stateful_step_count=15,
         derandomize=True,  # the same sequences every run
         database=None,
         deadline=None,
