@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from consent_relay.delivery.flow import Hold, hold_for, pause_seconds
+from consent_relay.delivery.flow import MAX_HELD_ATTEMPTS, Hold, hold_for, pause_seconds
 from consent_relay.storage.flow import refill, subject_of
 
 
@@ -28,6 +28,19 @@ from consent_relay.storage.flow import refill, subject_of
 )
 def test_hold_for(status: int | None, retry_after: float | None, expected: Hold | None) -> None:
     assert hold_for(status, retry_after) == expected
+
+
+@pytest.mark.parametrize(
+    ("status", "held_so_far", "expected"),
+    [
+        (429, MAX_HELD_ATTEMPTS - 1, Hold(due_in_s=30.0, pause_s=30.0)),
+        (429, MAX_HELD_ATTEMPTS, None),  # "later" for ever: it counts as a retry now
+        (503, MAX_HELD_ATTEMPTS + 7, None),
+        (410, MAX_HELD_ATTEMPTS, Hold(due_in_s=0.0, disable=True)),  # a 410 always disables
+    ],
+)
+def test_holds_are_bounded(status: int, held_so_far: int, expected: Hold | None) -> None:
+    assert hold_for(status, 30.0, held_so_far) == expected
 
 
 @pytest.mark.parametrize(

@@ -272,7 +272,7 @@ class Worker:
         hold = None
         if not result.ok:
             retry_after = retry.parse_retry_after(result.retry_after, datetime.now(UTC))
-            hold = flow.hold_for(result.status_code, retry_after)
+            hold = flow.hold_for(result.status_code, retry_after, item.held_attempts)
         if hold is not None:
             status, due_ms = "pending", now_ms + int(hold.due_in_s * 1000)
         elif not result.ok:
