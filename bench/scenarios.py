@@ -1,4 +1,5 @@
-"""The benchmarks of docs/benchmarks.md (the peers scenario lives in bench/peers/). Each one adds its figures to a shared result dict.
+"""The benchmarks of docs/benchmarks.md (the peers scenario lives in bench/peers/). Each one
+adds its figures to a shared result dict.
 
 Every child process (receiver, worker, bare client, API) runs on its own event loop, so the
 load generator and the thing measured never share one. Every loop here is bounded in count
