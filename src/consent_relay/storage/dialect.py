@@ -22,6 +22,15 @@ def rows_source(dialect: str, columns: Columns, param: str = "rows") -> str:
     return f"(SELECT {picks} FROM json_each(:{param})) AS v"
 
 
+def insert_rows(dialect: str, table: str, columns: Columns, tail: str = "") -> str:
+    """INSERT of every row of the JSON array ``:rows`` into ``table``; ``tail`` adds what
+    follows (``ON CONFLICT DO NOTHING RETURNING ...``). (``WHERE true`` lets SQLite parse an
+    upsert after a SELECT.)"""
+    names = ", ".join(name for name, _ in columns)
+    source = rows_source(dialect, columns)
+    return f"INSERT INTO {table} ({names}) SELECT {names} FROM {source} WHERE true {tail}"
+
+
 def strings(dialect: str, param: str) -> str:
     """A subquery over the strings of the JSON array bound as ``:param``."""
     if dialect == "postgresql":

@@ -23,7 +23,7 @@ _COLUMNS = (
     ("seq", "int"),
     ("document", "text"),
 )
-_NAMES = ", ".join(name for name, _ in _COLUMNS)
+_NEW_ONLY = "ON CONFLICT DO NOTHING RETURNING organization_id, id"
 
 
 async def existing_ids(tx: Tx, org_id: str, event_ids: Sequence[str]) -> set[str]:
@@ -43,13 +43,7 @@ async def insert_many(tx: Tx, new_events: Sequence[EventRecord]) -> set[tuple[st
     is left out, not an error)."""
     if not new_events:
         return set()
-    sql = f"""
-        INSERT INTO events ({_NAMES})
-        SELECT {_NAMES} FROM {dialect.rows_source(tx.dialect, _COLUMNS)}
-        WHERE true
-        ON CONFLICT DO NOTHING
-        RETURNING organization_id, id
-    """
+    sql = dialect.insert_rows(tx.dialect, "events", _COLUMNS, _NEW_ONLY)
     rows = [Tx._event_values(event) for event in new_events]
     result = await tx.conn.execute(text(sql), {"rows": codec.dumps(rows)})
     return {(row.organization_id, row.id) for row in result}

@@ -209,8 +209,7 @@ def _insert_sql(table: Table, name: str) -> str:
         for column in table.columns
         if column.name != "pk" and column.name in _APPENDED_COLUMNS[table.name]
     ]
-    names = ", ".join(column for column, _ in columns)
-    return f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {rows_source(name, columns)}"
+    return dialect.insert_rows(name, table.name, columns)
 
 
 _APPENDED_COLUMNS = {

@@ -27,7 +27,6 @@ _COLUMNS = (
     ("applied_at", "text"),
     ("applied_seq", "int"),
 )
-_NAMES = ", ".join(name for name, _ in _COLUMNS)
 
 
 async def lock_many(
@@ -56,13 +55,9 @@ async def insert_many(tx: Tx, new_users: Sequence[UserRecord]) -> set[tuple[str,
     organization_user_id was taken meanwhile is left out, not an error)."""
     if not new_users:
         return set()
-    sql = f"""
-        INSERT INTO users ({_NAMES})
-        SELECT {_NAMES} FROM {dialect.rows_source(tx.dialect, _COLUMNS)}
-        WHERE true
-        ON CONFLICT DO NOTHING
-        RETURNING organization_id, id
-    """
+    sql = dialect.insert_rows(
+        tx.dialect, "users", _COLUMNS, "ON CONFLICT DO NOTHING RETURNING organization_id, id"
+    )
     rows = await tx.conn.execute(text(sql), {"rows": _rows(new_users)})
     return {(row.organization_id, row.id) for row in rows}
 
