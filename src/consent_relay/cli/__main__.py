@@ -1,0 +1,5 @@
+"""``python -m consent_relay.cli``."""
+
+from consent_relay.cli import app
+
+app()
