@@ -1,5 +1,5 @@
 """``consent-relay ledger verify|export`` and ``consent-relay users erase``: the privacy
-commands (registered in cli.py with ``app.add_typer``)."""
+commands (registered in cli/__init__.py with ``app.add_typer``)."""
 
 from __future__ import annotations
 
