@@ -3,7 +3,7 @@
 The package graph is one-way; a module imports only from its own layer or the layers below
 (tests/unit/test_package_graph.py checks it)::
 
-    api, dashboard, cli, cli_privacy, runner, processes, demo   entry points: HTTP, commands,
+    api, dashboard, cli, runner, processes, demo   entry points: HTTP, commands,
            |            \\                                      the worker processes
         services       delivery                                 use cases | the worker's engine
            |      \\   /    |

@@ -1,15 +1,20 @@
 """The ``consent-relay`` command (typer + rich), one module per group of commands:
 ``run_commands`` (serve, api, worker, migrate, demo), ``key_commands`` (generate-key,
 rotate-secret-key), ``org_commands`` (orgs, keys), ``webhook_commands`` (webhooks,
-dead-letters, deliveries) and ``consent_relay.cli_privacy`` (ledger, users). ``app``, the entry
+dead-letters, deliveries) and ``privacy_commands`` (ledger, users). ``app``, the entry
 point (``consent_relay.cli:app``), is assembled here."""
 
 from __future__ import annotations
 
 import typer
 
-from consent_relay import cli_privacy
-from consent_relay.cli import key_commands, org_commands, run_commands, webhook_commands
+from consent_relay.cli import (
+    key_commands,
+    org_commands,
+    privacy_commands,
+    run_commands,
+    webhook_commands,
+)
 
 app = typer.Typer(
     help="Consent Relay: consent events API with reliable, signed, ordered webhooks.",
@@ -27,5 +32,5 @@ app.add_typer(org_commands.keys_app, name="keys")
 app.add_typer(webhook_commands.dead_app, name="dead-letters")
 app.add_typer(webhook_commands.deliveries_app, name="deliveries")
 app.add_typer(webhook_commands.webhooks_app, name="webhooks")
-app.add_typer(cli_privacy.ledger_app, name="ledger")
-app.add_typer(cli_privacy.users_app, name="users")
+app.add_typer(privacy_commands.ledger_app, name="ledger")
+app.add_typer(privacy_commands.users_app, name="users")

@@ -35,9 +35,9 @@ def run_use_case(work: Callable[[Context], Awaitable[T]]) -> T:
     try:
         return asyncio.run(main())
     except errors.ConsentRelayError as exc:
-        err.print(f"[red]error:[/red] {exc.detail}")
+        err.print(f"[red]error:[/red] {escape(exc.detail)}", highlight=False)
         for field_error in exc.errors:
-            err.print(f"  {field_error.field}: {field_error.message}")
+            err.print(f"  {field_error.field}: {escape(field_error.message)}", highlight=False)
         raise typer.Exit(1) from exc
 
 

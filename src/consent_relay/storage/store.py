@@ -2,7 +2,7 @@
 
 Everything the service does happens inside ``store.write()`` (one transaction, committed on
 success) or ``store.read()``. The transaction object ``Tx`` has one method per query; the
-dialect differences live in ``engine.py`` and in ``_insert`` below. The same contract tests
+dialect differences live in ``engine.py`` and ``dialect.py``. The same contract tests
 run against both databases (tests/integration).
 """
 

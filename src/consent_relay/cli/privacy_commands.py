@@ -1,31 +1,24 @@
 """``consent-relay ledger verify|export`` and ``consent-relay users erase``: the privacy
-commands (registered in cli/__init__.py with ``app.add_typer``)."""
+commands (added to the app in cli/__init__.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import sys
-from collections.abc import Awaitable, Callable
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 import orjson
 import typer
-from rich.console import Console
 from rich.markup import escape
 
-from consent_relay import errors
+from consent_relay.cli.common import console, err, run_use_case
 from consent_relay.domain.timefmt import normalize_ts
 from consent_relay.runtime import Context
 from consent_relay.services import ledger
-from consent_relay.settings import Settings
 
 ledger_app = typer.Typer(
     help="The accountability ledger: verify its hash chain, export it.", no_args_is_help=True
 )
 users_app = typer.Typer(help="Users: erase one's personal data.", no_args_is_help=True)
-console = Console()
-err = Console(stderr=True)
-T = TypeVar("T")
 
 Organization = Annotated[
     str | None,
@@ -33,32 +26,11 @@ Organization = Annotated[
 ]
 
 
-def _run(work: Callable[[Context], Awaitable[T]]) -> T:
-    """Run one use case against the configured database, migrated first."""
-    from consent_relay.runtime import build_context
-
-    async def main() -> T:
-        ctx = build_context(Settings())
-        try:
-            await ctx.store.migrate()
-            return await work(ctx)
-        finally:
-            await ctx.store.close()
-
-    try:
-        return asyncio.run(main())
-    except errors.ConsentRelayError as exc:
-        err.print(f"[red]error:[/red] {escape(exc.detail)}", highlight=False)
-        for field_error in exc.errors:
-            err.print(f"  {field_error.field}: {escape(field_error.message)}", highlight=False)
-        raise typer.Exit(1) from exc
-
-
 @ledger_app.command("verify")
 def ledger_verify(org: Organization = None) -> None:
     """Recompute every organization's hash chain; exit 1 naming the first broken entry
     (changed, removed or reordered)."""
-    checked = _run(lambda ctx: ledger.verify(ctx, org))
+    checked = run_use_case(lambda ctx: ledger.verify(ctx, org))
     total = sum(v.entries for v in checked)
     broken = [v for v in checked if v.first_break is not None]
     for v in broken:
@@ -92,7 +64,7 @@ def ledger_export(
         out.flush()
         return count
 
-    count = _run(work)
+    count = run_use_case(work)
     err.print(f"{count} entries exported", highlight=False)
 
 
@@ -105,7 +77,7 @@ def users_erase(
     deleted before, whose payloads are still stored. Pending deliveries go out first."""
     from consent_relay.services import privacy
 
-    purged = _run(lambda ctx: privacy.erase_user(ctx, org, user_id))
+    purged = run_use_case(lambda ctx: privacy.erase_user(ctx, org, user_id))
     console.print(
         f"user {escape(user_id)} erased ({purged} more payloads purged now; pending "
         "deliveries keep theirs until delivered)",
