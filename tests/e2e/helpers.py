@@ -83,6 +83,20 @@ async def rows(ctx: Context, sql: str, **params: Any) -> list[Any]:
         return list(await tx.conn.execute(text(sql), params))
 
 
+async def wait_healthy(http: httpx.AsyncClient, server: Process, *, within: float = 60) -> None:
+    """Until ``server`` (serve or api) answers ``/healthz`` on ``http``'s base URL; fail at
+    once if it exits first."""
+
+    async def healthy() -> bool:
+        assert server.alive(), f"{server.args[0]} exited early:\n{server.output()}"
+        try:
+            return (await http.get("/healthz")).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    await eventually(healthy, within=within, interval=0.1, what="the API to answer /healthz")
+
+
 # -- in-process worker ------------------------------------------------------------------------
 
 

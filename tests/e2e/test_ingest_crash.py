@@ -14,24 +14,13 @@ from consent_relay.settings import Settings
 from tests.e2e.helpers import (
     Process,
     consent_event,
-    eventually,
     free_port,
     process_env,
     scalar,
+    wait_healthy,
 )
 
 CLIENTS = 32
-
-
-async def _wait_healthy(http: httpx.AsyncClient, server: Process) -> None:
-    async def healthy() -> bool:
-        assert server.alive(), f"serve exited early:\n{server.output()}"
-        try:
-            return (await http.get("/healthz")).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    await eventually(healthy, within=30, interval=0.1, what="the API to answer /healthz")
 
 
 async def test_acknowledged_events_survive_a_kill_mid_batch(
@@ -53,7 +42,7 @@ async def test_acknowledged_events_survive_a_kill_mid_batch(
         headers={"Authorization": f"Bearer {api_key}"},
         timeout=10,
     ) as http:
-        await _wait_healthy(http, server)
+        await wait_healthy(http, server)
         response = await http.post("/v1/webhooks", json={"url": "http://127.0.0.1:9/never"})
         assert response.status_code == 201, response.text
 

@@ -36,6 +36,7 @@ from tests.e2e.helpers import (
     process_env,
     rows,
     scalar,
+    wait_healthy,
 )
 
 WORKER_CHILD = "consent_relay.processes"  # in a supervised worker process's command line
@@ -146,17 +147,6 @@ async def started(process: Process) -> AsyncIterator[Process]:
     finally:
         if process.alive():
             await process.kill()
-
-
-async def wait_healthy(http: httpx.AsyncClient, server: Process) -> None:
-    async def healthy() -> bool:
-        assert server.alive(), f"{server.args[0]} exited early:\n{server.output()}"
-        try:
-            return (await http.get("/healthz")).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    await eventually(healthy, within=60, interval=0.1, what="the API to answer /healthz")
 
 
 async def wait_children(parent: Process, marker: str, count: int) -> list[int]:

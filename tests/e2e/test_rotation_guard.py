@@ -19,7 +19,7 @@ from consent_relay.security import webhook_secrets
 from consent_relay.services import orgs, webhooks
 from consent_relay.settings import Settings
 from consent_relay.storage.records import WebhookRecord
-from tests.e2e.helpers import CLI, READY, Process, eventually, free_port, process_env
+from tests.e2e.helpers import CLI, READY, Process, free_port, process_env, wait_healthy
 
 
 async def rotate(settings: Settings, old: str, new: str, *extra: str) -> tuple[int, str]:
@@ -56,16 +56,8 @@ async def start(command: str, settings: Settings, tmp_path: Path) -> tuple[Proce
         await process.printed(READY, within=30)
         return process, port
 
-    async def healthy() -> bool:
-        assert process.alive(), f"serve exited early:\n{process.output()}"
-        try:
-            async with httpx.AsyncClient(timeout=2) as http:
-                response = await http.get(f"http://127.0.0.1:{port}/healthz")
-        except httpx.TransportError:
-            return False
-        return response.status_code == 200
-
-    await eventually(healthy, within=30, interval=0.1, what="serve to answer /healthz")
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=2) as http:
+        await wait_healthy(http, process)
     return process, port
 
 

@@ -11,7 +11,13 @@ from standardwebhooks.webhooks import Webhook
 
 from consent_relay import crypto
 from consent_relay.settings import Settings
-from tests.e2e.helpers import Process, consent_event, eventually, free_port, process_env
+from tests.e2e.helpers import (
+    Process,
+    consent_event,
+    free_port,
+    process_env,
+    wait_healthy,
+)
 from tests.receiver import Receiver
 
 ADMIN_TOKEN = "e2e-admin-token"
@@ -33,16 +39,8 @@ async def test_serve_delivers_and_stops_on_sigterm(tmp_path: Path, receiver: Rec
     ).start()
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
-
-            async def healthy() -> bool:
-                assert server.alive(), f"serve exited early:\n{server.output()}"
-                try:
-                    response = await http.get("/healthz")
-                except httpx.TransportError:
-                    return False
-                return response.status_code == 200 and response.json() == {"status": "ok"}
-
-            await eventually(healthy, within=30, interval=0.1, what="serve to answer /healthz")
+            await wait_healthy(http, server)
+            assert (await http.get("/healthz")).json() == {"status": "ok"}
 
             refused = await http.post(
                 "/v1/admin/organizations",

@@ -20,7 +20,7 @@ from consent_relay.services import orgs
 from consent_relay.settings import Settings
 from consent_relay.storage import notices
 from consent_relay.storage.store import Store
-from tests.e2e.helpers import Process, eventually, free_port, process_env
+from tests.e2e.helpers import Process, eventually, free_port, process_env, wait_healthy
 
 HOOKS = "/v1/webhooks"
 POSTGRES = pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
@@ -53,15 +53,7 @@ async def test_a_key_revoked_in_this_process_is_refused_by_a_serve_process_withi
     ).start()
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
-
-            async def healthy() -> bool:
-                assert server.alive(), f"serve exited early:\n{server.output()}"
-                try:
-                    return (await http.get("/healthz")).status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            await eventually(healthy, within=30, interval=0.1, what="serve to answer")
+            await wait_healthy(http, server)
             bearer = {"Authorization": f"Bearer {org[1]}"}
             assert (await http.get(HOOKS, headers=bearer)).status_code == 200
             if not ctx.store.is_sqlite:
