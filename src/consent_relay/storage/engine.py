@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import sqlalchemy.exc
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
@@ -135,7 +136,8 @@ async def translate_errors() -> AsyncIterator[None]:
         yield
     except errors.ConsentRelayError:
         raise
-    except sqlalchemy.exc.IntegrityError as exc:
+    except (sqlalchemy.exc.IntegrityError, asyncpg.IntegrityConstraintViolationError) as exc:
+        # (asyncpg's own: a statement sent to the driver directly, storage/driver.py)
         raise errors.Conflict(f"conflicting write: {_first_line(exc)}") from exc
     except (TimeoutError, sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
         if isinstance(exc, OSError | asyncio.TimeoutError) or _is_unavailable(exc):

@@ -40,6 +40,7 @@ class Tx:
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
         self.dialect = conn.dialect.name
+        self.driver: Any = None  # the asyncpg connection, once storage.driver asked for it
 
     def upsert(self, table: Any) -> Any:
         """INSERT ... ON CONFLICT, in the dialect's own construct."""

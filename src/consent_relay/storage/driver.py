@@ -1,0 +1,40 @@
+"""The raw driver under an open transaction, for the hot statements.
+
+SQLAlchemy Core carries every statement of the service; on the two hot paths (the batch of
+the write path, the worker's claim and record) its per-statement cost (cache key, compiled
+parameters, result rows, the greenlet bridge) was measured as a share of the whole, so those
+statements go to asyncpg directly, on the same connection and inside the same transaction.
+
+SQLAlchemy's asyncpg adapter begins its transaction lazily, at the first statement it runs
+itself: a statement sent to asyncpg before that would run outside the transaction, in
+autocommit. ``postgres`` therefore begins it first (through the adapter, so that SQLAlchemy's
+commit and rollback still end it). This reaches into the adapter's private state; the
+contract test ``tests/integration/test_driver.py`` fails if a SQLAlchemy release changes it
+(a raw write rolled back with the transaction, a raw read seeing the transaction's writes).
+
+SQLite has no such path: aiosqlite runs sqlite3 on its own thread, and the statements cost
+little next to that hop.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncpg
+
+    from consent_relay.storage.tx import Tx
+
+
+async def postgres(tx: Tx) -> asyncpg.Connection[Any] | None:
+    """The asyncpg connection of ``tx``, its transaction begun; None on SQLite."""
+    if tx.dialect != "postgresql":
+        return None
+    if tx.driver is None:
+        raw = await tx.conn.get_raw_connection()
+        adapted: Any = raw.dbapi_connection
+        async with adapted._execute_mutex:
+            if adapted._transaction is None:
+                await adapted._start_transaction()
+        tx.driver = raw.driver_connection
+    return tx.driver

@@ -1,0 +1,74 @@
+"""The raw driver under an open transaction (storage/driver.py): statements sent to asyncpg
+directly belong to the same transaction as SQLAlchemy's. This reaches into SQLAlchemy's
+asyncpg adapter; these tests fail if a release changes what it relies on."""
+
+from __future__ import annotations
+
+import pytest
+
+from consent_relay import errors
+from consent_relay.runtime import Context
+from consent_relay.storage import driver
+
+INSERT = "INSERT INTO organizations (id, name, created_at) VALUES ($1, $1, 'x')"
+
+
+class Boom(Exception):
+    pass
+
+
+async def _count(ctx: Context, name: str) -> int:
+    async with ctx.store.read() as tx:
+        conn = await driver.postgres(tx)
+        assert conn is not None
+        return int(await conn.fetchval("SELECT count(*) FROM organizations WHERE id = $1", name))
+
+
+async def _insert(ctx: Context, name: str, *, sqlalchemy_first: bool, fail: bool) -> None:
+    async with ctx.store.write() as tx:
+        if sqlalchemy_first:
+            assert await tx.get_organization("nobody") is None  # SQLAlchemy began it
+        conn = await driver.postgres(tx)
+        assert conn is not None
+        await conn.execute(INSERT, name)
+        if fail:
+            raise Boom
+
+
+async def test_only_postgresql_has_a_raw_path(ctx: Context) -> None:
+    async with ctx.store.write() as tx:
+        assert (await driver.postgres(tx) is None) == ctx.store.is_sqlite
+
+
+@pytest.mark.parametrize("sqlalchemy_first", [False, True])
+async def test_a_raw_write_rolls_back_with_the_transaction(
+    ctx: Context, sqlalchemy_first: bool
+) -> None:
+    """A raw first statement too (SQLAlchemy begins lazily): it must still roll back."""
+    if ctx.store.is_sqlite:
+        return
+    with pytest.raises(Boom):
+        await _insert(ctx, "raw1", sqlalchemy_first=sqlalchemy_first, fail=True)
+    assert await _count(ctx, "raw1") == 0
+
+
+async def test_raw_and_sqlalchemy_statements_see_each_other_and_commit_together(
+    ctx: Context,
+) -> None:
+    if ctx.store.is_sqlite:
+        return
+    async with ctx.store.write() as tx:
+        conn = await driver.postgres(tx)
+        assert conn is not None
+        await conn.execute(INSERT, "raw2")
+        assert await tx.get_organization("raw2") is not None  # SQLAlchemy sees the raw write
+        assert await driver.postgres(tx) is conn  # one connection for the transaction
+    assert await _count(ctx, "raw2") == 1
+
+
+async def test_a_raw_unique_violation_is_a_conflict(ctx: Context) -> None:
+    if ctx.store.is_sqlite:
+        return
+    await _insert(ctx, "raw4", sqlalchemy_first=False, fail=False)
+    with pytest.raises(errors.Conflict):
+        await _insert(ctx, "raw4", sqlalchemy_first=False, fail=False)
