@@ -16,11 +16,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
-from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
 from consent_relay import crypto
 from consent_relay.api.app import create_app
@@ -28,8 +25,8 @@ from consent_relay.runtime import Context
 from consent_relay.schemas import OrganizationIn
 from consent_relay.services import orgs
 from consent_relay.settings import Settings
+from consent_relay.storage import databases
 from consent_relay.storage.store import Store
-from consent_relay.storage.tables import metadata
 from tests.receiver import Receiver
 
 POSTGRES_URL = os.environ.get(
@@ -64,38 +61,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def _session_database_url() -> str:
     """A database of this test session's own (so parallel sessions never collide), created
     on first use on the server of ``CONSENT_RELAY_TEST_POSTGRES_URL`` and dropped at exit."""
-    return str(make_url(POSTGRES_URL).set(database=f"consent_relay_t{os.getpid()}"))
-
-
-async def _admin_execute(sql: str) -> None:
-    url = make_url(POSTGRES_URL)
-    conn = await asyncpg.connect(
-        host=url.host, port=url.port or 5432, user=url.username, password=url.password,
-        database=url.database,
-    )  # fmt: skip
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
+    return databases.with_database(POSTGRES_URL, f"consent_relay_t{os.getpid()}")
 
 
 def _drop_session_database() -> None:
-    name = make_url(_session_database_url()).database
-    asyncio.run(_admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    name = str(databases.database_name(_session_database_url()))
+    asyncio.run(databases.drop_database(POSTGRES_URL, name))
 
 
 async def _reset_postgres(store: Store) -> None:
     global _postgres_migrated
     if not _postgres_migrated:
-        name = make_url(store.url).database
-        await _admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await _admin_execute(f'CREATE DATABASE "{name}"')
+        await databases.create_database(POSTGRES_URL, str(databases.database_name(store.url)))
         atexit.register(_drop_session_database)
         await store.migrate()
         _postgres_migrated = True
-    names = ", ".join(table.name for table in metadata.sorted_tables)
-    async with store.engine.begin() as conn:
-        await conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY"))
+    async with store.write() as tx:
+        await databases.empty_tables(tx)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

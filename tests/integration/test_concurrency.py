@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from sqlalchemy import select
-
 from consent_relay.runtime import Context
 from consent_relay.schemas import EventIn
 from consent_relay.services import events, users
-from consent_relay.storage.tables import messages
+from consent_relay.storage import inspect
 
 
 async def test_simultaneous_first_events_create_the_user_once(
@@ -26,6 +24,6 @@ async def test_simultaneous_first_events_create_the_user_once(
     page = await users.list_users(ctx, org[0], organization_user_id="racer@example.com")
     assert len(page["data"]) == 1
     async with ctx.store.read() as tx:
-        kinds = [row.type for row in await tx.conn.execute(select(messages.c.type))]
+        kinds = [row["type"] for row in await inspect.rows(tx, "messages")]
     assert kinds.count("user.created") == 1
     assert kinds.count("event.created") == 10

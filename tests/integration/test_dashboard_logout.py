@@ -10,16 +10,14 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from itsdangerous import TimestampSigner
-from sqlalchemy import func, select
 
 from consent_relay import crypto
 from consent_relay.api.app import create_app
 from consent_relay.dashboard.session import SESSION_COOKIE, SESSION_MAX_AGE, Sessions
 from consent_relay.runtime import Context
 from consent_relay.settings import Settings
-from consent_relay.storage import logouts
+from consent_relay.storage import inspect, logouts
 from consent_relay.storage.store import Store
-from consent_relay.storage.tables import dashboard_logouts
 from tests.integration.test_dashboard import D, sign_in
 
 
@@ -123,5 +121,5 @@ async def test_sign_outs_are_kept_only_as_long_as_a_cookie_could_be_used(
         assert await logouts.session_ended(tx, "new")
         assert not await logouts.session_ended(tx, "old")  # purged by the later sign-out
         assert not await logouts.session_ended(tx, "never-ended")
-        count = await tx.conn.scalar(select(func.count()).select_from(dashboard_logouts))
+        count = await inspect.count(tx, "dashboard_logouts")
     assert count == 2

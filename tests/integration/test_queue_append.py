@@ -4,11 +4,8 @@ parameters a statement, which an append of 8,192 queues once went over)."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
-
 from consent_relay.runtime import Context
-from consent_relay.storage import queue
-from consent_relay.storage.tables import deliveries, delivery_queues
+from consent_relay.storage import inspect, queue
 
 
 async def _append(ctx: Context, items: list[tuple[str, str, str, str]]) -> list[str]:
@@ -23,13 +20,13 @@ async def test_an_append_of_ten_thousand_queues_succeeds(ctx: Context) -> None:
     new_ids = await _append(ctx, [("acme", "wh_1", f"msg_{n}", f"u{n}") for n in range(users)])
     assert len(set(new_ids)) == users
     async with ctx.store.read() as tx:
-        rows = (await tx.conn.execute(select(deliveries.c.seq, deliveries.c.due_ms))).all()
-        queues = (await tx.conn.execute(select(delivery_queues.c.last_seq))).all()
+        rows = await inspect.rows(tx, "deliveries")
+        queues = await inspect.rows(tx, "delivery_queues")
     assert len(rows) == users
-    assert {seq for seq, _due in rows} == {1}
-    assert all(due is not None for _seq, due in rows)  # every one heads its own queue
+    assert {row["seq"] for row in rows} == {1}
+    assert all(row["due_ms"] is not None for row in rows)  # every one heads its own queue
     assert len(queues) == users
-    assert {q.last_seq for q in queues} == {1}
+    assert {q["last_seq"] for q in queues} == {1}
 
 
 async def test_successive_appends_keep_each_queues_order(ctx: Context) -> None:
@@ -38,14 +35,10 @@ async def test_successive_appends_keep_each_queues_order(ctx: Context) -> None:
     ids_first = await _append(ctx, first)
     ids_second = await _append(ctx, second)
     async with ctx.store.read() as tx:
-        rows = (
-            await tx.conn.execute(
-                select(deliveries.c.id, deliveries.c.user_id, deliveries.c.seq, deliveries.c.due_ms)
-            )
-        ).all()
-    by_id = {r.id: r for r in rows}
+        rows = await inspect.rows(tx, "deliveries")
+    by_id = {r["id"]: r for r in rows}
     for user in range(5):
         mine = [i for i, item in zip(ids_first, first, strict=True) if item[3] == f"u{user}"]
         mine += [i for i, item in zip(ids_second, second, strict=True) if item[3] == f"u{user}"]
-        assert [by_id[i].seq for i in mine] == [1, 2, 3]  # in append order, no gap
-        assert [by_id[i].due_ms is not None for i in mine] == [True, False, False]  # one head
+        assert [by_id[i]["seq"] for i in mine] == [1, 2, 3]  # in append order, no gap
+        assert [by_id[i]["due_ms"] is not None for i in mine] == [True, False, False]  # one head

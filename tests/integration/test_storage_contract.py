@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select
 
 from consent_relay import errors
 from consent_relay.domain.users import UserState
-from consent_relay.storage import queue
+from consent_relay.storage import inspect, queue
 from consent_relay.storage.records import (
     EventRecord,
     MessageRecord,
@@ -17,7 +16,6 @@ from consent_relay.storage.records import (
     WebhookRecord,
 )
 from consent_relay.storage.store import Store
-from consent_relay.storage.tables import deliveries
 
 T0 = "2026-01-01T00:00:00.000Z"
 
@@ -133,15 +131,12 @@ async def test_enqueue_sequences_each_queue_and_makes_only_its_head_due(store: S
         await queue.enqueue(tx, messages, new, 1000, T0)
         more = [_message("msg_4", "u1")]
         await queue.enqueue(tx, more, [NewDelivery(more[0], "wh_a")], 2000, T0)
-        rows = list(
-            await tx.conn.execute(
-                select(deliveries.c.webhook_id, deliveries.c.user_id, deliveries.c.seq,
-                       deliveries.c.due_ms).order_by(deliveries.c.pk)
-            )
-        )  # fmt: skip
+        rows = await inspect.rows(tx, "deliveries")
     queues: dict[tuple[str, str], list[tuple[int, int | None]]] = {}
     for row in rows:
-        queues.setdefault((row.webhook_id, row.user_id), []).append((row.seq, row.due_ms))
+        queues.setdefault((row["webhook_id"], row["user_id"]), []).append(
+            (row["seq"], row["due_ms"])
+        )
     assert queues[("wh_a", "u1")] == [(1, 1000), (2, None), (3, None), (4, None)]
     assert queues[("wh_b", "u1")] == [(1, 1000), (2, None), (3, None)]
     assert queues[("wh_a", "u2")] == [(1, 1000)]

@@ -1,0 +1,174 @@
+"""Named queries for operators and tests: counts, states, raw rows.
+
+The service never reads through here. These answer "what does the database hold?" plainly,
+so that tests (and an operator's script) ask by name instead of writing SQL of their own:
+
+- ``rows`` and ``count``: any table of the schema, filtered by column values; rows are
+  dictionaries of the stored values (JSON documents as their stored text), in key order;
+- questions a filter by equality cannot ask, grouped by entity below;
+- ``dump``: every row of every table, as text (to look for what must not be stored).
+
+Damage done on purpose (a forced state, a tampered ledger) is in ``tamper.py``; the database
+server itself (databases, sessions) in ``databases.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Column, Table, func, select, text
+
+from consent_relay.storage.tables import (
+    attempts,
+    deliveries,
+    erasures,
+    events,
+    messages,
+    metadata,
+)
+from consent_relay.storage.tx import Tx
+
+_TABLES: dict[str, Table] = {table.name: table for table in metadata.sorted_tables}
+
+
+def _table(name: str) -> Table:
+    try:
+        return _TABLES[name]
+    except KeyError:
+        raise ValueError(f"no table {name!r} in the schema") from None
+
+
+def _key_order(table: Table) -> list[Column[Any]]:
+    """``pk`` where the table has one (insertion order), else its primary key."""
+    if "pk" in table.c:
+        return [table.c.pk]
+    return list(table.primary_key.columns)
+
+
+# -- any table --------------------------------------------------------------------------------
+
+
+async def rows(tx: Tx, table_name: str, /, **equal_to: Any) -> list[dict[str, Any]]:
+    """Every row of ``table_name`` whose columns equal ``equal_to`` (all of them when none
+    is given), in key order, as dictionaries of the stored values."""
+    table = _table(table_name)
+    stmt = select(table).where(*(table.c[name] == value for name, value in equal_to.items()))
+    result = await tx.conn.execute(stmt.order_by(*_key_order(table)))
+    return [dict(row) for row in result.mappings()]
+
+
+async def count(tx: Tx, table_name: str, /, **equal_to: Any) -> int:
+    """How many rows of ``table_name`` have columns equal to ``equal_to`` (all rows when
+    none is given)."""
+    table = _table(table_name)
+    stmt = select(func.count()).select_from(table)
+    stmt = stmt.where(*(table.c[name] == value for name, value in equal_to.items()))
+    return int((await tx.conn.execute(stmt)).scalar_one())
+
+
+# -- deliveries and attempts ------------------------------------------------------------------
+
+
+async def count_undelivered(tx: Tx) -> int:
+    """Deliveries not (yet) delivered: pending, dead or superseded."""
+    stmt = select(func.count()).select_from(deliveries).where(deliveries.c.status != "delivered")
+    return int((await tx.conn.execute(stmt)).scalar_one())
+
+
+async def delivery_status(tx: Tx, delivery_id: str) -> str:
+    """The delivery's status (it must exist)."""
+    stmt = select(deliveries.c.status).where(deliveries.c.id == delivery_id)
+    return str((await tx.conn.execute(stmt)).scalar_one())
+
+
+async def replayed_by(tx: Tx, delivery_id: str) -> str | None:
+    """The delivery that replays this dead letter, if it was replayed (it must exist)."""
+    stmt = select(deliveries.c.replayed_by).where(deliveries.c.id == delivery_id)
+    found = (await tx.conn.execute(stmt)).scalar_one()
+    return None if found is None else str(found)
+
+
+async def attempts_of_user(tx: Tx, user_id: str) -> list[dict[str, Any]]:
+    """The attempts of every delivery to the user, in the order they were recorded."""
+    stmt = (
+        select(attempts)
+        .join(deliveries, deliveries.c.id == attempts.c.delivery_id)
+        .where(deliveries.c.user_id == user_id)
+        .order_by(attempts.c.pk)
+    )
+    return [dict(row) for row in (await tx.conn.execute(stmt)).mappings()]
+
+
+# -- messages ---------------------------------------------------------------------------------
+
+
+async def count_erased_messages(tx: Tx, user_id: str) -> int:
+    """The user's messages purged by an erasure, the ``user.deleted`` notice excepted."""
+    stmt = (
+        select(func.count())
+        .select_from(messages)
+        .where(
+            messages.c.user_id == user_id,
+            messages.c.purge_reason == "erased",
+            messages.c.type != "user.deleted",
+        )
+    )
+    return int((await tx.conn.execute(stmt)).scalar_one())
+
+
+async def message_purge_reason(tx: Tx, message_id: str) -> str | None:
+    """Why the message's content was purged; None while it is kept (or if it is unknown)."""
+    stmt = select(messages.c.purge_reason).where(messages.c.id == message_id)
+    found = (await tx.conn.execute(stmt)).scalar()
+    return None if found is None else str(found)
+
+
+# -- events -----------------------------------------------------------------------------------
+
+
+async def events_by_user(tx: Tx) -> list[dict[str, Any]]:
+    """Every event, user by user, each user's in ``seq`` order."""
+    stmt = select(events).order_by(events.c.user_id, events.c.seq)
+    return [dict(row) for row in (await tx.conn.execute(stmt)).mappings()]
+
+
+# -- erasures ---------------------------------------------------------------------------------
+
+
+async def erasure_settled_at(tx: Tx, user_id: str) -> str | None:
+    """When the user's erasure was settled (every copy purged); None while it is not, or
+    when the user was never erased."""
+    stmt = select(erasures.c.settled_at).where(erasures.c.user_id == user_id)
+    found = (await tx.conn.execute(stmt)).scalar()
+    return None if found is None else str(found)
+
+
+# -- the whole database -----------------------------------------------------------------------
+
+
+_SQLITE_TABLES = text("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+_POSTGRES_TABLES = text(
+    "SELECT table_name AS name FROM information_schema.tables"
+    " WHERE table_schema = current_schema() ORDER BY table_name"
+)
+
+
+async def table_names(tx: Tx) -> list[str]:
+    """Every table in the database, the migrations' own bookkeeping included."""
+    stmt = _SQLITE_TABLES if tx.dialect == "sqlite" else _POSTGRES_TABLES
+    return [str(row.name) for row in await tx.conn.execute(stmt)]
+
+
+async def dump(tx: Tx) -> list[tuple[str, str]]:
+    """Every row of every table as ``(table, text)``: on SQLite the row's values joined by
+    spaces, on PostgreSQL the row cast to text."""
+    dumped: list[tuple[str, str]] = []
+    for name in await table_names(tx):
+        quoted = '"' + name.replace('"', '""') + '"'
+        if tx.dialect == "sqlite":
+            result = await tx.conn.execute(text(f"SELECT * FROM {quoted}"))
+            dumped += [(name, " ".join(str(value) for value in row)) for row in result]
+        else:
+            result = await tx.conn.execute(text(f"SELECT CAST(t AS text) FROM {quoted} AS t"))
+            dumped += [(name, str(value)) for (value,) in result]
+    return dumped
