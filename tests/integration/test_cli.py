@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from sqlalchemy import select, update
 from typer.testing import CliRunner
 
 from consent_relay import crypto
@@ -14,8 +13,8 @@ from consent_relay.runtime import Context
 from consent_relay.schemas import EventIn, OrganizationIn, WebhookIn
 from consent_relay.services import events, orgs, webhooks
 from consent_relay.settings import Settings
+from consent_relay.storage import inspect, tamper
 from consent_relay.storage.store import Store
-from consent_relay.storage.tables import deliveries
 from tests.conftest import prepare_store
 
 
@@ -50,11 +49,8 @@ async def _three_dead_letters(settings: Settings) -> str:
                 ctx, "acme", EventIn.model_validate({"user": {"organization_user_id": f"u{n}"}})
             )
         async with store.write() as tx:
-            await tx.conn.execute(
-                update(deliveries)
-                .where(deliveries.c.message_id.in_(select(deliveries.c.message_id).limit(3)))
-                .values(status="dead", due_ms=None, attempt_count=6, last_outcome="E_HTTP")
-            )
+            first_three = [row["id"] for row in await inspect.rows(tx, "deliveries")][:3]
+            await tamper.make_dead_letters(tx, first_three, attempt_count=6, last_outcome="E_HTTP")
         return str(hook["id"])
     finally:
         await store.close()

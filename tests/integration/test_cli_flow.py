@@ -6,13 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 
-from sqlalchemy import select, update
 from typer.testing import CliRunner
 
 from consent_relay.cli import app
 from consent_relay.settings import Settings
+from consent_relay.storage import inspect, tamper
 from consent_relay.storage.store import Store
-from consent_relay.storage.tables import deliveries
 from tests.integration.test_cli import _env, _three_dead_letters
 
 
@@ -42,14 +41,8 @@ async def _supersede_one(settings: Settings) -> str:
     store = Store(settings.resolved_database_url)
     try:
         async with store.write() as tx:
-            first = (
-                await tx.conn.execute(
-                    select(deliveries.c.id).where(deliveries.c.status == "dead").limit(1)
-                )
-            ).scalar_one()
-            await tx.conn.execute(
-                update(deliveries).where(deliveries.c.id == first).values(status="superseded")
-            )
+            first = (await inspect.rows(tx, "deliveries", status="dead"))[0]["id"]
+            await tamper.set_delivery_status(tx, "superseded", ids=[first])
         return str(first)
     finally:
         await store.close()

@@ -15,7 +15,6 @@ import httpx
 import orjson
 import pytest
 from aiohttp import web
-from sqlalchemy import insert, select, update
 
 from consent_relay import crypto
 from consent_relay.dashboard import forms, health
@@ -27,7 +26,7 @@ from consent_relay.schemas import OrganizationIn, WebhookIn
 from consent_relay.services import orgs
 from consent_relay.services import webhooks as webhook_service
 from consent_relay.settings import Settings
-from consent_relay.storage.tables import attempts, deliveries
+from consent_relay.storage import inspect, tamper
 from tests.receiver import Received, Receiver, status_sequence
 from tests.workers import running
 
@@ -119,12 +118,8 @@ async def create_via_form(client: httpx.AsyncClient, csrf: str, **fields: Any) -
 async def wait_status(ctx: Context, delivery_id: str, status: str) -> None:
     for _ in range(400):
         async with ctx.store.read() as tx:
-            row = (
-                await tx.conn.execute(
-                    select(deliveries.c.status).where(deliveries.c.id == delivery_id)
-                )
-            ).one()
-        if row.status == status:
+            found = await inspect.delivery_status(tx, delivery_id)
+        if found == status:
             return
         await asyncio.sleep(0.025)
     raise AssertionError(f"delivery {delivery_id} never became {status}")
@@ -626,11 +621,8 @@ async def test_dead_letters_replayed_one_or_all(
         assert one.status_code == 303
         assert one.headers["location"] == f"{D}/webhooks/{hook_id}?notice=replayed&count=1"
         async with ctx.store.read() as tx:
-            replay_id = (
-                await tx.conn.execute(
-                    select(deliveries.c.replayed_by).where(deliveries.c.id == ids[0])
-                )
-            ).scalar_one()
+            replay_id = await inspect.replayed_by(tx, ids[0])
+        assert replay_id is not None
         await wait_status(ctx, replay_id, "delivered")
         dead_page = await web_client.get(f"{D}/deliveries/{ids[0]}")
         assert f'href="{D}/deliveries/{replay_id}" data-testid="replayed-by"' in dead_page.text
@@ -643,11 +635,8 @@ async def test_dead_letters_replayed_one_or_all(
         page = await web_client.get(rest.headers["location"])
         assert 'data-testid="replayed-count">1<' in page.text
         async with ctx.store.read() as tx:
-            second = (
-                await tx.conn.execute(
-                    select(deliveries.c.replayed_by).where(deliveries.c.id == ids[1])
-                )
-            ).scalar_one()
+            second = await inspect.replayed_by(tx, ids[1])
+        assert second is not None
         await wait_status(ctx, second, "delivered")
     page = await web_client.get(f"{D}/webhooks/{hook_id}")
     assert 'data-testid="no-dead-letters"' in page.text
@@ -674,11 +663,9 @@ async def test_health_counts_queue_dead_letters_and_failures(ctx: Context) -> No
     ]
     now = now_ts()
     async with ctx.store.write() as tx:
-        await tx.conn.execute(
-            update(deliveries).where(deliveries.c.id == queued[0]).values(status="dead")
-        )
-        await tx.conn.execute(
-            insert(attempts),
+        await tamper.set_delivery_status(tx, "dead", ids=[queued[0]])
+        await tamper.insert_attempts(
+            tx,
             [
                 {"id": f"atm_{n}", "delivery_id": queued[0], "attempt_number": n,
                  "started_at": now if n < 3 else "2000-01-01T00:00:00.000Z",
@@ -687,11 +674,7 @@ async def test_health_counts_queue_dead_letters_and_failures(ctx: Context) -> No
                 for n, outcome, code in ((1, "ok", 200), (2, "E_HTTP", 502), (3, "E_TIMEOUT", None))
             ],
         )  # fmt: skip
-        oldest = (
-            await tx.conn.execute(
-                select(deliveries.c.created_at).where(deliveries.c.id == queued[1])
-            )
-        ).scalar_one()
+        oldest = (await inspect.rows(tx, "deliveries", id=queued[1]))[0]["created_at"]
     found = await health.webhook_health(ctx, hook["id"], now=datetime.now(UTC))
     assert found.attempts == 2  # the attempt of 2000 is outside the window
     assert found.succeeded == 1

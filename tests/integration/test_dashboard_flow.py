@@ -7,11 +7,10 @@ from __future__ import annotations
 import re
 
 import httpx
-from sqlalchemy import update
 
+from consent_relay.domain.timefmt import now_ts
 from consent_relay.runtime import Context
-from consent_relay.storage import flow
-from consent_relay.storage.tables import deliveries, webhooks
+from consent_relay.storage import flow, tamper
 from tests.integration.test_dashboard import D, create_via_form, errors_on, hook_form
 from tests.integration.test_dashboard import signed_in as signed_in  # the fixture
 from tests.integration.test_flow_control import post_event
@@ -41,16 +40,8 @@ async def test_webhook_page_shows_disabled_paused_and_superseded(
     hook_id = await create_via_form(client, signed_in, **hook_form("http://127.0.0.1:9/x"))
     await post_event(api, "anna@example.com", True)
     async with ctx.store.write() as tx:
-        await tx.conn.execute(
-            update(webhooks)
-            .where(webhooks.c.id == hook_id)
-            .values(enabled=False, disabled_reason="HTTP 410 at 2026-12-01T10:00:00.000Z")
-        )
-        await tx.conn.execute(
-            update(deliveries)
-            .where(deliveries.c.webhook_id == hook_id)
-            .values(status="superseded", due_ms=None)
-        )
+        await flow.disable(tx, [(hook_id, "HTTP 410 at 2026-12-01T10:00:00.000Z")], now_ts())
+        await tamper.set_delivery_status(tx, "superseded", webhook_id=hook_id, clear_due=True)
         await flow.pause(tx, [(hook_id, ctx.clock_ms() + 60_000, "E_HTTP")])
     page = (await client.get(f"{D}/webhooks/{hook_id}")).text
     assert 'data-testid="webhook-disabled"' in page
