@@ -31,7 +31,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from consent_relay.storage import codec, dialect, flow, ratelimit
+from consent_relay.storage import codec, dialect, driver, flow, queue_pg, ratelimit
 from consent_relay.storage.queue_append import append as append
 from consent_relay.storage.queue_append import enqueue as enqueue
 from consent_relay.storage.queue_append import notify_workers as notify_workers
@@ -136,17 +136,18 @@ async def claim(
     message (on PostgreSQL in the same statement: one round trip a batch). Without
     ``with_messages``, no message is read (``batches.claim``'s way round an unreadable one)."""
     sql = claim_sql(tx.dialect, with_messages)
-    result = await tx.conn.execute(
-        text(sql),
-        {
-            "now": now_ms,
-            "limit": limit,
-            "lease": lease,
-            "until": now_ms + lease_ms,
-            "excluded": codec.dumps(list(excluded)),
-        },
-    )
-    rows = result.all()
+    params = {
+        "now": now_ms,
+        "limit": limit,
+        "lease": lease,
+        "until": now_ms + lease_ms,
+        "excluded": codec.dumps(list(excluded)),
+    }
+    raw = await driver.postgres(tx)
+    if raw is not None:
+        rows: list[Any] = await queue_pg.fetch(raw, sql, params)
+    else:
+        rows = list(await tx.conn.execute(text(sql), params))
     limited: list[Any] = []
     if len(rows) < limit:  # rate-limited webhooks: as many as their tokens allow
         limited = await ratelimit.take(
@@ -159,33 +160,26 @@ async def claim(
         )
     if not with_messages:
         found: dict[str, Message] = {}
-    elif tx.dialect == "postgresql":
+    elif tx.dialect == "postgresql":  # asyncpg's records: by name, not attribute
         found = {
-            r.message_id: {"type": r.type, "regulation": r.regulation, "parameters": r.parameters}
+            r["message_id"]: {
+                "type": r["type"], "regulation": r["regulation"], "parameters": r["parameters"]
+            }
             for r in rows
-            if r.type is not None
-        }
+            if r["type"] is not None
+        }  # fmt: skip
     else:
         found = await messages_by_id(tx, [r.message_id for r in rows])
     if limited and with_messages:
         found.update(await messages_by_id(tx, [r.message_id for r in limited]))
-    rows = [*rows, *limited]
+    # The rows' first nine columns, in claim_sql's RETURNING order (asyncpg's records and
+    # SQLAlchemy's rows both index by position).
+    heads = [tuple(r)[:9] for r in rows] + [tuple(r)[:9] for r in limited]
     return [
-        Claimed(
-            r.pk,
-            r.id,
-            r.webhook_id,
-            r.message_id,
-            r.user_id,
-            r.seq,
-            r.attempt_count,
-            lease,
-            found.get(r.message_id),
-            r.held_attempts,
-            r.subject,
-        )
-        for r in rows
-    ]
+        Claimed(pk, id_, webhook_id, message_id, user_id, seq, attempts, lease,
+                found.get(message_id), held, subject)
+        for pk, id_, webhook_id, message_id, user_id, seq, attempts, held, subject in heads
+    ]  # fmt: skip
 
 
 async def record(
@@ -197,6 +191,13 @@ async def record(
     state ``with_attempts=False``)."""
     if not results:
         return []
+    raw = await driver.postgres(tx)
+    if raw is not None:
+        held = await queue_pg.record(raw, results, now, with_attempts)
+        kept = [r for r in results if r.claimed.pk in held]
+        if kept:
+            await _flow(tx, kept, now, raw=raw, now_ms=now_ms)
+        return kept
     rows = [
         {
             "pk": r.claimed.pk,
@@ -237,19 +238,16 @@ async def record(
         return []
     if with_attempts:
         await _insert_attempts(tx, kept)
-    await _flow(tx, kept, now)
-    finished = [r for r in kept if r.status != "pending"]
-    if finished:
-        await advance(
-            tx, [(r.claimed.webhook_id, r.claimed.user_id, r.claimed.seq) for r in finished], now_ms
-        )
+    await _flow(tx, kept, now, raw=None, now_ms=now_ms)
     return kept
 
 
-async def _flow(tx: Tx, kept: Sequence[Result], now: str) -> None:
+async def _flow(tx: Tx, kept: Sequence[Result], now: str, *, raw: Any, now_ms: int) -> None:
     """What the results ask of their webhooks, in the record transaction: pauses
-    (Retry-After), disabling (410 Gone), and dead letters superseded by a delivered message
-    of the same subject. Nothing at all for a batch of plain outcomes."""
+    (Retry-After), disabling (410 Gone), dead letters superseded by a delivered message
+    of the same subject, and finished heads leaving their queues (``advance``). Nothing but
+    the last for a batch of plain outcomes (on PostgreSQL, ``raw``, the last two are one
+    statement)."""
     pauses = [
         (r.claimed.webhook_id, r.pause_until_ms, r.outcome)
         for r in kept
@@ -264,7 +262,18 @@ async def _flow(tx: Tx, kept: Sequence[Result], now: str) -> None:
         for r in kept
         if r.status == "delivered" and r.claimed.subject is not None
     ]  # fmt: skip
+    finished = [
+        (r.claimed.webhook_id, r.claimed.user_id, r.claimed.seq)
+        for r in kept
+        if r.status != "pending"
+    ]
+    if raw is not None:
+        if finished or delivered:
+            await queue_pg.finish(raw, finished, delivered, now_ms, now)
+        return
     await flow.supersede(tx, delivered, now)
+    if finished:
+        await advance(tx, finished, now_ms)
 
 
 _ATTEMPT_COLUMNS = (
