@@ -1,6 +1,8 @@
 """Fan-out: the messages of a change become deliveries to every matching webhook.
 
 Runs inside the change's own transaction, so the change and its deliveries commit together.
+The webhooks come from the process's cache, checked current in that transaction
+(``services/webhook_cache.py``).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from collections.abc import Sequence
 from consent_relay import ids
 from consent_relay.domain.rules import Message
 from consent_relay.domain.timefmt import now_ts
+from consent_relay.services import webhook_cache
 from consent_relay.storage import queue
 from consent_relay.storage.records import MessageRecord, NewDelivery, WebhookRecord
 from consent_relay.storage.tx import Tx
@@ -68,7 +71,7 @@ async def publish(
         return 0
     now = now_ts()
     records, new = fan_out(
-        await tx.list_webhooks(organization_id),
+        await webhook_cache.webhooks_for(tx, organization_id),
         organization_id=organization_id,
         user_id=user_id,
         regulation=regulation,

@@ -33,6 +33,9 @@ organizations = Table(
     Column("id", Text, primary_key=True),
     Column("name", Text, nullable=False),
     Column("created_at", Text, nullable=False),
+    # Bumped in the transaction of every change to the organization's webhooks (storage/tx.py),
+    # so that a process's cached list is known current (services/webhook_cache.py; 0007).
+    Column("webhooks_version", Integer, nullable=False, server_default="0"),
 )
 
 api_keys = Table(

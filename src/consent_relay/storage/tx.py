@@ -13,7 +13,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from consent_relay.domain.users import FoldItem, UserState
-from consent_relay.storage import codec
+from consent_relay.storage import codec, webhook_versions
 from consent_relay.storage.records import (
     ApiKey,
     DatabaseSession,
@@ -375,13 +375,17 @@ class Tx:
             "disabled_reason": hook.disabled_reason,
         }
 
+    # Every change to webhooks bumps the organization's stamp (storage/webhook_versions.py).
+
     async def insert_webhook(self, hook: WebhookRecord) -> None:
         await self.conn.execute(insert(webhooks).values(**self._webhook_values(hook)))
+        await webhook_versions.bump(self, hook.organization_id)
 
     async def update_webhook(self, hook: WebhookRecord) -> None:
         await self.conn.execute(
             update(webhooks).where(webhooks.c.id == hook.id).values(**self._webhook_values(hook))
         )
+        await webhook_versions.bump(self, hook.organization_id)
 
     async def get_webhook(self, org_id: str | None, webhook_id: str) -> WebhookRecord | None:
         stmt = select(webhooks).where(webhooks.c.id == webhook_id)
@@ -418,6 +422,7 @@ class Tx:
                 webhooks.c.organization_id == org_id, webhooks.c.id == webhook_id
             )
         )
+        await webhook_versions.bump(self, org_id)
 
     # -- secret key rotation (PostgreSQL) ----------------------------------------------------
 
