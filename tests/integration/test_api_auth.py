@@ -7,15 +7,14 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
 
 from consent_relay import crypto
 from consent_relay.api.app import create_app
 from consent_relay.runtime import Context
 from consent_relay.services import orgs
 from consent_relay.settings import Settings
+from consent_relay.storage import inspect
 from consent_relay.storage.store import Store
-from consent_relay.storage.tables import api_keys, deliveries
 
 ADMIN = "test-admin-token"
 ORGS = "/v1/admin/organizations"
@@ -149,8 +148,8 @@ async def test_create_organization_returns_a_working_key(
     assert event.json()["organization_id"] == "beta"
 
     # Only a hash of the key is stored.
-    async with store.engine.connect() as conn:
-        rows = (await conn.execute(select(api_keys))).mappings().all()
+    async with store.read() as tx:
+        rows = await inspect.rows(tx, "api_keys")
     assert [row["organization_id"] for row in rows] == ["beta"]
     assert key not in str(dict(rows[0]))
     assert rows[0]["key_hash"] == crypto.hash_key(key)
@@ -284,8 +283,8 @@ async def test_organizations_have_their_own_id_spaces(
     assert (await api.get(f"{EVENTS}/evt-1")).json() == acme_event
 
     # Each organization's changes reach only its own webhooks.
-    async with store.engine.connect() as conn:
-        rows = (await conn.execute(select(deliveries))).mappings().all()
+    async with store.read() as tx:
+        rows = await inspect.rows(tx, "deliveries")
     by_org = {(row["organization_id"], row["webhook_id"]) for row in rows}
     assert by_org == {("acme", acme_hook), ("beta", beta_hook)}
     assert len(rows) == 4

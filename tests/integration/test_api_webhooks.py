@@ -10,7 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
 
 from consent_relay import crypto
 from consent_relay.api.app import create_app
@@ -18,8 +17,8 @@ from consent_relay.domain.timefmt import now_ts, parse_ts
 from consent_relay.runtime import Context
 from consent_relay.security import webhook_secrets
 from consent_relay.settings import Settings
+from consent_relay.storage import inspect
 from consent_relay.storage.store import Store
-from consent_relay.storage.tables import webhooks
 
 HOOKS = "/v1/webhooks"
 URL = "http://127.0.0.1:9/hook"
@@ -62,13 +61,10 @@ def without_secret(created: dict[str, Any]) -> dict[str, Any]:
 
 
 async def stored_row(store: Store, webhook_id: str) -> dict[str, Any]:
-    async with store.engine.connect() as conn:
-        row = (
-            (await conn.execute(select(webhooks).where(webhooks.c.id == webhook_id)))
-            .mappings()
-            .one()
-        )
-    return dict(row)
+    async with store.read() as tx:
+        rows = await inspect.rows(tx, "webhooks", id=webhook_id)
+    assert len(rows) == 1, rows
+    return rows[0]
 
 
 async def client_for(settings: Settings, store: Store, api_key: str) -> httpx.AsyncClient:

@@ -13,28 +13,21 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import Table, func, select
 
 from consent_relay.api.app import create_app
 from consent_relay.runtime import Context
 from consent_relay.settings import Settings
-from consent_relay.storage import queue
+from consent_relay.storage import inspect, queue
 from consent_relay.storage.records import MessageRecord, NewDelivery
 from consent_relay.storage.store import Store
-from consent_relay.storage.tables import (
-    deliveries,
-    delivery_queues,
-    events,
-    messages,
-    profile_changes,
-    users,
-)
 from consent_relay.storage.tx import Tx
 
 EVENTS = "/v1/consents/events"
 USERS = "/v1/consents/users"
 QUIET = {"$disable_integrations": "true"}
 NOW_MS = 1_767_225_600_000  # the context's clock, fixed
+# Every table a change writes to (a failed change leaves each as it was).
+OUTBOX_TABLES = ("events", "users", "messages", "deliveries", "delivery_queues", "profile_changes")
 
 
 @pytest.fixture(autouse=True)
@@ -46,8 +39,8 @@ def fixed_clock(ctx: Context) -> None:
 
 
 async def read_messages(store: Store) -> list[dict[str, Any]]:
-    async with store.engine.connect() as conn:
-        rows = (await conn.execute(select(messages).order_by(messages.c.pk))).mappings().all()
+    async with store.read() as tx:
+        rows = await inspect.rows(tx, "messages")
     return [
         {
             "id": row["id"],
@@ -63,14 +56,13 @@ async def read_messages(store: Store) -> list[dict[str, Any]]:
 
 
 async def read_deliveries(store: Store) -> list[dict[str, Any]]:
-    async with store.engine.connect() as conn:
-        rows = (await conn.execute(select(deliveries).order_by(deliveries.c.pk))).mappings().all()
-    return [dict(row) for row in rows]
+    async with store.read() as tx:
+        return await inspect.rows(tx, "deliveries")
 
 
-async def count(store: Store, table: Table) -> int:
-    async with store.engine.connect() as conn:
-        return int((await conn.execute(select(func.count()).select_from(table))).scalar_one())
+async def count(store: Store, table: str) -> int:
+    async with store.read() as tx:
+        return await inspect.count(tx, table)
 
 
 class Outbox:
@@ -451,7 +443,7 @@ async def test_disable_integrations_queues_nothing(
 
     assert await read_messages(store) == []
     assert await read_deliveries(store) == []
-    assert await count(store, delivery_queues) == 0
+    assert await count(store, "delivery_queues") == 0
     assert not ctx.work_queued.is_set()
 
     # The same write without the flag queues as usual (and wakes the workers).
@@ -594,8 +586,8 @@ async def test_sequence_numbers_per_webhook_and_user(api: httpx.AsyncClient, sto
         )
         assert [d["pk"] for d in by_seq] == sorted(d["pk"] for d in by_seq)
 
-    async with store.engine.connect() as conn:
-        rows = (await conn.execute(select(delivery_queues))).mappings().all()
+    async with store.read() as tx:
+        rows = await inspect.rows(tx, "delivery_queues")
     assert sorted((r["webhook_id"], r["user_id"], r["last_seq"], r["pending"]) for r in rows) == (
         sorted(
             [
@@ -615,7 +607,7 @@ async def test_messages_without_matching_webhooks_queue_no_delivery(
     await new_event(api, {"user": {"id": "u1"}})
     assert types(await read_messages(store)) == ["event.created", "user.created"]
     assert await read_deliveries(store) == []
-    assert await count(store, delivery_queues) == 0
+    assert await count(store, "delivery_queues") == 0
 
 
 async def test_a_new_webhook_gets_only_later_changes(api: httpx.AsyncClient, store: Store) -> None:
@@ -639,8 +631,8 @@ async def test_deleting_a_webhook_removes_its_deliveries(
     remaining = await read_deliveries(store)
     assert len(remaining) == 4
     assert {d["webhook_id"] for d in remaining} == {kept}
-    async with store.engine.connect() as conn:
-        queues = (await conn.execute(select(delivery_queues.c.webhook_id))).scalars().all()
+    async with store.read() as tx:
+        queues = [row["webhook_id"] for row in await inspect.rows(tx, "delivery_queues")]
     assert set(queues) == {kept}
     assert len(await read_messages(store)) == 4  # the messages stay for the other webhook
 
@@ -707,8 +699,8 @@ async def test_a_failed_outbox_write_leaves_nothing(
     )
     assert_server_error(response)
     assert calls == [2]  # it did get as far as the deliveries
-    for table in (events, users, messages, deliveries, delivery_queues, profile_changes):
-        assert await count(store, table) == 0, table.name
+    for table in OUTBOX_TABLES:
+        assert await count(store, table) == 0, table
     assert not ctx.work_queued.is_set()
     assert (await fragile_api.get(f"{EVENTS}/evt-1")).status_code == 404
     listed = await fragile_api.get(USERS, params={"organization_user_id": "jane"})
@@ -725,8 +717,7 @@ async def test_failed_outbox_writes_leave_existing_rows_as_they_were(
     event = created.json()
     user_id = event["user"]["id"]
     user = (await fragile_api.get(f"{USERS}/{user_id}")).json()
-    tables = (events, users, messages, deliveries, delivery_queues, profile_changes)
-    counts = [await count(store, table) for table in tables]
+    counts = [await count(store, table) for table in OUTBOX_TABLES]
     break_enqueue(monkeypatch)
 
     for method, path, payload in (
@@ -739,6 +730,6 @@ async def test_failed_outbox_writes_leave_existing_rows_as_they_were(
     ):
         response = await fragile_api.request(method, path, json=payload)
         assert_server_error(response)
-        assert [await count(store, table) for table in tables] == counts, (method, path)
+        assert [await count(store, table) for table in OUTBOX_TABLES] == counts, (method, path)
         assert (await fragile_api.get(f"{EVENTS}/{event['id']}")).json() == event
         assert (await fragile_api.get(f"{USERS}/{user_id}")).json() == user
