@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
 
     settings = Settings()
     uvicorn.run(
-        create_app(settings, workers=args.workers),
+        create_app(settings, workers=args.workers, own_process=True),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),

@@ -30,6 +30,7 @@ LAYERS: tuple[frozenset[str], ...] = (
             "crypto",
             "key_users",
             "logs",
+            "gctune",
             "input_text",
             "header_rules",
             "schema_base",

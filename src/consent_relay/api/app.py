@@ -10,7 +10,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from consent_relay import __version__, crypto, runner
+from consent_relay import __version__, crypto, gctune, runner
 from consent_relay.api import (
     admin,
     deliveries,
@@ -35,10 +35,16 @@ STARTUP_PATIENCE = 60.0  # seconds `serve` waits for its database before giving 
 
 
 def create_app(
-    settings: Settings, context: Context | None = None, *, workers: bool = False
+    settings: Settings,
+    context: Context | None = None,
+    *,
+    workers: bool = False,
+    own_process: bool = False,
 ) -> FastAPI:
     """The API; with ``workers`` the delivery workers run in the same process (``serve``).
-    Pass ``context`` to share one with tests."""
+    Pass ``context`` to share one with tests. ``own_process``: the app is the process's whole
+    life (``serve``, ``api``), so the garbage collector is tuned for it once started
+    (``gctune``); tests build many apps in one process and leave it alone."""
     ctx = context or build_context(settings)
     token, _ = crypto.admin_token(settings)
 
@@ -47,6 +53,8 @@ def create_app(
         await ctx.store.migrate_when_ready(give_up_after=STARTUP_PATIENCE)
         stop = asyncio.Event()
         background = [asyncio.create_task(runner.run(ctx, stop))] if workers else []
+        if own_process:
+            gctune.settle()
         try:
             yield
         finally:
@@ -85,4 +93,4 @@ def create_app_from_env() -> FastAPI:
     processes.stop_with_parent()
     settings = Settings()
     logs.configure(settings)
-    return create_app(settings)
+    return create_app(settings, own_process=True)

@@ -57,7 +57,7 @@ def serve(
     logs.configure(settings)
     count = process_count(worker_processes, settings, "worker", None)
     print_admin_token(settings)
-    application = create_app(settings, workers=True)  # the secret key exists from here on
+    application = create_app(settings, workers=True, own_process=True)  # secret key exists now
     supervisor = None
     watcher = None
     if count > 1:
@@ -125,7 +125,7 @@ def api(
     }
     signal.signal(signal.SIGTERM, lambda *_: None)  # as in serve: a clean stop exits 0
     if count == 1:
-        uvicorn.run(create_app(settings), **options)
+        uvicorn.run(create_app(settings, own_process=True), **options)
         return
     from uvicorn.config import STARTUP_FAILURE
     from uvicorn.supervisors import Multiprocess
