@@ -12,13 +12,16 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Concatenate, ParamSpec, TypeVar
 
 import httpx
-from sqlalchemy import text
 
 from consent_relay.runtime import Context
 from consent_relay.settings import Settings
+from consent_relay.storage import inspect
+from consent_relay.storage.tx import Tx
+from tests.raw_sql import rows as rows  # re-exported for the tests not yet converted
+from tests.raw_sql import scalar as scalar  # re-exported for the tests not yet converted
 from tests.workers import make_webhook as make_webhook  # re-exported
 from tests.workers import running as running  # re-exported
 
@@ -73,14 +76,19 @@ async def eventually(
         await asyncio.sleep(interval)
 
 
-async def scalar(ctx: Context, sql: str, **params: Any) -> Any:
-    async with ctx.store.read() as tx:
-        return (await tx.conn.execute(text(sql), params)).scalar()
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
-async def rows(ctx: Context, sql: str, **params: Any) -> list[Any]:
+async def read(
+    ctx: Context,
+    query: Callable[Concatenate[Tx, P], Awaitable[T]],
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> T:
+    """One named storage query (``inspect.count``, say) in a read transaction of its own."""
     async with ctx.store.read() as tx:
-        return list(await tx.conn.execute(text(sql), params))
+        return await query(tx, *args, **kwargs)
 
 
 async def wait_healthy(http: httpx.AsyncClient, server: Process, *, within: float = 60) -> None:
@@ -258,15 +266,7 @@ def lease_prefix(pid: int) -> str:
 
 async def leases_of(ctx: Context, pid: int) -> int:
     """Deliveries the worker process ``pid`` claimed and has not recorded."""
-    prefix = lease_prefix(pid)
-    count = await scalar(
-        ctx,
-        "SELECT count(*) FROM deliveries WHERE status = 'pending' "
-        "AND substr(lease_owner, 1, :n) = :prefix",
-        n=len(prefix),
-        prefix=prefix,
-    )
-    return int(count)
+    return await read(ctx, inspect.count_leased, lease_prefix(pid))
 
 
 async def create_events(

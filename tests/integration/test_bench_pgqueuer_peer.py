@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import asyncpg
 import pytest
 from bench import db, scenarios
 from bench.peers import common, pgqueuer_peer
@@ -15,16 +14,9 @@ from bench.receiver import ReceiverProcess
 
 from consent_relay import crypto
 from consent_relay.security import signing
+from consent_relay.storage import databases
 
 pytestmark = pytest.mark.postgres
-
-
-async def _databases() -> set[str]:
-    conn = await asyncpg.connect(db.pg_url("postgres"))
-    try:
-        return {row[0] for row in await conn.fetch("SELECT datname FROM pg_database")}
-    finally:
-        await conn.close()
 
 
 async def test_pgqueuer_peer_drains_every_job_in_its_own_process(tmp_path: Path) -> None:
@@ -39,4 +31,5 @@ async def test_pgqueuer_peer_drains_every_job_in_its_own_process(tmp_path: Path)
     assert [body for _at, body in records] == [common.body().decode()] * 60
     assert drain.cpu_s > 0
     assert drain.peak_rss_mb > 0
-    assert f"bench_{os.getpid()}_peers" not in await _databases()  # dropped
+    left = await databases.database_names(db.pg_url("postgres"))
+    assert f"bench_{os.getpid()}_peers" not in left  # dropped

@@ -9,12 +9,11 @@ from typing import Any
 
 import httpx
 from aiohttp import web
-from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
 from consent_relay.runtime import Context
 from consent_relay.services import privacy
-from tests.e2e.helpers import eventually, get_json, post_event, rows, scalar
+from consent_relay.storage import databases, inspect, tamper
+from tests.e2e.helpers import eventually, get_json, post_event, read
 from tests.receiver import Received, Receiver, status_sequence
 from tests.workers import make_webhook, running
 
@@ -36,25 +35,18 @@ def echo(item: Received, _count: int) -> web.StreamResponse:
     return web.Response(status=200, body=item.body)
 
 
-async def messages_of(ctx: Context, user_id: str) -> list[Any]:
-    return await rows(
-        ctx,
-        "SELECT id, type, parameters, purge_reason FROM messages WHERE user_id = :u ORDER BY pk",
-        u=user_id,
-    )
+async def messages_of(ctx: Context, user_id: str) -> list[dict[str, Any]]:
+    return await read(ctx, inspect.rows, "messages", user_id=user_id)
 
 
-async def attempt_texts(ctx: Context, user_id: str) -> list[Any]:
-    return await rows(
-        ctx,
-        "SELECT a.response_body, a.request_headers FROM attempts a "
-        "JOIN deliveries d ON d.id = a.delivery_id WHERE d.user_id = :u",
-        u=user_id,
-    )
+async def attempt_texts(ctx: Context, user_id: str) -> list[tuple[str | None, str | None]]:
+    """The response body and request headers of each attempt to reach the user."""
+    found = await read(ctx, inspect.attempts_of_user, user_id)
+    return [(a["response_body"], a["request_headers"]) for a in found]
 
 
 def sqlite_bytes(ctx: Context) -> bytes:
-    path = Path(str(make_url(ctx.store.url).database))
+    path = databases.sqlite_path(ctx.store.url)
     found = b""
     for name in (path, Path(f"{path}-wal")):
         if name.exists():
@@ -63,13 +55,7 @@ def sqlite_bytes(ctx: Context) -> bytes:
 
 
 async def delivered_count(ctx: Context, user_id: str) -> int:
-    return int(
-        await scalar(
-            ctx,
-            "SELECT count(*) FROM deliveries WHERE user_id = :u AND status = 'delivered'",
-            u=user_id,
-        )
-    )
+    return await read(ctx, inspect.count, "deliveries", user_id=user_id, status="delivered")
 
 
 async def test_deleting_a_user_erases_their_personal_data_everywhere(
@@ -87,20 +73,18 @@ async def test_deleting_a_user_erases_their_personal_data_everywhere(
     if ctx.store.is_sqlite:
         assert EMAIL.encode() in sqlite_bytes(ctx)  # the scan would see it
     assert any(body for body, _ in await attempt_texts(ctx, jane))
-    delivery_id = (await rows(ctx, "SELECT id FROM deliveries WHERE user_id = :u LIMIT 1", u=jane))[
-        0
-    ].id
+    delivery_id = (await read(ctx, inspect.rows, "deliveries", user_id=jane))[0]["id"]
 
     response = await api.delete(f"/v1/consents/users/{jane}")
     assert response.status_code == 204
 
     kept = await messages_of(ctx, jane)
-    assert [(m.type, m.purge_reason) for m in kept] == [
+    assert [(m["type"], m["purge_reason"]) for m in kept] == [
         ("event.created", "erased"),
         ("user.created", "erased"),
         ("user.deleted", None),  # pending: goes out first
     ]
-    assert all(m.parameters is None for m in kept[:2])
+    assert all(m["parameters"] is None for m in kept[:2])
     assert all(body is None and headers is None for body, headers in await attempt_texts(ctx, jane))
     shown = await get_json(api, f"/v1/deliveries/{delivery_id}")
     assert shown["message"]["parameters"] is None
@@ -118,9 +102,9 @@ async def test_deleting_a_user_erases_their_personal_data_everywhere(
     state = privacy.PurgeState()
     done = await privacy.purge_once(ctx, state)
     assert done["erased"] == 1
-    assert [m.purge_reason for m in await messages_of(ctx, jane)] == ["erased"] * 3
+    assert [m["purge_reason"] for m in await messages_of(ctx, jane)] == ["erased"] * 3
     assert all(body is None and headers is None for body, headers in await attempt_texts(ctx, jane))
-    assert await scalar(ctx, "SELECT settled_at FROM erasures WHERE user_id = :u", u=jane)
+    assert await read(ctx, inspect.erasure_settled_at, jane)
     if ctx.store.is_sqlite:
         files = sqlite_bytes(ctx)
         assert EMAIL.encode() not in files
@@ -143,7 +127,7 @@ async def test_pending_deliveries_of_an_erased_user_still_go_out_whole(
     await post_event(api, jane_event(False))
     response = await api.delete(f"/v1/consents/users/{jane}")  # before any delivery
     assert response.status_code == 204
-    assert all(m.purge_reason is None for m in await messages_of(ctx, jane))
+    assert all(m["purge_reason"] is None for m in await messages_of(ctx, jane))
     assert await privacy.purge_once(ctx, privacy.PurgeState()) == {"erased": 0, "expired": 0}
 
     async with running(ctx):
@@ -156,7 +140,7 @@ async def test_pending_deliveries_of_an_erased_user_still_go_out_whole(
                      "user.deleted"]  # fmt: skip
     assert VALUE in receiver.received[0].body.decode()  # sent whole, not erased too early
     await privacy.purge_once(ctx, privacy.PurgeState())
-    assert [m.purge_reason for m in await messages_of(ctx, jane)] == ["erased"] * 5
+    assert [m["purge_reason"] for m in await messages_of(ctx, jane)] == ["erased"] * 5
 
 
 async def test_dead_letters_of_an_erased_user_keep_their_payload_for_the_grace_only(
@@ -169,37 +153,34 @@ async def test_dead_letters_of_an_erased_user_keep_their_payload_for_the_grace_o
     jane = created["user"]["id"]
 
     async def dead() -> bool:
-        found = await scalar(ctx, "SELECT count(*) FROM deliveries WHERE status = 'dead'")
-        return int(found) == 1
+        return await read(ctx, inspect.count, "deliveries", status="dead") == 1
 
     async with running(ctx):
         await eventually(dead, within=20, what="a dead letter")
-    letter = (await rows(ctx, "SELECT id, message_id FROM deliveries"))[0]
+    letter = (await read(ctx, inspect.rows, "deliveries"))[0]
     response = await api.delete(f"/v1/consents/users/{jane}")
     assert response.status_code == 204
-    kept = {m.type: m for m in await messages_of(ctx, jane)}
-    assert kept["user.created"].parameters is not None  # the dead letter needs it
-    assert kept["event.created"].purge_reason == "erased"  # no delivery needs it
+    kept = {m["type"]: m for m in await messages_of(ctx, jane)}
+    assert kept["user.created"]["parameters"] is not None  # the dead letter needs it
+    assert kept["event.created"]["purge_reason"] == "erased"  # no delivery needs it
 
     async def purged() -> bool:
         await privacy.purge_once(ctx, privacy.PurgeState())
-        found = await scalar(
-            ctx, "SELECT purge_reason FROM messages WHERE id = :m", m=letter.message_id
-        )
+        found = await read(ctx, inspect.message_purge_reason, letter["message_id"])
         return bool(found == "erased")
 
     # Within the grace the dead letter could be replayed; after it, its payload is erased.
     assert not await purged()
     await eventually(purged, within=10, interval=0.2, what="the grace period's end")
     replay = await api.post(
-        f"/v1/webhooks/{hook['id']}/dead-letters/replay", json={"delivery_ids": [letter.id]}
+        f"/v1/webhooks/{hook['id']}/dead-letters/replay", json={"delivery_ids": [letter["id"]]}
     )
     assert replay.status_code == 409, replay.text
     assert "payload erased" in replay.text
     bulk = await api.post(f"/v1/webhooks/{hook['id']}/dead-letters/replay", json={})
     assert bulk.status_code == 202
     assert bulk.json() == {"replayed": 0}
-    assert await scalar(ctx, "SELECT settled_at FROM erasures WHERE user_id = :u", u=jane)
+    assert await read(ctx, inspect.erasure_settled_at, jane)
 
 
 async def test_deleting_an_unknown_user_is_still_404(api: httpx.AsyncClient) -> None:
@@ -219,8 +200,7 @@ async def test_an_erasure_waiting_out_its_grace_does_not_hold_back_the_others(
     bob = await post_event(api, {"user": {"organization_user_id": "bob@example.com"}})
 
     async def two_dead() -> bool:
-        found = await scalar(ctx, "SELECT count(*) FROM deliveries WHERE status = 'dead'")
-        return int(found) == 2
+        return await read(ctx, inspect.count, "deliveries", status="dead") == 2
 
     async with running(ctx):
         await eventually(two_dead, within=20, what="two dead letters")
@@ -228,20 +208,13 @@ async def test_an_erasure_waiting_out_its_grace_does_not_hold_back_the_others(
         response = await api.delete(f"/v1/consents/users/{user['user']['id']}")
         assert response.status_code == 204
     async with ctx.store.write() as tx:  # Bob's dead letter went out after all
-        await tx.conn.execute(
-            text("UPDATE deliveries SET status = 'delivered' WHERE user_id = :u"),
-            {"u": bob["user"]["id"]},
-        )
+        await tamper.set_delivery_status(tx, "delivered", user_id=bob["user"]["id"])
     state = privacy.PurgeState()
 
     async def bob_settled() -> bool:
         await privacy.purge_once(ctx, state)
-        found = await scalar(
-            ctx, "SELECT settled_at FROM erasures WHERE user_id = :u", u=bob["user"]["id"]
-        )
+        found = await read(ctx, inspect.erasure_settled_at, bob["user"]["id"])
         return found is not None
 
     await eventually(bob_settled, within=10, what="Bob's erasure settled")
-    assert not await scalar(
-        ctx, "SELECT settled_at FROM erasures WHERE user_id = :u", u=ann["user"]["id"]
-    )
+    assert not await read(ctx, inspect.erasure_settled_at, ann["user"]["id"])

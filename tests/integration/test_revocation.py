@@ -11,14 +11,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import text
 
 from consent_relay import crypto
 from consent_relay.api.app import create_app
 from consent_relay.runtime import Context
 from consent_relay.services import orgs
 from consent_relay.settings import Settings
-from consent_relay.storage import notices
+from consent_relay.storage import databases, notices
 from consent_relay.storage.store import Store
 from tests.e2e.helpers import Process, eventually, free_port, process_env, wait_healthy
 
@@ -122,13 +121,7 @@ async def test_a_lost_listen_connection_forgets_the_keys_and_listens_again(
     cache = await _cached_by(other, org[1])
     generation = cache.generation
     async with ctx.store.read() as tx:
-        killed = await tx.conn.scalar(
-            text(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND application_name = :name"
-            ),
-            {"name": f"consent-relay listen {notices.API_KEYS}"},
-        )
+        killed = await databases.terminate_sessions(tx, f"consent-relay listen {notices.API_KEYS}")
     assert killed == 1
 
     async def relistened() -> bool:

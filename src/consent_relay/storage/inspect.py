@@ -75,6 +75,20 @@ async def count_undelivered(tx: Tx) -> int:
     return int((await tx.conn.execute(stmt)).scalar_one())
 
 
+async def count_leased(tx: Tx, owner_prefix: str) -> int:
+    """Pending deliveries claimed by a worker whose lease owner starts with ``owner_prefix``
+    (claimed and not yet recorded)."""
+    stmt = (
+        select(func.count())
+        .select_from(deliveries)
+        .where(
+            deliveries.c.status == "pending",
+            func.substr(deliveries.c.lease_owner, 1, len(owner_prefix)) == owner_prefix,
+        )
+    )
+    return int((await tx.conn.execute(stmt)).scalar_one())
+
+
 async def delivery_status(tx: Tx, delivery_id: str) -> str:
     """The delivery's status (it must exist)."""
     stmt = select(deliveries.c.status).where(deliveries.c.id == delivery_id)
