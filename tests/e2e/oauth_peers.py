@@ -22,9 +22,9 @@ from typing import IO, Any
 import httpx
 import orjson
 from aiohttp import web
-from sqlalchemy import text
 
 from consent_relay.runtime import Context
+from consent_relay.storage import inspect
 from tests.receiver import Behaviour, Received
 from tests.workers import make_webhook as make_webhook  # re-exported
 from tests.workers import running as running  # re-exported
@@ -94,22 +94,16 @@ class AttemptRow:
 async def attempts(ctx: Context) -> list[AttemptRow]:
     """Every recorded attempt, oldest first."""
     async with ctx.store.read() as tx:
-        result = await tx.conn.execute(
-            text(
-                "SELECT delivery_id, attempt_number, outcome, status_code, response_body, "
-                "error, request_headers FROM attempts ORDER BY pk"
-            )
-        )
-        found = list(result)
+        found = await inspect.rows(tx, "attempts")
     return [
         AttemptRow(
-            r.delivery_id,
-            r.attempt_number,
-            r.outcome,
-            r.status_code,
-            r.response_body,
-            r.error,
-            orjson.loads(r.request_headers) if r.request_headers else None,
+            r["delivery_id"],
+            r["attempt_number"],
+            r["outcome"],
+            r["status_code"],
+            r["response_body"],
+            r["error"],
+            orjson.loads(r["request_headers"]) if r["request_headers"] else None,
         )
         for r in found
     ]
@@ -130,8 +124,7 @@ async def wait_attempts(ctx: Context, count: int, within: float = 20) -> list[At
 
 async def delivery_statuses(ctx: Context) -> list[str]:
     async with ctx.store.read() as tx:
-        result = await tx.conn.execute(text("SELECT status FROM deliveries ORDER BY pk"))
-        return [r.status for r in result]
+        return [r["status"] for r in await inspect.rows(tx, "deliveries")]
 
 
 # -- receiver behaviours --------------------------------------------------------------------

@@ -18,7 +18,6 @@ from typing import Any
 import httpx
 import pytest
 from aiohttp import web
-from sqlalchemy import text
 from standardwebhooks.webhooks import Webhook
 from typer.testing import CliRunner, Result
 
@@ -26,6 +25,7 @@ from consent_relay import crypto, errors
 from consent_relay.cli import app
 from consent_relay.runtime import Context
 from consent_relay.settings import Settings
+from consent_relay.storage import inspect
 from tests.e2e.oauth_peers import (
     TokenEndpoint,
     TokenRequest,
@@ -94,31 +94,8 @@ async def database_dump(ctx: Context, settings: Settings, tmp_path: Path) -> lis
     shared memory) and every row; on PostgreSQL every row of every table, as text."""
     dumped: list[tuple[str, Any]] = []
     async with ctx.store.read() as tx:
-        if ctx.store.is_sqlite:
-            tables = [
-                r.name
-                for r in await tx.conn.execute(
-                    text("SELECT name FROM sqlite_master WHERE type = 'table'")
-                )
-            ]
-            for table in tables:
-                for row in await tx.conn.execute(text(f'SELECT * FROM "{table}"')):
-                    dumped.append((f"row of {table}", " ".join(str(v) for v in row)))
-        else:
-            tables = [
-                r.table_name
-                for r in await tx.conn.execute(
-                    text(
-                        "SELECT table_name FROM information_schema.tables "
-                        "WHERE table_schema = current_schema()"
-                    )
-                )
-            ]
-            for table in tables:
-                for (row,) in await tx.conn.execute(
-                    text(f'SELECT CAST(t AS text) FROM "{table}" AS t')
-                ):
-                    dumped.append((f"row of {table}", row))
+        tables = await inspect.table_names(tx)
+        dumped += [(f"row of {table}", row) for table, row in await inspect.dump(tx)]
     assert "webhooks" in tables
     assert "attempts" in tables
     if ctx.store.is_sqlite:
@@ -193,22 +170,15 @@ async def test_canary_secrets_are_nowhere_at_rest_in_logs_or_answers(
     needles = canaries.needles()
     # At rest: only ciphertexts, which the key opens.
     async with ctx.store.read() as tx:
-        stored = list(
-            await tx.conn.execute(
-                text(
-                    "SELECT id, auth_secret, signing_secret, previous_signing_secret "
-                    "FROM webhooks ORDER BY pk"
-                )
-            )
-        )
-    assert [ctx.box.decrypt(row.auth_secret) for row in stored] == [canaries.client_secret] * 2
-    assert ctx.box.decrypt(stored[0].previous_signing_secret) == post_hook["signing_secret"]
-    assert ctx.box.decrypt(stored[0].signing_secret) == rotated.json()["signing_secret"]
+        stored = await inspect.rows(tx, "webhooks")
+    assert [ctx.box.decrypt(row["auth_secret"]) for row in stored] == [canaries.client_secret] * 2
+    assert ctx.box.decrypt(stored[0]["previous_signing_secret"]) == post_hook["signing_secret"]
+    assert ctx.box.decrypt(stored[0]["signing_secret"]) == rotated.json()["signing_secret"]
     dump = await database_dump(ctx, settings, tmp_path)
     for where, content in dump:
         assert_absent(where, content, needles)
     # ...and the dump does see what is stored: the ciphertexts themselves are in it.
-    for ciphertext in (stored[0].auth_secret, stored[1].signing_secret):
+    for ciphertext in (stored[0]["auth_secret"], stored[1]["signing_secret"]):
         needle = ciphertext if isinstance(dump[-1][1], str) else ciphertext.encode()
         assert any(needle in content for _, content in dump if type(content) is type(needle))
 
@@ -279,12 +249,10 @@ def rekeyed_context(ctx: Context, key: str) -> Context:
 
 async def _stored_secrets(ctx: Context) -> list[str]:
     async with ctx.store.read() as tx:
-        row = (
-            await tx.conn.execute(
-                text("SELECT signing_secret, previous_signing_secret, auth_secret FROM webhooks")
-            )
-        ).one()
-    return [row.signing_secret, row.previous_signing_secret, row.auth_secret]
+        stored = await inspect.rows(tx, "webhooks")
+    assert len(stored) == 1, stored
+    row = stored[0]
+    return [row["signing_secret"], row["previous_signing_secret"], row["auth_secret"]]
 
 
 @pytest.mark.parametrize("mode", ["file", "env"])
