@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 import orjson
 import pytest
-from sqlalchemy import text
 from typer.testing import CliRunner
 
 from consent_relay import crypto
@@ -17,9 +17,11 @@ from consent_relay.runtime import Context
 from consent_relay.schemas import EventIn, OrganizationIn, WebhookIn
 from consent_relay.services import events, orgs, webhooks
 from consent_relay.settings import Settings
+from consent_relay.storage import inspect, tamper
 from consent_relay.storage.store import Store
+from consent_relay.storage.tx import Tx
 from tests.conftest import prepare_store
-from tests.e2e.helpers import eventually, scalar
+from tests.e2e.helpers import eventually, read
 from tests.receiver import Receiver
 from tests.workers import running
 
@@ -66,8 +68,7 @@ async def _delivered_ledger(settings: Settings) -> None:
             async with running(ctx):
 
                 async def all_in() -> bool:
-                    count = await scalar(ctx, "SELECT count(*) FROM ledger_entries")
-                    return int(count) == ENTRIES
+                    return await read(ctx, inspect.count, "ledger_entries") == ENTRIES
 
                 await eventually(all_in, within=20, what="six ledger entries")
         finally:
@@ -76,28 +77,20 @@ async def _delivered_ledger(settings: Settings) -> None:
     await _with_ctx(settings, work)
 
 
-async def _execute(settings: Settings, *statements: str) -> None:
+async def _tamper(settings: Settings, damage: Callable[[Tx], Awaitable[None]]) -> None:
     async def work(ctx: Context) -> None:
         async with ctx.store.write() as tx:
-            for statement in statements:
-                await tx.conn.execute(text(statement))
+            await damage(tx)
 
     await _with_ctx(settings, work)
 
 
-TAMPERINGS = {
-    "changed": (["UPDATE ledger_entries SET status_code = 500 WHERE seq = 3"], 3, "changed"),
-    "removed": (["DELETE FROM ledger_entries WHERE seq = 3"], 4, "missing"),
-    "reordered": (
-        [
-            "UPDATE ledger_entries SET seq = -3 WHERE seq = 3",
-            "UPDATE ledger_entries SET seq = 3 WHERE seq = 4",
-            "UPDATE ledger_entries SET seq = 4 WHERE seq = -3",
-        ],
-        3,
-        "removed or moved",
-    ),
-    "last removed": (["DELETE FROM ledger_entries WHERE seq = 6"], 6, "removed from the end"),
+# The damage done to the ledger, the entry verify names, and the words it uses.
+TAMPERINGS: dict[str, tuple[Callable[[Tx], Awaitable[None]], int, str]] = {
+    "changed": (partial(tamper.change_ledger_status_code, seq=3, status_code=500), 3, "changed"),
+    "removed": (partial(tamper.delete_ledger_entry, seq=3), 4, "missing"),
+    "reordered": (partial(tamper.swap_ledger_entries, first=3, second=4), 3, "removed or moved"),
+    "last removed": (partial(tamper.delete_ledger_entry, seq=6), 6, "removed from the end"),
 }
 
 
@@ -109,8 +102,8 @@ def test_ledger_verify_names_the_first_broken_entry(settings: Settings, tamperin
     assert intact.exit_code == 0, intact.output
     assert f"{ENTRIES} entries, chain intact" in intact.output
 
-    statements, seq, words = TAMPERINGS[tampering]
-    asyncio.run(_execute(settings, *statements))
+    damage, seq, words = TAMPERINGS[tampering]
+    asyncio.run(_tamper(settings, damage))
     broken = runner.invoke(app, ["ledger", "verify"], env=_env(settings))
     assert broken.exit_code == 1, broken.output
     assert f"organization acme: entry {seq}:" in broken.output
@@ -144,7 +137,7 @@ def test_users_erase_purges_what_a_deleted_user_left(settings: Settings) -> None
     asyncio.run(_delivered_ledger(settings))
 
     async def user_id(ctx: Context) -> None:
-        found = await scalar(ctx, "SELECT user_id FROM messages ORDER BY pk LIMIT 1")
+        found = (await read(ctx, inspect.rows, "messages"))[0]["user_id"]
         ids.append(str(found))
 
     ids: list[str] = []
@@ -157,12 +150,7 @@ def test_users_erase_purges_what_a_deleted_user_left(settings: Settings) -> None
     reasons: list[str] = []
 
     async def purged(ctx: Context) -> None:
-        found = await scalar(
-            ctx,
-            "SELECT count(*) FROM messages WHERE user_id = :u AND purge_reason = 'erased' "
-            "AND type <> 'user.deleted'",
-            u=ids[0],
-        )
+        found = await read(ctx, inspect.count_erased_messages, ids[0])
         reasons.append(str(found))
 
     asyncio.run(_with_ctx(settings, purged))
