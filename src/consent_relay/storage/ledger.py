@@ -19,7 +19,7 @@ from sqlalchemy import select, text
 
 from consent_relay.domain import ledger
 from consent_relay.domain.ledger import GENESIS, Entry, EntryFields
-from consent_relay.storage import codec, dialect, driver
+from consent_relay.storage import codec, dialect, driver, queue_pg
 from consent_relay.storage.queue import Result
 from consent_relay.storage.tables import ledger_entries, ledger_heads
 from consent_relay.storage.tx import Tx
@@ -65,26 +65,11 @@ _HEAD_COLUMNS = (("organization_id", "text"), ("last_seq", "bigint"), ("last_has
 _NAMES = ", ".join(name for name, _ in _ENTRY_COLUMNS)
 
 
-# The same two statements for the raw driver: typed arrays instead of one JSON parameter.
+# The heads' statement for the raw driver (storage.driver); the append is the same
+# statement as SQLAlchemy's, its named parameters numbered (queue_pg.positional).
 _PG_HEADS_SQL = _HEADS_SQL["postgresql"].replace(
     dialect.strings("postgresql", "webhooks"), "SELECT unnest($1::text[])"
 )
-_PG_APPEND_SQL = f"""
-    WITH e AS (
-        INSERT INTO ledger_entries ({_NAMES})
-        SELECT * FROM unnest({
-    ", ".join(f"${n}::{kind}[]" for n, (_, kind) in enumerate(_ENTRY_COLUMNS, 1))
-})
-    )
-    INSERT INTO ledger_heads (organization_id, last_seq, last_hash)
-    SELECT * FROM unnest({
-    ", ".join(
-        f"${n}::{kind}[]" for n, (_, kind) in enumerate(_HEAD_COLUMNS, len(_ENTRY_COLUMNS) + 1)
-    )
-})
-    ON CONFLICT (organization_id) DO UPDATE
-    SET last_seq = excluded.last_seq, last_hash = excluded.last_hash
-"""
 
 
 def _insert_entries_sql(tx_dialect: str) -> str:
@@ -113,7 +98,7 @@ async def append(tx: Tx, results: Sequence[Result], now: str) -> int:
     webhook_ids = sorted({r.claimed.webhook_id for r in delivered})
     raw = await driver.postgres(tx)
     rows: Any
-    if raw is not None:  # the raw driver (storage.driver): rows as arrays, no JSON
+    if raw is not None:  # the raw driver (storage.driver)
         rows = await raw.fetch(_PG_HEADS_SQL, webhook_ids)
     else:
         rows = await tx.conn.execute(
@@ -157,28 +142,19 @@ async def append(tx: Tx, results: Sequence[Result], now: str) -> int:
         )
     if not entries:
         return 0
-    if raw is not None:
-        columns = [[entry[name] for entry in entries] for name, _ in _ENTRY_COLUMNS]
-        await raw.execute(
-            _PG_APPEND_SQL,
-            *columns,
-            [h["organization_id"] for h in new_heads],
-            [h["last_seq"] for h in new_heads],
-            [h["last_hash"] for h in new_heads],
-        )
-        return len(entries)
     params = {"rows": codec.dumps(entries), "heads": codec.dumps(new_heads)}
-    if tx.dialect == "postgresql":
-        await tx.conn.execute(
-            text(
-                f"WITH e AS ({_insert_entries_sql('postgresql')}) {_upsert_heads_sql('postgresql')}"
-            ),
-            params,
-        )
+    if raw is not None:
+        sql, names = queue_pg.positional(_PG_APPEND_SQL)
+        await raw.execute(sql, *(params[name] for name in names))
     else:
         await tx.conn.execute(text(_insert_entries_sql("sqlite")), params)
         await tx.conn.execute(text(_upsert_heads_sql("sqlite")), params)
     return len(entries)
+
+
+_PG_APPEND_SQL = (
+    f"WITH e AS ({_insert_entries_sql('postgresql')}) {_upsert_heads_sql('postgresql')}"
+)
 
 
 def _row(entry: Entry) -> dict[str, Any]:
