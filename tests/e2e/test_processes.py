@@ -23,6 +23,7 @@ from aiohttp import web
 
 from consent_relay.runtime import Context
 from consent_relay.settings import Settings
+from consent_relay.storage import inspect
 from tests.conftest import _session_database_url
 from tests.e2e.helpers import (
     READY,
@@ -34,8 +35,7 @@ from tests.e2e.helpers import (
     make_webhook,
     post_event,
     process_env,
-    rows,
-    scalar,
+    read,
     wait_healthy,
 )
 
@@ -202,7 +202,7 @@ async def test_api_processes_share_one_port_and_stop_on_sigterm(
     assert code == 0, f"exit status {code}:\n{server.output()}"
     assert server.output().count("Application shutdown complete") == 2, server.output()
     assert all(gone(pid) for pid in children), answering
-    assert await scalar(ctx, "SELECT count(*) FROM organizations WHERE id = 'multi'") == 1
+    assert await read(ctx, inspect.count, "organizations", id="multi") == 1
 
 
 async def test_worker_processes_share_a_batch_and_stop_on_sigterm(
@@ -234,15 +234,14 @@ async def test_worker_processes_share_a_batch_and_stop_on_sigterm(
 
         async def delivered() -> bool:
             assert worker.alive(), worker.output()
-            left = await scalar(ctx, "SELECT count(*) FROM deliveries WHERE status <> 'delivered'")
-            return int(left) == 0
+            return await read(ctx, inspect.count_undelivered) == 0
 
         await eventually(delivered, within=60, interval=0.1, what="every delivery delivered")
         code = await worker.terminate(within=60)
     assert code == 0, f"exit status {code}:\n{worker.output()}"
     assert worker.output().count(READY) == 1
     assert all(gone(pid) for pid in children)
-    messages = {r.id for r in await rows(ctx, "SELECT id FROM messages")}
+    messages = {r["id"] for r in await read(ctx, inspect.rows, "messages")}
     assert len(messages) == 40  # event.created and user.created for each of 20 users
     assert set(gated.arrived) == messages
 
