@@ -35,7 +35,7 @@ async def webhooks_for(tx: Tx, org_id: str) -> list[WebhookRecord]:
     if hooks is None:  # the stamp this process keeps the list of
         assert cached is not None
         return list(cached[1])
-    if stamp is not None and (cached is None or stamp > cached[0]):
-        # (a concurrent transaction of this process may have kept a newer stamp meanwhile)
+    newest = kept.get(org_id)  # another transaction of this process may have kept one since
+    if stamp is not None and (newest is None or stamp > newest[0]):
         kept[org_id] = (stamp, hooks)
     return list(hooks)
