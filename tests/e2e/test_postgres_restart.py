@@ -27,10 +27,10 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy.engine import make_url
 
 from consent_relay.runtime import Context
 from consent_relay.settings import Settings
+from consent_relay.storage import databases, inspect
 from consent_relay.storage.store import Store
 from tests.e2e.helpers import (
     READY,
@@ -40,8 +40,7 @@ from tests.e2e.helpers import (
     make_webhook,
     post_event,
     process_env,
-    rows,
-    scalar,
+    read,
 )
 from tests.receiver import Receiver
 
@@ -103,8 +102,7 @@ class Cluster:
 @pytest.fixture
 async def cluster(store: Store) -> AsyncIterator[Cluster]:
     """The shared cluster; up again after the test, before the store closes."""
-    url = make_url(store.url)
-    up = Cluster(url.host or "127.0.0.1", url.port or 5432)
+    up = Cluster(*databases.host_and_port(store.url))
     await up.ensure_up()
     try:
         yield up
@@ -230,11 +228,7 @@ async def listening(ctx: Context, pid: int) -> bool:
     """Whether the worker process ``pid`` has its LISTEN connection (wakeup.listen runs
     ``LISTEN`` and then ``SELECT 1`` every second on it; nothing else in a worker does)."""
     ports = tcp_ports_of(pid)
-    backends = await rows(
-        ctx,
-        "SELECT client_port, query FROM pg_stat_activity "
-        "WHERE datname = current_database() AND client_port IS NOT NULL",
-    )
+    backends = await read(ctx, databases.backends)
     return any(
         b.client_port in ports and (b.query == "SELECT 1" or b.query.startswith("LISTEN "))
         for b in backends
@@ -342,9 +336,8 @@ async def test_a_worker_started_while_the_database_is_down_waits_for_it(
 ) -> None:
     """A worker (re)started in the middle of a database restart does not give up: it keeps
     trying until the database is back, then delivers."""
-    url = make_url(ctx.store.url)
-    async with Gate((url.host or "127.0.0.1", url.port or 5432)) as gate:
-        behind_gate = url.set(port=gate.port).render_as_string(hide_password=False)
+    async with Gate(databases.host_and_port(ctx.store.url)) as gate:
+        behind_gate = databases.with_port(ctx.store.url, gate.port)
         env = process_env(settings, CONSENT_RELAY_DATABASE_URL=behind_gate)
         fleet = WorkerFleet(env, tmp_path, concurrency=5)
         worker = fleet.spawn()
@@ -434,20 +427,19 @@ async def test_three_restarts_lose_no_acknowledged_change(
 
     async def drained() -> bool:
         fleet.check_alive()
-        left = await scalar(ctx, "SELECT count(*) FROM deliveries WHERE status <> 'delivered'")
-        return int(left) == 0
+        return await read(ctx, inspect.count_undelivered) == 0
 
     await eventually(drained, within=120, interval=0.2, what="every delivery delivered")
     fleet.check_alive()
 
     # Every acknowledged event was stored ...
-    stored = await rows(ctx, "SELECT id, user_id, seq FROM events ORDER BY user_id, seq")
-    stored_ids = {r.id for r in stored}
+    stored = await read(ctx, inspect.events_by_user)
+    stored_ids = {r["id"] for r in stored}
     missing = set(clients.acknowledged) - stored_ids
     assert not missing, f"{len(missing)} acknowledged events are not stored"
     # ... and every message of the organization (those of changes that got a 503 after all
     # included) arrived at least once.
-    message_ids = {r.id for r in await rows(ctx, "SELECT id FROM messages")}
+    message_ids = {r["id"] for r in await read(ctx, inspect.rows, "messages")}
     arrivals = receiver.at("/restart")
     arrived = [r.headers["webhook-id"] for r in arrivals]
     lost_messages = message_ids - set(arrived)
@@ -464,10 +456,10 @@ async def test_three_restarts_lose_no_acknowledged_change(
     # In order per user: first arrivals follow the order the events were stored in.
     expected: dict[str, list[str]] = {}
     for row in stored:
-        expected.setdefault(row.user_id, []).append(row.id)
+        expected.setdefault(row["user_id"], []).append(row["id"])
     for user_id, ids in expected.items():
         assert list(dict.fromkeys(first_seen.get(user_id, []))) == ids, user_id
-    assert await scalar(ctx, "SELECT count(*) FROM deliveries WHERE webhook_id = :w", w=hook["id"])
+    assert await read(ctx, inspect.count, "deliveries", webhook_id=hook["id"])
 
     tracebacks = {w.pid: w.output().count("Traceback") for w in workers}
     print(
