@@ -41,7 +41,7 @@ async def messages_of(ctx: Context, user_id: str) -> list[dict[str, Any]]:
 
 async def attempt_texts(ctx: Context, user_id: str) -> list[tuple[str | None, str | None]]:
     """The response body and request headers of each attempt to reach the user."""
-    found = await read(ctx, inspect.attempts_of_user, user_id)
+    found = await read(ctx, inspect.attempts_of, user_id=user_id)
     return [(a["response_body"], a["request_headers"]) for a in found]
 
 

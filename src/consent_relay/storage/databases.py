@@ -8,6 +8,7 @@ The service never calls these (its own questions about the server, such as its c
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,6 +103,14 @@ async def empty_tables(tx: Tx) -> None:
         raise ValueError("empty_tables is for PostgreSQL (SQLite: start a new file)")
     names = ", ".join(_quoted(table.name) for table in metadata.sorted_tables)
     await tx.conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY"))
+
+
+async def clear_tables(tx: Tx, *, keep: Collection[str] = ()) -> None:
+    """Delete every row of every table of the schema but the tables named in ``keep``
+    (children before parents; both databases, inside the caller's transaction)."""
+    for table in reversed(metadata.sorted_tables):
+        if table.name not in keep:
+            await tx.conn.execute(table.delete())
 
 
 # -- client sessions (PostgreSQL) -------------------------------------------------------------

@@ -69,10 +69,31 @@ async def count(tx: Tx, table_name: str, /, **equal_to: Any) -> int:
 # -- deliveries and attempts ------------------------------------------------------------------
 
 
-async def count_undelivered(tx: Tx) -> int:
-    """Deliveries not (yet) delivered: pending, dead or superseded."""
+async def count_undelivered(tx: Tx, webhook_id: str | None = None) -> int:
+    """Deliveries (of ``webhook_id`` only, if given) not delivered: pending, dead or
+    superseded."""
     stmt = select(func.count()).select_from(deliveries).where(deliveries.c.status != "delivered")
+    if webhook_id is not None:
+        stmt = stmt.where(deliveries.c.webhook_id == webhook_id)
     return int((await tx.conn.execute(stmt)).scalar_one())
+
+
+async def count_deliveries_of_type(tx: Tx, org_id: str, message_type: str) -> int:
+    """The organization's deliveries of messages of ``message_type`` (``event.created``...)."""
+    stmt = (
+        select(func.count())
+        .select_from(deliveries.join(messages, messages.c.id == deliveries.c.message_id))
+        .where(deliveries.c.organization_id == org_id, messages.c.type == message_type)
+    )
+    return int((await tx.conn.execute(stmt)).scalar_one())
+
+
+async def statuses_and_purges(tx: Tx) -> list[tuple[str, str | None]]:
+    """Each delivery's status beside its message's purge reason (None while kept)."""
+    stmt = select(deliveries.c.status, messages.c.purge_reason).join(
+        messages, messages.c.id == deliveries.c.message_id
+    )
+    return [(row.status, row.purge_reason) for row in await tx.conn.execute(stmt)]
 
 
 async def count_leased(tx: Tx, owner_prefix: str) -> int:
@@ -102,15 +123,31 @@ async def replayed_by(tx: Tx, delivery_id: str) -> str | None:
     return None if found is None else str(found)
 
 
-async def attempts_of_user(tx: Tx, user_id: str) -> list[dict[str, Any]]:
-    """The attempts of every delivery to the user, in the order they were recorded."""
-    stmt = (
-        select(attempts)
-        .join(deliveries, deliveries.c.id == attempts.c.delivery_id)
-        .where(deliveries.c.user_id == user_id)
-        .order_by(attempts.c.pk)
-    )
-    return [dict(row) for row in (await tx.conn.execute(stmt)).mappings()]
+async def attempts_of(
+    tx: Tx,
+    *,
+    user_id: str | None = None,
+    delivery_status: str | None = None,
+    purge_reason: str | None = None,
+) -> list[dict[str, Any]]:
+    """The attempts (rows of ``attempts``) of the deliveries to ``user_id``, or in
+    ``delivery_status``, or of messages purged for ``purge_reason`` (all that are given), in
+    the order they were recorded."""
+    stmt = select(attempts).join(deliveries, deliveries.c.id == attempts.c.delivery_id)
+    if user_id is not None:
+        stmt = stmt.where(deliveries.c.user_id == user_id)
+    if delivery_status is not None:
+        stmt = stmt.where(deliveries.c.status == delivery_status)
+    if purge_reason is not None:
+        stmt = stmt.join(messages, messages.c.id == deliveries.c.message_id)
+        stmt = stmt.where(messages.c.purge_reason == purge_reason)
+    return [dict(row) for row in (await tx.conn.execute(stmt.order_by(attempts.c.pk))).mappings()]
+
+
+async def count_failed_attempts(tx: Tx) -> int:
+    """Attempts whose outcome is not ``ok``."""
+    stmt = select(func.count()).select_from(attempts).where(attempts.c.outcome != "ok")
+    return int((await tx.conn.execute(stmt)).scalar_one())
 
 
 # -- messages ---------------------------------------------------------------------------------
@@ -128,6 +165,12 @@ async def count_erased_messages(tx: Tx, user_id: str) -> int:
         )
     )
     return int((await tx.conn.execute(stmt)).scalar_one())
+
+
+async def unpurged_messages(tx: Tx) -> list[dict[str, Any]]:
+    """The messages whose content is still kept (not purged), in insertion order."""
+    stmt = select(messages).where(messages.c.purged_at.is_(None)).order_by(messages.c.pk)
+    return [dict(row) for row in (await tx.conn.execute(stmt)).mappings()]
 
 
 async def message_purge_reason(tx: Tx, message_id: str) -> str | None:
