@@ -2,7 +2,8 @@
 for counts, states and raw rows; ``tamper`` for damage done on purpose; ``databases`` for the
 server itself), never with SQL of their own.
 
-Every test file is read with ``ast`` and may not: import ``sqlalchemy``; touch a connection
+Every test file is read with ``ast`` and may not: import ``sqlalchemy`` or a database driver
+(``asyncpg``, ``sqlite3``, ``aiosqlite``, ``psycopg``); touch a connection
 (``tx.conn``, ``store.engine.connect()`` or ``.begin()``, ``exec_driver_sql``); call ``text()``;
 or hold a string that is an SQL statement (``"SELECT ... FROM"``, ``"UPDATE t SET"``, ...: the
 SQL handed to ``tests/raw_sql.py``). ``ALLOWED`` names the files that still do, each with its
@@ -54,6 +55,7 @@ SQL_STATEMENT = re.compile(
     r"|(CREATE|DROP|ALTER)\s+(TABLE|TRIGGER|DATABASE|INDEX|FUNCTION|VIEW)\b|TRUNCATE\b|PRAGMA\b)"
 )
 CONNECTION_ATTRIBUTES = {"conn", "exec_driver_sql"}
+DATABASE_MODULES = {"sqlalchemy", "asyncpg", "sqlite3", "aiosqlite", "psycopg", "psycopg2"}
 
 
 def violations(source: str) -> list[str]:
@@ -62,8 +64,8 @@ def violations(source: str) -> list[str]:
     for node in ast.walk(ast.parse(source)):
         line = getattr(node, "lineno", 0)
         if isinstance(node, ast.Import):
-            found += [f"{line}: imports {a.name}" for a in node.names if _is_sqlalchemy(a.name)]
-        elif isinstance(node, ast.ImportFrom) and _is_sqlalchemy(node.module or ""):
+            found += [f"{line}: imports {a.name}" for a in node.names if _is_database(a.name)]
+        elif isinstance(node, ast.ImportFrom) and _is_database(node.module or ""):
             found.append(f"{line}: imports from {node.module}")
         elif isinstance(node, ast.Attribute) and node.attr in CONNECTION_ATTRIBUTES:
             found.append(f"{line}: .{node.attr}")
@@ -81,8 +83,9 @@ def violations(source: str) -> list[str]:
     return sorted(found, key=lambda entry: int(entry.split(":", 1)[0]))
 
 
-def _is_sqlalchemy(module: str) -> bool:
-    return module == "sqlalchemy" or module.startswith("sqlalchemy.")
+def _is_database(module: str) -> bool:
+    """SQLAlchemy or a database driver (a connection of the test's own)."""
+    return module.split(".")[0] in DATABASE_MODULES
 
 
 def _connects(func: ast.expr) -> str | None:
@@ -134,6 +137,10 @@ def test_the_allowed_list_names_only_files_that_need_it() -> None:
         ("from sqlalchemy import select", ["1: imports from sqlalchemy"]),
         ("from sqlalchemy.engine import make_url", ["1: imports from sqlalchemy.engine"]),
         ("import sqlalchemy.exc", ["1: imports sqlalchemy.exc"]),
+        ("import asyncpg, json", ["1: imports asyncpg"]),
+        ("def f():\n    import sqlite3", ["2: imports sqlite3"]),
+        ("from sqlalchemy_utils import x\nimport asyncpgx", []),
+        ("script = 'import sqlite3, sys'", []),  # a subprocess's script: its own process
         ("rows = await tx.conn.execute(query)", ["1: .conn"]),
         ("await conn.exec_driver_sql('x')", ["1: .exec_driver_sql"]),
         ("async with store.engine.begin() as c:\n    pass", ["1: .engine.begin()"]),
