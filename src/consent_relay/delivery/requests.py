@@ -35,6 +35,7 @@ class PreparedWebhook:
     secrets: list[str]
     authentication: dict[str, Any] | None
     auth_secret: str | None
+    shown: dict[str, str] = field(default_factory=dict)  # ``headers`` as stored (redacted)
 
 
 def prepare(ctx: Context, hook: WebhookRecord) -> PreparedWebhook:
@@ -52,6 +53,7 @@ def prepare(ctx: Context, hook: WebhookRecord) -> PreparedWebhook:
         secrets=secrets.signing,
         authentication=secrets.authentication,
         auth_secret=secrets.auth_secret,
+        shown=redacted(headers),
     )
 
 
@@ -89,9 +91,17 @@ def render(hook: PreparedWebhook, message: dict[str, Any]) -> bytes:
 
 
 def headers_for(hook: PreparedWebhook, message_id: str, body: bytes) -> dict[str, str]:
-    headers = dict(hook.headers)
-    headers.update(signing.headers(hook.secrets, message_id, int(time.time()), body))
-    return headers
+    return {**hook.headers, **signing.headers(hook.secrets, message_id, int(time.time()), body)}
+
+
+def stored_headers(hook: PreparedWebhook, headers: dict[str, str]) -> dict[str, str]:
+    """``redacted(headers)`` for headers made by ``headers_for`` (and the attempt, which may
+    add Authorization), from the webhook's static part redacted once, in ``prepare``."""
+    shown = {**hook.shown}
+    for name, value in headers.items():
+        if name not in shown:
+            shown[name] = value if name.lower() in SHOWN_HEADERS else REDACTED
+    return shown
 
 
 @dataclass

@@ -170,7 +170,10 @@ class Worker:
         timeout = self.poll_interval
         if self._claimed and len(self._in_flight) < self.concurrency:
             timeout = CLAIM_PAUSE  # slots are free: look again soon, even with no wake-up
-        if not self._in_flight or len(self._in_flight) < self.concurrency:
+        # When the next delivery falls due, unless the worker looks again within
+        # CLAIM_PAUSE anyway (a read transaction, each time a delivery ends, had the main
+        # loop reading the queue while it waited for slots: measured).
+        if timeout > CLAIM_PAUSE and len(self._in_flight) < self.concurrency:
             now_ms = self.ctx.clock_ms()
             try:
                 async with self.ctx.store.read() as tx:
@@ -223,7 +226,7 @@ class Worker:
                 counter = self._attempt_counters[result.code] = metrics.attempts.labels(result.code)
             counter.inc()
             metrics.attempt_seconds.observe(result.duration_ms / 1000)
-            await self._results.put(self._result(item, result, started_at, headers, body))
+            await self._results.put(self._result(item, hook, result, started_at, headers, body))
         except Exception:
             # Our own fault (a bug): give the slot back; the lease runs out and the delivery
             # is tried again later, by this worker or another.
@@ -260,6 +263,7 @@ class Worker:
     def _result(
         self,
         item: Claimed,
+        hook: requests.PreparedWebhook,
         result: Outcome,
         started_at: str,
         headers: dict[str, str],
@@ -298,10 +302,11 @@ class Worker:
             duration_ms=result.duration_ms,
             status_code=result.status_code,
             response_body=result.response_body,
-            request_headers=requests.redacted(headers),
+            request_headers=requests.stored_headers(hook, headers),
             error=result.error,
             response_bytes=result.response_bytes,
-            payload_sha256=hashlib.sha256(body).hexdigest(),  # for the ledger (~1 us a KB)
+            # For the ledger, which has an entry for delivered results only (~1 us a KB).
+            payload_sha256=hashlib.sha256(body).hexdigest() if status == "delivered" else None,
             held=hold is not None,
             pause_until_ms=None
             if hold is None or hold.pause_s is None
