@@ -27,7 +27,9 @@ def _secret(size: int, padded: bool) -> str:
 def _body(n: int) -> bytes:
     """A body as the worker renders them: orjson, hence UTF-8, some with non-ASCII text."""
     words = ["consent", "Zoë", "日本語", "emoji 🎉", 'quote " and \\ backslash', "\t\n"]
-    parameters = {f"k{i}": RANDOM.choice(words) * RANDOM.randint(0, 40) for i in range(n % 7)}
+    parameters: dict[str, object] = {
+        f"k{i}": RANDOM.choice(words) * RANDOM.randint(0, 40) for i in range(n % 7)
+    }
     parameters["n"] = RANDOM.randint(-(2**40), 2**40)
     return orjson.dumps({"type": "event.created", "parameters": parameters})
 
