@@ -16,7 +16,7 @@ from consent_relay.schemas import EventIn, OrganizationIn, WebhookIn
 from consent_relay.services import events as event_service
 from consent_relay.services import ingest, orgs, webhooks
 from consent_relay.services import users as user_service
-from consent_relay.storage import events as stored_events
+from consent_relay.storage import write_batch
 from consent_relay.storage.records import EventRecord
 from consent_relay.storage.store import Store
 from tests.e2e.helpers import rows
@@ -156,14 +156,15 @@ async def test_a_request_the_database_refuses_fails_alone(
     """If the batch's transaction fails, each request is written again alone, so only the
     one at fault fails."""
     await setup_org(ctx, "acme")
-    real_insert = stored_events.insert_many
+    real_write = write_batch.write
 
-    async def insert_refusing_poison(tx: Any, new: Sequence[EventRecord]) -> Any:
+    async def write_refusing_poison(tx: Any, **rows: Any) -> Any:
+        new: Sequence[EventRecord] = rows["new_events"]
         if any(e.id == "poison" for e in new):
             raise RuntimeError("the database refuses this row")
-        return await real_insert(tx, new)
+        return await real_write(tx, **rows)
 
-    monkeypatch.setattr(stored_events, "insert_many", insert_refusing_poison)
+    monkeypatch.setattr(write_batch, "write", write_refusing_poison)
     requests = [event(f"u{n}", "p1", True, id=f"e{n}") for n in range(8)]
     requests[5] = event("u5", "p1", True, id="poison")
 

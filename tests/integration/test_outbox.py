@@ -17,7 +17,7 @@ import pytest
 from consent_relay.api.app import create_app
 from consent_relay.runtime import Context
 from consent_relay.settings import Settings
-from consent_relay.storage import inspect, queue
+from consent_relay.storage import inspect, queue, write_batch
 from consent_relay.storage.records import MessageRecord, NewDelivery
 from consent_relay.storage.store import Store
 from consent_relay.storage.tx import Tx
@@ -675,6 +675,16 @@ def break_enqueue(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         raise Boom("the database went away after the event insert")
 
     monkeypatch.setattr(queue, "enqueue", enqueue_then_fail)
+    # The write path's batch writes its outbox in write_batch.write (on PostgreSQL in the
+    # same statement as the event): fail right after it.
+    original_write = write_batch.write
+
+    async def write_then_fail(tx: Tx, **rows: Any) -> Any:
+        await original_write(tx, **rows)
+        calls.append(len(rows["new_deliveries"]))
+        raise Boom("the database went away after the event insert")
+
+    monkeypatch.setattr(write_batch, "write", write_then_fail)
     return calls
 
 

@@ -40,9 +40,7 @@ from consent_relay.domain.timefmt import format_ts, now_ts
 from consent_relay.runtime import Context
 from consent_relay.schemas import EventIn
 from consent_relay.services import folding, outbox
-from consent_relay.storage import events as stored_events
-from consent_relay.storage import queue
-from consent_relay.storage import users as stored_users
+from consent_relay.storage import write_batch
 from consent_relay.storage.records import (
     EventRecord,
     MessageRecord,
@@ -112,12 +110,12 @@ class _Batch:
             given = [request.data.user for request in requests]
             user_ids = sorted({u.id for u in given if u.id is not None})
             ouids = sorted({u.organization_user_id for u in given if u.organization_user_id})
-            for user in await stored_users.lock_many(self.tx, org_id, user_ids, ouids):
+            locked, taken = await write_batch.lock_and_check(
+                self.tx, org_id, user_ids, ouids, [request.event_id for request in requests]
+            )
+            for user in locked:
                 self._index(user)
                 self.stored.add((org_id, user.id))
-            taken = await stored_events.existing_ids(
-                self.tx, org_id, [request.event_id for request in requests]
-            )
             self.taken_events.update((org_id, event_id) for event_id in taken)
             if any(not request.quiet for request in requests):
                 self.hooks[org_id] = await self.tx.list_webhooks(org_id)
@@ -226,21 +224,21 @@ class _Batch:
         """Write what the batch has worked out so far."""
         pending, self.pending = self.pending, _Pending()
         new_users = sorted(pending.new_users.values(), key=lambda u: (u.organization_id, u.id))
-        if new_users:
-            inserted = await stored_users.insert_many(self.tx, new_users)
-            if len(inserted) < len(new_users):
-                raise _Retry()  # created meanwhile by another process
-            self.stored.update(inserted)
-        changed = [u for k, u in pending.changed_users.items() if k not in pending.new_users]
-        await stored_users.update_many(self.tx, changed)
-        if pending.events and len(await stored_events.insert_many(self.tx, pending.events)) < len(
-            pending.events
-        ):
-            raise _Retry()  # an event id taken meanwhile by another process
-        if pending.deliveries or pending.messages:
-            await queue.enqueue(
-                self.tx, pending.messages, pending.deliveries, self.ctx.clock_ms(), self.now
-            )
+        written = await write_batch.write(
+            self.tx,
+            new_users=new_users,
+            changed_users=[
+                u for k, u in pending.changed_users.items() if k not in pending.new_users
+            ],
+            new_events=pending.events,
+            new_messages=pending.messages,
+            new_deliveries=pending.deliveries,
+            now_ms=self.ctx.clock_ms(),
+            now=self.now,
+        )
+        if written.users < len(new_users) or written.events < len(pending.events):
+            raise _Retry()  # a user or an event id created meanwhile by another process
+        self.stored.update((u.organization_id, u.id) for u in new_users)
         self.queued += len(pending.deliveries)
         # Users written now are updated, not inserted, by a later flush of this batch.
         for key, user in pending.new_users.items():

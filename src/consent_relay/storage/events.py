@@ -11,7 +11,7 @@ from consent_relay.storage import codec, dialect
 from consent_relay.storage.records import EventRecord
 from consent_relay.storage.tx import Tx
 
-_COLUMNS = (
+COLUMNS = (
     ("organization_id", "text"),
     ("id", "text"),
     ("user_id", "text"),
@@ -43,7 +43,11 @@ async def insert_many(tx: Tx, new_events: Sequence[EventRecord]) -> set[tuple[st
     is left out, not an error)."""
     if not new_events:
         return set()
-    sql = dialect.insert_rows(tx.dialect, "events", _COLUMNS, _NEW_ONLY)
-    rows = [Tx._event_values(event) for event in new_events]
-    result = await tx.conn.execute(text(sql), {"rows": codec.dumps(rows)})
+    sql = dialect.insert_rows(tx.dialect, "events", COLUMNS, _NEW_ONLY)
+    result = await tx.conn.execute(text(sql), {"rows": rows_json(new_events)})
     return {(row.organization_id, row.id) for row in result}
+
+
+def rows_json(records: Sequence[EventRecord]) -> str:
+    """Events as the JSON array the set-based statements take (one row an object)."""
+    return codec.dumps([Tx._event_values(event) for event in records])

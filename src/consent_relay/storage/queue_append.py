@@ -27,20 +27,8 @@ async def enqueue(
 ) -> None:
     """Store messages and their deliveries, each in its (webhook, user) queue's order."""
     if new_messages:
-        rows = [
-            {
-                "id": m.id,
-                "organization_id": m.organization_id,
-                "type": m.type,
-                "regulation": m.regulation,
-                "user_id": m.user_id,
-                "parameters": codec.dumps(m.parameters),
-                "created_at": m.created_at,
-            }
-            for m in new_messages
-        ]
         await tx.conn.execute(
-            text(_INSERT_SQL["messages"][tx.dialect]), {"rows": codec.dumps(rows)}
+            text(_INSERT_SQL["messages"][tx.dialect]), {"rows": message_rows_json(new_messages)}
         )
     for item, new_id in zip(
         new,
@@ -57,6 +45,35 @@ async def enqueue(
         strict=True,
     ):
         item.id = new_id
+
+
+MESSAGE_COLUMNS = (
+    ("id", "text"),
+    ("organization_id", "text"),
+    ("type", "text"),
+    ("regulation", "text"),
+    ("user_id", "text"),
+    ("parameters", "text"),
+    ("created_at", "text"),
+)
+
+
+def message_rows_json(records: Sequence[MessageRecord]) -> str:
+    """Messages as the JSON array the set-based statements take (parameters as JSON text)."""
+    return codec.dumps(
+        [
+            {
+                "id": m.id,
+                "organization_id": m.organization_id,
+                "type": m.type,
+                "regulation": m.regulation,
+                "user_id": m.user_id,
+                "parameters": codec.dumps(m.parameters),
+                "created_at": m.created_at,
+            }
+            for m in records
+        ]
+    )
 
 
 async def append(

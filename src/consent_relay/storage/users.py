@@ -11,7 +11,7 @@ from consent_relay.storage import codec, dialect
 from consent_relay.storage.records import UserRecord
 from consent_relay.storage.tx import Tx
 
-_COLUMNS = (
+COLUMNS = (
     ("organization_id", "text"),
     ("id", "text"),
     ("identity_organization_user_id", "text"),
@@ -56,9 +56,9 @@ async def insert_many(tx: Tx, new_users: Sequence[UserRecord]) -> set[tuple[str,
     if not new_users:
         return set()
     sql = dialect.insert_rows(
-        tx.dialect, "users", _COLUMNS, "ON CONFLICT DO NOTHING RETURNING organization_id, id"
+        tx.dialect, "users", COLUMNS, "ON CONFLICT DO NOTHING RETURNING organization_id, id"
     )
-    rows = await tx.conn.execute(text(sql), {"rows": _rows(new_users)})
+    rows = await tx.conn.execute(text(sql), {"rows": rows_json(new_users)})
     return {(row.organization_id, row.id) for row in rows}
 
 
@@ -66,20 +66,21 @@ async def update_many(tx: Tx, changed: Sequence[UserRecord]) -> None:
     """Write the new state of existing users."""
     if not changed:
         return
-    sets = ", ".join(f"{name} = v.{name}" for name, _ in _COLUMNS[2:])
+    sets = ", ".join(f"{name} = v.{name}" for name, _ in COLUMNS[2:])
     sql = f"""
         UPDATE users SET {sets}
-        FROM {dialect.rows_source(tx.dialect, _COLUMNS)}
+        FROM {dialect.rows_source(tx.dialect, COLUMNS)}
         WHERE users.organization_id = v.organization_id AND users.id = v.id
     """
-    await tx.conn.execute(text(sql), {"rows": _rows(changed)})
+    await tx.conn.execute(text(sql), {"rows": rows_json(changed)})
 
 
-def _rows(records: Sequence[UserRecord]) -> str:
+def rows_json(records: Sequence[UserRecord]) -> str:
+    """Users as the JSON array the set-based statements take (one row an object)."""
     return codec.dumps([_values(user) for user in records])
 
 
 def _values(user: UserRecord) -> dict[str, object]:
     # Nested JSON travels as text inside the JSON array: the columns hold JSON text.
     values = Tx._user_values(user)
-    return {name: values[name] for name, _ in _COLUMNS}
+    return {name: values[name] for name, _ in COLUMNS}

@@ -1,0 +1,233 @@
+"""The write path's batch (services/ingest.py) in two statements on PostgreSQL.
+
+A batch reads, then writes. On PostgreSQL each half is one statement sent to asyncpg
+directly (``storage.driver``), inside the batch's transaction:
+
+    read    the users the batch names, locked in id order, and which of its event ids are
+            taken: one SELECT (a LEFT JOIN from the one-row list of taken ids, so that it
+            answers even when no user exists yet)
+    write   new users, changed users, events, messages, the queues' sequence numbers, the
+            deliveries and the workers' wake-up: one statement of data-modifying CTEs
+
+The write computes each delivery's place in its (webhook, user) queue in SQL from what the
+queue upsert returns (its last sequence number and pending count after the batch): the
+``k``-th new delivery of a queue that got ``n`` gets ``last_seq - n + 1 + k``, and only the
+first one of a queue that was empty (``pending = n``) is due at once. That is the same rule
+as ``queue_append.append`` (one upsert, then the rows), with its round trips folded into one.
+
+Before, the same batch took eight statements through SQLAlchemy (``users.lock_many``,
+``events.existing_ids``, ``users.insert_many``, ``users.update_many``, ``events.insert_many``
+and ``queue_append.enqueue``'s three); those stay the SQLite path, where a statement is a call
+into the library on aiosqlite's thread and costs little next to that hop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from sqlalchemy import Row
+
+from consent_relay import ids
+from consent_relay.storage import codec, driver, flow, queue_append
+from consent_relay.storage import events as stored_events
+from consent_relay.storage import users as stored_users
+from consent_relay.storage.dialect import Columns
+from consent_relay.storage.records import EventRecord, MessageRecord, NewDelivery, UserRecord
+from consent_relay.storage.tx import Tx
+
+
+@dataclass
+class Written:
+    """What the write inserted, to tell a lost race (another process first) from success."""
+
+    users: int
+    events: int
+
+
+async def lock_and_check(
+    tx: Tx, org_id: str, user_ids: Sequence[str], ouids: Sequence[str], event_ids: Sequence[str]
+) -> tuple[list[UserRecord], set[str]]:
+    """The organization's users named by id or organization_user_id, locked for the rest of
+    the transaction (in id order), and which of ``event_ids`` it already has."""
+    conn = await driver.postgres(tx)
+    if conn is None:
+        locked = await stored_users.lock_many(tx, org_id, user_ids, ouids)
+        return locked, await stored_events.existing_ids(tx, org_id, event_ids)
+    rows = await conn.fetch(_READ_SQL, org_id, list(user_ids), list(ouids), list(event_ids))
+    taken = set(rows[0]["taken"])
+    users = [Tx._user(cast("Row[Any]", _Row(row))) for row in rows if row["id"] is not None]
+    return users, taken
+
+
+async def write(
+    tx: Tx,
+    *,
+    new_users: Sequence[UserRecord],
+    changed_users: Sequence[UserRecord],
+    new_events: Sequence[EventRecord],
+    new_messages: Sequence[MessageRecord],
+    new_deliveries: Sequence[NewDelivery],
+    now_ms: int,
+    now: str,
+) -> Written:
+    """Write what a batch worked out; deliveries get their ids."""
+    conn = await driver.postgres(tx)
+    if conn is None:
+        inserted_users = await stored_users.insert_many(tx, new_users)
+        if len(inserted_users) < len(new_users):
+            return Written(len(inserted_users), 0)  # the caller runs the batch again
+        await stored_users.update_many(tx, changed_users)
+        inserted_events = await stored_events.insert_many(tx, new_events)
+        if new_messages or new_deliveries:
+            await queue_append.enqueue(tx, new_messages, new_deliveries, now_ms, now)
+        return Written(len(inserted_users), len(inserted_events))
+    queues, delivery_rows = _place(new_deliveries)
+    row = await conn.fetchrow(
+        _WRITE_SQL,
+        stored_users.rows_json(new_users),
+        stored_users.rows_json(changed_users),
+        stored_events.rows_json(new_events),
+        queue_append.message_rows_json(new_messages),
+        codec.dumps(queues),
+        codec.dumps(delivery_rows),
+        now_ms,
+        now,
+    )
+    assert row is not None
+    return Written(int(row["users"]), int(row["events"]))
+
+
+def _place(new: Sequence[NewDelivery]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Each delivery's queue, its rank ``k`` among the batch's deliveries of that queue and
+    the queue's count ``n``; queues sorted (one lock order for every writer) and rows in that
+    order (``o``), ids made in the batch's order: as ``queue_append.append`` does."""
+    by_queue: dict[tuple[str, str], list[NewDelivery]] = {}
+    for item in new:
+        item.id = ids.new_id("dlv")
+        by_queue.setdefault((item.webhook_id, item.message.user_id), []).append(item)
+    queues: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
+    for (webhook_id, user_id), items in sorted(by_queue.items()):
+        queues.append({"w": webhook_id, "u": user_id, "n": len(items)})
+        for k, item in enumerate(items):
+            message = item.message
+            rows.append(
+                {
+                    "id": item.id,
+                    "organization_id": message.organization_id,
+                    "webhook_id": webhook_id,
+                    "message_id": message.id,
+                    "user_id": user_id,
+                    "k": k,
+                    "n": len(items),
+                    "o": len(rows),
+                    "subject": flow.subject_of(message.type, message.parameters),
+                }
+            )
+    return queues, rows
+
+
+class _Row:
+    """An asyncpg record read by attribute, as ``Tx._user`` reads SQLAlchemy's rows."""
+
+    __slots__ = ("_record",)
+
+    def __init__(self, record: Any) -> None:
+        self._record = record
+
+    def __getattr__(self, name: str) -> Any:
+        return self._record[name]
+
+
+def _source(param: int, columns: Columns) -> str:
+    spec = ", ".join(f"{name} {kind}" for name, kind in columns)
+    return f"jsonb_to_recordset(${param}::jsonb) AS v({spec})"
+
+
+def _names(columns: Columns) -> str:
+    return ", ".join(name for name, _ in columns)
+
+
+_READ_SQL = """
+    WITH locked AS (
+        SELECT * FROM users
+        WHERE organization_id = $1
+          AND (id = ANY($2::text[]) OR organization_user_id = ANY($3::text[]))
+        ORDER BY id
+        FOR UPDATE
+    )
+    SELECT t.taken, locked.*
+    FROM (
+        SELECT ARRAY(
+            SELECT id FROM events WHERE organization_id = $1 AND id = ANY($4::text[])
+        ) AS taken
+    ) AS t
+    LEFT JOIN locked ON true
+"""
+
+_USERS = stored_users.COLUMNS
+_EVENTS = stored_events.COLUMNS
+_MESSAGES = queue_append.MESSAGE_COLUMNS
+_DELIVERIES: Columns = (
+    ("id", "text"),
+    ("organization_id", "text"),
+    ("webhook_id", "text"),
+    ("message_id", "text"),
+    ("user_id", "text"),
+    ("k", "bigint"),
+    ("n", "bigint"),
+    ("o", "bigint"),
+    ("subject", "text"),
+)
+_USER_SETS = ", ".join(f"{name} = v.{name}" for name, _ in _USERS[2:])
+
+_WRITE_SQL = f"""
+    WITH new_users AS (
+        INSERT INTO users ({_names(_USERS)})
+        SELECT {_names(_USERS)} FROM {_source(1, _USERS)}
+        ON CONFLICT DO NOTHING
+        RETURNING 1
+    ), changed_users AS (
+        UPDATE users SET {_USER_SETS}
+        FROM {_source(2, _USERS)}
+        WHERE users.organization_id = v.organization_id AND users.id = v.id
+        RETURNING 1
+    ), new_events AS (
+        INSERT INTO events ({_names(_EVENTS)})
+        SELECT {_names(_EVENTS)} FROM {_source(3, _EVENTS)}
+        ON CONFLICT DO NOTHING
+        RETURNING 1
+    ), new_messages AS (
+        INSERT INTO messages ({_names(_MESSAGES)})
+        SELECT {_names(_MESSAGES)} FROM {_source(4, _MESSAGES)}
+        RETURNING 1
+    ), queues AS (
+        INSERT INTO delivery_queues (webhook_id, user_id, last_seq, pending)
+        SELECT w, u, n, n FROM {_source(5, (("w", "text"), ("u", "text"), ("n", "bigint")))}
+        ON CONFLICT (webhook_id, user_id) DO UPDATE
+        SET last_seq = delivery_queues.last_seq + excluded.last_seq,
+            pending = delivery_queues.pending + excluded.pending
+        RETURNING webhook_id, user_id, last_seq, pending
+    ), new_deliveries AS (
+        INSERT INTO deliveries (id, organization_id, webhook_id, message_id, user_id, seq,
+                                status, attempt_count, due_ms, subject, created_at, updated_at)
+        SELECT v.id, v.organization_id, v.webhook_id, v.message_id, v.user_id,
+               q.last_seq - v.n + 1 + v.k, 'pending', 0,
+               CASE WHEN q.pending = v.n AND v.k = 0 THEN $7::bigint END,
+               v.subject, $8, $8
+        FROM {_source(6, _DELIVERIES)}
+        JOIN queues AS q ON q.webhook_id = v.webhook_id AND q.user_id = v.user_id
+        ORDER BY v.o
+        RETURNING 1
+    ), wake AS (
+        SELECT pg_notify('consent_relay_deliveries', '')
+        WHERE EXISTS (SELECT 1 FROM new_deliveries)
+    )
+    SELECT (SELECT count(*) FROM new_users) AS users,
+           (SELECT count(*) FROM new_events) AS events,
+           (SELECT count(*) FROM changed_users) AS changed,
+           (SELECT count(*) FROM new_messages) AS messages,
+           (SELECT count(*) FROM wake) AS woken
+"""
