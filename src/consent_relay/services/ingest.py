@@ -39,7 +39,7 @@ from consent_relay.domain.rules import Change, ChangeKind
 from consent_relay.domain.timefmt import format_ts, now_ts
 from consent_relay.runtime import Context
 from consent_relay.schemas import EventIn
-from consent_relay.services import folding, outbox
+from consent_relay.services import folding, outbox, webhook_cache
 from consent_relay.storage import write_batch
 from consent_relay.storage.records import (
     EventRecord,
@@ -118,7 +118,7 @@ class _Batch:
                 self.stored.add((org_id, user.id))
             self.taken_events.update((org_id, event_id) for event_id in taken)
             if any(not request.quiet for request in requests):
-                self.hooks[org_id] = await self.tx.list_webhooks(org_id)
+                self.hooks[org_id] = await webhook_cache.webhooks_for(self.tx, org_id)
 
     def _index(self, user: UserRecord) -> None:
         self.by_id[(user.organization_id, user.id)] = user

@@ -38,3 +38,15 @@ async def postgres(tx: Tx) -> asyncpg.Connection[Any] | None:
                 await adapted._start_transaction()
         tx.driver = raw.driver_connection
     return tx.driver
+
+
+class Record:
+    """An asyncpg record read by attribute, as the ``Tx`` mappers read SQLAlchemy's rows."""
+
+    __slots__ = ("_record",)
+
+    def __init__(self, record: Any) -> None:
+        self._record = record
+
+    def __getattr__(self, name: str) -> Any:
+        return self._record[name]

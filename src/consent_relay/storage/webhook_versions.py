@@ -67,7 +67,7 @@ async def read(tx: Tx, org_id: str, known: int | None) -> Stamped:
     rows: list[Any]
     if conn is not None:
         records = await conn.fetch(_READ.format(known="$2", org="$1"), org_id, known_stamp)
-        rows = [_Row(record) for record in records]
+        rows = [driver.Record(record) for record in records]
     else:
         result = await tx.conn.execute(
             text(_READ.format(known=":known", org=":org")), {"org": org_id, "known": known_stamp}
@@ -79,15 +79,3 @@ async def read(tx: Tx, org_id: str, known: int | None) -> Stamped:
     if stamp == known:
         return Stamped(stamp, None)
     return Stamped(stamp, [tx._webhook(row) for row in rows if row.pk is not None])
-
-
-class _Row:
-    """An asyncpg record read by attribute, as ``Tx._webhook`` reads SQLAlchemy's rows."""
-
-    __slots__ = ("_record",)
-
-    def __init__(self, record: Any) -> None:
-        self._record = record
-
-    def __getattr__(self, name: str) -> Any:
-        return self._record[name]

@@ -57,7 +57,8 @@ async def lock_and_check(
         return locked, await stored_events.existing_ids(tx, org_id, event_ids)
     rows = await conn.fetch(_READ_SQL, org_id, list(user_ids), list(ouids), list(event_ids))
     taken = set(rows[0]["taken"])
-    users = [Tx._user(cast("Row[Any]", _Row(row))) for row in rows if row["id"] is not None]
+    found = [driver.Record(row) for row in rows if row["id"] is not None]
+    users = [Tx._user(cast("Row[Any]", row)) for row in found]
     return users, taken
 
 
@@ -127,18 +128,6 @@ def _place(new: Sequence[NewDelivery]) -> tuple[list[dict[str, Any]], list[dict[
                 }
             )
     return queues, rows
-
-
-class _Row:
-    """An asyncpg record read by attribute, as ``Tx._user`` reads SQLAlchemy's rows."""
-
-    __slots__ = ("_record",)
-
-    def __init__(self, record: Any) -> None:
-        self._record = record
-
-    def __getattr__(self, name: str) -> Any:
-        return self._record[name]
 
 
 def _source(param: int, columns: Columns) -> str:
