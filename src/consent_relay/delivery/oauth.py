@@ -25,6 +25,7 @@ from consent_relay.security import targets
 
 DEFAULT_EXPIRES_IN = 3600.0
 MAX_REFRESH_MARGIN = 60.0
+NO_USER_AGENT = ("User-Agent",)  # token requests send none (as before: see sender)
 
 
 class TokenError(Exception):
@@ -184,6 +185,7 @@ class TokenSource:
             self.credentials.token_url,
             data=form,
             headers=headers,
+            skip_auto_headers=NO_USER_AGENT,  # (sender.make_session: aiohttp's is not sent)
             allow_redirects=False,
             proxy=self.proxy,
         ) as response:
