@@ -117,9 +117,7 @@ class Worker:
         # At most ``concurrency`` requests in flight, and at most twice that many leases held
         # (in flight, or sent and waiting for the recorder's commit): claiming goes on while
         # the previous results are written, and a crash loses at most 2 x concurrency leases.
-        in_flight, held = len(self._in_flight), len(self._claimed)
-        free = min(self.concurrency - in_flight, 2 * self.concurrency - held)
-        threshold = max(1, min(self.batch_size, self.concurrency // 4))
+        free, threshold, held = self._room()
         recently = time.monotonic() - self._last_claim < CLAIM_PAUSE
         if free <= 0 or (free < threshold and held and recently):
             # Batch claims while slots free up; but never wait long with slots free, or
@@ -165,6 +163,20 @@ class Worker:
             async with self.ctx.store.write() as tx:
                 await queue.release(tx, unsendable, now_ms)
         return len(claimed) == want
+
+    def _room(self) -> tuple[int, int, int]:
+        """(free slots, the least worth a claim, leases held)."""
+        in_flight, held = len(self._in_flight), len(self._claimed)
+        free = min(self.concurrency - in_flight, 2 * self.concurrency - held)
+        return free, max(1, min(self.batch_size, self.concurrency // 4)), held
+
+    def _wake_if_room(self) -> None:
+        """Wake the claiming loop when a claim would go ahead; not for every slot that frees
+        up (each wake-up cost a look and a sleep's two tasks: measured): it looks again
+        within CLAIM_PAUSE anyway while slots are free."""
+        free, threshold, held = self._room()
+        if free >= threshold or not held:
+            self._wake.set()
 
     async def _sleep(self, stop: asyncio.Event) -> None:
         timeout = self.poll_interval
@@ -237,7 +249,7 @@ class Worker:
             self._per_webhook[item.webhook_id] -= 1
             if self._per_webhook[item.webhook_id] <= 0:
                 del self._per_webhook[item.webhook_id]
-            self._wake.set()
+            self._wake_if_room()
 
     def _tokens_for(self, hook: requests.PreparedWebhook) -> oauth.TokenSource | None:
         """The webhook's token source, kept while its OAuth settings stay the same."""
@@ -361,6 +373,7 @@ class Worker:
                 break
         for result in batch:
             self._claimed.pop(result.claimed.pk, None)
+        self._wake_if_room()  # leases given back: room to claim, perhaps
         if recorded.lost:
             log.info("%d results dropped: their leases had moved on", len(recorded.lost))
         finished = Counter(r.status for r in recorded.kept if r.status != "pending")
