@@ -4,6 +4,8 @@ asyncpg adapter; these tests fail if a release changes what it relies on."""
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 
 from consent_relay import errors
@@ -72,3 +74,30 @@ async def test_a_raw_unique_violation_is_a_conflict(ctx: Context) -> None:
     await _insert(ctx, "raw4", sqlalchemy_first=False, fail=False)
     with pytest.raises(errors.Conflict):
         await _insert(ctx, "raw4", sqlalchemy_first=False, fail=False)
+
+
+def _sqlite_insert(db: sqlite3.Connection, name: str) -> None:
+    db.execute(
+        "INSERT INTO organizations (id, name, created_at) VALUES (:id, :id, 'x')", {"id": name}
+    )
+
+
+async def _sqlite_insert_then(ctx: Context, name: str, *, fail: bool) -> None:
+    async with ctx.store.write() as tx:
+        await driver.on_sqlite(tx, lambda db: _sqlite_insert(db, name))
+        assert await tx.get_organization(name) is not None  # SQLAlchemy sees the raw write
+        if fail:
+            raise Boom
+
+
+async def test_sqlite_work_in_one_hop_belongs_to_the_transaction(ctx: Context) -> None:
+    """driver.on_sqlite runs plain sqlite3 calls on aiosqlite's thread, inside the
+    transaction SQLAlchemy began (BEGIN IMMEDIATE): rolled back or committed with it."""
+    if not ctx.store.is_sqlite:
+        return
+    with pytest.raises(Boom):
+        await _sqlite_insert_then(ctx, "hop1", fail=True)
+    await _sqlite_insert_then(ctx, "hop2", fail=False)
+    async with ctx.store.read() as tx:
+        assert await tx.get_organization("hop1") is None
+        assert await tx.get_organization("hop2") is not None

@@ -12,15 +12,21 @@ commit and rollback still end it). This reaches into the adapter's private state
 contract test ``tests/integration/test_driver.py`` fails if a SQLAlchemy release changes it
 (a raw write rolled back with the transaction, a raw read seeing the transaction's writes).
 
-SQLite has no such path: aiosqlite runs sqlite3 on its own thread, and the statements cost
-little next to that hop.
+On SQLite, aiosqlite runs each statement on its connection's own thread: a hop there and
+back a statement (two with the cursor), with the GIL handed over each way. ``on_sqlite`` runs
+a whole function of plain ``sqlite3`` calls in one hop instead, on the same connection and so
+inside the same transaction (``BEGIN IMMEDIATE`` was sent when the transaction began;
+``tests/integration/test_driver.py`` checks it).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
+    import sqlite3
+
     import asyncpg
 
     from consent_relay.storage.tx import Tx
@@ -38,6 +44,19 @@ async def postgres(tx: Tx) -> asyncpg.Connection[Any] | None:
                 await adapted._start_transaction()
         tx.driver = raw.driver_connection
     return tx.driver
+
+
+T = TypeVar("T")
+
+
+async def on_sqlite(tx: Tx, work: Callable[[sqlite3.Connection], T]) -> T:
+    """Run ``work`` with the transaction's sqlite3 connection, on aiosqlite's thread, in one
+    hop. SQLite only."""
+    assert tx.dialect == "sqlite"
+    raw = await tx.conn.get_raw_connection()
+    connection: Any = raw.dbapi_connection._connection  # type: ignore[union-attr]  # aiosqlite's
+    result: T = await connection._execute(lambda: work(connection._conn))
+    return result
 
 
 class Record:

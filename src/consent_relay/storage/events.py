@@ -30,11 +30,9 @@ async def existing_ids(tx: Tx, org_id: str, event_ids: Sequence[str]) -> set[str
     """Which of these event ids the organization already has."""
     if not event_ids:
         return set()
-    sql = f"""
-        SELECT id FROM events
-        WHERE organization_id = :org AND id IN ({dialect.strings(tx.dialect, "ids")})
-    """
-    rows = await tx.conn.execute(text(sql), {"org": org_id, "ids": codec.dumps(list(event_ids))})
+    rows = await tx.conn.execute(
+        text(EXISTING_SQL[tx.dialect]), {"org": org_id, "ids": codec.dumps(list(event_ids))}
+    )
     return {row.id for row in rows}
 
 
@@ -43,11 +41,22 @@ async def insert_many(tx: Tx, new_events: Sequence[EventRecord]) -> set[tuple[st
     is left out, not an error)."""
     if not new_events:
         return set()
-    sql = dialect.insert_rows(tx.dialect, "events", COLUMNS, _NEW_ONLY)
-    result = await tx.conn.execute(text(sql), {"rows": rows_json(new_events)})
+    result = await tx.conn.execute(text(INSERT_SQL[tx.dialect]), {"rows": rows_json(new_events)})
     return {(row.organization_id, row.id) for row in result}
 
 
 def rows_json(records: Sequence[EventRecord]) -> str:
     """Events as the JSON array the set-based statements take (one row an object)."""
     return codec.dumps([Tx._event_values(event) for event in records])
+
+
+# Statement texts per dialect (named parameters, for SQLAlchemy's text() and sqlite3 alike).
+DIALECTS = ("postgresql", "sqlite")
+EXISTING_SQL = {
+    name: f"""
+        SELECT id FROM events
+        WHERE organization_id = :org AND id IN ({dialect.strings(name, "ids")})
+    """
+    for name in DIALECTS
+}
+INSERT_SQL = {name: dialect.insert_rows(name, "events", COLUMNS, _NEW_ONLY) for name in DIALECTS}

@@ -28,7 +28,7 @@ async def enqueue(
     """Store messages and their deliveries, each in its (webhook, user) queue's order."""
     if new_messages:
         await tx.conn.execute(
-            text(_INSERT_SQL["messages"][tx.dialect]), {"rows": message_rows_json(new_messages)}
+            text(INSERT_SQL["messages"][tx.dialect]), {"rows": message_rows_json(new_messages)}
         )
     for item, new_id in zip(
         new,
@@ -126,7 +126,7 @@ async def append(
                     "updated_at": now,
                 }
             )
-    await tx.conn.execute(text(_INSERT_SQL["deliveries"][tx.dialect]), {"rows": codec.dumps(rows)})
+    await tx.conn.execute(text(INSERT_SQL["deliveries"][tx.dialect]), {"rows": codec.dumps(rows)})
     await notify_workers(tx)
     return new_ids
 
@@ -136,7 +136,7 @@ async def _reserve(
 ) -> dict[tuple[str, str], tuple[int, int]]:
     """Hand each queue its block of sequence numbers: (last_seq, pending) after it."""
     rows = [{"w": w, "u": u, "n": len(p)} for (w, u), p in queues]
-    result = await tx.conn.execute(text(_RESERVE_SQL[tx.dialect]), {"rows": codec.dumps(rows)})
+    result = await tx.conn.execute(text(RESERVE_SQL[tx.dialect]), {"rows": codec.dumps(rows)})
     return {(r.webhook_id, r.user_id): (r.last_seq, r.pending) for r in result}
 
 
@@ -171,8 +171,8 @@ _APPENDED_COLUMNS = {
                    "status", "attempt_count", "due_ms", "subject", "created_at",
                    "updated_at"},
 }  # fmt: skip
-_RESERVE_SQL = {name: _reserve_sql(name) for name in ("postgresql", "sqlite")}
-_INSERT_SQL = {
+RESERVE_SQL = {name: _reserve_sql(name) for name in ("postgresql", "sqlite")}
+INSERT_SQL = {
     table.name: {name: _insert_sql(table, name) for name in ("postgresql", "sqlite")}
     for table in (messages, deliveries)
 }

@@ -36,15 +36,8 @@ async def lock_many(
     of the transaction (in id order, the same for every writer)."""
     if not user_ids and not ouids:
         return []
-    sql = f"""
-        SELECT * FROM users
-        WHERE organization_id = :org
-          AND (id IN ({dialect.strings(tx.dialect, "ids")})
-               OR organization_user_id IN ({dialect.strings(tx.dialect, "ouids")}))
-        ORDER BY id{dialect.for_update(tx.dialect)}
-    """
     rows = await tx.conn.execute(
-        text(sql),
+        text(LOCK_SQL[tx.dialect]),
         {"org": org_id, "ids": codec.dumps(list(user_ids)), "ouids": codec.dumps(list(ouids))},
     )
     return [Tx._user(row) for row in rows]
@@ -55,10 +48,7 @@ async def insert_many(tx: Tx, new_users: Sequence[UserRecord]) -> set[tuple[str,
     organization_user_id was taken meanwhile is left out, not an error)."""
     if not new_users:
         return set()
-    sql = dialect.insert_rows(
-        tx.dialect, "users", COLUMNS, "ON CONFLICT DO NOTHING RETURNING organization_id, id"
-    )
-    rows = await tx.conn.execute(text(sql), {"rows": rows_json(new_users)})
+    rows = await tx.conn.execute(text(INSERT_SQL[tx.dialect]), {"rows": rows_json(new_users)})
     return {(row.organization_id, row.id) for row in rows}
 
 
@@ -66,13 +56,7 @@ async def update_many(tx: Tx, changed: Sequence[UserRecord]) -> None:
     """Write the new state of existing users."""
     if not changed:
         return
-    sets = ", ".join(f"{name} = v.{name}" for name, _ in COLUMNS[2:])
-    sql = f"""
-        UPDATE users SET {sets}
-        FROM {dialect.rows_source(tx.dialect, COLUMNS)}
-        WHERE users.organization_id = v.organization_id AND users.id = v.id
-    """
-    await tx.conn.execute(text(sql), {"rows": rows_json(changed)})
+    await tx.conn.execute(text(UPDATE_SQL[tx.dialect]), {"rows": rows_json(changed)})
 
 
 def rows_json(records: Sequence[UserRecord]) -> str:
@@ -84,3 +68,35 @@ def _values(user: UserRecord) -> dict[str, object]:
     # Nested JSON travels as text inside the JSON array: the columns hold JSON text.
     values = Tx._user_values(user)
     return {name: values[name] for name, _ in COLUMNS}
+
+
+def _lock_sql(name: str) -> str:
+    return f"""
+        SELECT * FROM users
+        WHERE organization_id = :org
+          AND (id IN ({dialect.strings(name, "ids")})
+               OR organization_user_id IN ({dialect.strings(name, "ouids")}))
+        ORDER BY id{dialect.for_update(name)}
+    """
+
+
+def _update_sql(name: str) -> str:
+    sets = ", ".join(f"{column} = v.{column}" for column, _ in COLUMNS[2:])
+    return f"""
+        UPDATE users SET {sets}
+        FROM {dialect.rows_source(name, COLUMNS)}
+        WHERE users.organization_id = v.organization_id AND users.id = v.id
+    """
+
+
+# Statement texts per dialect (named parameters: SQLAlchemy's text() and sqlite3 both take
+# them): lock_many, insert_many (new users' (organization_id, id) returned), update_many.
+DIALECTS = ("postgresql", "sqlite")
+LOCK_SQL = {name: _lock_sql(name) for name in DIALECTS}
+INSERT_SQL = {
+    name: dialect.insert_rows(
+        name, "users", COLUMNS, "ON CONFLICT DO NOTHING RETURNING organization_id, id"
+    )
+    for name in DIALECTS
+}
+UPDATE_SQL = {name: _update_sql(name) for name in DIALECTS}

@@ -17,12 +17,14 @@ as ``queue_append.append`` (one upsert, then the rows), with its round trips fol
 
 Before, the same batch took eight statements through SQLAlchemy (``users.lock_many``,
 ``events.existing_ids``, ``users.insert_many``, ``users.update_many``, ``events.insert_many``
-and ``queue_append.enqueue``'s three); those stay the SQLite path, where a statement is a call
-into the library on aiosqlite's thread and costs little next to that hop.
+and ``queue_append.enqueue``'s three). On SQLite it still runs those statements, the same
+texts, but as plain ``sqlite3`` calls in one hop to aiosqlite's thread for the read and one
+for the write (``driver.on_sqlite``), instead of a hop or two a statement.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -53,8 +55,9 @@ async def lock_and_check(
     the transaction (in id order), and which of ``event_ids`` it already has."""
     conn = await driver.postgres(tx)
     if conn is None:
-        locked = await stored_users.lock_many(tx, org_id, user_ids, ouids)
-        return locked, await stored_events.existing_ids(tx, org_id, event_ids)
+        return await driver.on_sqlite(
+            tx, lambda db: _read_sqlite(db, org_id, user_ids, ouids, event_ids)
+        )
     rows = await conn.fetch(_READ_SQL, org_id, list(user_ids), list(ouids), list(event_ids))
     taken = set(rows[0]["taken"])
     found = [driver.Record(row) for row in rows if row["id"] is not None]
@@ -75,16 +78,27 @@ async def write(
 ) -> Written:
     """Write what a batch worked out; deliveries get their ids."""
     conn = await driver.postgres(tx)
-    if conn is None:
-        inserted_users = await stored_users.insert_many(tx, new_users)
-        if len(inserted_users) < len(new_users):
-            return Written(len(inserted_users), 0)  # the caller runs the batch again
-        await stored_users.update_many(tx, changed_users)
-        inserted_events = await stored_events.insert_many(tx, new_events)
-        if new_messages or new_deliveries:
-            await queue_append.enqueue(tx, new_messages, new_deliveries, now_ms, now)
-        return Written(len(inserted_users), len(inserted_events))
     queues, delivery_rows = _place(new_deliveries)
+    if conn is None:
+        users_json = stored_users.rows_json(new_users) if new_users else None
+        changed_json = stored_users.rows_json(changed_users) if changed_users else None
+        events_json = stored_events.rows_json(new_events) if new_events else None
+        messages_json = queue_append.message_rows_json(new_messages) if new_messages else None
+        return await driver.on_sqlite(
+            tx,
+            lambda db: _write_sqlite(
+                db,
+                users_json,
+                len(new_users),
+                changed_json,
+                events_json,
+                messages_json,
+                queues,
+                delivery_rows,
+                now_ms,
+                now,
+            ),
+        )
     row = await conn.fetchrow(
         _WRITE_SQL,
         stored_users.rows_json(new_users),
@@ -128,6 +142,90 @@ def _place(new: Sequence[NewDelivery]) -> tuple[list[dict[str, Any]], list[dict[
                 }
             )
     return queues, rows
+
+
+# -- SQLite: the same statements as the SQLAlchemy path, run together in one hop -------------
+
+
+def _read_sqlite(
+    db: sqlite3.Connection,
+    org_id: str,
+    user_ids: Sequence[str],
+    ouids: Sequence[str],
+    event_ids: Sequence[str],
+) -> tuple[list[UserRecord], set[str]]:
+    users: list[UserRecord] = []
+    if user_ids or ouids:
+        cursor = db.execute(
+            stored_users.LOCK_SQL["sqlite"],
+            {"org": org_id, "ids": codec.dumps(list(user_ids)), "ouids": codec.dumps(list(ouids))},
+        )
+        names = [column[0] for column in cursor.description]
+        found = [driver.Record(dict(zip(names, row, strict=True))) for row in cursor]
+        users = [Tx._user(cast("Row[Any]", row)) for row in found]
+    taken: set[str] = set()
+    if event_ids:
+        params = {"org": org_id, "ids": codec.dumps(list(event_ids))}
+        taken = {row[0] for row in db.execute(stored_events.EXISTING_SQL["sqlite"], params)}
+    return users, taken
+
+
+def _write_sqlite(
+    db: sqlite3.Connection,
+    users_json: str | None,
+    user_count: int,
+    changed_json: str | None,
+    events_json: str | None,
+    messages_json: str | None,
+    queues: list[dict[str, Any]],
+    delivery_rows: list[dict[str, Any]],
+    now_ms: int,
+    now: str,
+) -> Written:
+    inserted_users = 0
+    if users_json is not None:
+        inserted_users = len(
+            db.execute(stored_users.INSERT_SQL["sqlite"], {"rows": users_json}).fetchall()
+        )
+        if inserted_users < user_count:
+            return Written(inserted_users, 0)  # the caller runs the batch again
+    if changed_json is not None:
+        db.execute(stored_users.UPDATE_SQL["sqlite"], {"rows": changed_json})
+    inserted_events = 0
+    if events_json is not None:
+        inserted_events = len(
+            db.execute(stored_events.INSERT_SQL["sqlite"], {"rows": events_json}).fetchall()
+        )
+    if messages_json is not None:
+        db.execute(queue_append.INSERT_SQL["messages"]["sqlite"], {"rows": messages_json})
+    if queues:
+        reserved = db.execute(queue_append.RESERVE_SQL["sqlite"], {"rows": codec.dumps(queues)})
+        counters = {(w, u): (last_seq, pending) for w, u, last_seq, pending in reserved}
+        rows = []
+        for row in delivery_rows:
+            last_seq, pending = counters[(row["webhook_id"], row["user_id"])]
+            n, k = row["n"], row["k"]
+            rows.append(
+                {
+                    "id": row["id"],
+                    "organization_id": row["organization_id"],
+                    "webhook_id": row["webhook_id"],
+                    "message_id": row["message_id"],
+                    "user_id": row["user_id"],
+                    "seq": last_seq - n + 1 + k,
+                    "status": "pending",
+                    "attempt_count": 0,
+                    "due_ms": now_ms if pending == n and k == 0 else None,
+                    "subject": row["subject"],
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+        db.execute(queue_append.INSERT_SQL["deliveries"]["sqlite"], {"rows": codec.dumps(rows)})
+    return Written(inserted_users, inserted_events)
+
+
+# -- PostgreSQL: two statements ------------------------------------------------------------
 
 
 def _source(param: int, columns: Columns) -> str:
