@@ -32,18 +32,17 @@ from typing import Any
 import aiohttp
 
 from consent_relay import errors, ids, metrics
-from consent_relay.delivery import attempt, flow, oauth, requests, retry, sender
+from consent_relay.delivery import attempt, flow, oauth, replays, requests, retry, sender
 from consent_relay.delivery.outcome import Outcome
 from consent_relay.domain.timefmt import from_ms, now_ts
 from consent_relay.runtime import Context
 from consent_relay.security import targets
-from consent_relay.storage import batches, queue, ratelimit, recovery
+from consent_relay.storage import batches, queue, ratelimit
 from consent_relay.storage.queue import Claimed, Message, Result
 
 log = logging.getLogger("consent_relay.worker")
 Job = tuple[Claimed, requests.PreparedWebhook, Message]
 CLAIM_PAUSE = 0.05  # the longest a worker with free slots waits before claiming again
-RECOVERY_CHECK = 1.0  # seconds between two looks for a delivering webhook's dead letters
 
 
 class Worker:
@@ -80,10 +79,7 @@ class Worker:
         self._session: aiohttp.ClientSession
         self.sent = 0  # attempts made, for tests and metrics
         self._attempt_counters: dict[str, Any] = {}  # metrics.attempts children, by code
-        self._recovery_checked: dict[str, float] = {}  # webhook -> last look (monotonic)
-        self._recovery_todo: set[str] = set()
-        self._recovery_later: set[str] = set()  # looked at less than RECOVERY_CHECK s ago
-        self._recovery_task: asyncio.Task[None] | None = None
+        self._replays = replays.AutoReplay(ctx, self._wake)  # dead letters, once delivering
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -381,60 +377,7 @@ class Worker:
             metrics.finished.labels(status).inc(count)
         if finished:
             self._wake.set()  # the next deliveries of those queues are due now
-            self._note_recovery(recorded.kept)
-
-    # -- recovery: dead letters go out again once their receiver delivers -------------------
-
-    def _note_recovery(self, kept: list[Result]) -> None:
-        """Webhooks that delivered something are looked at (at most every
-        ``RECOVERY_CHECK`` s, at once after one of their deliveries died) for dead letters to
-        replay; off the recorder's path, in a side task."""
-        for result in kept:
-            if result.status == "dead":
-                self._recovery_checked.pop(result.claimed.webhook_id, None)
-        now = time.monotonic()
-        for result in kept:
-            hook = result.claimed.webhook_id
-            if result.status != "delivered":
-                continue
-            if now - self._recovery_checked.get(hook, -RECOVERY_CHECK) >= RECOVERY_CHECK:
-                self._recovery_checked[hook] = now
-                self._recovery_todo.add(hook)
-            else:
-                self._recovery_later.add(hook)
-        waiting = self._recovery_todo or self._recovery_later
-        if waiting and (self._recovery_task is None or self._recovery_task.done()):
-            self._recovery_task = asyncio.create_task(self._recover(), name="recovery")
-
-    async def _recover(self) -> None:
-        while self._recovery_todo or self._recovery_later:
-            if not self._recovery_todo:
-                await asyncio.sleep(RECOVERY_CHECK)  # those looked at a moment ago, again
-                self._recovery_todo, self._recovery_later = self._recovery_later, set()
-                now = time.monotonic()
-                self._recovery_checked.update(dict.fromkeys(self._recovery_todo, now))
-            hooks, self._recovery_todo = self._recovery_todo, set()
-            try:
-                async with self.ctx.store.read() as tx:
-                    found = await recovery.needing_replay(tx, hooks)
-                for webhook_id, org_id in found:
-                    now_ms = self.ctx.clock_ms()
-                    async with self.ctx.store.write() as tx:
-                        done = await recovery.replay_webhook(
-                            tx, org_id, webhook_id, now_ms, from_ms(now_ms)
-                        )
-                    if done.replayed:
-                        log.info(
-                            "webhook %s delivers again: %d dead letters replayed",
-                            webhook_id,
-                            len(done.replayed),
-                        )
-                        metrics.auto_replays.inc(len(done.replayed))
-                        self._wake.set()
-            except errors.StorageUnavailable:
-                log.warning("database unavailable; dead letters are replayed later")
-            except Exception:
-                log.exception("automatic replay failed; tried again after the next delivery")
+            self._replays.note(recorded.kept)
 
     # -- shutdown ---------------------------------------------------------------------------
 
@@ -459,9 +402,7 @@ class Worker:
             await asyncio.wait_for(recorder, timeout=self.ctx.settings.request_timeout + 5)
         except TimeoutError:
             log.warning("could not record every result before stopping")
-        if self._recovery_task is not None:  # a replay cut short rolls back: done later
-            self._recovery_task.cancel()
-            await asyncio.gather(self._recovery_task, return_exceptions=True)
+        await self._replays.stop()
         leftover = list(self._claimed.values())
         if leftover:
             with contextlib.suppress(errors.StorageUnavailable):
