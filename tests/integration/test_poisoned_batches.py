@@ -225,6 +225,42 @@ async def test_a_row_refused_even_without_its_texts_still_counts_its_attempt(
     assert "without an attempt row" in caplog_storage.text
 
 
+async def test_a_refused_ledger_entry_takes_its_whole_record_back(
+    ctx: Context, org: tuple[str, str], caplog_storage: pytest.LogCaptureFixture
+) -> None:
+    """The ledger entry is written in the transaction that records its delivery (on
+    PostgreSQL through the raw driver, storage/queue_pg.py): when the database refuses the
+    entry, the delivery is not recorded either (no attempt, still leased, its next message
+    not due), and the rest of the batch is."""
+    _hook, claimed = await _heads(ctx, org[0], users=5)
+    bad = claimed[1]
+    results = [_result(c, status="delivered", outcome="ok", status_code=204) for c in claimed]
+    async with refusing(ctx, "ledger_entries", f"NEW.delivery_id = '{bad.id}'"):
+        recorded = await _record(ctx, results)
+    assert [r.claimed.pk for r in recorded.failed] == [bad.pk]
+    assert {r.claimed.pk for r in recorded.kept} == {c.pk for c in claimed if c is not bad}
+    rows = await _attempts_by_delivery(ctx)
+    assert set(rows) == {c.id for c in claimed if c is not bad}
+    delivery = await _delivery(ctx, bad.pk)
+    assert (delivery.status, delivery.attempt_count, delivery.lease_owner) == (
+        "pending",
+        0,
+        "worker-a",
+    )
+    async with ctx.store.read() as tx:
+        entries = (await tx.conn.execute(text("SELECT delivery_id, seq FROM ledger_entries"))).all()
+    assert sorted(e.delivery_id for e in entries) == sorted(c.id for c in claimed if c is not bad)
+    assert sorted(e.seq for e in entries) == [1, 2, 3, 4]  # one chain, no gap
+    async with ctx.store.write() as tx:  # the four delivered queues moved on; not the bad one
+        following = await queue.claim(
+            tx, limit=100, now_ms=ctx.clock_ms(), lease="worker-b", lease_ms=60_000
+        )
+    assert sorted((c.user_id, c.seq) for c in following) == sorted(
+        (c.user_id, c.seq + 1) for c in claimed if c is not bad
+    )
+    assert "row refused by test" in caplog_storage.text
+
+
 async def test_a_lost_lease_is_still_told_apart(ctx: Context, org: tuple[str, str]) -> None:
     _hook, claimed = await _heads(ctx, org[0], users=3)
     taken = dataclasses.replace(claimed[0], lease="someone-else")
