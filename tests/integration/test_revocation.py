@@ -12,13 +12,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from consent_relay import crypto
+from consent_relay import crypto, errors
 from consent_relay.api.app import create_app
 from consent_relay.runtime import Context
+from consent_relay.schemas import OrganizationIn
 from consent_relay.services import orgs
 from consent_relay.settings import Settings
 from consent_relay.storage import databases, notices
 from consent_relay.storage.store import Store
+from consent_relay.storage.tx import Tx
 from tests.e2e.helpers import Process, eventually, free_port, process_env, wait_healthy
 
 HOOKS = "/v1/webhooks"
@@ -224,3 +226,30 @@ async def test_a_listener_survives_an_unexpected_error(store: Store) -> None:
     finally:
         stop.set()
         await task
+
+
+async def test_requests_that_miss_together_share_one_lookup(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When a key's entry is missing (first use, or expired under load), the requests in
+    flight share one database lookup instead of one each; a revocation heard meanwhile makes
+    the next request look again."""
+    created = await orgs.create_organization(ctx, OrganizationIn(id="acme", name="acme"))
+    org_id, api_key = "acme", str(created["api_key"])
+    cache = orgs.key_cache(ctx.store)
+    cache.forget_all()
+    lookups: list[str] = []
+    real = Tx.organization_for_key
+
+    async def counting(self: Tx, key_hash: str) -> str | None:
+        lookups.append(key_hash)
+        return await real(self, key_hash)
+
+    monkeypatch.setattr(Tx, "organization_for_key", counting)
+    found = await asyncio.gather(*(orgs.authenticate(ctx, api_key) for _ in range(50)))
+    assert found == [org_id] * 50
+    assert len(lookups) == 1
+    assert not cache.lookups
+    with pytest.raises(errors.Unauthorized):
+        await asyncio.gather(*(orgs.authenticate(ctx, "cr_unknown") for _ in range(5)))
+    assert len(lookups) == 2

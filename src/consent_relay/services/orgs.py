@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import weakref
 from typing import Any
@@ -104,6 +105,9 @@ class KeyCache:
         self.listening = False
         self._keys: dict[str, tuple[str, float]] = {}
         self._generation = 0
+        # Lookups running now, by key hash: requests that miss together share one (when a
+        # key's entry expires under load, every request in flight missed at once).
+        self.lookups: dict[str, asyncio.Future[str]] = {}
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -130,6 +134,7 @@ class KeyCache:
     def forget_all(self) -> None:
         self._keys.clear()
         self._generation += 1
+        self.lookups.clear()  # a request from now on looks the key up afresh
 
     def connected(self) -> None:
         self.forget_all()  # revocations sent while not listening were missed
@@ -167,6 +172,23 @@ async def authenticate(ctx: Context, api_key: str) -> str:
     known = cache.get(key_hash)
     if known is not None:
         return known
+    lookup = cache.lookups.get(key_hash)
+    if lookup is None:
+        lookup = asyncio.ensure_future(_look_up(ctx, cache, key_hash))
+        cache.lookups[key_hash] = lookup
+        lookup.add_done_callback(lambda done: _finished(cache, key_hash, done))
+    # shielded: one waiting request that goes away does not cancel the others' lookup
+    return await asyncio.shield(lookup)
+
+
+def _finished(cache: KeyCache, key_hash: str, done: asyncio.Future[str]) -> None:
+    if cache.lookups.get(key_hash) is done:
+        del cache.lookups[key_hash]
+    if not done.cancelled():
+        done.exception()  # retrieved: every waiter may have gone away meanwhile
+
+
+async def _look_up(ctx: Context, cache: KeyCache, key_hash: str) -> str:
     generation = cache.generation
     async with ctx.store.read() as tx:
         org_id = await tx.organization_for_key(key_hash)
