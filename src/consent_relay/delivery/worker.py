@@ -43,6 +43,8 @@ from consent_relay.storage.queue import Claimed, Message, Result
 log = logging.getLogger("consent_relay.worker")
 Job = tuple[Claimed, requests.PreparedWebhook, Message]
 CLAIM_PAUSE = 0.05  # the longest a worker with free slots waits before claiming again
+RECORD_PAUSE = 0.01  # the recorder waits this long for more results, with fewer than
+RECORD_BATCH = 50  # this many waiting and requests in flight
 
 
 class Worker:
@@ -331,6 +333,10 @@ class Worker:
         while not finished:
             batch: list[Result] = []
             item = await self._results.get()
+            if item is not None and self._in_flight and self._results.qsize() < RECORD_BATCH:
+                # More results are on their way: a moment's wait makes one transaction of
+                # many (a record's round trips cost the same for 5 results or 50: measured).
+                await asyncio.sleep(RECORD_PAUSE)
             while True:
                 if item is None:
                     finished = True
