@@ -54,7 +54,7 @@ log = logging.getLogger("consent_relay.ingest")
 JSON = dict[str, Any]
 MAX_BATCH = 128  # requests in one transaction
 MAX_TRIES = 5  # when a concurrent writer (another process) created the same user first
-CONCURRENT_BATCHES = 3  # transactions open at once on PostgreSQL (EventWriter)
+CONCURRENT_BATCHES = 8  # transactions open at once on PostgreSQL (EventWriter; 3 -> 8 measured)
 UserKey = tuple[str, str]  # (organization, id)
 
 
