@@ -10,7 +10,7 @@ from typing import Any
 from consent_relay.runtime import Context
 from consent_relay.schemas import EventIn, OrganizationIn, WebhookIn
 from consent_relay.services import events, orgs, webhooks
-from consent_relay.storage import inspect
+from consent_relay.storage import inspect, write_batch
 
 
 def _event(ouid: str, n: int) -> EventIn:
@@ -60,3 +60,19 @@ async def test_each_queue_numbers_its_deliveries_in_order_across_batches(ctx: Co
         rows = queues[(head["webhook_id"], head["user_id"])]
         assert head["last_seq"] == len(rows)
         assert head["pending"] == len(rows)
+
+
+async def test_sqlite_reads_each_named_user_and_event_through_its_unique_index(
+    ctx: Context,
+) -> None:
+    """The batch's read must not walk the organization's users (it did, with
+    ``id IN (...) OR organization_user_id IN (...)``: a scan a batch)."""
+    if not ctx.store.is_sqlite:
+        return
+    async with ctx.store.write() as tx:
+        plans = await write_batch.sqlite_read_plans(tx)
+    touching = [p for p in plans if " users " in f"{p} " or " events " in f"{p} "]
+    assert len(touching) == 3, plans  # users by id, users by organization_user_id, events
+    for plan in touching:
+        assert plan.startswith("SEARCH"), plans
+        assert "organization_id=? AND " in plan, plans

@@ -71,6 +71,19 @@ def _values(user: UserRecord) -> dict[str, object]:
 
 
 def _lock_sql(name: str) -> str:
+    if name == "sqlite":
+        # Each name looked up in its unique index, the JSON list driving the join (CROSS
+        # JOIN keeps that order): with ``id IN (...) OR organization_user_id IN (...)``
+        # SQLite walked every user of the organization (tests/integration/test_write_batch).
+        # No FOR UPDATE: SQLite's write transactions are already exclusive.
+        return """
+            SELECT users.* FROM json_each(:ids) AS named CROSS JOIN users
+            WHERE users.organization_id = :org AND users.id = named.value
+            UNION
+            SELECT users.* FROM json_each(:ouids) AS named CROSS JOIN users
+            WHERE users.organization_id = :org AND users.organization_user_id = named.value
+            ORDER BY id
+        """
     return f"""
         SELECT * FROM users
         WHERE organization_id = :org

@@ -318,3 +318,17 @@ _WRITE_SQL = f"""
            (SELECT count(*) FROM new_messages) AS messages,
            (SELECT count(*) FROM wake) AS woken
 """
+
+
+async def sqlite_read_plans(tx: Tx) -> list[str]:
+    """SQLite's plan of the batch's read statements (``EXPLAIN QUERY PLAN`` details), for the
+    test that keeps every lookup on its unique index."""
+    params = {"org": "o", "ids": "[]", "ouids": "[]"}
+
+    def plans(db: sqlite3.Connection) -> list[str]:
+        found: list[str] = []
+        for sql in (stored_users.LOCK_SQL["sqlite"], stored_events.EXISTING_SQL["sqlite"]):
+            found.extend(row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sql, params))
+        return found
+
+    return await driver.on_sqlite(tx, plans)
