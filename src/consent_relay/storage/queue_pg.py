@@ -31,6 +31,24 @@ if TYPE_CHECKING:
     from consent_relay.storage.queue import Result
 
 
+def attempt_row(r: Result) -> dict[str, Any]:
+    """The attempt a result records, as a row of the JSON array the statements take (both
+    databases: ``queue._insert_attempts`` and ``record`` here)."""
+    return {
+        "id": r.attempt_id,
+        "delivery_id": r.claimed.id,
+        "attempt_number": r.claimed.attempt_count + 1,
+        "started_at": r.started_at,
+        "duration_ms": r.duration_ms,
+        "outcome": r.outcome,
+        "status_code": r.status_code,
+        "response_body": r.response_body,
+        "request_headers": None if r.request_headers is None else codec.dumps(r.request_headers),
+        "error": r.error,
+        "response_bytes": r.response_bytes,
+    }
+
+
 _NAMED = re.compile(r"(?<![:\w]):([a-z_]+)\b")
 
 
@@ -102,25 +120,7 @@ async def record(
         }
         for r in results
     ]
-    attempts = [
-        {
-            "pk": r.claimed.pk,
-            "id": r.attempt_id,
-            "delivery_id": r.claimed.id,
-            "attempt_number": r.claimed.attempt_count + 1,
-            "started_at": r.started_at,
-            "duration_ms": r.duration_ms,
-            "outcome": r.outcome,
-            "status_code": r.status_code,
-            "response_body": r.response_body,
-            "request_headers": None
-            if r.request_headers is None
-            else codec.dumps(r.request_headers),
-            "error": r.error,
-            "response_bytes": r.response_bytes,
-        }
-        for r in (results if with_attempts else ())
-    ]
+    attempts = [{"pk": r.claimed.pk, **attempt_row(r)} for r in (results if with_attempts else ())]
     found = await conn.fetch(_RECORD, codec.dumps(rows), now, codec.dumps(attempts))
     return {row[0] for row in found}
 
