@@ -421,12 +421,9 @@ async def _set_up_api(
 
 
 @dataclass
-class Load:
-    ok: int = 0
-    errors: int = 0
-    seconds: float = 0.0
-    latencies_ms: list[float] = field(default_factory=list)
-    statuses: dict[int, int] = field(default_factory=dict)
+class Load(loadgen.Tally):
+    """What a closed loop counted, and the server's CPU meanwhile."""
+
     server_cpu_s: float = 0.0
 
     @property
@@ -451,13 +448,7 @@ async def _closed_loop(
     tally = await loadgen.closed_loop(
         url, loadgen.requests_for(url, bodies, headers), seconds=seconds, connections=connections
     )
-    return Load(
-        ok=tally.ok,
-        errors=tally.errors,
-        seconds=tally.seconds,
-        latencies_ms=tally.latencies_ms,
-        statuses=tally.statuses,
-    )
+    return Load(**dataclasses.asdict(tally))
 
 
 async def _ingest_once(
