@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import text
 
-from consent_relay.storage import codec, dialect
+from consent_relay.storage import codec, dialect, mapping
 from consent_relay.storage.records import EventRecord
 from consent_relay.storage.tx import Tx
 
@@ -47,7 +47,7 @@ async def insert_many(tx: Tx, new_events: Sequence[EventRecord]) -> set[tuple[st
 
 def rows_json(records: Sequence[EventRecord]) -> str:
     """Events as the JSON array the set-based statements take (one row an object)."""
-    return codec.dumps([Tx._event_values(event) for event in records])
+    return codec.dumps([mapping.event_values(event) for event in records])
 
 
 # Statement texts per dialect (named parameters, for SQLAlchemy's text() and sqlite3 alike).

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from consent_relay.storage import mapping
 from consent_relay.storage.records import EventRecord, UserRecord
 from consent_relay.storage.tables import events, users
 from consent_relay.storage.tx import Tx
@@ -25,7 +26,7 @@ async def newest_events(
     if before is not None:
         stmt = stmt.where(events.c.pk < before)
     rows = await tx.conn.execute(stmt.order_by(events.c.pk.desc()).limit(limit))
-    return [Tx._event(row) for row in rows]
+    return [mapping.event(row) for row in rows]
 
 
 async def newest_users(tx: Tx, org_id: str, *, before: int | None, limit: int) -> list[UserRecord]:
@@ -34,4 +35,4 @@ async def newest_users(tx: Tx, org_id: str, *, before: int | None, limit: int) -
     if before is not None:
         stmt = stmt.where(users.c.pk < before)
     rows = await tx.conn.execute(stmt.order_by(users.c.pk.desc()).limit(limit))
-    return [Tx._user(row) for row in rows]
+    return [mapping.user(row) for row in rows]

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Row, Select, and_, delete, func, insert, select, text, update
+from sqlalchemy import Select, and_, delete, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from consent_relay.domain.users import FoldItem, UserState
-from consent_relay.storage import codec, webhook_versions
+from consent_relay.domain.users import FoldItem
+from consent_relay.storage import codec, mapping, webhook_versions
 from consent_relay.storage.records import (
     ApiKey,
     DatabaseSession,
@@ -111,53 +111,11 @@ class Tx:
 
     # -- users ------------------------------------------------------------------------------
 
-    @staticmethod
-    def _user(row: Row[Any]) -> UserRecord:
-        state = UserState(
-            organization_user_id=row.organization_user_id,
-            metadata=codec.loads(row.metadata),
-            country=row.country,
-            last_seen_country=row.last_seen_country,
-            consents=codec.loads(row.consents),
-        )
-        return UserRecord(
-            organization_id=row.organization_id,
-            id=row.id,
-            identity_organization_user_id=row.identity_organization_user_id,
-            state=state,
-            version=row.version,
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-            seq_counter=row.seq_counter,
-            applied_at=row.applied_at,
-            applied_seq=row.applied_seq,
-            pk=row.pk,
-        )
-
-    @staticmethod
-    def _user_values(user: UserRecord) -> dict[str, Any]:
-        return {
-            "organization_id": user.organization_id,
-            "id": user.id,
-            "identity_organization_user_id": user.identity_organization_user_id,
-            "organization_user_id": user.state.organization_user_id,
-            "metadata": codec.dumps(user.state.metadata),
-            "country": user.state.country,
-            "last_seen_country": user.state.last_seen_country,
-            "consents": codec.dumps(user.state.consents),
-            "version": user.version,
-            "created_at": user.created_at,
-            "updated_at": user.updated_at,
-            "seq_counter": user.seq_counter,
-            "applied_at": user.applied_at,
-            "applied_seq": user.applied_seq,
-        }
-
     async def _one_user(self, stmt: Select[Any], lock: bool) -> UserRecord | None:
         if lock and self.dialect == "postgresql":
             stmt = stmt.with_for_update()
         row = (await self.conn.execute(stmt)).first()
-        return self._user(row) if row else None
+        return mapping.user(row) if row else None
 
     async def get_user(self, org_id: str, user_id: str, *, lock: bool = False) -> UserRecord | None:
         stmt = select(users).where(users.c.organization_id == org_id, users.c.id == user_id)
@@ -174,7 +132,7 @@ class Tx:
 
     async def insert_user(self, user: UserRecord) -> bool:
         """Insert unless the id or organization_user_id is taken (then False, no error)."""
-        stmt = self.upsert(users).values(**self._user_values(user)).on_conflict_do_nothing()
+        stmt = self.upsert(users).values(**mapping.user_values(user)).on_conflict_do_nothing()
         result = await self.conn.execute(stmt)
         return bool(result.rowcount)
 
@@ -182,7 +140,7 @@ class Tx:
         await self.conn.execute(
             update(users)
             .where(users.c.organization_id == user.organization_id, users.c.id == user.id)
-            .values(**self._user_values(user))
+            .values(**mapping.user_values(user))
         )
 
     async def delete_user(self, org_id: str, user_id: str) -> None:
@@ -202,44 +160,13 @@ class Tx:
         if organization_user_id is not None:
             stmt = stmt.where(users.c.organization_user_id == organization_user_id)
         rows = await self.conn.execute(stmt.order_by(users.c.pk).limit(limit))
-        return [self._user(row) for row in rows]
+        return [mapping.user(row) for row in rows]
 
     # -- events and profile changes ---------------------------------------------------------
 
-    @staticmethod
-    def _event(row: Row[Any]) -> EventRecord:
-        return EventRecord(
-            organization_id=row.organization_id,
-            id=row.id,
-            user_id=row.user_id,
-            status=row.status,
-            regulation=row.regulation,
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-            confirmed_at=row.confirmed_at,
-            seq=row.seq,
-            document=codec.loads(row.document),
-            pk=row.pk,
-        )
-
-    @staticmethod
-    def _event_values(event: EventRecord) -> dict[str, Any]:
-        return {
-            "organization_id": event.organization_id,
-            "id": event.id,
-            "user_id": event.user_id,
-            "status": event.status,
-            "regulation": event.regulation,
-            "created_at": event.created_at,
-            "updated_at": event.updated_at,
-            "confirmed_at": event.confirmed_at,
-            "seq": event.seq,
-            "document": codec.dumps(event.document),
-        }
-
     async def insert_event(self, event: EventRecord) -> bool:
         """Insert unless the id exists in the organization (then False)."""
-        stmt = self.upsert(events).values(**self._event_values(event)).on_conflict_do_nothing()
+        stmt = self.upsert(events).values(**mapping.event_values(event)).on_conflict_do_nothing()
         return bool((await self.conn.execute(stmt)).rowcount)
 
     async def get_event(self, org_id: str, event_id: str) -> EventRecord | None:
@@ -248,13 +175,13 @@ class Tx:
                 select(events).where(events.c.organization_id == org_id, events.c.id == event_id)
             )
         ).first()
-        return self._event(row) if row else None
+        return mapping.event(row) if row else None
 
     async def update_event(self, event: EventRecord) -> None:
         await self.conn.execute(
             update(events)
             .where(events.c.organization_id == event.organization_id, events.c.id == event.id)
-            .values(**self._event_values(event))
+            .values(**mapping.event_values(event))
         )
 
     async def delete_event(self, org_id: str, event_id: str) -> None:
@@ -277,7 +204,7 @@ class Tx:
         if status is not None:
             stmt = stmt.where(events.c.status == status)
         rows = await self.conn.execute(stmt.order_by(events.c.pk).limit(limit))
-        return [self._event(row) for row in rows]
+        return [mapping.event(row) for row in rows]
 
     async def insert_profile_change(
         self, org_id: str, user_id: str, at: str, seq: int, patch: dict[str, Any]
@@ -324,66 +251,13 @@ class Tx:
 
     # -- webhooks ---------------------------------------------------------------------------
 
-    @staticmethod
-    def _webhook(row: Row[Any]) -> WebhookRecord:
-        return WebhookRecord(
-            organization_id=row.organization_id,
-            id=row.id,
-            url=row.url,
-            enabled=bool(row.enabled),
-            event_types=codec.loads(row.event_types),
-            regulations=codec.loads(row.regulations),
-            flatten=bool(row.flatten),
-            headers=codec.loads(row.headers),
-            authentication=codec.loads(row.authentication),
-            auth_secret=row.auth_secret,
-            signing_secret=row.signing_secret,
-            previous_signing_secret=row.previous_signing_secret,
-            previous_secret_expires_at=row.previous_secret_expires_at,
-            description=row.description,
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-            pk=row.pk,
-            rate_limit=row.rate_limit,
-            auto_replay=bool(row.auto_replay),
-            disabled_reason=row.disabled_reason,
-        )
-
-    @staticmethod
-    def _webhook_values(hook: WebhookRecord) -> dict[str, Any]:
-        return {
-            "organization_id": hook.organization_id,
-            "id": hook.id,
-            "url": hook.url,
-            "enabled": hook.enabled,
-            "event_types": codec.dumps(hook.event_types),
-            "regulations": codec.dumps(hook.regulations),
-            "flatten": hook.flatten,
-            "headers": codec.dumps(hook.headers),
-            "authentication": None
-            if hook.authentication is None
-            else codec.dumps(hook.authentication),
-            "auth_secret": hook.auth_secret,
-            "signing_secret": hook.signing_secret,
-            "previous_signing_secret": hook.previous_signing_secret,
-            "previous_secret_expires_at": hook.previous_secret_expires_at,
-            "description": hook.description,
-            "created_at": hook.created_at,
-            "updated_at": hook.updated_at,
-            "rate_limit": hook.rate_limit,
-            "auto_replay": hook.auto_replay,
-            "disabled_reason": hook.disabled_reason,
-        }
-
-    # Every change to webhooks bumps the organization's stamp (storage/webhook_versions.py).
-
     async def insert_webhook(self, hook: WebhookRecord) -> None:
-        await self.conn.execute(insert(webhooks).values(**self._webhook_values(hook)))
+        await self.conn.execute(insert(webhooks).values(**mapping.webhook_values(hook)))
         await webhook_versions.bump(self, hook.organization_id)
 
     async def update_webhook(self, hook: WebhookRecord) -> None:
         await self.conn.execute(
-            update(webhooks).where(webhooks.c.id == hook.id).values(**self._webhook_values(hook))
+            update(webhooks).where(webhooks.c.id == hook.id).values(**mapping.webhook_values(hook))
         )
         await webhook_versions.bump(self, hook.organization_id)
 
@@ -392,7 +266,7 @@ class Tx:
         if org_id is not None:
             stmt = stmt.where(webhooks.c.organization_id == org_id)
         row = (await self.conn.execute(stmt)).first()
-        return self._webhook(row) if row else None
+        return mapping.webhook(row) if row else None
 
     async def list_webhooks(
         self, org_id: str, *, after_pk: int = 0, limit: int = 10_000
@@ -403,11 +277,11 @@ class Tx:
             .order_by(webhooks.c.pk)
             .limit(limit)
         )
-        return [self._webhook(row) for row in rows]
+        return [mapping.webhook(row) for row in rows]
 
     async def list_all_webhooks(self) -> list[WebhookRecord]:
         rows = await self.conn.execute(select(webhooks).order_by(webhooks.c.pk))
-        return [self._webhook(row) for row in rows]
+        return [mapping.webhook(row) for row in rows]
 
     async def delete_webhook(self, org_id: str, webhook_id: str) -> None:
         """The webhook with its queued deliveries, dead letters and their attempts."""

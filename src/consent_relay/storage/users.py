@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import text
 
-from consent_relay.storage import codec, dialect
+from consent_relay.storage import codec, dialect, mapping
 from consent_relay.storage.records import UserRecord
 from consent_relay.storage.tx import Tx
 
@@ -40,7 +40,7 @@ async def lock_many(
         text(LOCK_SQL[tx.dialect]),
         {"org": org_id, "ids": codec.dumps(list(user_ids)), "ouids": codec.dumps(list(ouids))},
     )
-    return [Tx._user(row) for row in rows]
+    return [mapping.user(row) for row in rows]
 
 
 async def insert_many(tx: Tx, new_users: Sequence[UserRecord]) -> set[tuple[str, str]]:
@@ -66,7 +66,7 @@ def rows_json(records: Sequence[UserRecord]) -> str:
 
 def _values(user: UserRecord) -> dict[str, object]:
     # Nested JSON travels as text inside the JSON array: the columns hold JSON text.
-    values = Tx._user_values(user)
+    values = mapping.user_values(user)
     return {name: values[name] for name, _ in COLUMNS}
 
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import text
 
-from consent_relay.storage import driver
+from consent_relay.storage import driver, mapping
 from consent_relay.storage.records import WebhookRecord
 
 if TYPE_CHECKING:
@@ -78,4 +78,4 @@ async def read(tx: Tx, org_id: str, known: int | None) -> Stamped:
     stamp = int(rows[0].stamp)
     if stamp == known:
         return Stamped(stamp, None)
-    return Stamped(stamp, [tx._webhook(row) for row in rows if row.pk is not None])
+    return Stamped(stamp, [mapping.webhook(row) for row in rows if row.pk is not None])

@@ -32,7 +32,7 @@ from typing import Any, cast
 from sqlalchemy import Row
 
 from consent_relay import ids
-from consent_relay.storage import codec, driver, flow, queue_append
+from consent_relay.storage import codec, driver, flow, mapping, queue_append
 from consent_relay.storage import events as stored_events
 from consent_relay.storage import users as stored_users
 from consent_relay.storage.dialect import Columns
@@ -61,7 +61,7 @@ async def lock_and_check(
     rows = await conn.fetch(_READ_SQL, org_id, list(user_ids), list(ouids), list(event_ids))
     taken = set(rows[0]["taken"])
     found = [driver.Record(row) for row in rows if row["id"] is not None]
-    users = [Tx._user(cast("Row[Any]", row)) for row in found]
+    users = [mapping.user(cast("Row[Any]", row)) for row in found]
     return users, taken
 
 
@@ -162,7 +162,7 @@ def _read_sqlite(
         )
         names = [column[0] for column in cursor.description]
         found = [driver.Record(dict(zip(names, row, strict=True))) for row in cursor]
-        users = [Tx._user(cast("Row[Any]", row)) for row in found]
+        users = [mapping.user(cast("Row[Any]", row)) for row in found]
     taken: set[str] = set()
     if event_ids:
         params = {"org": org_id, "ids": codec.dumps(list(event_ids))}
