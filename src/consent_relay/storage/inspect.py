@@ -229,3 +229,14 @@ async def dump(tx: Tx) -> list[tuple[str, str]]:
             result = await tx.conn.execute(text(f"SELECT CAST(t AS text) FROM {quoted} AS t"))
             dumped += [(name, str(value)) for (value,) in result]
     return dumped
+
+
+async def sessions_waiting_for_locks(tx: Tx) -> int:
+    """How many sessions on this database (PostgreSQL) are waiting for a lock now."""
+    result = await tx.conn.execute(
+        text(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+    )
+    return int(result.scalar_one())

@@ -4,13 +4,14 @@ inside the transaction the caller opened through SQLAlchemy.
 SQLAlchemy's cost a statement (cache key, parameters compiled into JSON text, result rows,
 the greenlet hop) was a visible share of the worker's CPU per delivery; here a batch's rows
 travel as one JSON parameter (``jsonb_to_recordset``, as everywhere: asyncpg's typed arrays
-were measured dearer, an ``isinstance`` an element), and a batch's record is at most two
+were measured dearer, an ``isinstance`` an element), and a batch's record is at most three
 round trips:
 
 - one statement updates the deliveries whose lease still holds and inserts their attempts
   (the attempts joined to the rows the update returned: only those whose lease held);
-- one statement, for the heads that finished, moves their queues on (the next head becomes
-  due) and marks the dead letters their delivered messages supersede.
+- for the heads that finished, one statement moves their queues on, then one makes the next
+  head of each due and marks the dead letters their delivered messages supersede (two, not
+  one: see ``_LEAVE``).
 
 The statements are the same as ``queue``'s SQLAlchemy ones (SQLite keeps those); the
 contract tests run both.
@@ -125,13 +126,21 @@ async def record(
     return {row[0] for row in found}
 
 
+# Two statements, in this order, never one: the queue update waits for any transaction that
+# holds the queue row (an append adding the next delivery), and under READ COMMITTED only a
+# statement that starts after that wait sees what the append committed. In one statement the
+# promotion looked for ``seq + 1`` in the snapshot taken before the wait, missed a delivery
+# appended meanwhile, and left its queue with no due head for ever
+# (tests/integration/test_queue_race.py).
+_LEAVE = """
+    UPDATE delivery_queues SET pending = pending - 1
+    FROM jsonb_to_recordset($1::jsonb) AS f(w text, u text, seq bigint)
+    WHERE delivery_queues.webhook_id = f.w AND delivery_queues.user_id = f.u
+"""
+
 _FINISH = """
     WITH f AS (
         SELECT * FROM jsonb_to_recordset($1::jsonb) AS f(w text, u text, seq bigint)
-    ), moved AS (
-        UPDATE delivery_queues SET pending = pending - 1
-        FROM f
-        WHERE delivery_queues.webhook_id = f.w AND delivery_queues.user_id = f.u
     ), promoted AS (
         UPDATE deliveries SET due_ms = $2
         WHERE pk = ANY(ARRAY(
@@ -162,11 +171,13 @@ async def finish(
 ) -> None:
     """Heads that were delivered or died leave their queues, the next in line becoming due
     (``queue.advance``); dead letters ``delivered`` messages supersede become so
-    (``flow.supersede``). One statement."""
+    (``flow.supersede``). Two statements (see ``_LEAVE``)."""
     ordered = sorted(finished)  # one lock order for every writer (as queue.advance)
+    heads = codec.dumps([{"w": w, "u": u, "seq": seq} for w, u, seq in ordered])
+    await conn.execute(_LEAVE, heads)  # first, and alone: see _LEAVE
     await conn.execute(
         _FINISH,
-        codec.dumps([{"w": w, "u": u, "seq": seq} for w, u, seq in ordered]),
+        heads,
         now_ms,
         now,
         codec.dumps(
