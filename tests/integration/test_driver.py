@@ -5,6 +5,7 @@ asyncpg adapter; these tests fail if a release changes what it relies on."""
 from __future__ import annotations
 
 import sqlite3
+from typing import Any
 
 import pytest
 
@@ -101,3 +102,18 @@ async def test_sqlite_work_in_one_hop_belongs_to_the_transaction(ctx: Context) -
     async with ctx.store.read() as tx:
         assert await tx.get_organization("hop1") is None
         assert await tx.get_organization("hop2") is not None
+
+
+async def test_the_adapters_own_error_for_a_closed_connection_is_storage_unavailable() -> None:
+    """Beginning a transaction through the raw path on a connection the server has just
+    closed raises SQLAlchemy's asyncpg adapter error unwrapped: a 503, not a 500."""
+    import asyncpg
+    from sqlalchemy.dialects.postgresql import asyncpg as adapter
+
+    from consent_relay.storage import engine
+
+    dbapi: Any = adapter.AsyncAdapt_asyncpg_dbapi(asyncpg)  # type: ignore[no-untyped-call]
+    closed: Exception = dbapi.Error("connection was closed in the middle of operation")
+    with pytest.raises(errors.StorageUnavailable):
+        async with engine.translate_errors():
+            raise closed

@@ -159,8 +159,11 @@ async def translate_errors() -> AsyncIterator[None]:
             raise errors.StorageUnavailable() from exc
         raise
     except Exception as exc:
-        # asyncpg raises its own connection errors outside SQLAlchemy's tree at times.
-        if type(exc).__module__.startswith("asyncpg") and _is_unavailable(exc):
+        # asyncpg raises its own connection errors outside SQLAlchemy's tree at times, and
+        # so does SQLAlchemy's asyncpg adapter when the raw driver path (storage/driver.py)
+        # begins a transaction on a connection the server has just closed (its DBAPI
+        # ``Error``, not wrapped in SQLAlchemy's ``DBAPIError``).
+        if _is_unavailable(exc):
             raise errors.StorageUnavailable() from exc
         if "connection" in type(exc).__name__.lower():
             raise errors.StorageUnavailable() from exc
