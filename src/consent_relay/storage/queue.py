@@ -198,18 +198,7 @@ async def record(
         if kept:
             await _flow(tx, kept, now, raw=raw, now_ms=now_ms)
         return kept
-    rows = [
-        {
-            "pk": r.claimed.pk,
-            "lease": r.claimed.lease,
-            "status": r.status,
-            "due_ms": r.due_ms,
-            "attempt_count": r.claimed.attempt_count + 1,
-            "held": 1 if r.held else 0,
-            "outcome": r.outcome,
-        }
-        for r in results
-    ]
+    rows = [queue_pg.result_row(r) for r in results]
     source = rows_source(
         tx.dialect,
         [

@@ -103,24 +103,27 @@ _RECORD = """
 """
 
 
+def result_row(r: Result) -> dict[str, Any]:
+    """What a result changes on its delivery, as a row of the JSON array the record takes
+    (both databases: ``queue.record`` and ``record`` here)."""
+    return {
+        "pk": r.claimed.pk,
+        "lease": r.claimed.lease,
+        "status": r.status,
+        "due_ms": r.due_ms,
+        "attempt_count": r.claimed.attempt_count + 1,
+        "held": 1 if r.held else 0,
+        "outcome": r.outcome,
+    }
+
+
 async def record(
     conn: asyncpg.Connection[Any], results: Sequence[Result], now: str, with_attempts: bool
 ) -> set[int]:
     """Update the deliveries of ``results`` whose lease still holds and insert their attempts
     (unless told not to); the pks of those whose lease held. (The rows travel as JSON, one
     parameter each: asyncpg's array encoder costs more, an ``isinstance`` an element.)"""
-    rows = [
-        {
-            "pk": r.claimed.pk,
-            "lease": r.claimed.lease,
-            "status": r.status,
-            "due_ms": r.due_ms,
-            "attempt_count": r.claimed.attempt_count + 1,
-            "held": 1 if r.held else 0,
-            "outcome": r.outcome,
-        }
-        for r in results
-    ]
+    rows = [result_row(r) for r in results]
     attempts = [{"pk": r.claimed.pk, **attempt_row(r)} for r in (results if with_attempts else ())]
     found = await conn.fetch(_RECORD, codec.dumps(rows), now, codec.dumps(attempts))
     return {row[0] for row in found}
