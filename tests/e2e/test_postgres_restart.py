@@ -256,6 +256,9 @@ class Clients:
     statuses: Counter[int] = field(default_factory=Counter)
     wrong: list[str] = field(default_factory=list)
     refused: int = 0
+    # Set after the last outage: until then clients keep posting past their target, so that
+    # an outage always meets clients (a fast write path reached the target before a stop).
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
 
     def check_refusal(self, response: httpx.Response, what: str) -> None:
         """A 503 problem+json, or a wrong answer recorded."""
@@ -290,7 +293,7 @@ class Clients:
         order of the 201s); after a refusal, back off until the database is up again or for
         Retry-After (1 s), whichever comes first."""
         n = 0
-        while len(self.acknowledged) < target:
+        while len(self.acknowledged) < target or not self.finished.is_set():
             ouid = f"c{number}-{n % USERS_PER_CLIENT}@example.com"
             if await self.post(ouid, n % 2 == 0):
                 n += 1
@@ -416,6 +419,7 @@ async def test_three_restarts_lose_no_acknowledged_change(
                     return await listening(ctx, pid)
 
                 await eventually(back, within=30, interval=0.2, what=f"LISTEN of {worker.pid}")
+        clients.finished.set()
         await asyncio.gather(*posting)
     finally:
         for task in posting:
