@@ -26,6 +26,7 @@ import pytest
 
 from consent_relay.runtime import Context
 from consent_relay.settings import Settings
+from consent_relay.storage import inspect
 from consent_relay.storage.store import Store
 from tests.e2e.helpers import (
     READY,
@@ -35,8 +36,7 @@ from tests.e2e.helpers import (
     leases_of,
     make_webhook,
     process_env,
-    rows,
-    scalar,
+    read,
 )
 from tests.receiver import Receiver
 
@@ -89,9 +89,7 @@ async def test_duplicates_at_most_the_deliveries_in_flight_at_the_kills(
             if creating.done():
                 if sum(k.leases > 0 for k in kills) >= MIN_KILLS_IN_FLIGHT:
                     break  # enough kills hit work; the events were all created meanwhile
-                pending = await scalar(
-                    ctx, "SELECT count(*) FROM deliveries WHERE status = 'pending'"
-                )
+                pending = await read(ctx, inspect.count, "deliveries", status="pending")
                 assert pending, f"all delivered before {MIN_KILLS_IN_FLIGHT} kills hit work"
             victim = fleet.oldest()
             # Only a worker that got to work: on a loaded machine start-up can outlast a
@@ -111,22 +109,20 @@ async def test_duplicates_at_most_the_deliveries_in_flight_at_the_kills(
 
     async def drained() -> bool:
         fleet.check_alive()
-        left = await scalar(ctx, "SELECT count(*) FROM deliveries WHERE status <> 'delivered'")
+        left = await read(ctx, inspect.count_undelivered)
         return int(left) == 0
 
     await eventually(drained, within=120, interval=0.2, what="every delivery delivered")
 
-    message_ids = {r.id for r in await rows(ctx, "SELECT id FROM messages")}
-    delivered = await rows(
-        ctx, "SELECT message_id FROM deliveries WHERE webhook_id = :w", w=hook["id"]
-    )
-    assert {r.message_id for r in delivered} == message_ids
+    message_ids = {m["id"] for m in await read(ctx, inspect.rows, "messages")}
+    delivered = await read(ctx, inspect.rows, "deliveries", webhook_id=hook["id"])
+    assert {d["message_id"] for d in delivered} == message_ids
     arrivals = receiver.at("/dup")
     arrived = [r.headers["webhook-id"] for r in arrivals]
     lost = message_ids - set(arrived)
     duplicates = len(arrived) - len(set(arrived))
     in_flight = sum(k.leases for k in kills)
-    failed_attempts = await scalar(ctx, "SELECT count(*) FROM attempts WHERE outcome <> 'ok'")
+    failed_attempts = await read(ctx, inspect.count_failed_attempts)
     print(
         f"\n[duplicates] events={total_events} messages={len(message_ids)} kills={len(kills)} "
         f"leases-at-kills={[k.leases for k in kills]} (sum {in_flight}) lost={len(lost)} "

@@ -11,12 +11,13 @@ import httpx
 from consent_relay.runtime import Context
 from consent_relay.services import events
 from consent_relay.settings import Settings
+from consent_relay.storage import inspect
 from tests.e2e.helpers import (
     Process,
     consent_event,
     free_port,
     process_env,
-    scalar,
+    read,
     wait_healthy,
 )
 
@@ -76,10 +77,5 @@ async def test_acknowledged_events_survive_a_kill_mid_batch(
         ids |= {e["id"] for e in stored["data"]}
     assert set(acknowledged) <= ids
     # Each stored event came with its outbox, in the same transaction: its event.created.
-    created = await scalar(
-        ctx,
-        "SELECT count(*) FROM deliveries d JOIN messages m ON m.id = d.message_id "
-        "WHERE m.type = 'event.created' AND d.organization_id = :org",
-        org=org_id,
-    )
+    created = await read(ctx, inspect.count_deliveries_of_type, org_id, "event.created")
     assert created == len(ids)

@@ -15,14 +15,15 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from consent_relay.runtime import Context
 from consent_relay.schemas import OrganizationIn
 from consent_relay.services import orgs
+from consent_relay.storage import inspect
 from tests.e2e.helpers import (
     consent_event,
     eventually,
     get_json,
     make_webhook,
     post_event,
+    read,
     running,
-    scalar,
 )
 from tests.receiver import Received, Receiver
 
@@ -194,7 +195,7 @@ async def test_every_row_arrives_signed_with_its_headers_in_order(
         for user, messages in expected.items()
         if (kept := [m for m in messages if m[0] in wanted])
     }
-    queued = await scalar(ctx, "SELECT count(*) FROM deliveries")
+    queued = await read(ctx, inspect.count, "deliveries")
     assert queued == total(expected) + total(expected_filtered)
 
     async with running(ctx):
@@ -202,7 +203,7 @@ async def test_every_row_arrives_signed_with_its_headers_in_order(
         await receiver.wait_for(total(expected_filtered), path="/types")
 
         async def all_recorded() -> bool:
-            left = await scalar(ctx, "SELECT count(*) FROM deliveries WHERE status <> 'delivered'")
+            left = await read(ctx, inspect.count_undelivered)
             return int(left) == 0
 
         await eventually(all_recorded, within=10, what="deliveries recorded")
@@ -264,7 +265,7 @@ async def test_flattened_seed_example_and_regulation_field(
         await receiver.wait_for(5, path="/gdpr")
 
         async def all_recorded() -> bool:
-            left = await scalar(ctx, "SELECT count(*) FROM deliveries WHERE status <> 'delivered'")
+            left = await read(ctx, inspect.count_undelivered)
             return int(left) == 0
 
         await eventually(all_recorded, within=10, what="deliveries recorded")
@@ -345,20 +346,14 @@ async def test_disabled_webhook_queues_then_delivers_everything_in_order(
         await receiver.wait_for(count, path="/on")
 
         async def on_recorded() -> bool:
-            left = await scalar(
-                ctx,
-                "SELECT count(*) FROM deliveries WHERE webhook_id = :w AND status <> 'delivered'",
-                w=live["id"],
-            )
+            left = await read(ctx, inspect.count_undelivered, live["id"])
             return int(left) == 0
 
         await eventually(on_recorded, within=10, what="the enabled webhook's deliveries")
         # The worker has drained every due delivery it may take: the paused ones stay queued.
         assert receiver.at("/off") == []
-        waiting = await scalar(
-            ctx,
-            "SELECT count(*) FROM deliveries WHERE webhook_id = :w AND status = 'pending'",
-            w=paused["id"],
+        waiting = await read(
+            ctx, inspect.count, "deliveries", webhook_id=paused["id"], status="pending"
         )
         assert waiting == count
 

@@ -39,14 +39,13 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from sqlalchemy import delete
 
 from consent_relay import crypto
 from consent_relay.api.app import create_app
 from consent_relay.services import webhooks as webhook_service
 from consent_relay.settings import Settings
+from consent_relay.storage import databases
 from consent_relay.storage.store import Store
-from consent_relay.storage.tables import api_keys, metadata, organizations
 from tests.conftest import prepare_store
 
 Case = GenericCase[Any]
@@ -175,11 +174,8 @@ def fuzzed(
 
 async def _empty_organization(store: Store) -> None:
     """Every row gone but the organization and its API key (test plumbing, not app SQL)."""
-    kept = {organizations.name, api_keys.name}
-    async with store.engine.begin() as conn:
-        for table in reversed(metadata.sorted_tables):
-            if table.name not in kept:
-                await conn.execute(delete(table))
+    async with store.write() as tx:
+        await databases.clear_tables(tx, keep={"organizations", "api_keys"})
 
 
 def _stateful_settings() -> hypothesis_settings:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import httpx
 
 from consent_relay.runtime import Context
-from tests.e2e.helpers import consent_event, eventually, get_json, post_event, scalar
+from consent_relay.storage import inspect
+from tests.e2e.helpers import consent_event, eventually, get_json, post_event, read
 from tests.receiver import Receiver
 from tests.workers import make_webhook, running
 
@@ -23,15 +24,10 @@ async def test_the_export_holds_state_events_and_ledger_in_one_document(
     async with running(ctx):
 
         async def all_delivered() -> bool:
-            pending = await scalar(
-                ctx, "SELECT count(*) FROM deliveries WHERE status <> 'delivered'"
-            )
-            return int(pending) == 0
+            return await read(ctx, inspect.count_undelivered) == 0
 
         await eventually(all_delivered, within=20, what="every delivery delivered")
-    delivered_to_jane = await scalar(
-        ctx, "SELECT count(*) FROM deliveries WHERE user_id = :u", u=jane
-    )
+    delivered_to_jane = await read(ctx, inspect.count, "deliveries", user_id=jane)
 
     exported = await get_json(api, f"/v1/consents/users/{jane}/export")
     assert exported["user_id"] == jane
@@ -62,7 +58,7 @@ async def test_the_export_of_a_deleted_user_still_tells_who_was_told_what(
         await receiver.wait_for(3)
 
         async def three() -> bool:
-            return int(await scalar(ctx, "SELECT count(*) FROM ledger_entries")) == 3
+            return await read(ctx, inspect.count, "ledger_entries") == 3
 
         await eventually(three, within=20, what="three ledger entries")
     exported = await get_json(api, f"/v1/consents/users/{jane}/export")

@@ -11,7 +11,8 @@ import httpx
 from consent_relay.domain import ledger as chain
 from consent_relay.runtime import Context
 from consent_relay.services import ledger
-from tests.e2e.helpers import consent_event, eventually, get_json, post_event, scalar
+from consent_relay.storage import inspect
+from tests.e2e.helpers import consent_event, eventually, get_json, post_event, read
 from tests.integration.test_dashboard import csrf_of, sign_in
 from tests.receiver import Receiver, status_sequence
 from tests.workers import make_webhook, running
@@ -30,7 +31,7 @@ async def test_every_delivered_message_leaves_a_chained_entry(
         await receiver.wait_for(4, "/email")
 
         async def four() -> bool:
-            return int(await scalar(ctx, "SELECT count(*) FROM ledger_entries")) >= 4
+            return await read(ctx, inspect.count, "ledger_entries") >= 4
 
         await eventually(four, within=20, what="four ledger entries")
 
@@ -72,7 +73,7 @@ async def test_the_ledger_answers_by_user_and_webhook_also_after_deletion(
         await receiver.wait_for(4)
 
         async def four() -> bool:
-            return int(await scalar(ctx, "SELECT count(*) FROM ledger_entries")) >= 4
+            return await read(ctx, inspect.count, "ledger_entries") >= 4
 
         await eventually(four, within=20, what="four ledger entries")
     response = await api.delete(f"/v1/consents/users/{jane}")
@@ -127,7 +128,7 @@ async def test_the_dashboard_user_page_shows_who_was_told_what(
         await receiver.wait_for(2)
 
         async def two() -> bool:
-            return int(await scalar(ctx, "SELECT count(*) FROM ledger_entries")) == 2
+            return await read(ctx, inspect.count, "ledger_entries") == 2
 
         await eventually(two, within=20, what="two ledger entries")
     users = await api.get("/dashboard/users")
@@ -142,13 +143,10 @@ async def test_the_dashboard_user_page_shows_who_was_told_what(
     assert erased.status_code == 303, erased.text
     assert erased.headers["location"] == f"/dashboard/users/{jane}?notice=erased"
     assert (await api.get(f"/v1/consents/users/{jane}")).status_code == 404
-    purged = await scalar(
-        ctx, "SELECT count(*) FROM messages WHERE user_id = :u AND purge_reason = 'erased'", u=jane
-    )
-    assert int(purged) == 2  # delivered: erased at once (the user.deleted is pending)
-    delivered = await scalar(
-        ctx, "SELECT id FROM deliveries WHERE user_id = :u AND status = 'delivered'", u=jane
-    )
+    purged = await read(ctx, inspect.count, "messages", user_id=jane, purge_reason="erased")
+    assert purged == 2  # delivered: erased at once (the user.deleted is pending)
+    delivered_rows = await read(ctx, inspect.rows, "deliveries", user_id=jane, status="delivered")
+    delivered = delivered_rows[0]["id"]
     shown = await api.get(f"/dashboard/deliveries/{delivered}")
     assert shown.status_code == 200, shown.text
     assert "payload erased" in shown.text

@@ -13,7 +13,8 @@ from aiohttp import web
 from consent_relay import metrics, runner
 from consent_relay.runtime import Context
 from consent_relay.services import privacy
-from tests.e2e.helpers import consent_event, eventually, get_json, post_event, rows, scalar
+from consent_relay.storage import inspect
+from tests.e2e.helpers import consent_event, eventually, get_json, post_event, read
 from tests.receiver import Received, Receiver, status_sequence
 from tests.workers import make_webhook, running
 
@@ -28,11 +29,8 @@ def purged_total(reason: str) -> float:
 
 async def by_status(ctx: Context) -> dict[str, set[Any]]:
     found: dict[str, set[Any]] = {}
-    for row in await rows(
-        ctx,
-        "SELECT d.status, m.purge_reason FROM deliveries d JOIN messages m ON m.id = d.message_id",
-    ):
-        found.setdefault(row.status, set()).add(row.purge_reason)
+    for status, purge_reason in await read(ctx, inspect.statuses_and_purges):
+        found.setdefault(status, set()).add(purge_reason)
     return found
 
 
@@ -50,8 +48,8 @@ async def test_the_workers_purge_delivered_payloads_after_the_retention(
 
     async def settled() -> bool:
         found = await by_status(ctx)
-        expired = await scalar(ctx, "SELECT count(*) FROM messages WHERE purge_reason = 'expired'")
-        return "pending" not in found and int(expired) == 2  # the two event.created
+        expired = await read(ctx, inspect.count, "messages", purge_reason="expired")
+        return "pending" not in found and expired == 2  # the two event.created
 
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(ctx, stop))  # the worker with its purge task
@@ -63,27 +61,18 @@ async def test_the_workers_purge_delivered_payloads_after_the_retention(
 
     found = await by_status(ctx)
     assert found["dead"] == {None}  # dead letters keep their payload until delivered
-    kept_types = await rows(ctx, "SELECT type FROM messages WHERE purged_at IS NULL")
-    assert sorted(r.type for r in kept_types) == ["user.created", "user.created"]
+    kept_types = await read(ctx, inspect.unpurged_messages)
+    assert sorted(m["type"] for m in kept_types) == ["user.created", "user.created"]
     assert purged_total("expired") - before >= 2  # the event.created of each user at least
-    expired = await rows(
-        ctx,
-        "SELECT a.response_body, a.request_headers, a.status_code FROM attempts a "
-        "JOIN deliveries d ON d.id = a.delivery_id JOIN messages m ON m.id = d.message_id "
-        "WHERE m.purge_reason = 'expired'",
-    )
+    expired = await read(ctx, inspect.attempts_of, purge_reason="expired")
     assert expired
-    assert all(r.response_body is None and r.request_headers is None for r in expired)
-    assert all(r.status_code == 200 for r in expired)  # outcomes stay
-    kept = await rows(
-        ctx,
-        "SELECT a.response_body FROM attempts a JOIN deliveries d ON d.id = a.delivery_id "
-        "WHERE d.status = 'dead'",
-    )
-    assert all(r.response_body for r in kept)
+    assert all(a["response_body"] is None and a["request_headers"] is None for a in expired)
+    assert all(a["status_code"] == 200 for a in expired)  # outcomes stay
+    kept = await read(ctx, inspect.attempts_of, delivery_status="dead")
+    assert all(a["response_body"] for a in kept)
 
-    delivered = (await rows(ctx, "SELECT id FROM deliveries WHERE status = 'delivered' LIMIT 1"))[0]
-    shown = await get_json(api, f"/v1/deliveries/{delivered.id}")
+    delivered = (await read(ctx, inspect.rows, "deliveries", status="delivered"))[0]
+    shown = await get_json(api, f"/v1/deliveries/{delivered['id']}")
     assert shown["message"]["parameters"] is None
     assert shown["message"]["purged"]["reason"] == "payload expired"
     assert shown["attempts"][0]["status_code"] == 200
@@ -100,8 +89,7 @@ async def test_young_payloads_and_pending_deliveries_are_kept(
         await receiver.wait_for(2)
 
         async def delivered() -> bool:
-            found = await scalar(ctx, "SELECT count(*) FROM deliveries WHERE status = 'delivered'")
-            return int(found) == 2
+            return await read(ctx, inspect.count, "deliveries", status="delivered") == 2
 
         await eventually(delivered, within=20, what="deliveries")
     state = privacy.PurgeState()
@@ -111,13 +99,12 @@ async def test_young_payloads_and_pending_deliveries_are_kept(
 
     async def two_expired() -> bool:
         await privacy.purge_once(ctx, state)
-        count = await scalar(ctx, "SELECT count(*) FROM messages WHERE purge_reason = 'expired'")
-        return int(count) == 2
+        return await read(ctx, inspect.count, "messages", purge_reason="expired") == 2
 
     await eventually(two_expired, within=10, what="the delivered payloads expired")
-    pending = await rows(ctx, "SELECT m.parameters FROM messages m WHERE m.purged_at IS NULL")
+    pending = await read(ctx, inspect.unpurged_messages)
     assert len(pending) == 2  # the new messages' deliveries are pending: kept
-    assert all(r.parameters for r in pending)
+    assert all(m["parameters"] for m in pending)
 
 
 async def test_the_purge_goes_in_small_steps(
@@ -133,8 +120,7 @@ async def test_the_purge_goes_in_small_steps(
 
     async def all_expired() -> bool:
         steps.append((await privacy.purge_once(ctx, state))["expired"])
-        count = await scalar(ctx, "SELECT count(*) FROM messages WHERE purged_at IS NULL")
-        return int(count) == 0
+        return len(await read(ctx, inspect.unpurged_messages)) == 0
 
     await eventually(all_expired, within=10, what="every payload expired")
     assert sum(steps) == 8  # event.created and user.created of each user

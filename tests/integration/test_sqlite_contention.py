@@ -24,15 +24,15 @@ import pytest
 
 from consent_relay.runtime import Context
 from consent_relay.settings import Settings
+from consent_relay.storage import inspect
 from tests.e2e.helpers import (
     WorkerFleet,
     consent_event,
     eventually,
     make_webhook,
     process_env,
-    rows,
+    read,
     running,
-    scalar,
 )
 from tests.receiver import Receiver
 
@@ -182,10 +182,7 @@ async def test_api_and_workers_and_a_foreign_writer_at_once(
 
                 async def drained() -> bool:
                     fleet.check_alive()
-                    left = await scalar(
-                        ctx, "SELECT count(*) FROM deliveries WHERE status <> 'delivered'"
-                    )
-                    return int(left) == 0
+                    return await read(ctx, inspect.count_undelivered) == 0
 
                 await eventually(drained, within=60, interval=0.1, what="every delivery")
         finally:
@@ -197,9 +194,9 @@ async def test_api_and_workers_and_a_foreign_writer_at_once(
     assert not tally.wrong, "\n".join(tally.wrong[:20])
     assert tally.acknowledged, tally.statuses
     # Every acknowledged event went out, with every other message of the organization.
-    stored = {r.id for r in await rows(ctx, "SELECT id FROM events")}
+    stored = {e["id"] for e in await read(ctx, inspect.rows, "events")}
     assert set(tally.acknowledged) <= stored
-    message_ids = {r.id for r in await rows(ctx, "SELECT id FROM messages")}
+    message_ids = {m["id"] for m in await read(ctx, inspect.rows, "messages")}
     arrived = [r.headers["webhook-id"] for r in receiver.at("/busy")]
     assert message_ids == set(arrived)
     delivered_events = {
@@ -208,7 +205,7 @@ async def test_api_and_workers_and_a_foreign_writer_at_once(
         if r.json["type"] == "event.created"
     }
     assert set(tally.acknowledged) <= delivered_events
-    assert await scalar(ctx, "SELECT count(*) FROM deliveries WHERE webhook_id = :w", w=hook["id"])
+    assert await read(ctx, inspect.count, "deliveries", webhook_id=hook["id"])
     worker_log = fleet.dead[0].output()
     assert "locked" not in worker_log.lower(), worker_log[-3000:]
     assert "Traceback" not in worker_log, worker_log[-3000:]
@@ -250,7 +247,7 @@ async def test_a_write_lock_held_past_the_busy_timeout_is_a_503(
         await holder.stdin.drain()
         assert await line_from(holder, 30) == "released"
     # The refused change was not stored; the retry is, and is delivered.
-    assert await scalar(ctx, "SELECT count(*) FROM events") == 0
+    assert await read(ctx, inspect.count, "events") == 0
     async with running(ctx):
         retried = await api.post(
             "/v1/consents/events", json=consent_event("held@example.com", "ads", True)

@@ -22,7 +22,6 @@ import pytest
 TESTS = Path(__file__).resolve().parents[1]
 
 REWORKED = "being reworked; convert next"
-NOT_IN_THIS_ROUND = "not among this round's files (owned elsewhere); convert next"
 ALLOWED: dict[str, str] = {
     # The one place SQL text is run for the files below: delete it with the last of them.
     "raw_sql.py": "runs the SQL of the tests not yet converted (scalar, rows)",
@@ -32,20 +31,12 @@ ALLOWED: dict[str, str] = {
     "integration/test_delivery.py": REWORKED,
     "integration/test_flow_control.py": REWORKED,
     "integration/test_flow_metrics.py": REWORKED,
-    "integration/test_ledger.py": REWORKED,
     "integration/test_group_commit.py": REWORKED,
     "integration/test_migrations.py": REWORKED,
     "integration/test_driver.py": REWORKED,
     "e2e/test_crash_safety.py": REWORKED,
     "e2e/test_hostile_payloads.py": REWORKED,
     "e2e/test_hostile_receivers.py": REWORKED,
-    "integration/test_api_fuzz.py": NOT_IN_THIS_ROUND,
-    "integration/test_export.py": NOT_IN_THIS_ROUND,
-    "integration/test_retention.py": NOT_IN_THIS_ROUND,
-    "integration/test_sqlite_contention.py": NOT_IN_THIS_ROUND,
-    "e2e/test_duplicates_bounded.py": NOT_IN_THIS_ROUND,
-    "e2e/test_ingest_crash.py": NOT_IN_THIS_ROUND,
-    "e2e/test_webhook_rows.py": NOT_IN_THIS_ROUND,
 }
 
 # A string that is an SQL statement (upper-case keywords, as the tests write them). Prose and
