@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import orjson
@@ -11,6 +12,7 @@ from pydantic import AfterValidator
 from starlette.responses import JSONResponse
 
 from consent_relay import errors
+from consent_relay.api import lean
 from consent_relay.runtime import Context
 from consent_relay.services import orgs, pagination
 
@@ -46,6 +48,22 @@ async def admin(request: Request) -> None:
     token = _bearer(request)
     if not secrets.compare_digest(token.encode(), request.app.state.admin_token.encode()):
         raise errors.Unauthorized("the admin token is required")
+
+
+async def _organization_of(request: Request) -> str:
+    return await organization(request, request.app.state.context)
+
+
+# How a lean route (api/lean.py) resolves each dependency it may declare: from the request
+# alone, as the dependency itself would.
+LEAN_RESOLVERS: dict[Callable[..., Any], Callable[[Request], Awaitable[Any]]] = {
+    context: context,
+    organization: _organization_of,
+}
+
+
+class LeanRoute(lean.LeanRoute):
+    resolvers = LEAN_RESOLVERS
 
 
 Ctx = Annotated[Context, Depends(context)]

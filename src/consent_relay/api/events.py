@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from starlette.responses import Response
 
-from consent_relay.api.deps import Ctx, Cursor, JSONOut, Limit, Org, Quiet
+from consent_relay.api.deps import Ctx, Cursor, JSONOut, LeanRoute, Limit, Org, Quiet
 from consent_relay.api.params import EventId, QueryText
 from consent_relay.schemas import EventIn, EventPatch
 from consent_relay.services import events
@@ -17,11 +17,22 @@ from consent_relay.services.views import EventOut
 router = APIRouter(prefix="/v1/consents/events", tags=["consent events"])
 
 
-@router.post("", status_code=201, response_class=JSONOut, response_model=EventOut)
 async def create_event(body: EventIn, ctx: Ctx, org: Org, quiet: Quiet = False) -> JSONOut:
     """Record a consent event; the user is created when unknown. Fires event.created and
     user.created / user.updated as docs/webhook-rules.md says."""
     return JSONOut(await events.create_event(ctx, org, body, quiet=quiet), status_code=201)
+
+
+# The ingest path: a lean route (api/lean.py) spares it FastAPI's per-request dependency solving.
+router.add_api_route(
+    "",
+    create_event,
+    methods=["POST"],
+    status_code=201,
+    response_class=JSONOut,
+    response_model=EventOut,
+    route_class_override=LeanRoute,
+)
 
 
 @router.get("", response_class=JSONOut, response_model=Page[EventOut])
