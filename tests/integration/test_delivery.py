@@ -7,11 +7,10 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
 from standardwebhooks.webhooks import Webhook
 
 from consent_relay.runtime import Context
-from consent_relay.storage.tables import attempts, deliveries
+from consent_relay.storage import inspect
 from tests.receiver import Receiver, status_sequence
 from tests.workers import make_webhook, running
 
@@ -57,18 +56,16 @@ async def test_failing_receiver_gets_six_attempts_then_dead_letter(
         await receiver.wait_for(6)
         for _ in range(100):
             async with ctx.store.read() as tx:
-                row = (await tx.conn.execute(select(deliveries.c.status))).one()
-            if row.status == "dead":
+                [row] = await inspect.rows(tx, "deliveries")
+            if row["status"] == "dead":
                 break
             await asyncio.sleep(0.05)
-    assert row.status == "dead"
+    assert row["status"] == "dead"
     assert len(receiver.received) == 6
     assert len({r.headers["webhook-id"] for r in receiver.received}) == 1
     async with ctx.store.read() as tx:
-        outcomes = [
-            r.outcome
-            for r in await tx.conn.execute(select(attempts).order_by(attempts.c.attempt_number))
-        ]
+        found = await inspect.rows(tx, "attempts")
+    outcomes = [a["outcome"] for a in sorted(found, key=lambda a: a["attempt_number"])]
     assert outcomes == ["E_HTTP"] * 6
 
 

@@ -1,19 +1,17 @@
 """The raw driver under an open transaction (storage/driver.py): statements sent to asyncpg
 directly belong to the same transaction as SQLAlchemy's. This reaches into SQLAlchemy's
-asyncpg adapter; these tests fail if a release changes what it relies on."""
+asyncpg adapter; these tests fail if a release changes what it relies on.
+
+The raw statements are the probes of ``storage/inspect_driver.py``: a bare organization
+written and counted through the transaction's own asyncpg or sqlite3 connection."""
 
 from __future__ import annotations
-
-import sqlite3
-from typing import Any
 
 import pytest
 
 from consent_relay import errors
 from consent_relay.runtime import Context
-from consent_relay.storage import driver
-
-INSERT = "INSERT INTO organizations (id, name, created_at) VALUES ($1, $1, 'x')"
+from consent_relay.storage import driver, inspect_driver
 
 
 class Boom(Exception):
@@ -22,18 +20,14 @@ class Boom(Exception):
 
 async def _count(ctx: Context, name: str) -> int:
     async with ctx.store.read() as tx:
-        conn = await driver.postgres(tx)
-        assert conn is not None
-        return int(await conn.fetchval("SELECT count(*) FROM organizations WHERE id = $1", name))
+        return await inspect_driver.count_organizations(tx, name)
 
 
 async def _insert(ctx: Context, name: str, *, sqlalchemy_first: bool, fail: bool) -> None:
     async with ctx.store.write() as tx:
         if sqlalchemy_first:
             assert await tx.get_organization("nobody") is None  # SQLAlchemy began it
-        conn = await driver.postgres(tx)
-        assert conn is not None
-        await conn.execute(INSERT, name)
+        await inspect_driver.insert_organization(tx, name)
         if fail:
             raise Boom
 
@@ -63,7 +57,7 @@ async def test_raw_and_sqlalchemy_statements_see_each_other_and_commit_together(
     async with ctx.store.write() as tx:
         conn = await driver.postgres(tx)
         assert conn is not None
-        await conn.execute(INSERT, "raw2")
+        await inspect_driver.insert_organization(tx, "raw2")
         assert await tx.get_organization("raw2") is not None  # SQLAlchemy sees the raw write
         assert await driver.postgres(tx) is conn  # one connection for the transaction
     assert await _count(ctx, "raw2") == 1
@@ -77,15 +71,9 @@ async def test_a_raw_unique_violation_is_a_conflict(ctx: Context) -> None:
         await _insert(ctx, "raw4", sqlalchemy_first=False, fail=False)
 
 
-def _sqlite_insert(db: sqlite3.Connection, name: str) -> None:
-    db.execute(
-        "INSERT INTO organizations (id, name, created_at) VALUES (:id, :id, 'x')", {"id": name}
-    )
-
-
 async def _sqlite_insert_then(ctx: Context, name: str, *, fail: bool) -> None:
     async with ctx.store.write() as tx:
-        await driver.on_sqlite(tx, lambda db: _sqlite_insert(db, name))
+        await inspect_driver.insert_organization(tx, name)  # driver.on_sqlite
         assert await tx.get_organization(name) is not None  # SQLAlchemy sees the raw write
         if fail:
             raise Boom
@@ -107,13 +95,9 @@ async def test_sqlite_work_in_one_hop_belongs_to_the_transaction(ctx: Context) -
 async def test_the_adapters_own_error_for_a_closed_connection_is_storage_unavailable() -> None:
     """Beginning a transaction through the raw path on a connection the server has just
     closed raises SQLAlchemy's asyncpg adapter error unwrapped: a 503, not a 500."""
-    import asyncpg
-    from sqlalchemy.dialects.postgresql import asyncpg as adapter
-
     from consent_relay.storage import engine
 
-    dbapi: Any = adapter.AsyncAdapt_asyncpg_dbapi(asyncpg)  # type: ignore[no-untyped-call]
-    closed: Exception = dbapi.Error("connection was closed in the middle of operation")
+    closed = inspect_driver.closed_connection_error()
     with pytest.raises(errors.StorageUnavailable):
         async with engine.translate_errors():
             raise closed

@@ -10,10 +10,9 @@ from typing import Any
 
 import httpx
 from aiohttp import web
-from sqlalchemy import select
 
 from consent_relay.runtime import Context
-from consent_relay.storage.tables import deliveries
+from consent_relay.storage import inspect
 from tests.receiver import Received, Receiver
 from tests.workers import make_webhook, running
 
@@ -79,14 +78,8 @@ async def test_410_disables_the_webhook_and_order_holds_on_reenable(
     queued = [d["message_id"] for d in listed]
     assert sent == [queued[0], *queued]  # the 410'd message first again, then in order
     async with ctx.store.read() as tx:
-        first = (
-            await tx.conn.execute(
-                select(deliveries.c.attempt_count, deliveries.c.held_attempts).where(
-                    deliveries.c.message_id == queued[0]
-                )
-            )
-        ).one()
-    assert (first.attempt_count, first.held_attempts) == (2, 1)  # the 410 used no retry
+        [first] = await inspect.rows(tx, "deliveries", message_id=queued[0])
+    assert (first["attempt_count"], first["held_attempts"]) == (2, 1)  # the 410 used no retry
 
 
 async def _disabled(api: httpx.AsyncClient, webhook_id: str) -> dict[str, Any] | None:
@@ -129,14 +122,8 @@ async def test_retry_after_pauses_every_user_of_the_webhook_only(
     assert all(at >= pause_end - 0.05 for at in arrived["/busy"][1:])
     assert arrived["/other"][0] < pause_end - 0.5
     async with ctx.store.read() as tx:
-        rows = (
-            await tx.conn.execute(
-                select(deliveries.c.attempt_count, deliveries.c.held_attempts)
-                .where(deliveries.c.webhook_id == busy["id"])
-                .order_by(deliveries.c.pk)
-            )
-        ).all()
-    assert [(r.attempt_count, r.held_attempts) for r in rows] == [(2, 1), (1, 0)]
+        rows = await inspect.rows(tx, "deliveries", webhook_id=busy["id"])  # in pk order
+    assert [(r["attempt_count"], r["held_attempts"]) for r in rows] == [(2, 1), (1, 0)]
     assert (await get_hook(api, busy["id"]))["paused_until"] is None
 
 

@@ -4,11 +4,9 @@ letters, automatic replays."""
 from __future__ import annotations
 
 import httpx
-from sqlalchemy import update
 
 from consent_relay.runtime import Context
-from consent_relay.storage import flow
-from consent_relay.storage.tables import deliveries, webhooks
+from consent_relay.storage import flow, tamper
 from tests.integration.test_flow_control import post_event
 from tests.integration.test_metrics import _scrape
 from tests.receiver import Receiver
@@ -23,16 +21,8 @@ async def test_metrics_show_paused_disabled_and_superseded(
     await post_event(api, "anna@example.com", True)
     async with ctx.store.write() as tx:
         await flow.pause(tx, [(paused["id"], ctx.clock_ms() + 60_000, "E_HTTP")])
-        await tx.conn.execute(
-            update(webhooks)
-            .where(webhooks.c.id == gone["id"])
-            .values(enabled=False, disabled_reason="HTTP 410 at 2026-12-01T10:00:00.000Z")
-        )
-        await tx.conn.execute(
-            update(deliveries)
-            .where(deliveries.c.webhook_id == gone["id"])
-            .values(status="superseded", due_ms=None)
-        )
+        await tamper.disable_webhook(tx, gone["id"], "HTTP 410 at 2026-12-01T10:00:00.000Z")
+        await tamper.set_delivery_status(tx, "superseded", webhook_id=gone["id"], clear_due=True)
     found = await _scrape(api)
     assert found[("consent_relay_webhooks_paused", ())] == 1
     assert found[("consent_relay_webhooks_disabled", ())] == 1

@@ -16,10 +16,10 @@ from consent_relay.schemas import EventIn, OrganizationIn, WebhookIn
 from consent_relay.services import events as event_service
 from consent_relay.services import ingest, orgs, webhooks
 from consent_relay.services import users as user_service
-from consent_relay.storage import write_batch
+from consent_relay.storage import inspect, write_batch
 from consent_relay.storage.records import EventRecord
 from consent_relay.storage.store import Store
-from tests.e2e.helpers import rows
+from tests.e2e.helpers import read
 
 JSON = dict[str, Any]
 
@@ -49,20 +49,8 @@ async def setup_org(ctx: Context, org_id: str) -> None:
 async def outbox_of(ctx: Context, org_id: str) -> list[tuple[str, str, int, Any]]:
     """Per (webhook URL, user's ouid): the message types and the user versions they carry,
     in queue order: what the receivers will see."""
-    found = await rows(
-        ctx,
-        """
-        SELECT w.url, u.organization_user_id AS ouid, d.seq, m.type, m.parameters
-        FROM deliveries d
-        JOIN messages m ON m.id = d.message_id
-        JOIN webhooks w ON w.id = d.webhook_id
-        JOIN users u ON u.id = d.user_id AND u.organization_id = d.organization_id
-        WHERE d.organization_id = :org
-        ORDER BY w.url, u.organization_user_id, d.seq
-        """,
-        org=org_id,
-    )
-    return [(r.url, r.ouid, r.seq, r.type) for r in found]
+    found = await read(ctx, inspect.queued_messages, org_id)
+    return [(q["url"], q["organization_user_id"], q["seq"], q["type"]) for q in found]
 
 
 async def users_of(ctx: Context, org_id: str) -> list[JSON]:

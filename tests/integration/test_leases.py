@@ -1,16 +1,13 @@
-"""Leases, shown by backdating them in SQL (no sleeps), on SQLite and PostgreSQL."""
+"""Leases, shown by backdating them (storage.tamper, no sleeps), on SQLite and PostgreSQL."""
 
 from __future__ import annotations
-
-from sqlalchemy import func, select, update
 
 from consent_relay import ids
 from consent_relay.runtime import Context
 from consent_relay.schemas import EventIn, WebhookIn
 from consent_relay.services import events, webhooks
-from consent_relay.storage import queue
+from consent_relay.storage import inspect, queue, tamper
 from consent_relay.storage.queue import Claimed, Result
-from consent_relay.storage.tables import attempts, deliveries
 
 LEASE_MS = 60_000
 
@@ -55,9 +52,7 @@ async def _record(ctx: Context, results: list[Result], now_ms: int) -> list[Resu
 async def _expire_leases(ctx: Context) -> None:
     """What the passing of the lease's time does: due_ms comes round again."""
     async with ctx.store.write() as tx:
-        await tx.conn.execute(
-            update(deliveries).where(deliveries.c.lease_owner.is_not(None)).values(due_ms=0)
-        )
+        await tamper.expire_leases(tx)
 
 
 async def test_a_leased_delivery_is_not_claimed_twice(ctx: Context, org: tuple[str, str]) -> None:
@@ -89,10 +84,10 @@ async def test_a_worker_whose_lease_was_taken_cannot_record(
     # The stale worker's late result, a failure, must not overwrite the new owner's lease.
     assert await _record(ctx, [_result(stale, "pending", "E_HTTP")], now) == []
     async with ctx.store.read() as tx:
-        row = (await tx.conn.execute(select(deliveries).where(deliveries.c.pk == stale.pk))).one()
-    assert row.lease_owner == "worker-b"
-    assert row.attempt_count == 0
-    assert row.status == "pending"
+        [row] = await inspect.rows(tx, "deliveries", pk=stale.pk)
+    assert row["lease_owner"] == "worker-b"
+    assert row["attempt_count"] == 0
+    assert row["status"] == "pending"
     kept = await _record(ctx, [_result(fresh)], now)
     assert [k.claimed.pk for k in kept] == [fresh.pk]
 
@@ -108,20 +103,10 @@ async def test_a_stale_late_result_does_not_duplicate_the_attempt(
     await _record(ctx, [_result(fresh)], now)
     await _record(ctx, [_result(stale)], now)  # arrives after the new owner's
     async with ctx.store.read() as tx:
-        count = (
-            await tx.conn.execute(
-                select(func.count()).select_from(attempts).where(attempts.c.delivery_id == fresh.id)
-            )
-        ).scalar_one()
-        status = (
-            await tx.conn.execute(
-                select(deliveries.c.status, deliveries.c.attempt_count).where(
-                    deliveries.c.pk == fresh.pk
-                )
-            )
-        ).one()
+        count = await inspect.count(tx, "attempts", delivery_id=fresh.id)
+        [status] = await inspect.rows(tx, "deliveries", pk=fresh.pk)
     assert count == 1
-    assert (status.status, status.attempt_count) == ("delivered", 1)
+    assert (status["status"], status["attempt_count"]) == ("delivered", 1)
 
 
 async def test_finishing_the_head_makes_the_next_one_due(

@@ -14,16 +14,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text
 
 from consent_relay import ids
 from consent_relay.runtime import Context
 from consent_relay.schemas import EventIn, WebhookIn
 from consent_relay.services import deliveries, events, webhooks
-from consent_relay.storage import batches, queue
+from consent_relay.storage import batches, inspect, queue, tamper
 from consent_relay.storage.queue import Claimed, Result
-from consent_relay.storage.tables import attempts
-from consent_relay.storage.tables import deliveries as deliveries_table
 
 NOW = "2026-01-01T00:00:00.000Z"
 USERS = 7  # an odd batch: halves of unequal size
@@ -74,52 +71,27 @@ async def _record(ctx: Context, results: list[Result]) -> batches.Recorded:
 
 
 @contextlib.asynccontextmanager
-async def refusing(ctx: Context, table: str, condition: str) -> AsyncIterator[None]:
-    """A trigger that makes the database refuse the rows of ``table`` inserted where
-    ``condition`` (on ``NEW``) holds: a row of a batch that fails in the database itself."""
+async def refusing(ctx: Context, table: str, column: str, value: str) -> AsyncIterator[None]:
+    """A trigger that makes the database refuse the rows of ``table`` inserted with ``column``
+    equal to ``value``: a row of a batch that fails in the database itself."""
     async with ctx.store.write() as tx:
-        if tx.dialect == "postgresql":
-            await tx.conn.execute(
-                text(
-                    "CREATE OR REPLACE FUNCTION refuse_row() RETURNS trigger LANGUAGE plpgsql "
-                    f"AS $$ BEGIN IF {condition} THEN RAISE EXCEPTION 'row refused by test'; "
-                    "END IF; RETURN NEW; END $$"
-                )
-            )
-            await tx.conn.execute(
-                text(
-                    f"CREATE TRIGGER refuse_row BEFORE INSERT ON {table} "
-                    "FOR EACH ROW EXECUTE FUNCTION refuse_row()"
-                )
-            )
-        else:
-            await tx.conn.execute(
-                text(
-                    f"CREATE TRIGGER refuse_row BEFORE INSERT ON {table} WHEN {condition} "
-                    "BEGIN SELECT RAISE(ABORT, 'row refused by test'); END"
-                )
-            )
+        await tamper.refuse_inserts(tx, table, column, value)
     try:
         yield
     finally:
-        async with ctx.store.write() as tx:
-            if tx.dialect == "postgresql":  # (the test database outlives the test)
-                await tx.conn.execute(text(f"DROP TRIGGER IF EXISTS refuse_row ON {table}"))
-                await tx.conn.execute(text("DROP FUNCTION IF EXISTS refuse_row()"))
-            else:
-                await tx.conn.execute(text("DROP TRIGGER IF EXISTS refuse_row"))
+        async with ctx.store.write() as tx:  # (the PostgreSQL test database outlives the test)
+            await tamper.allow_inserts(tx, table)
 
 
-async def _attempts_by_delivery(ctx: Context) -> dict[str, Any]:
+async def _attempts_by_delivery(ctx: Context) -> dict[str, dict[str, Any]]:
     async with ctx.store.read() as tx:
-        found = await tx.conn.execute(select(attempts))
-        return {row.delivery_id: row for row in found}
+        return {row["delivery_id"]: row for row in await inspect.rows(tx, "attempts")}
 
 
-async def _delivery(ctx: Context, pk: int) -> Any:
+async def _delivery(ctx: Context, pk: int) -> dict[str, Any]:
     async with ctx.store.read() as tx:
-        query = select(deliveries_table).where(deliveries_table.c.pk == pk)
-        return (await tx.conn.execute(query)).one()
+        [row] = await inspect.rows(tx, "deliveries", pk=pk)
+        return row
 
 
 @pytest.fixture
@@ -134,7 +106,7 @@ async def test_a_row_the_database_refuses_fails_alone_and_is_recorded_with_a_not
     _hook, claimed = await _heads(ctx, org[0])
     bad = claimed[3]
     results = [_result(c, "poison" if c is bad else "fine") for c in claimed]
-    async with refusing(ctx, "attempts", "NEW.response_body = 'poison'"):
+    async with refusing(ctx, "attempts", "response_body", "poison"):
         recorded = await _record(ctx, results)
 
     assert {r.claimed.pk for r in recorded.kept} == {c.pk for c in claimed}
@@ -144,15 +116,19 @@ async def test_a_row_the_database_refuses_fails_alone_and_is_recorded_with_a_not
     assert set(rows) == {c.id for c in claimed}  # one attempt each, the bad one's too
     for item in claimed:
         row = rows[item.id]
-        assert (row.attempt_number, row.status_code, row.outcome) == (1, 500, "E_HTTP")
+        assert (row["attempt_number"], row["status_code"], row["outcome"]) == (1, 500, "E_HTTP")
         if item is bad:
-            assert (row.response_body, row.request_headers) == (None, None)
-            assert row.error == batches.UNSTORABLE_NOTE
-            assert row.response_bytes == len("poison")
+            assert (row["response_body"], row["request_headers"]) == (None, None)
+            assert row["error"] == batches.UNSTORABLE_NOTE
+            assert row["response_bytes"] == len("poison")
         else:
-            assert (row.response_body, row.error, row.response_bytes) == ("fine", "HTTP 500", 4)
+            assert (row["response_body"], row["error"], row["response_bytes"]) == (
+                "fine",
+                "HTTP 500",
+                4,
+            )
         delivery = await _delivery(ctx, item.pk)
-        assert (delivery.attempt_count, delivery.status, delivery.lease_owner) == (
+        assert (delivery["attempt_count"], delivery["status"], delivery["lease_owner"]) == (
             1,
             "pending",
             None,
@@ -180,14 +156,14 @@ async def test_text_a_database_cannot_take_fails_only_its_row(
     rows = await _attempts_by_delivery(ctx)
     assert set(rows) == {c.id for c in claimed}
     assert surrogate.pk in noted
-    assert rows[surrogate.id].error == batches.UNSTORABLE_NOTE
+    assert rows[surrogate.id]["error"] == batches.UNSTORABLE_NOTE
     if ctx.store.is_sqlite:  # SQLite takes it (json_extract cuts the text at the NUL)
-        assert rows[nul.id].response_body.startswith("a")
+        assert rows[nul.id]["response_body"].startswith("a")
     else:
         assert nul.pk in noted
-        assert rows[nul.id].error == batches.UNSTORABLE_NOTE
+        assert rows[nul.id]["error"] == batches.UNSTORABLE_NOTE
     for item in claimed[1:5]:
-        assert rows[item.id].response_body == "fine"
+        assert rows[item.id]["response_body"] == "fine"
 
 
 async def test_a_refused_last_attempt_still_dead_letters_and_frees_the_queue(
@@ -196,10 +172,10 @@ async def test_a_refused_last_attempt_still_dead_letters_and_frees_the_queue(
     _hook, claimed = await _heads(ctx, org[0], users=3)
     bad = claimed[1]
     results = [_result(c, "poison" if c is bad else "fine", status="dead") for c in claimed]
-    async with refusing(ctx, "attempts", "NEW.response_body = 'poison'"):
+    async with refusing(ctx, "attempts", "response_body", "poison"):
         recorded = await _record(ctx, results)
     assert [r.claimed.pk for r in recorded.noted] == [bad.pk]
-    assert (await _delivery(ctx, bad.pk)).status == "dead"
+    assert (await _delivery(ctx, bad.pk))["status"] == "dead"
     async with ctx.store.write() as tx:  # every queue's second delivery is its head now
         following = await queue.claim(
             tx, limit=100, now_ms=ctx.clock_ms(), lease="worker-b", lease_ms=60_000
@@ -215,13 +191,13 @@ async def test_a_row_refused_even_without_its_texts_still_counts_its_attempt(
     _hook, claimed = await _heads(ctx, org[0], users=4)
     bad = claimed[2]
     results = [_result(c) for c in claimed]
-    async with refusing(ctx, "attempts", f"NEW.delivery_id = '{bad.id}'"):
+    async with refusing(ctx, "attempts", "delivery_id", bad.id):
         recorded = await _record(ctx, results)
     assert {r.claimed.pk for r in recorded.kept} == {c.pk for c in claimed}
     rows = await _attempts_by_delivery(ctx)
     assert set(rows) == {c.id for c in claimed} - {bad.id}
     delivery = await _delivery(ctx, bad.pk)
-    assert (delivery.attempt_count, delivery.lease_owner) == (1, None)
+    assert (delivery["attempt_count"], delivery["lease_owner"]) == (1, None)
     assert "without an attempt row" in caplog_storage.text
 
 
@@ -235,22 +211,24 @@ async def test_a_refused_ledger_entry_takes_its_whole_record_back(
     _hook, claimed = await _heads(ctx, org[0], users=5)
     bad = claimed[1]
     results = [_result(c, status="delivered", outcome="ok", status_code=204) for c in claimed]
-    async with refusing(ctx, "ledger_entries", f"NEW.delivery_id = '{bad.id}'"):
+    async with refusing(ctx, "ledger_entries", "delivery_id", bad.id):
         recorded = await _record(ctx, results)
     assert [r.claimed.pk for r in recorded.failed] == [bad.pk]
     assert {r.claimed.pk for r in recorded.kept} == {c.pk for c in claimed if c is not bad}
     rows = await _attempts_by_delivery(ctx)
     assert set(rows) == {c.id for c in claimed if c is not bad}
     delivery = await _delivery(ctx, bad.pk)
-    assert (delivery.status, delivery.attempt_count, delivery.lease_owner) == (
+    assert (delivery["status"], delivery["attempt_count"], delivery["lease_owner"]) == (
         "pending",
         0,
         "worker-a",
     )
     async with ctx.store.read() as tx:
-        entries = (await tx.conn.execute(text("SELECT delivery_id, seq FROM ledger_entries"))).all()
-    assert sorted(e.delivery_id for e in entries) == sorted(c.id for c in claimed if c is not bad)
-    assert sorted(e.seq for e in entries) == [1, 2, 3, 4]  # one chain, no gap
+        entries = await inspect.rows(tx, "ledger_entries")
+    assert sorted(e["delivery_id"] for e in entries) == sorted(
+        c.id for c in claimed if c is not bad
+    )
+    assert sorted(e["seq"] for e in entries) == [1, 2, 3, 4]  # one chain, no gap
     async with ctx.store.write() as tx:  # the four delivered queues moved on; not the bad one
         following = await queue.claim(
             tx, limit=100, now_ms=ctx.clock_ms(), lease="worker-b", lease_ms=60_000
@@ -276,19 +254,15 @@ async def test_a_replay_with_one_refused_dead_letter_replays_the_others(
     hook_id, claimed = await _heads(ctx, org[0], users=5)
     await _record(ctx, [_result(c, status="dead") for c in claimed])
     bad = claimed[2]
-    async with refusing(ctx, "deliveries", f"NEW.message_id = '{bad.message_id}'"):
+    async with refusing(ctx, "deliveries", "message_id", bad.message_id):
         count = await deliveries.replay(ctx, org[0], hook_id)
     assert count == 4
     for item in claimed:
         row = await _delivery(ctx, item.pk)
-        assert (row.replayed_by is None) == (item is bad)
+        assert (row["replayed_by"] is None) == (item is bad)
     async with ctx.store.read() as tx:
-        replays = list(
-            await tx.conn.execute(
-                select(deliveries_table).where(deliveries_table.c.replay_of.is_not(None))
-            )
-        )
-    assert sorted(r.replay_of for r in replays) == sorted(c.id for c in claimed if c is not bad)
+        replays = [d for d in await inspect.rows(tx, "deliveries") if d["replay_of"] is not None]
+    assert sorted(r["replay_of"] for r in replays) == sorted(c.id for c in claimed if c is not bad)
     assert f"dead letter {bad.id} could not be replayed" in caplog_storage.text
     assert "row refused by test" in caplog_storage.text
 
@@ -298,32 +272,11 @@ async def _make_unreadable(ctx: Context, monkeypatch: pytest.MonkeyPatch, messag
     else than the relay could write). PostgreSQL's text is always UTF-8: there the message is
     made invalid JSON and the claim's reads of messages parse it (``CAST AS jsonb``)."""
     async with ctx.store.write() as tx:
-        if ctx.store.is_sqlite:
-            corrupt = "UPDATE messages SET parameters = CAST(X'7B22FF227D' AS TEXT) WHERE id = :m"
-        else:
-            corrupt = "UPDATE messages SET parameters = '{\"not json' WHERE id = :m"
-        await tx.conn.execute(text(corrupt), {"m": message_id})
+        await tamper.make_message_unreadable(tx, message_id)
     if ctx.store.is_sqlite:
         return
-    parsed = "CAST(CAST(m.parameters AS jsonb) AS text) AS parameters"
-    plain_sql = queue.claim_sql
-
-    def claim_sql(dialect: str, with_messages: bool = True) -> str:
-        return plain_sql(dialect, with_messages).replace("m.parameters", parsed)
-
-    async def messages_by_id(tx: Any, message_ids: list[str]) -> dict[str, dict[str, Any]]:
-        found = await tx.conn.execute(
-            text(
-                f"SELECT m.id, m.type, m.regulation, {parsed} FROM messages m "
-                "WHERE m.id = ANY(:ids)"
-            ),
-            {"ids": list(message_ids)},
-        )
-        return {r.id: {"type": r.type, "regulation": r.regulation, "parameters": r.parameters}
-                for r in found}  # fmt: skip
-
-    monkeypatch.setattr(queue, "claim_sql", claim_sql)
-    monkeypatch.setattr(queue, "messages_by_id", messages_by_id)
+    monkeypatch.setattr(queue, "claim_sql", tamper.parsing_claim_sql(queue.claim_sql))
+    monkeypatch.setattr(queue, "messages_by_id", tamper.messages_by_id_parsed)
 
 
 async def test_an_unreadable_message_fails_only_its_own_claim(
@@ -333,17 +286,11 @@ async def test_an_unreadable_message_fails_only_its_own_claim(
     caplog_storage: pytest.LogCaptureFixture,
 ) -> None:
     await _heads_unclaimed(ctx, org[0])
-    async with ctx.store.read() as tx:
-        due = list(
-            await tx.conn.execute(
-                select(deliveries_table.c.pk, deliveries_table.c.message_id)
-                .where(deliveries_table.c.due_ms.is_not(None))
-                .order_by(deliveries_table.c.pk)
-            )
-        )
+    async with ctx.store.read() as tx:  # in pk order
+        due = [d for d in await inspect.rows(tx, "deliveries") if d["due_ms"] is not None]
     assert len(due) == USERS
     bad = due[2]
-    await _make_unreadable(ctx, monkeypatch, bad.message_id)
+    await _make_unreadable(ctx, monkeypatch, bad["message_id"])
     now = ctx.clock_ms()
     with pytest.raises(Exception):  # noqa: B017, PT011 - the plain claim fails as a whole
         async with ctx.store.write() as tx:
@@ -352,9 +299,9 @@ async def test_an_unreadable_message_fails_only_its_own_claim(
     claimed = await batches.claim(
         ctx.store.write, ctx.store.read, limit=100, now_ms=now, lease="w", lease_ms=60_000
     )
-    assert sorted(c.pk for c in claimed) == sorted(d.pk for d in due if d is not bad)
+    assert sorted(c.pk for c in claimed) == sorted(d["pk"] for d in due if d is not bad)
     assert all(c.message is not None and c.message["parameters"] for c in claimed)
-    row = await _delivery(ctx, bad.pk)  # leased: tried again when the lease runs out
-    assert (row.lease_owner, row.due_ms, row.attempt_count) == ("w", now + 60_000, 0)
-    assert f"message {bad.message_id}" in caplog_storage.text
+    row = await _delivery(ctx, bad["pk"])  # leased: tried again when the lease runs out
+    assert (row["lease_owner"], row["due_ms"], row["attempt_count"]) == ("w", now + 60_000, 0)
+    assert f"message {bad['message_id']}" in caplog_storage.text
     assert "cannot be read" in caplog_storage.text

@@ -1,6 +1,6 @@
 """The database server itself, for tests, benchmarks and drills: database URLs taken apart,
-PostgreSQL databases created, listed and dropped, every table emptied, the server's client
-sessions listed and ended.
+PostgreSQL databases created, listed and dropped, every table emptied, the planner's
+statistics gathered, the server's client sessions listed and ended.
 
 The service never calls these (its own questions about the server, such as its clock, are in
 ``system.py``). Names given to ``create_database`` and ``drop_database`` are quoted here.
@@ -111,6 +111,11 @@ async def clear_tables(tx: Tx, *, keep: Collection[str] = ()) -> None:
     for table in reversed(metadata.sorted_tables):
         if table.name not in keep:
             await tx.conn.execute(table.delete())
+
+
+async def analyze(tx: Tx) -> None:
+    """Have the database gather its planner's statistics on every table (``ANALYZE``)."""
+    await tx.conn.execute(text("ANALYZE"))
 
 
 # -- client sessions (PostgreSQL) -------------------------------------------------------------

@@ -6,7 +6,8 @@ so that tests (and an operator's script) ask by name instead of writing SQL of t
 - ``rows`` and ``count``: any table of the schema, filtered by column values; rows are
   dictionaries of the stored values (JSON documents as their stored text), in key order;
 - questions a filter by equality cannot ask, grouped by entity below;
-- ``dump``: every row of every table, as text (to look for what must not be stored).
+- ``dump``: every row of every table, as text (to look for what must not be stored);
+- the schema as the database has it, and the planner's plan of the claim.
 
 Damage done on purpose (a forced state, a tampered ledger) is in ``tamper.py``; the database
 server itself (databases, sessions) in ``databases.py``.
@@ -14,10 +15,15 @@ server itself (databases, sessions) in ``databases.py``.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from sqlalchemy import Column, Table, func, select, text
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Column, Connection, Table, func, select, text
+from sqlalchemy import inspect as schema_of
 
+from consent_relay.storage import queue
 from consent_relay.storage.tables import (
     attempts,
     deliveries,
@@ -25,6 +31,8 @@ from consent_relay.storage.tables import (
     events,
     messages,
     metadata,
+    users,
+    webhooks,
 )
 from consent_relay.storage.tx import Tx
 
@@ -127,21 +135,70 @@ async def attempts_of(
     tx: Tx,
     *,
     user_id: str | None = None,
+    webhook_id: str | None = None,
     delivery_status: str | None = None,
     purge_reason: str | None = None,
 ) -> list[dict[str, Any]]:
-    """The attempts (rows of ``attempts``) of the deliveries to ``user_id``, or in
-    ``delivery_status``, or of messages purged for ``purge_reason`` (all that are given), in
-    the order they were recorded."""
+    """The attempts (rows of ``attempts``) of the deliveries to ``user_id``, or through
+    ``webhook_id``, or in ``delivery_status``, or of messages purged for ``purge_reason`` (all
+    that are given), in the order they were recorded."""
     stmt = select(attempts).join(deliveries, deliveries.c.id == attempts.c.delivery_id)
     if user_id is not None:
         stmt = stmt.where(deliveries.c.user_id == user_id)
+    if webhook_id is not None:
+        stmt = stmt.where(deliveries.c.webhook_id == webhook_id)
     if delivery_status is not None:
         stmt = stmt.where(deliveries.c.status == delivery_status)
     if purge_reason is not None:
         stmt = stmt.join(messages, messages.c.id == deliveries.c.message_id)
         stmt = stmt.where(messages.c.purge_reason == purge_reason)
     return [dict(row) for row in (await tx.conn.execute(stmt.order_by(attempts.c.pk))).mappings()]
+
+
+async def deliveries_with_attempts(tx: Tx, webhook_id: str) -> list[dict[str, Any]]:
+    """Each delivery through ``webhook_id`` beside each of its attempts, in order: its
+    ``delivery_id``, ``status`` and ``attempt_count``, then the attempt's columns (``None``
+    for a delivery without any attempt, which has one such entry)."""
+    shown = [c for c in attempts.c if c.name not in ("pk", "id", "delivery_id")]
+    stmt = (
+        select(
+            deliveries.c.id.label("delivery_id"),
+            deliveries.c.status,
+            deliveries.c.attempt_count,
+            *shown,
+        )
+        .select_from(deliveries.outerjoin(attempts, attempts.c.delivery_id == deliveries.c.id))
+        .where(deliveries.c.webhook_id == webhook_id)
+        .order_by(deliveries.c.pk, attempts.c.pk)
+    )
+    return [dict(row) for row in (await tx.conn.execute(stmt)).mappings()]
+
+
+async def queued_messages(tx: Tx, org_id: str) -> list[dict[str, Any]]:
+    """What the organization's receivers will be sent, in queue order: for each delivery its
+    webhook's ``url``, its user's ``organization_user_id``, its ``seq`` and its message's
+    ``type`` and ``parameters``, by URL, then user, then ``seq``."""
+    stmt = (
+        select(
+            webhooks.c.url,
+            users.c.organization_user_id,
+            deliveries.c.seq,
+            messages.c.type,
+            messages.c.parameters,
+        )
+        .select_from(
+            deliveries.join(messages, messages.c.id == deliveries.c.message_id)
+            .join(webhooks, webhooks.c.id == deliveries.c.webhook_id)
+            .join(
+                users,
+                (users.c.id == deliveries.c.user_id)
+                & (users.c.organization_id == deliveries.c.organization_id),
+            )
+        )
+        .where(deliveries.c.organization_id == org_id)
+        .order_by(webhooks.c.url, users.c.organization_user_id, deliveries.c.seq)
+    )
+    return [dict(row) for row in (await tx.conn.execute(stmt)).mappings()]
 
 
 async def count_failed_attempts(tx: Tx) -> int:
@@ -229,6 +286,55 @@ async def dump(tx: Tx) -> list[tuple[str, str]]:
             result = await tx.conn.execute(text(f"SELECT CAST(t AS text) FROM {quoted} AS t"))
             dumped += [(name, str(value)) for (value,) in result]
     return dumped
+
+
+# -- the schema and the planner ----------------------------------------------------------------
+
+
+async def schema_differences(tx: Tx) -> list[Any]:
+    """What the database's schema lacks or has beyond ``tables.py`` (Alembic's comparison;
+    empty when the migrations built exactly the tables described)."""
+
+    def differences(sync_connection: Connection) -> list[Any]:
+        return list(compare_metadata(MigrationContext.configure(sync_connection), metadata))
+
+    return await tx.conn.run_sync(differences)
+
+
+async def index_names(tx: Tx, table_name: str) -> set[str]:
+    """The names of the indexes the database has on ``table_name``, as SQLAlchemy reflects
+    them (PostgreSQL's include the indexes of unique constraints, SQLite's do not)."""
+    _table(table_name)
+
+    def names(sync_connection: Connection) -> set[str]:
+        found = schema_of(sync_connection).get_indexes(table_name)
+        return {index["name"] or "" for index in found}
+
+    return await tx.conn.run_sync(names)
+
+
+_CLAIM_PARAMETERS: dict[str, Any] = {
+    "now": 10**13,
+    "limit": 100,
+    "lease": "l",
+    "until": 10**13,
+    "excluded": "[]",
+}
+
+
+async def claim_plan(tx: Tx) -> str:
+    """The planner's plan for the claim statement (``queue.claim_sql``), run on nothing: on
+    SQLite the ``EXPLAIN QUERY PLAN`` details, one a line; on PostgreSQL the
+    ``EXPLAIN (FORMAT JSON)`` document, as JSON text."""
+    sql = queue.claim_sql(tx.dialect)
+    if tx.dialect == "sqlite":
+        result = await tx.conn.execute(text("EXPLAIN QUERY PLAN " + sql), _CLAIM_PARAMETERS)
+        return "\n".join(str(row[-1]) for row in result)
+    result = await tx.conn.execute(text("EXPLAIN (FORMAT JSON) " + sql), _CLAIM_PARAMETERS)
+    return json.dumps(result.one()[0])
+
+
+# -- the server's sessions ----------------------------------------------------------------------
 
 
 async def sessions_waiting_for_locks(tx: Tx) -> int:

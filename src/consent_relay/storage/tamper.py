@@ -1,5 +1,6 @@
 """Damage done on purpose, for tests and drills: states forced past the queue's rules, rows
-written without the service's invariants, a tampered ledger.
+written without the service's invariants, leases run out early, rows the database refuses,
+messages it cannot read back, a tampered ledger.
 
 The service never calls these. They put the database in a state a test needs (a dead letter
 without six real attempts, a delivery marked delivered behind the workers' back, a ledger
@@ -8,13 +9,94 @@ entry changed after the fact) so that the test can check what the service makes 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import insert, update
+from sqlalchemy import func, insert, text, update
 
-from consent_relay.storage.tables import attempts, deliveries, ledger_entries
+from consent_relay.storage.tables import (
+    attempts,
+    deliveries,
+    ledger_entries,
+    messages,
+    metadata,
+    webhooks,
+)
 from consent_relay.storage.tx import Tx
+
+# -- any table --------------------------------------------------------------------------------
+
+
+def _checked_column(table_name: str, column: str) -> None:
+    """Fail unless ``table_name`` is a table of the schema with a column ``column``."""
+    table = metadata.tables.get(table_name)
+    if table is None or column not in table.c:
+        raise ValueError(f"no column {column!r} of a table {table_name!r} in the schema")
+
+
+def _literal(value: str) -> str:
+    """``value`` as an SQL string literal (for DDL, which takes no bound parameters)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+async def insert_rows(tx: Tx, table_name: str, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Rows written into ``table_name`` as given, past the service and its invariants."""
+    if table_name not in metadata.tables:
+        raise ValueError(f"no table {table_name!r} in the schema")
+    if rows:
+        await tx.conn.execute(insert(metadata.tables[table_name]), [dict(row) for row in rows])
+
+
+async def refuse_inserts(tx: Tx, table_name: str, column: str, value: str) -> None:
+    """A trigger (``refuse_row``) that makes the database refuse each row inserted into
+    ``table_name`` whose ``column`` is ``value``, with the error "row refused by test"."""
+    _checked_column(table_name, column)
+    condition = f"NEW.{column} = {_literal(value)}"
+    if tx.dialect == "postgresql":
+        await tx.conn.execute(
+            text(
+                "CREATE OR REPLACE FUNCTION refuse_row() RETURNS trigger LANGUAGE plpgsql "
+                f"AS $$ BEGIN IF {condition} THEN RAISE EXCEPTION 'row refused by test'; "
+                "END IF; RETURN NEW; END $$"
+            )
+        )
+        await tx.conn.execute(
+            text(
+                f"CREATE TRIGGER refuse_row BEFORE INSERT ON {table_name} "
+                "FOR EACH ROW EXECUTE FUNCTION refuse_row()"
+            )
+        )
+    else:
+        await tx.conn.execute(
+            text(
+                f"CREATE TRIGGER refuse_row BEFORE INSERT ON {table_name} WHEN {condition} "
+                "BEGIN SELECT RAISE(ABORT, 'row refused by test'); END"
+            )
+        )
+
+
+async def allow_inserts(tx: Tx, table_name: str) -> None:
+    """Drop the trigger of ``refuse_inserts`` on ``table_name``, if there is one."""
+    if table_name not in metadata.tables:
+        raise ValueError(f"no table {table_name!r} in the schema")
+    if tx.dialect == "postgresql":
+        await tx.conn.execute(text(f"DROP TRIGGER IF EXISTS refuse_row ON {table_name}"))
+        await tx.conn.execute(text("DROP FUNCTION IF EXISTS refuse_row()"))
+    else:
+        await tx.conn.execute(text("DROP TRIGGER IF EXISTS refuse_row"))
+
+
+# -- webhooks ---------------------------------------------------------------------------------
+
+
+async def disable_webhook(tx: Tx, webhook_id: str, reason: str) -> None:
+    """Disable the webhook as the service does on a 410, with ``reason`` as its reason."""
+    await tx.conn.execute(
+        update(webhooks)
+        .where(webhooks.c.id == webhook_id)
+        .values(enabled=False, disabled_reason=reason)
+    )
+
 
 # -- deliveries and attempts ------------------------------------------------------------------
 
@@ -58,11 +140,66 @@ async def make_dead_letters(
     )
 
 
+async def expire_leases(tx: Tx, owner_prefix: str = "") -> int:
+    """Make the pending deliveries leased by owners whose id starts with ``owner_prefix``
+    (every leased one when it is empty) due at once (``due_ms`` 0), as their leases running
+    out would; returns how many there were."""
+    stmt = update(deliveries).where(
+        deliveries.c.status == "pending", deliveries.c.lease_owner.is_not(None)
+    )
+    if owner_prefix:
+        prefix = func.substr(deliveries.c.lease_owner, 1, len(owner_prefix))
+        stmt = stmt.where(prefix == owner_prefix)
+    return int((await tx.conn.execute(stmt.values(due_ms=0))).rowcount)
+
+
 async def insert_attempts(tx: Tx, rows: Sequence[Mapping[str, Any]]) -> None:
     """Attempt rows as given (every column of ``attempts`` but ``pk``), whatever the
     deliveries they name went through."""
     if rows:
         await tx.conn.execute(insert(attempts), [dict(row) for row in rows])
+
+
+# -- messages ---------------------------------------------------------------------------------
+
+
+async def make_message_unreadable(tx: Tx, message_id: str) -> None:
+    """Store parameters the database cannot hand back as JSON: on SQLite text that is not
+    UTF-8 (which the relay never writes), on PostgreSQL (whose text is always UTF-8) text
+    that is not JSON, which ``parsing_claim_sql`` and ``messages_by_id_parsed`` refuse."""
+    not_utf8 = text("CAST(X'7B22FF227D' AS TEXT)")  # {"\xff"}
+    parameters = not_utf8 if tx.dialect == "sqlite" else '{"not json'
+    await tx.conn.execute(
+        update(messages).where(messages.c.id == message_id).values(parameters=parameters)
+    )
+
+
+_PARSED = "CAST(CAST(m.parameters AS jsonb) AS text) AS parameters"
+
+
+def parsing_claim_sql(plain: Callable[[str, bool], str]) -> Callable[[str, bool], str]:
+    """``plain`` (``queue.claim_sql``) reading each message's parameters parsed (PostgreSQL:
+    ``CAST AS jsonb``), so that one that is not JSON fails the claim's statement."""
+
+    def claim_sql(dialect: str, with_messages: bool = True) -> str:
+        return plain(dialect, with_messages).replace("m.parameters", _PARSED)
+
+    return claim_sql
+
+
+async def messages_by_id_parsed(tx: Tx, message_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``queue.messages_by_id`` with each message's parameters parsed as they are read
+    (PostgreSQL): a message that is not JSON fails the whole read."""
+    found = await tx.conn.execute(
+        text(
+            f"SELECT m.id, m.type, m.regulation, {_PARSED} FROM messages m WHERE m.id = ANY(:ids)"
+        ),
+        {"ids": list(message_ids)},
+    )
+    return {
+        r.id: {"type": r.type, "regulation": r.regulation, "parameters": r.parameters}
+        for r in found
+    }
 
 
 # -- the ledger -------------------------------------------------------------------------------

@@ -1,0 +1,53 @@
+"""Probes of the raw driver path (``driver.py``), for its contract test: a bare organization
+written and counted through the transaction's own asyncpg or sqlite3 connection, and the
+error SQLAlchemy's asyncpg adapter raises for a connection the server has closed.
+
+The service never calls these. ``tests/integration/test_driver.py`` uses them to check that
+what goes to the driver directly belongs to the transaction SQLAlchemy began (rolled back or
+committed with it, seen by SQLAlchemy's statements and seeing theirs).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import asyncpg
+from sqlalchemy.dialects.postgresql import asyncpg as adapter
+
+from consent_relay.storage import driver
+from consent_relay.storage.tx import Tx
+
+_INSERT_PG = "INSERT INTO organizations (id, name, created_at) VALUES ($1, $1, 'x')"
+_INSERT_SQLITE = "INSERT INTO organizations (id, name, created_at) VALUES (:id, :id, 'x')"
+_COUNT_PG = "SELECT count(*) FROM organizations WHERE id = $1"
+
+
+async def insert_organization(tx: Tx, org_id: str) -> None:
+    """A bare organization ``org_id`` (named after itself), written through the raw driver:
+    asyncpg on PostgreSQL, one ``driver.on_sqlite`` hop on SQLite."""
+    conn = await driver.postgres(tx)
+    if conn is not None:
+        await conn.execute(_INSERT_PG, org_id)
+        return
+
+    def insert(db: sqlite3.Connection) -> None:
+        db.execute(_INSERT_SQLITE, {"id": org_id})
+
+    await driver.on_sqlite(tx, insert)
+
+
+async def count_organizations(tx: Tx, org_id: str) -> int:
+    """How many organizations ``org_id`` there are, read through asyncpg (PostgreSQL)."""
+    conn = await driver.postgres(tx)
+    if conn is None:
+        raise ValueError("count_organizations reads through asyncpg: PostgreSQL only")
+    return int(await conn.fetchval(_COUNT_PG, org_id))
+
+
+def closed_connection_error() -> Exception:
+    """The error SQLAlchemy's asyncpg adapter raises, unwrapped, when the raw path begins a
+    transaction on a connection the server has just closed (its DBAPI ``Error``)."""
+    dbapi: Any = adapter.AsyncAdapt_asyncpg_dbapi(asyncpg)  # type: ignore[no-untyped-call]
+    error: Exception = dbapi.Error("connection was closed in the middle of operation")
+    return error
