@@ -20,8 +20,6 @@ from consent_relay.runtime import Context
 from consent_relay.settings import Settings
 from consent_relay.storage import inspect
 from consent_relay.storage.tx import Tx
-from tests.raw_sql import rows as rows  # re-exported for the tests not yet converted
-from tests.raw_sql import scalar as scalar  # re-exported for the tests not yet converted
 from tests.workers import make_webhook as make_webhook  # re-exported
 from tests.workers import running as running  # re-exported
 

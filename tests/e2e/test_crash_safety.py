@@ -20,11 +20,11 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
 
 from consent_relay.delivery.worker import Worker
 from consent_relay.runtime import Context
 from consent_relay.settings import Settings
+from consent_relay.storage import inspect, tamper
 from consent_relay.storage.store import Store
 from tests.e2e.helpers import (
     READY,
@@ -37,8 +37,7 @@ from tests.e2e.helpers import (
     make_webhook,
     post_event,
     process_env,
-    rows,
-    scalar,
+    read,
 )
 from tests.receiver import Receiver
 
@@ -69,16 +68,8 @@ async def fleet(settings: Settings, store: Store, tmp_path: Path) -> AsyncIterat
 
 async def expire_leases_of(ctx: Context, pid: int) -> int:
     """What lease expiry would do for a dead worker: its leased deliveries fall due now."""
-    prefix = lease_prefix(pid)
     async with ctx.store.write() as tx:
-        result = await tx.conn.execute(
-            text(
-                "UPDATE deliveries SET due_ms = 0 WHERE status = 'pending' "
-                "AND substr(lease_owner, 1, :n) = :prefix"
-            ),
-            {"n": len(prefix), "prefix": prefix},
-        )
-    return int(result.rowcount)
+        return await tamper.expire_leases(tx, lease_prefix(pid))
 
 
 async def test_no_message_lost_while_workers_are_killed(
@@ -113,7 +104,7 @@ async def test_no_message_lost_while_workers_are_killed(
         if creating.done() and not await busy():
             if sum(k.leases > 0 for k in kills) >= MIN_KILLS:
                 break  # enough kills hit work; the events were all created meanwhile
-            pending = await scalar(ctx, "SELECT count(*) FROM deliveries WHERE status = 'pending'")
+            pending = await read(ctx, inspect.count, "deliveries", status="pending")
             assert pending, f"delivered before {MIN_KILLS} kills hit in-flight work: {kills}"
         await fleet.kill(victim)
         kills.append(Kill(victim.pid, progress[0], await expire_leases_of(ctx, victim.pid)))
@@ -125,22 +116,15 @@ async def test_no_message_lost_while_workers_are_killed(
 
     async def drained() -> bool:
         fleet.check_alive()
-        left = await scalar(
-            ctx,
-            "SELECT count(*) FROM deliveries WHERE webhook_id = :w AND status <> 'delivered'",
-            w=hook["id"],
-        )
-        return int(left) == 0
+        return await read(ctx, inspect.count_undelivered, hook["id"]) == 0
 
     await eventually(drained, within=90, interval=0.1, what="every delivery delivered")
 
     # Every message of the organization went to this (only, unfiltered) webhook ...
-    message_ids = {r.id for r in await rows(ctx, "SELECT id FROM messages")}
-    delivered = await rows(
-        ctx, "SELECT message_id, status FROM deliveries WHERE webhook_id = :w", w=hook["id"]
-    )
-    assert {r.message_id for r in delivered} == message_ids
-    assert {r.status for r in delivered} == {"delivered"}
+    message_ids = {m["id"] for m in await read(ctx, inspect.rows, "messages")}
+    delivered = await read(ctx, inspect.rows, "deliveries", webhook_id=hook["id"])
+    assert {d["message_id"] for d in delivered} == message_ids
+    assert {d["status"] for d in delivered} == {"delivered"}
     assert len(delivered) == len(message_ids) >= 2 * total_events - USERS
 
     # ... and arrived at least once: 0 lost.
@@ -192,7 +176,7 @@ async def test_concurrent_claimers_never_send_an_attempt_twice(
             )
         )
     hook_ids = [hook["id"] for hook in hooks]
-    assert await scalar(ctx, "SELECT count(*) FROM deliveries") == 1000
+    assert await read(ctx, inspect.count, "deliveries") == 1000
 
     other = Context(
         settings=settings, store=Store(settings.resolved_database_url, pool_size=5), box=ctx.box
@@ -207,8 +191,7 @@ async def test_concurrent_claimers_never_send_an_attempt_twice(
         await receiver.wait_for(1000, timeout=60)
 
         async def recorded() -> bool:
-            done = await scalar(ctx, "SELECT count(*) FROM deliveries WHERE status = 'delivered'")
-            return int(done) == 1000
+            return await read(ctx, inspect.count, "deliveries", status="delivered") == 1000
 
         await eventually(recorded, within=30, what="1,000 deliveries recorded")
     finally:
@@ -222,11 +205,8 @@ async def test_concurrent_claimers_never_send_an_attempt_twice(
     assert len({message_id for _path, message_id in sent}) == 200
     assert all(w.sent > 0 for w in workers), [w.sent for w in workers]
     assert sum(w.sent for w in workers) == 1000
-    attempts = await rows(
-        ctx,
-        "SELECT a.attempt_number, a.outcome, d.webhook_id FROM attempts a "
-        "JOIN deliveries d ON d.id = a.delivery_id",
-    )
-    assert {r.webhook_id for r in attempts} == set(hook_ids)
+    attempts = await read(ctx, inspect.attempts_of)  # (of deliveries that exist)
+    webhook_of = {d["id"]: d["webhook_id"] for d in await read(ctx, inspect.rows, "deliveries")}
+    assert {webhook_of[a["delivery_id"]] for a in attempts} == set(hook_ids)
     assert len(attempts) == 1000
-    assert {(r.attempt_number, r.outcome) for r in attempts} == {(1, "ok")}
+    assert {(a["attempt_number"], a["outcome"]) for a in attempts} == {(1, "ok")}

@@ -24,7 +24,8 @@ import pytest
 from consent_relay.delivery import outcome, sender
 from consent_relay.runtime import Context
 from consent_relay.settings import Settings
-from tests.e2e.helpers import consent_event, eventually, make_webhook, post_event, rows, running
+from consent_relay.storage import inspect
+from tests.e2e.helpers import consent_event, eventually, make_webhook, post_event, read, running
 from tests.e2e.oauth_peers import oauth
 from tests.e2e.odd_bytes_server import OddBytesServer, response
 from tests.receiver import Receiver
@@ -97,25 +98,12 @@ def storable(text: str | None) -> bool:
     return text is None or ("\x00" not in text and orjson.loads(orjson.dumps(text)) == text)
 
 
-async def hook_attempts(ctx: Context, webhook_id: str) -> list[Any]:
-    return await rows(
-        ctx,
-        "SELECT d.id AS delivery_id, d.status, d.attempt_count, a.attempt_number, a.outcome, "
-        "a.status_code, a.response_body, a.response_bytes, a.error "
-        "FROM deliveries d LEFT JOIN attempts a ON a.delivery_id = d.id "
-        "WHERE d.webhook_id = :w",
-        w=webhook_id,
-    )
+async def hook_attempts(ctx: Context, webhook_id: str) -> list[dict[str, Any]]:
+    return await read(ctx, inspect.deliveries_with_attempts, webhook_id)
 
 
 async def count(ctx: Context, webhook_id: str, status: str) -> int:
-    found = await rows(
-        ctx,
-        "SELECT count(*) AS n FROM deliveries WHERE webhook_id = :w AND status = :s",
-        w=webhook_id,
-        s=status,
-    )
-    return int(found[0].n)
+    return await read(ctx, inspect.count, "deliveries", webhook_id=webhook_id, status=status)
 
 
 async def test_hostile_bytes_are_recorded_and_never_resent(
@@ -152,22 +140,24 @@ async def test_hostile_bytes_are_recorded_and_never_resent(
     wrong: list[str] = []  # every broken expectation, reported together
     for path, (_raw, (code, status, body)) in {**RECEIVERS, **TOKEN_ENDPOINTS}.items():
         found = await hook_attempts(ctx, hostile[path])
-        per_delivery = Counter(a.delivery_id for a in found)
+        per_delivery = Counter(a["delivery_id"] for a in found)
         if len(per_delivery) != USERS or set(per_delivery.values()) != {ATTEMPTS}:
             wrong.append(f"{path}: attempts per delivery {dict(per_delivery)}")
-        if {a.attempt_number for a in found} != set(range(1, ATTEMPTS + 1)):
-            wrong.append(f"{path}: attempt numbers {sorted({a.attempt_number for a in found})}")
-        if {(a.status, a.attempt_count) for a in found} != {("dead", ATTEMPTS)}:
-            wrong.append(f"{path}: deliveries { ({(a.status, a.attempt_count) for a in found}) }")
+        numbers = {a["attempt_number"] for a in found}
+        if numbers != set(range(1, ATTEMPTS + 1)):
+            wrong.append(f"{path}: attempt numbers {numbers}")
+        states = {(a["status"], a["attempt_count"]) for a in found}
+        if states != {("dead", ATTEMPTS)}:
+            wrong.append(f"{path}: deliveries {states}")
         if odd.hits[path] != ATTEMPTS * USERS:  # no attempt was made and then forgotten
             wrong.append(f"{path}: {odd.hits[path]} requests, not {ATTEMPTS * USERS}")
-        got = {(a.outcome, a.status_code, a.response_body) for a in found}
+        got = {(a["outcome"], a["status_code"], a["response_body"]) for a in found}
         if got != {(code, status, body)}:
             wrong.append(f"{path}: outcomes {got}, expected {(code, status, body)}")
-        if not all(storable(a.response_body) and storable(a.error) for a in found):
+        if not all(storable(a["response_body"]) and storable(a["error"]) for a in found):
             wrong.append(f"{path}: unstorable text was stored: {found[0]}")
         raw_body = _raw[_raw.index(b"\r\n\r\n") + 4 :]
-        sizes = {a.response_bytes for a in found}
+        sizes = {a["response_bytes"] for a in found}
         if body is not None and sizes != {len(raw_body)}:
             wrong.append(f"{path}: response_bytes {sizes}, expected {len(raw_body)}")
     assert not wrong, "\n".join(wrong)
@@ -175,7 +165,7 @@ async def test_hostile_bytes_are_recorded_and_never_resent(
 
     # The API shows the attempts, with the body's size as it was sent.
     [first, *_] = await hook_attempts(ctx, hostile["/nul-body"])
-    shown = await api.get(f"/v1/deliveries/{first.delivery_id}")
+    shown = await api.get(f"/v1/deliveries/{first['delivery_id']}")
     assert shown.status_code == 200, shown.text
     views = shown.json()["attempts"]
     assert len(views) == ATTEMPTS

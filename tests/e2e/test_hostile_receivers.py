@@ -23,15 +23,15 @@ import pytest
 from consent_relay.delivery import outcome
 from consent_relay.runtime import Context
 from consent_relay.settings import Settings
+from consent_relay.storage import inspect
 from tests.e2e.fault_server import FaultServer
 from tests.e2e.helpers import (
     consent_event,
     eventually,
     make_webhook,
     post_event,
-    rows,
+    read,
     running,
-    scalar,
 )
 from tests.receiver import Receiver
 
@@ -77,24 +77,12 @@ def rss_bytes() -> int:
     raise AssertionError("no VmRSS in /proc/self/status")
 
 
-async def attempts_of(ctx: Context, webhook_id: str) -> list[Any]:
-    return await rows(
-        ctx,
-        "SELECT a.outcome, a.status_code, a.duration_ms, a.response_body, a.error, "
-        "a.attempt_number FROM attempts a JOIN deliveries d ON d.id = a.delivery_id "
-        "WHERE d.webhook_id = :w",
-        w=webhook_id,
-    )
+async def attempts_of(ctx: Context, webhook_id: str) -> list[dict[str, Any]]:
+    return await read(ctx, inspect.attempts_of, webhook_id=webhook_id)
 
 
 async def count_status(ctx: Context, webhook_id: str, status: str) -> int:
-    found = await scalar(
-        ctx,
-        "SELECT count(*) FROM deliveries WHERE webhook_id = :w AND status = :s",
-        w=webhook_id,
-        s=status,
-    )
-    return int(found)
+    return await read(ctx, inspect.count, "deliveries", webhook_id=webhook_id, status=status)
 
 
 async def create_events(api: httpx.AsyncClient, users: int, rounds: int, prefix: str) -> int:
@@ -136,8 +124,8 @@ class TestOutcomes:
             for path in HANGING:  # every queue head's first attempt, at least
                 if len(await attempts_of(ctx, hooks[path])) < self.USERS:
                     return False
-            gone = await scalar(ctx, "SELECT enabled FROM webhooks WHERE id = :w", w=hooks["/gone"])
-            return not gone  # the 410 disabled it
+            [gone] = await read(ctx, inspect.rows, "webhooks", id=hooks["/gone"])
+            return not gone["enabled"]  # the 410 disabled it
 
         async with running(ctx):
             await eventually(settled, within=60, interval=0.1, what="the hostile attempts")
@@ -149,27 +137,27 @@ class TestOutcomes:
         wrong: list[str] = []  # every broken expectation, reported together
         for path, attempts in found.items():
             expect = HOSTILE[path]
-            got = {(a.outcome, a.status_code) for a in attempts}
+            got = {(a["outcome"], a["status_code"]) for a in attempts}
             if got != {(expect.code, expect.status)}:
                 wrong.append(f"{path}: outcomes {got}, expected {expect}; e.g. {attempts[0]}")
-            late = [a.duration_ms for a in attempts if a.duration_ms > deadline_ms + SLACK_MS]
+            late = [a["duration_ms"] for a in attempts if a["duration_ms"] > deadline_ms + SLACK_MS]
             if late:
                 wrong.append(f"{path}: {len(late)} attempts outlived the deadline: {late[:5]}")
             if expect.code == outcome.E_TIMEOUT:  # cut at the deadline, not before
-                early = [a.duration_ms for a in attempts if a.duration_ms < deadline_ms - 50]
+                early = [a["duration_ms"] for a in attempts if a["duration_ms"] < deadline_ms - 50]
                 if early:
                     wrong.append(f"{path}: {len(early)} attempts ended early: {early[:5]}")
         for path in FAST_FAILING:
-            if {a.attempt_number for a in found[path]} != set(range(1, 7)):
+            if {a["attempt_number"] for a in found[path]} != set(range(1, 7)):
                 wrong.append(f"{path}: not six attempts per delivery")
         # A body that came in two parts is kept whole; 10 MB is a success with 4 KiB kept.
-        kept = {len(a.response_body or "") for a in found["/split"]}
+        kept = {len(a["response_body"] or "") for a in found["/split"]}
         if kept != {3000}:
             wrong.append(f"/split: kept body lengths {kept}, expected the whole 3000 bytes")
-        if {a.response_body for a in found["/huge"]} != {"x" * outcome.MAX_KEPT_BODY}:
-            kept = {len(a.response_body or "") for a in found["/huge"]}
+        if {a["response_body"] for a in found["/huge"]} != {"x" * outcome.MAX_KEPT_BODY}:
+            kept = {len(a["response_body"] or "") for a in found["/huge"]}
             wrong.append(f"/huge: kept body lengths {kept}, expected {outcome.MAX_KEPT_BODY}")
-        if {a.response_body for a in found["/gone"]} != {"this webhook is gone"}:
+        if {a["response_body"] for a in found["/gone"]} != {"this webhook is gone"}:
             wrong.append("/gone: the 410's body was not kept")
         if await count_status(ctx, hooks["/gone"], "pending") != per_hook:
             wrong.append("/gone: a delivery left the queue of the webhook its 410 disabled")
