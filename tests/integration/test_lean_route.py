@@ -2,7 +2,8 @@
 
 ``POST /v1/consents/events`` is a ``LeanRoute``. The same endpoint is mounted beside it on a
 plain ``APIRoute``, and the same table of requests, valid and not, goes to both: statuses,
-problem bodies and headers must match; a created event has the same shape."""
+problem bodies and headers must match (no 500 among them); a created event has the same
+shape."""
 
 from __future__ import annotations
 
@@ -80,30 +81,30 @@ def test_the_ingest_route_is_lean() -> None:
     assert isinstance(route, LeanRoute)
 
 
-@pytest.mark.parametrize(("name", "query", "raw", "content_type", "authorized"), CASES)
-async def test_lean_answers_as_fastapi_does(
-    both: tuple[httpx.AsyncClient, str],
-    name: str,
-    query: str,
-    raw: bytes,
-    content_type: str | None,
-    authorized: bool,
-) -> None:
+async def test_lean_answers_as_fastapi_does(both: tuple[httpx.AsyncClient, str]) -> None:
     client, key = both
-    headers = {"Authorization": f"Bearer {key}"} if authorized else {}
-    if content_type is not None:
-        headers["Content-Type"] = content_type
+    differences = []
     async with client:
-        lean = await client.post(LEAN + query, content=raw, headers=headers)
-        plain = await client.post(PLAIN + query, content=raw, headers=headers)
-    assert lean.status_code == plain.status_code, (name, lean.text, plain.text)
-    assert lean.status_code < 500, (name, lean.text)
-    assert lean.headers.get("content-type") == plain.headers.get("content-type")
-    assert lean.headers.get("www-authenticate") == plain.headers.get("www-authenticate")
-    if lean.status_code == 201:
-        assert _shape(lean.json()) == _shape(plain.json()), name
-    else:
-        assert lean.json() == plain.json(), name
+        for name, query, raw, content_type, authorized in CASES:
+            headers = {"Authorization": f"Bearer {key}"} if authorized else {}
+            if content_type is not None:
+                headers["Content-Type"] = content_type
+            lean = await client.post(LEAN + query, content=raw, headers=headers)
+            plain = await client.post(PLAIN + query, content=raw, headers=headers)
+            if _answer(lean) != _answer(plain) or lean.status_code >= 500:
+                differences.append((name, _answer(lean), _answer(plain)))
+    assert differences == []
+
+
+def _answer(response: httpx.Response) -> tuple[Any, ...]:
+    """Status, the headers that matter, and the body (a created event: its shape)."""
+    body = response.json()
+    return (
+        response.status_code,
+        response.headers.get("content-type"),
+        response.headers.get("www-authenticate"),
+        _shape(body) if response.status_code == 201 else body,
+    )
 
 
 def _shape(event: dict[str, Any]) -> dict[str, Any]:
