@@ -91,14 +91,5 @@ async def run(
             return token
         headers["Authorization"] = f"Bearer {token}"
         result = await sender.send(session, url, body, headers, deadline=remaining(), proxy=proxy)
-    if result.duration_ms != _ms(started):
-        result = Outcome(
-            result.code,
-            _ms(started),
-            result.status_code,
-            result.response_body,
-            result.error,
-            result.retry_after,
-            result.response_bytes,
-        )
+    result.duration_ms = _ms(started)  # the whole attempt's, token requests included
     return result

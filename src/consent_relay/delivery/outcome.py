@@ -29,7 +29,7 @@ CODES = (OK, E_TIMEOUT, E_CONNECTION, E_DNS, E_TLS, E_HTTP, E_AUTH, E_FORBIDDEN_
 MAX_KEPT_BODY = 4096
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # one an attempt: not frozen (see storage.queue.Claimed)
 class Outcome:
     code: str
     duration_ms: int

@@ -32,7 +32,7 @@ from typing import Any
 import aiohttp
 
 from consent_relay import errors, ids, metrics
-from consent_relay.delivery import attempt, flow, oauth, replays, requests, retry, sender
+from consent_relay.delivery import attempt, flow, idgen, oauth, replays, requests, retry, sender
 from consent_relay.delivery.outcome import Outcome
 from consent_relay.domain.timefmt import from_ms, now_ts
 from consent_relay.runtime import Context
@@ -82,6 +82,7 @@ class Worker:
         self.sent = 0  # attempts made, for tests and metrics
         self._attempt_counters: dict[str, Any] = {}  # metrics.attempts children, by code
         self._replays = replays.AutoReplay(ctx, self._wake)  # dead letters, once delivering
+        self._attempt_ids = idgen.AttemptIds()
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -279,12 +280,13 @@ class Worker:
         headers: dict[str, str],
         body: bytes,
     ) -> Result:
-        now_ms = self.ctx.clock_ms()
-        # Attempts the receiver asked us to hold (Retry-After, 410) use up no retry.
-        failed = item.attempt_count + 1 - item.held_attempts
         status, due_ms = "delivered", None
         hold = None
+        now_ms = 0
         if not result.ok:
+            now_ms = self.ctx.clock_ms()
+            # Attempts the receiver asked us to hold (Retry-After, 410) use up no retry.
+            failed = item.attempt_count + 1 - item.held_attempts
             retry_after = retry.parse_retry_after(result.retry_after, datetime.now(UTC))
             hold = flow.hold_for(result.status_code, retry_after, item.held_attempts)
         if hold is not None:
@@ -307,7 +309,7 @@ class Worker:
             status=status,
             due_ms=due_ms,
             outcome=result.code,
-            attempt_id=ids.new_id("atm"),
+            attempt_id=self._attempt_ids.new(),
             started_at=started_at,
             duration_ms=result.duration_ms,
             status_code=result.status_code,
