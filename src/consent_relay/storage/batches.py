@@ -23,15 +23,18 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import text
 
 from consent_relay import errors
-from consent_relay.storage import codec, ledger, queue
+from consent_relay.storage import codec, driver, ledger, queue, queue_sqlite
 from consent_relay.storage import engine as engines
 from consent_relay.storage.queue import Claimed, Result
 from consent_relay.storage.tx import Tx
+
+if TYPE_CHECKING:
+    import sqlite3
 
 log = logging.getLogger("consent_relay.storage")
 T = TypeVar("T")
@@ -129,8 +132,7 @@ async def record(
 
     async def attempt(batch: Sequence[Result]) -> None:
         async with write() as tx:
-            kept = await queue.record(tx, batch, now_ms=now_ms, now=now)
-            await ledger.append(tx, kept, now)  # delivered ones leave a ledger entry
+            kept = await _record_in(tx, batch, now_ms=now_ms, now=now)
         done.add(batch, kept)
 
     async def alone(result: Result, reason: Exception) -> None:
@@ -138,6 +140,26 @@ async def record(
 
     await bisect(results, attempt, alone)
     return done
+
+
+async def _record_in(
+    tx: Tx, batch: Sequence[Result], *, now_ms: int, now: str, with_attempts: bool = True
+) -> list[Result]:
+    """``queue.record``, then ``ledger.append`` for the delivered ones, in ``tx``; on SQLite
+    both in one hop to aiosqlite's thread (``queue_sqlite``), pauses and disabling apart."""
+    if tx.dialect != "sqlite":
+        kept = await queue.record(tx, batch, now_ms=now_ms, now=now, with_attempts=with_attempts)
+        await ledger.append(tx, kept, now)  # delivered ones leave a ledger entry
+        return kept
+
+    def work(db: sqlite3.Connection) -> list[Result]:
+        kept = queue_sqlite.record(db, batch, now_ms=now_ms, now=now, with_attempts=with_attempts)
+        ledger.append_sqlite(db, kept, now)
+        return kept
+
+    kept = await driver.on_sqlite(tx, work)
+    await queue.flow_changes(tx, kept, now)
+    return kept
 
 
 async def _record_alone(
@@ -153,10 +175,9 @@ async def _record_alone(
     for with_attempt in (True, False):
         try:
             async with write() as tx:
-                kept = await queue.record(
+                kept = await _record_in(
                     tx, [noted], now_ms=now_ms, now=now, with_attempts=with_attempt
                 )
-                await ledger.append(tx, kept, now)
         except errors.StorageUnavailable:
             raise
         except Exception as exc:

@@ -11,18 +11,22 @@ chain their entries one after the other, never from the same head.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from consent_relay.domain import ledger
 from consent_relay.domain.ledger import GENESIS, Entry, EntryFields
 from consent_relay.storage import codec, dialect, driver, queue_pg
-from consent_relay.storage.queue import Result
 from consent_relay.storage.tables import ledger_entries, ledger_heads
 from consent_relay.storage.tx import Tx
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from consent_relay.storage.queue import Result
 
 _HEADS_SQL = {
     # The no-op DO UPDATE locks an existing head (and RETURNING hands back its values);
@@ -91,22 +95,49 @@ def _upsert_heads_sql(tx_dialect: str) -> str:
 
 async def append(tx: Tx, results: Sequence[Result], now: str) -> int:
     """Chain an entry for every delivered result of a recorded batch (in ``tx``, the
-    transaction that records them); returns how many entries were written."""
+    transaction that records them); returns how many entries were written. (On SQLite the
+    worker's record does this in its one hop instead: ``append_sqlite``.)"""
     delivered = [r for r in results if r.status == "delivered"]
     if not delivered:
         return 0
     webhook_ids = sorted({r.claimed.webhook_id for r in delivered})
     raw = await driver.postgres(tx)
-    rows: Any
-    if raw is not None:  # the raw driver (storage.driver)
-        rows = await raw.fetch(_PG_HEADS_SQL, webhook_ids)
-    else:
-        rows = await tx.conn.execute(
-            text(_HEADS_SQL[tx.dialect]), {"webhooks": codec.dumps(webhook_ids)}
-        )
+    if raw is None:
+        return await driver.on_sqlite(tx, lambda db: append_sqlite(db, results, now))
+    rows = await raw.fetch(_PG_HEADS_SQL, webhook_ids)  # the raw driver (storage.driver)
+    entries, new_heads = _chain(delivered, rows, now)
+    if not entries:
+        return 0
+    params = {"rows": codec.dumps(entries), "heads": codec.dumps(new_heads)}
+    sql, names = queue_pg.positional(_PG_APPEND_SQL)
+    await raw.execute(sql, *(params[name] for name in names))
+    return len(entries)
+
+
+def append_sqlite(db: sqlite3.Connection, results: Sequence[Result], now: str) -> int:
+    """``append`` as plain sqlite3 calls, on aiosqlite's thread (``driver.on_sqlite``)."""
+    delivered = [r for r in results if r.status == "delivered"]
+    if not delivered:
+        return 0
+    webhook_ids = sorted({r.claimed.webhook_id for r in delivered})
+    rows = db.execute(_HEADS_SQL["sqlite"], {"webhooks": codec.dumps(webhook_ids)}).fetchall()
+    entries, new_heads = _chain(delivered, rows, now)
+    if not entries:
+        return 0
+    params = {"rows": codec.dumps(entries), "heads": codec.dumps(new_heads)}
+    db.execute(_SQLITE_INSERT_ENTRIES, params)
+    db.execute(_SQLITE_UPSERT_HEADS, params)
+    return len(entries)
+
+
+def _chain(
+    delivered: Sequence[Result], heads_rows: Iterable[Sequence[Any]], now: str
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The entries of ``delivered`` chained from their organizations' heads (rows of
+    ``_HEADS_SQL``: webhook, organization, last seq, last hash), and the heads after them."""
     org_of: dict[str, str] = {}
     heads: dict[str, tuple[int, str]] = {}
-    for webhook_id, org, last_seq, last_hash in rows:
+    for webhook_id, org, last_seq, last_hash in heads_rows:
         org_of[webhook_id] = org
         heads[org] = (0, GENESIS) if last_seq is None else (int(last_seq), last_hash)
     by_org: dict[str, list[EntryFields]] = {}
@@ -140,21 +171,14 @@ async def append(tx: Tx, results: Sequence[Result], now: str) -> int:
         new_heads.append(
             {"organization_id": org, "last_seq": last.fields.seq, "last_hash": last.entry_hash}
         )
-    if not entries:
-        return 0
-    params = {"rows": codec.dumps(entries), "heads": codec.dumps(new_heads)}
-    if raw is not None:
-        sql, names = queue_pg.positional(_PG_APPEND_SQL)
-        await raw.execute(sql, *(params[name] for name in names))
-    else:
-        await tx.conn.execute(text(_insert_entries_sql("sqlite")), params)
-        await tx.conn.execute(text(_upsert_heads_sql("sqlite")), params)
-    return len(entries)
+    return entries, new_heads
 
 
 _PG_APPEND_SQL = (
     f"WITH e AS ({_insert_entries_sql('postgresql')}) {_upsert_heads_sql('postgresql')}"
 )
+_SQLITE_INSERT_ENTRIES = _insert_entries_sql("sqlite")
+_SQLITE_UPSERT_HEADS = _upsert_heads_sql("sqlite")
 
 
 def _row(entry: Entry) -> dict[str, Any]:

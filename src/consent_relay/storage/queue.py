@@ -13,6 +13,8 @@ set, so at most one delivery per queue is ever in flight, which keeps per-user o
 - **record**: one statement updates every result of a batch *where the lease still holds*
   (``RETURNING`` tells which did); attempts are inserted only for those, unique per
   (delivery, attempt number); finished heads hand ``due_ms`` to the next in their queue.
+  On PostgreSQL its statements go to asyncpg directly (``queue_pg``), on SQLite to sqlite3
+  in one hop (``queue_sqlite``).
   The worker goes through ``batches.record``, which keeps one bad row from failing the rest.
 Batches travel as one JSON parameter, unpacked by ``json_each`` (SQLite) or
 ``jsonb_to_recordset`` (PostgreSQL). The dialect differences are all in this module and
@@ -31,7 +33,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from consent_relay.storage import codec, dialect, driver, flow, queue_pg, ratelimit
+from consent_relay.storage import codec, dialect, driver, flow, queue_pg, queue_sqlite, ratelimit
 from consent_relay.storage.queue_append import append as append
 from consent_relay.storage.queue_append import enqueue as enqueue
 from consent_relay.storage.queue_append import notify_workers as notify_workers
@@ -201,45 +203,19 @@ async def record(
         if kept:
             await _flow(tx, kept, now, raw=raw, now_ms=now_ms)
         return kept
-    rows = [queue_pg.result_row(r) for r in results]
-    source = rows_source(
-        tx.dialect,
-        [
-            ("pk", "bigint"),
-            ("lease", "text"),
-            ("status", "text"),
-            ("due_ms", "bigint"),
-            ("attempt_count", "int"),
-            ("held", "int"),
-            ("outcome", "text"),
-        ],
+    kept = await driver.on_sqlite(  # one hop to aiosqlite's thread: see queue_sqlite
+        tx,
+        lambda db: queue_sqlite.record(
+            db, results, now_ms=now_ms, now=now, with_attempts=with_attempts
+        ),
     )
-    sql = f"""
-        UPDATE deliveries SET status = v.status, due_ms = v.due_ms, lease_owner = NULL,
-            attempt_count = v.attempt_count, held_attempts = held_attempts + v.held,
-            last_outcome = v.outcome, updated_at = :now
-        FROM {source}
-        WHERE deliveries.pk = v.pk AND deliveries.lease_owner = v.lease
-        RETURNING deliveries.pk
-    """
-    held = {
-        row.pk for row in await tx.conn.execute(text(sql), {"rows": codec.dumps(rows), "now": now})
-    }
-    kept = [r for r in results if r.claimed.pk in held]
-    if not kept:
-        return []
-    if with_attempts:
-        await _insert_attempts(tx, kept)
-    await _flow(tx, kept, now, raw=None, now_ms=now_ms)
+    await flow_changes(tx, kept, now)
     return kept
 
 
-async def _flow(tx: Tx, kept: Sequence[Result], now: str, *, raw: Any, now_ms: int) -> None:
+async def flow_changes(tx: Tx, kept: Sequence[Result], now: str) -> None:
     """What the results ask of their webhooks, in the record transaction: pauses
-    (Retry-After), disabling (410 Gone), dead letters superseded by a delivered message
-    of the same subject, and finished heads leaving their queues (``advance``). Nothing but
-    the last for a batch of plain outcomes (on PostgreSQL, ``raw``, the last two are one
-    statement)."""
+    (Retry-After) and disabling (410 Gone). Nothing for a batch of plain outcomes."""
     pauses = [
         (r.claimed.webhook_id, r.pause_until_ms, r.outcome)
         for r in kept
@@ -248,6 +224,13 @@ async def _flow(tx: Tx, kept: Sequence[Result], now: str, *, raw: Any, now_ms: i
     await flow.pause(tx, pauses)
     disabled = [(r.claimed.webhook_id, r.disable_reason) for r in kept if r.disable_reason]
     await flow.disable(tx, disabled, now)
+
+
+async def _flow(tx: Tx, kept: Sequence[Result], now: str, *, raw: Any, now_ms: int) -> None:
+    """``flow_changes``, then dead letters superseded by a delivered message of the same
+    subject and finished heads leaving their queues, the next becoming due (PostgreSQL:
+    ``queue_pg.finish``; SQLite does these in ``queue_sqlite.record``)."""
+    await flow_changes(tx, kept, now)
     delivered = [
         (r.claimed.webhook_id, r.claimed.user_id, r.claimed.seq, r.claimed.subject,
          r.claimed.message_id)
@@ -259,88 +242,8 @@ async def _flow(tx: Tx, kept: Sequence[Result], now: str, *, raw: Any, now_ms: i
         for r in kept
         if r.status != "pending"
     ]
-    if raw is not None:
-        if finished or delivered:
-            await queue_pg.finish(raw, finished, delivered, now_ms, now)
-        return
-    await flow.supersede(tx, delivered, now)
-    if finished:
-        await advance(tx, finished, now_ms)
-
-
-_ATTEMPT_COLUMNS = (
-    ("id", "text"),
-    ("delivery_id", "text"),
-    ("attempt_number", "int"),
-    ("started_at", "text"),
-    ("duration_ms", "int"),
-    ("outcome", "text"),
-    ("status_code", "int"),
-    ("response_body", "text"),
-    ("request_headers", "text"),
-    ("error", "text"),
-    ("response_bytes", "int"),
-)
-
-
-async def _insert_attempts(tx: Tx, kept: Sequence[Result]) -> None:
-    """One statement for the whole batch (an executemany costs the worker and the database
-    a statement per row: measured about 10 CPU-us more per attempt on each side)."""
-    rows = [queue_pg.attempt_row(r) for r in kept]
-    names = ", ".join(name for name, _ in _ATTEMPT_COLUMNS)
-    sql = f"""
-        INSERT INTO attempts ({names})
-        SELECT {names} FROM {rows_source(tx.dialect, _ATTEMPT_COLUMNS)}
-        WHERE true
-        ON CONFLICT (delivery_id, attempt_number) DO NOTHING
-    """
-    await tx.conn.execute(text(sql), {"rows": codec.dumps(rows)})
-
-
-async def advance(tx: Tx, finished: Sequence[tuple[str, str, int]], now_ms: int) -> None:
-    """Heads that were delivered or died leave their queue; the next in line becomes due."""
-    ordered = sorted(finished)  # one lock order for every writer
-    rows = codec.dumps([{"w": w, "u": u, "seq": seq} for w, u, seq in ordered])
-    source = rows_source(tx.dialect, [("w", "text"), ("u", "text"), ("seq", "bigint")])
-    await tx.conn.execute(
-        text(
-            f"""
-            UPDATE delivery_queues SET pending = pending - 1
-            FROM {source}
-            WHERE delivery_queues.webhook_id = v.w AND delivery_queues.user_id = v.u
-            """
-        ),
-        {"rows": rows},
-    )
-    # Sequence numbers are contiguous within a queue (append_deliveries hands them out in
-    # blocks, and rows are never deleted from a queue's middle), so the next head is exactly
-    # seq + 1: one index lookup on (webhook_id, user_id, seq) per finished head.
-    await tx.conn.execute(text(_PROMOTE_SQL[tx.dialect].format(source=source)),
-                          {"rows": rows, "now": now_ms})  # fmt: skip
-
-
-# PostgreSQL: a per-row LATERAL lookup feeding ``pk = ANY(ARRAY(...))`` keeps to the indexes
-# whatever the statistics say; a plain join, planned on the statistics of a freshly filled
-# table, scanned the whole table once per head (measured: 263 ms instead of 0.5 ms a batch).
-_PROMOTE_SQL = {
-    "postgresql": """
-        UPDATE deliveries SET due_ms = :now
-        WHERE pk = ANY(ARRAY(
-            SELECT nxt.pk FROM {source}
-            CROSS JOIN LATERAL (
-                SELECT d.pk FROM deliveries d
-                WHERE d.webhook_id = v.w AND d.user_id = v.u AND d.seq = v.seq + 1
-                LIMIT 1) AS nxt))
-          AND status = 'pending' AND due_ms IS NULL
-    """,
-    "sqlite": """
-        UPDATE deliveries SET due_ms = :now
-        FROM {source}
-        WHERE deliveries.webhook_id = v.w AND deliveries.user_id = v.u
-          AND deliveries.seq = v.seq + 1
-          AND deliveries.status = 'pending' AND deliveries.due_ms IS NULL
-    """,
-}
+    if finished or delivered:
+        await queue_pg.finish(raw, finished, delivered, now_ms, now)
 
 
 async def next_due_ms(tx: Tx, after_ms: int) -> int | None:

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 def attempt_row(r: Result) -> dict[str, Any]:
     """The attempt a result records, as a row of the JSON array the statements take (both
-    databases: ``queue._insert_attempts`` and ``record`` here)."""
+    databases: ``queue_sqlite.record`` and ``record`` here)."""
     return {
         "id": r.attempt_id,
         "delivery_id": r.claimed.id,
@@ -141,6 +141,10 @@ _LEAVE = """
     WHERE delivery_queues.webhook_id = f.w AND delivery_queues.user_id = f.u
 """
 
+# The next head: a per-row LATERAL lookup feeding ``pk = ANY(ARRAY(...))`` keeps to the
+# indexes whatever the statistics say; a plain join, planned on the statistics of a freshly
+# filled table, scanned the whole table once per head (measured: 263 ms instead of 0.5 ms a
+# batch). Sequence numbers are contiguous within a queue, so the next head is seq + 1.
 _FINISH = """
     WITH f AS (
         SELECT * FROM jsonb_to_recordset($1::jsonb) AS f(w text, u text, seq bigint)
@@ -173,9 +177,9 @@ async def finish(
     now: str,
 ) -> None:
     """Heads that were delivered or died leave their queues, the next in line becoming due
-    (``queue.advance``); dead letters ``delivered`` messages supersede become so
+    (on SQLite ``queue_sqlite.record``); dead letters ``delivered`` messages supersede become so
     (``flow.supersede``). Two statements (see ``_LEAVE``)."""
-    ordered = sorted(finished)  # one lock order for every writer (as queue.advance)
+    ordered = sorted(finished)  # one lock order for every writer (as on SQLite)
     heads = codec.dumps([{"w": w, "u": u, "seq": seq} for w, u, seq in ordered])
     await conn.execute(_LEAVE, heads)  # first, and alone: see _LEAVE
     await conn.execute(
