@@ -133,17 +133,24 @@ async def _nothing(_tx: Any, _results: Any, _now: str) -> int:
     return 0
 
 
+def _nothing_sqlite(_db: Any, _results: Any, _now: str) -> int:
+    return 0
+
+
 async def measure(kind: str, with_ledger: bool, n: int, batch: int, workdir: Path) -> Any:
     ctx = await _fresh(kind, workdir, n)
     real: Callable[..., Awaitable[int]] = ledger.append
+    real_sqlite: Callable[..., int] = ledger.append_sqlite  # the worker's SQLite record's
     if not with_ledger:
         ledger.append = _nothing  # type: ignore[assignment]
+        ledger.append_sqlite = _nothing_sqlite  # type: ignore[assignment]
     try:
         wall, cpu, done = await _record_all(ctx, batch)
         async with ctx.store.read() as tx:
             entries = (await tx.conn.execute(text("SELECT count(*) FROM ledger_entries"))).scalar()
     finally:
         ledger.append = real  # type: ignore[assignment]
+        ledger.append_sqlite = real_sqlite
         await _drop(ctx, kind)
     assert done == n, (done, n)
     assert entries == (n if with_ledger else 0), entries
