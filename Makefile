@@ -27,7 +27,7 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	CONSENT_RELAY_REQUIRE_POSTGRES=1 $(BIN)/pytest -q
+	CONSENT_RELAY_REQUIRE_POSTGRES=1 $(BIN)/pytest -q --durations=20
 
 check: test
 
