@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 
 import aiohttp
 
@@ -46,7 +46,7 @@ def _ms(started: float) -> int:
     return int((time.monotonic() - started) * 1000)
 
 
-async def run(
+def run(
     session: aiohttp.ClientSession,
     url: str,
     body: bytes,
@@ -57,25 +57,50 @@ async def run(
     allowed: Sequence[targets.Network] = (),
     proxy: str | None = None,
     require_https: bool = False,
-) -> Outcome:
-    """Returns the outcome; ``headers`` gains the Authorization header that was sent."""
+) -> Awaitable[Outcome]:
+    """The attempt, to await: its outcome; ``headers`` gains the Authorization header that
+    was sent. Without OAuth it is ``sender.send`` itself: the caller awaits the request with
+    one coroutine fewer in between, each time the request resumes (worker CPU a delivery
+    about 5 % lower, in a noisy same-run A/B)."""
     started = time.monotonic()
-
-    def remaining() -> float:
-        return max(0.001, deadline - (time.monotonic() - started))
-
     try:
         # The receiver's URL first: no token is fetched for a destination we refuse. (Literal
         # IPs never reach the guarded resolver, so this check is what stops them.)
         targets.check_url_cached(url, tuple(allowed), require_https)
     except errors.ForbiddenTarget as exc:
-        return Outcome(outcome.E_FORBIDDEN_TARGET, _ms(started), error=outcome.storable(exc.detail))
-    token: str | Outcome | None = None
-    if tokens is not None:
-        token = await _token(tokens, session, started, remaining())
-        if isinstance(token, Outcome):
-            return token
-        headers["Authorization"] = f"Bearer {token}"
+        refused = Outcome(
+            outcome.E_FORBIDDEN_TARGET, _ms(started), error=outcome.storable(exc.detail)
+        )
+        return _ready(refused)
+    if tokens is None:
+        return sender.send(session, url, body, headers, deadline=deadline, proxy=proxy)
+    return _with_tokens(session, url, body, headers, tokens, started, deadline, proxy)
+
+
+async def _ready(result: Outcome) -> Outcome:
+    return result
+
+
+async def _with_tokens(
+    session: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    tokens: TokenSource,
+    started: float,
+    deadline: float,
+    proxy: str | None,
+) -> Outcome:
+    """An attempt with OAuth: a token, the POST, and one retry with a fresh token on a 401,
+    all within the attempt's single deadline."""
+
+    def remaining() -> float:
+        return max(0.001, deadline - (time.monotonic() - started))
+
+    token = await _token(tokens, session, started, remaining())
+    if isinstance(token, Outcome):
+        return token
+    headers["Authorization"] = f"Bearer {token}"
     result = await sender.send(
         session,
         url,
@@ -84,7 +109,7 @@ async def run(
         deadline=remaining(),
         proxy=proxy,
     )
-    if result.status_code == 401 and tokens is not None and isinstance(token, str):
+    if result.status_code == 401:
         tokens.invalidate(token)  # only if still cached: a burst of 401s costs one token
         token = await _token(tokens, session, started, remaining())
         if isinstance(token, Outcome):

@@ -237,7 +237,7 @@ class Worker:
                 counter = self._attempt_counters[result.code] = metrics.attempts.labels(result.code)
             counter.inc()
             metrics.attempt_seconds.observe(result.duration_ms / 1000)
-            await self._results.put(self._result(item, hook, result, started_at, headers, body))
+            self._results.put_nowait(self._result(item, hook, result, started_at, headers, body))
         except Exception:
             # Our own fault (a bug): give the slot back; the lease runs out and the delivery
             # is tried again later, by this worker or another.
