@@ -10,7 +10,7 @@ from typing import Any
 from consent_relay.runtime import Context
 from consent_relay.schemas import EventIn, OrganizationIn, WebhookIn
 from consent_relay.services import events, orgs, webhooks
-from consent_relay.storage import inspect, write_batch
+from consent_relay.storage import inspect, tamper, write_batch
 
 
 def _event(ouid: str, n: int) -> EventIn:
@@ -76,3 +76,65 @@ async def test_sqlite_reads_each_named_user_and_event_through_its_unique_index(
     for plan in touching:
         assert plan.startswith("SEARCH"), plans
         assert "organization_id=? AND " in plan, plans
+
+
+async def test_postgresql_reads_each_named_user_and_event_by_name_without_statistics(
+    ctx: Context,
+) -> None:
+    """On tables PostgreSQL has no statistics for (a new database), the batch's read must
+    still probe each name: with ``id = ANY(...) OR organization_user_id = ANY(...)`` the plan
+    read every user (and every event) of the organization and filtered them."""
+    if ctx.store.is_sqlite:
+        return
+    users = [
+        {
+            "organization_id": "acme",
+            "id": f"u{n}",
+            "identity_organization_user_id": f"u{n}@example.com",
+            "organization_user_id": f"u{n}@example.com",
+            "metadata": "{}",
+            "consents": "{}",
+            "version": 1,
+            "created_at": "2026-01-01T00:00:00.000Z",
+            "updated_at": "2026-01-01T00:00:00.000Z",
+            "seq_counter": 1,
+            "applied_at": "2026-01-01T00:00:00.000Z",
+            "applied_seq": 1,
+        }
+        for n in range(3000)
+    ]
+    events = [
+        {
+            "organization_id": "acme",
+            "id": f"e{n}",
+            "user_id": f"u{n % 3000}",
+            "status": "confirmed",
+            "regulation": "gdpr",
+            "created_at": "2026-01-01T00:00:00.000Z",
+            "updated_at": "2026-01-01T00:00:00.000Z",
+            "document": "{}",
+        }
+        for n in range(6000)
+    ]
+    async with ctx.store.write() as tx:
+        await tamper.insert_rows(tx, "users", users)
+        await tamper.insert_rows(tx, "events", events)
+        await tamper.forget_statistics(tx, ["users", "events"])
+        plan = await write_batch.postgres_read_plan(
+            tx,
+            "acme",
+            [f"u{n}" for n in range(0, 40, 2)],
+            [f"u{n}@example.com" for n in range(1, 40, 2)] + ["nobody"],
+            [f"e{n}" for n in range(20)] + ["x"],
+        )
+    removed = [n for n in plan if n.get("Rows Removed by Filter", 0)]
+    assert removed == [], [(n["Node Type"], n.get("Filter")) for n in removed]
+    scans = [n for n in plan if n.get("Relation Name") in ("users", "events")]
+    assert scans, plan
+    # 40 users named (by id or organization_user_id), 21 event ids: every index scan reads
+    # at most what was named, and all the scans together each name once and each user again
+    # by primary key to lock it (40 + 21 + 20 + 21 probes, 40 rows locked).
+    index_scans = [(n["Node Type"], n.get("Index Name"), n["Actual Rows"]) for n in plan]
+    assert all(rows <= 40 for kind, index, rows in index_scans if index), index_scans
+    read = sum(n["Actual Rows"] * n["Actual Loops"] for n in scans)
+    assert read <= 20 + 21 + 21 + 40, index_scans

@@ -47,6 +47,22 @@ async def insert_rows(tx: Tx, table_name: str, rows: Sequence[Mapping[str, Any]]
         await tx.conn.execute(insert(metadata.tables[table_name]), [dict(row) for row in rows])
 
 
+async def forget_statistics(tx: Tx, table_names: Sequence[str]) -> None:
+    """PostgreSQL forgets what it knows of these tables' contents, as for a table that was
+    never analyzed (a new database): the planner falls back on its defaults. Superuser only."""
+    for name in table_names:
+        _checked_column(name, "organization_id")
+        await tx.conn.execute(
+            text("DELETE FROM pg_statistic WHERE starelid = CAST(:t AS regclass)"), {"t": name}
+        )
+        await tx.conn.execute(
+            text(
+                "UPDATE pg_class SET reltuples = -1, relpages = 0 WHERE oid = CAST(:t AS regclass)"
+            ),
+            {"t": name},
+        )
+
+
 async def refuse_inserts(tx: Tx, table_name: str, column: str, value: str) -> None:
     """A trigger (``refuse_row``) that makes the database refuse each row inserted into
     ``table_name`` whose ``column`` is ``value``, with the error "row refused by test"."""

@@ -237,18 +237,42 @@ def _names(columns: Columns) -> str:
     return ", ".join(name for name, _ in columns)
 
 
+# Every lookup is one index probe per name, whatever the planner knows: a LATERAL subquery
+# per name, LIMIT 1 in the order of the unique index that answers it (at most one row
+# matches, so the order changes nothing but the planner's choice of index). Written as
+# ``organization_id = $1 AND (id = ANY($2) OR organization_user_id = ANY($3))``, a table
+# without statistics yet (a new database, the first minute of a deployment: autovacuum
+# analyzes once a minute at best) got a plan that read every user of the organization and
+# filtered them, and every event of it for the taken ids: without statistics
+# ``organization_id = $1`` looks like a handful of rows. The batch's cost then grew with the
+# tables (ingest bench, 10 s on a new database: ~200 index entries read per probe of
+# uq_users_org_ouid, pg_stat_user_indexes). tests/integration/test_write_batch.py keeps it.
+# The rows are then locked by primary key alone (an array worked out first), so that a row
+# updated meanwhile is rechecked against ``pk = ANY(...)`` only.
 _READ_SQL = """
     WITH locked AS (
         SELECT * FROM users
-        WHERE organization_id = $1
-          AND (id = ANY($2::text[]) OR organization_user_id = ANY($3::text[]))
+        WHERE pk = ANY(ARRAY(
+            SELECT f.pk FROM unnest($2::text[]) AS n(id) CROSS JOIN LATERAL (
+                SELECT pk FROM users WHERE organization_id = $1 AND id = n.id
+                ORDER BY organization_id, id LIMIT 1
+            ) AS f
+            UNION
+            SELECT f.pk FROM unnest($3::text[]) AS n(ouid) CROSS JOIN LATERAL (
+                SELECT pk FROM users WHERE organization_id = $1 AND organization_user_id = n.ouid
+                ORDER BY organization_id, organization_user_id LIMIT 1
+            ) AS f
+        ))
         ORDER BY id
         FOR UPDATE
     )
     SELECT t.taken, locked.*
     FROM (
         SELECT ARRAY(
-            SELECT id FROM events WHERE organization_id = $1 AND id = ANY($4::text[])
+            SELECT e.id FROM unnest($4::text[]) AS n(id) CROSS JOIN LATERAL (
+                SELECT id FROM events WHERE organization_id = $1 AND id = n.id
+                ORDER BY organization_id, id LIMIT 1
+            ) AS e
         ) AS taken
     ) AS t
     LEFT JOIN locked ON true
@@ -318,6 +342,32 @@ _WRITE_SQL = f"""
            (SELECT count(*) FROM new_messages) AS messages,
            (SELECT count(*) FROM wake) AS woken
 """
+
+
+async def postgres_read_plan(
+    tx: Tx, org_id: str, user_ids: Sequence[str], ouids: Sequence[str], event_ids: Sequence[str]
+) -> list[dict[str, Any]]:
+    """PostgreSQL's executed plan of the batch's read (``EXPLAIN ANALYZE``), every node of it,
+    for the test that keeps each lookup a probe by name; [] on SQLite."""
+    conn = await driver.postgres(tx)
+    if conn is None:
+        return []
+    explained = await conn.fetchval(
+        "EXPLAIN (ANALYZE, FORMAT JSON) " + _READ_SQL,
+        org_id,
+        list(user_ids),
+        list(ouids),
+        list(event_ids),
+    )
+    nodes: list[dict[str, Any]] = []
+    # SQLAlchemy's asyncpg connection decodes json itself; a bare one hands back text.
+    document = codec.loads(explained) if isinstance(explained, str) else explained
+    todo = [document[0]["Plan"]]
+    while todo:
+        node = todo.pop()
+        nodes.append(node)
+        todo.extend(node.get("Plans", []))
+    return nodes
 
 
 async def sqlite_read_plans(tx: Tx) -> list[str]:
