@@ -59,7 +59,7 @@ async def _wait_command(reader: asyncio.StreamReader, within: float) -> str:
 
 
 async def run_worker(max_seconds: float) -> None:
-    from consent_relay import runner
+    from consent_relay import gctune, runner
     from consent_relay.runtime import build_context
     from consent_relay.settings import Settings
 
@@ -67,6 +67,7 @@ async def run_worker(max_seconds: float) -> None:
     ctx = build_context(settings)
     await ctx.store.migrate()
     await ctx.store.ping()
+    gctune.settle()  # as consent-relay worker does once started (runner.run_process)
     reader = await _stdin_lines()
     deadline = time.monotonic() + max_seconds
     _say("READY")

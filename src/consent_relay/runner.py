@@ -8,7 +8,7 @@ import logging
 import signal
 from collections.abc import Callable, Sequence
 
-from consent_relay import errors
+from consent_relay import errors, gctune
 from consent_relay.clock import Clock
 from consent_relay.delivery import wakeup
 from consent_relay.delivery.worker import Worker
@@ -66,6 +66,7 @@ async def run_process(
         if not await ctx.store.migrate_when_ready(stop):
             return
         on_ready()
+        gctune.settle()  # the process's whole life from here on, as the API's (gctune.py)
         await run(ctx, stop, concurrency=concurrency)
     finally:
         await ctx.store.close()

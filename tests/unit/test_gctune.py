@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from consent_relay import crypto, gctune
+from consent_relay import crypto, gctune, runner
 from consent_relay.api import app as api_app
 from consent_relay.settings import Settings
 
@@ -58,3 +58,27 @@ async def test_the_app_settles_the_collector_only_when_it_owns_the_process(
     async with app.router.lifespan_context(app):
         pass
     assert len(calls) == (1 if own_process else 0)
+
+
+async def test_a_worker_process_settles_the_collector_once_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``consent-relay worker`` (and each supervised worker process) runs ``run_process``: the
+    collector is settled after start-up, before the first delivery."""
+    events: list[str] = []
+    monkeypatch.setattr(gctune, "settle", lambda: events.append("settle"))
+
+    async def worker(*_args: object, **_kwargs: object) -> None:
+        events.append("run")
+
+    monkeypatch.setattr(runner, "run", worker)
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'db.sqlite'}",
+        data_dir=tmp_path,
+        secret_key=crypto.new_key(),
+        admin_token="t" * 32,
+    )
+    await runner.run_process(
+        settings, concurrency=1, on_ready=lambda: events.append("ready"), signals=()
+    )
+    assert events == ["ready", "settle", "run"]
