@@ -63,35 +63,27 @@ async def disable(tx: Tx, disabled: Sequence[tuple[str, str]], now: str) -> None
     )
 
 
-async def supersede(
-    tx: Tx, delivered: Sequence[tuple[str, str, int, str | None, str]], now: str
-) -> None:
-    """Dead letters (not replayed) that delivered messages ``(webhook, user, seq, subject,
-    message id)`` replace become ``superseded``:
-    same webhook, same user, same subject, an older message. One statement per batch, each
-    delivered result looking through ``ix_deliveries_queue`` at its queue's earlier
-    deliveries (a dead letter left its queue before the current head, so its seq is lower).
-    Message ids are time-ordered, so "older" is ``message_id <``: a replay, delivered late
-    with an old message, supersedes nothing newer than its message."""
-    if not delivered:
-        return
-    rows = [{"w": w, "u": u, "seq": seq, "s": s, "m": m} for w, u, seq, s, m in delivered]
+def supersede_sql(dialect_name: str) -> str:
+    """The statement by which dead letters (not replayed) that delivered messages replace
+    become ``superseded``; its rows ``:rows`` are ``{w, u, seq, s, m}`` (webhook, user, seq,
+    subject, message id): same webhook, same user, same subject, an older message. Each
+    delivered result looks through ``ix_deliveries_queue`` at its queue's earlier deliveries (a
+    dead letter left its queue before the current head, so its seq is lower). Message ids are
+    time-ordered, so "older" is ``message_id <``: a replay, delivered late with an old message,
+    supersedes nothing newer than its message. The record runs it on SQLite
+    (``queue_sqlite``); PostgreSQL's record has it as a CTE (``queue_pg._FINISH``)."""
     source = dialect.rows_source(
-        tx.dialect, [("w", "text"), ("u", "text"), ("seq", "bigint"), ("s", "text"), ("m", "text")]
+        dialect_name,
+        [("w", "text"), ("u", "text"), ("seq", "bigint"), ("s", "text"), ("m", "text")],
     )
-    await tx.conn.execute(
-        text(
-            f"""
-            UPDATE deliveries SET status = 'superseded', updated_at = :now
-            FROM {source}
-            WHERE deliveries.webhook_id = v.w AND deliveries.user_id = v.u
-              AND deliveries.seq < v.seq AND deliveries.status = 'dead'
-              AND deliveries.replayed_by IS NULL AND deliveries.subject = v.s
-              AND deliveries.message_id < v.m
-            """
-        ),
-        {"rows": codec.dumps(rows), "now": now},
-    )
+    return f"""
+        UPDATE deliveries SET status = 'superseded', updated_at = :now
+        FROM {source}
+        WHERE deliveries.webhook_id = v.w AND deliveries.user_id = v.u
+          AND deliveries.seq < v.seq AND deliveries.status = 'dead'
+          AND deliveries.replayed_by IS NULL AND deliveries.subject = v.s
+          AND deliveries.message_id < v.m
+    """
 
 
 async def paused_until(tx: Tx, webhook_ids: Iterable[str], now_ms: int) -> dict[str, int]:

@@ -5,7 +5,7 @@ Through SQLAlchemy, a recorded batch was seven statements or so (the deliveries,
 attempts, superseded dead letters, the queues moved on, the next heads promoted, then the
 ledger's three), each a few hops to aiosqlite's thread and back with the GIL handed over
 each way, and SQLAlchemy's own cost a statement. Here the same statements (the texts
-``queue`` used, and ``flow.supersede``'s) run back to back in one hop; ``batches.record``
+``queue`` used, and ``flow.supersede_sql``) run back to back in one hop; ``batches.record``
 adds the ledger's (``ledger.append_sqlite``) to the same hop.
 
 The statements are PostgreSQL's ``queue_pg`` ones in SQLite's dialect; the contract tests run
@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from consent_relay.storage import codec, dialect, queue_pg
+from consent_relay.storage import codec, dialect, flow, queue_pg
 
 if TYPE_CHECKING:
     import sqlite3
@@ -65,16 +65,7 @@ _INSERT_ATTEMPTS = dialect.insert_rows(
     "ON CONFLICT (delivery_id, attempt_number) DO NOTHING",
 )
 
-# flow.supersede's statement (PostgreSQL's is in queue_pg._FINISH).
-_SUPERSEDE = f"""
-    UPDATE deliveries SET status = 'superseded', updated_at = :now
-    FROM {dialect.rows_source("sqlite", [("w", "text"), ("u", "text"), ("seq", "bigint"),
-                                         ("s", "text"), ("m", "text")])}
-    WHERE deliveries.webhook_id = v.w AND deliveries.user_id = v.u
-      AND deliveries.seq < v.seq AND deliveries.status = 'dead'
-      AND deliveries.replayed_by IS NULL AND deliveries.subject = v.s
-      AND deliveries.message_id < v.m
-"""  # fmt: skip
+_SUPERSEDE = flow.supersede_sql("sqlite")
 
 _HEADS = dialect.rows_source("sqlite", [("w", "text"), ("u", "text"), ("seq", "bigint")])
 _LEAVE = f"""

@@ -360,9 +360,7 @@ async def postgres_read_plan(
         list(event_ids),
     )
     nodes: list[dict[str, Any]] = []
-    # SQLAlchemy's asyncpg connection decodes json itself; a bare one hands back text.
-    document = codec.loads(explained) if isinstance(explained, str) else explained
-    todo = [document[0]["Plan"]]
+    todo = [explained[0]["Plan"]]  # the connection's json codec (SQLAlchemy's) decoded it
     while todo:
         node = todo.pop()
         nodes.append(node)
