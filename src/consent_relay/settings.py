@@ -88,6 +88,11 @@ class Settings(BaseSettings):
     )
     log_format: Literal["text", "json"] = Field("text", description="Log line format.")
     log_level: str = Field("INFO", description="Log level.")
+    otel: bool = Field(
+        False,
+        description="FastAPI's native OpenTelemetry traces, metrics and logs for API "
+        "requests, sent to the globally configured providers. Off: no per-request check.",
+    )
     max_body_bytes: int = Field(1024 * 1024, description="Largest accepted request body.")
     payload_retention: float = Field(
         30 * 86400.0,
