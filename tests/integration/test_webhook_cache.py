@@ -21,6 +21,7 @@ from consent_relay.settings import Settings
 from consent_relay.storage import deliveries, webhook_versions
 from consent_relay.storage.records import WebhookRecord
 from consent_relay.storage.store import Store
+from consent_relay.storage.tx import Tx
 
 ORG = "acme"
 
@@ -211,3 +212,32 @@ async def test_fan_out_follows_webhook_changes_made_by_another_process(
     await step("u4", set())
     await _patch(other, first, regulations=["gdpr"])
     await step("u5", {first})
+
+
+async def test_an_event_batch_with_the_kept_stamp_runs_no_webhook_statement(
+    ctx: Context, other: Context, org: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The write path's batch read brings the stamp (storage/write_batch.py): while it is the
+    kept list's, fan-out reads nothing more; once another process changes the webhooks, the
+    next batch reads them again, once."""
+    hook = await _hook(ctx, 0)
+    await _write_event(ctx, "u0")  # this process keeps the list of the current stamp
+    reads = 0
+    real = webhook_versions.read
+
+    async def counting(tx: Tx, org_id: str, known: int | None) -> webhook_versions.Stamped:
+        nonlocal reads
+        reads += 1
+        return await real(tx, org_id, known)
+
+    monkeypatch.setattr(webhook_versions, "read", counting)
+    await _write_event(ctx, "u1")
+    await _write_event(ctx, "u2")
+    assert reads == 0
+    assert await _fanned_out_to(ctx, [hook], "u2") == {hook}
+    second = await _hook(other, 1)
+    await _write_event(ctx, "u3")
+    assert reads == 1
+    assert await _fanned_out_to(ctx, [hook, second], "u3") == {hook, second}
+    await _write_event(ctx, "u4")
+    assert reads == 1

@@ -8,9 +8,10 @@ transaction, so nothing acknowledged is ever lost.
 
 A batch costs a fixed number of set-based statements, whatever its size:
 
-    lock the users it names      one SELECT ... FOR UPDATE per organization
-    event ids already taken      one SELECT per organization
-    the webhooks to fan out to   one SELECT per organization
+    lock the users it names,     one SELECT ... FOR UPDATE per organization
+    find the event ids taken
+    and the webhooks' stamp
+    the webhooks to fan out to   from memory while the stamp holds, else one SELECT
     new users, changed users     one INSERT, one UPDATE
     events                       one INSERT
     messages, deliveries         the queue's append (storage.queue.enqueue)
@@ -110,15 +111,17 @@ class _Batch:
             given = [request.data.user for request in requests]
             user_ids = sorted({u.id for u in given if u.id is not None})
             ouids = sorted({u.organization_user_id for u in given if u.organization_user_id})
-            locked, taken = await write_batch.lock_and_check(
+            locked = await write_batch.lock_and_check(
                 self.tx, org_id, user_ids, ouids, [request.event_id for request in requests]
             )
-            for user in locked:
+            for user in locked.users:
                 self._index(user)
                 self.stored.add((org_id, user.id))
-            self.taken_events.update((org_id, event_id) for event_id in taken)
+            self.taken_events.update((org_id, event_id) for event_id in locked.taken)
             if any(not request.quiet for request in requests):
-                self.hooks[org_id] = await webhook_cache.webhooks_for(self.tx, org_id)
+                self.hooks[org_id] = await webhook_cache.webhooks_for(
+                    self.tx, org_id, locked.webhooks_stamp
+                )
 
     def _index(self, user: UserRecord) -> None:
         self.by_id[(user.organization_id, user.id)] = user

@@ -26,11 +26,15 @@ Kept = dict[str, tuple[int, list[WebhookRecord]]]  # organization -> (stamp, its
 _kept: weakref.WeakKeyDictionary[Any, Kept] = weakref.WeakKeyDictionary()
 
 
-async def webhooks_for(tx: Tx, org_id: str) -> list[WebhookRecord]:
+async def webhooks_for(tx: Tx, org_id: str, stamp: int | None = None) -> list[WebhookRecord]:
     """The organization's webhooks as ``tx`` sees them (creation order), from memory when
-    their stamp has not moved since this process read them."""
+    their stamp has not moved since this process read them. ``stamp``: the stamp ``tx`` has
+    just read along with something else (the write path's batch read): when it is the kept
+    list's, no statement at all."""
     kept = _kept.setdefault(webhook_versions.database(tx), {})
     cached = kept.get(org_id)
+    if stamp is not None and cached is not None and cached[0] == stamp:
+        return list(cached[1])
     stamp, hooks = await webhook_versions.read(tx, org_id, None if cached is None else cached[0])
     if hooks is None:  # the stamp this process keeps the list of
         assert cached is not None

@@ -3,9 +3,11 @@
 A batch reads, then writes. On PostgreSQL each half is one statement sent to asyncpg
 directly (``storage.driver``), inside the batch's transaction:
 
-    read    the users the batch names, locked in id order, and which of its event ids are
-            taken: one SELECT (a LEFT JOIN from the one-row list of taken ids, so that it
-            answers even when no user exists yet)
+    read    the users the batch names, locked in id order, which of its event ids are
+            taken and the organization's webhook stamp: one SELECT (a LEFT JOIN from the
+            one-row list of taken ids, so that it answers even when no user exists yet). The
+            stamp spares fan-out a statement of its own while this process keeps the list
+            of that stamp (services/webhook_cache.py; a round trip less a batch, measured)
     write   new users, changed users, events, messages, the queues' sequence numbers, the
             deliveries and the workers' wake-up: one statement of data-modifying CTEs
 
@@ -41,6 +43,16 @@ from consent_relay.storage.tx import Tx
 
 
 @dataclass
+class Locked:
+    """What the read of a batch found: the users it names (locked), which of its event ids
+    are taken, and the organization's webhook stamp (None: no such organization)."""
+
+    users: list[UserRecord]
+    taken: set[str]
+    webhooks_stamp: int | None
+
+
+@dataclass
 class Written:
     """What the write inserted, to tell a lost race (another process first) from success."""
 
@@ -50,9 +62,10 @@ class Written:
 
 async def lock_and_check(
     tx: Tx, org_id: str, user_ids: Sequence[str], ouids: Sequence[str], event_ids: Sequence[str]
-) -> tuple[list[UserRecord], set[str]]:
+) -> Locked:
     """The organization's users named by id or organization_user_id, locked for the rest of
-    the transaction (in id order), and which of ``event_ids`` it already has."""
+    the transaction (in id order), which of ``event_ids`` it already has, and its webhook
+    stamp, all from one statement."""
     conn = await driver.postgres(tx)
     if conn is None:
         return await driver.on_sqlite(
@@ -62,7 +75,7 @@ async def lock_and_check(
     taken = set(rows[0]["taken"])
     found = [driver.Record(row) for row in rows if row["id"] is not None]
     users = [mapping.user(cast("Row[Any]", row)) for row in found]
-    return users, taken
+    return Locked(users, taken, rows[0]["webhooks_stamp"])
 
 
 async def write(
@@ -153,7 +166,7 @@ def _read_sqlite(
     user_ids: Sequence[str],
     ouids: Sequence[str],
     event_ids: Sequence[str],
-) -> tuple[list[UserRecord], set[str]]:
+) -> Locked:
     users: list[UserRecord] = []
     if user_ids or ouids:
         cursor = db.execute(
@@ -167,7 +180,8 @@ def _read_sqlite(
     if event_ids:
         params = {"org": org_id, "ids": codec.dumps(list(event_ids))}
         taken = {row[0] for row in db.execute(stored_events.EXISTING_SQL["sqlite"], params)}
-    return users, taken
+    stamp = db.execute(_STAMP_SQL_SQLITE, (org_id,)).fetchone()
+    return Locked(users, taken, None if stamp is None else int(stamp[0]))
 
 
 def _write_sqlite(
@@ -266,9 +280,10 @@ _READ_SQL = """
         ORDER BY id
         FOR UPDATE
     )
-    SELECT t.taken, locked.*
+    SELECT t.taken, t.webhooks_stamp, locked.*
     FROM (
-        SELECT ARRAY(
+        SELECT (SELECT webhooks_version FROM organizations WHERE id = $1) AS webhooks_stamp,
+        ARRAY(
             SELECT e.id FROM unnest($4::text[]) AS n(id) CROSS JOIN LATERAL (
                 SELECT id FROM events WHERE organization_id = $1 AND id = n.id
                 ORDER BY organization_id, id LIMIT 1
@@ -277,6 +292,8 @@ _READ_SQL = """
     ) AS t
     LEFT JOIN locked ON true
 """
+
+_STAMP_SQL_SQLITE = "SELECT webhooks_version FROM organizations WHERE id = ?"
 
 _USERS = stored_users.COLUMNS
 _EVENTS = stored_events.COLUMNS
