@@ -71,6 +71,7 @@ def create_app(
         # Off unless asked for: FastAPI otherwise asks the OpenTelemetry globals (environment
         # lookups) on every request, ~5 CPU-us a consent event for nothing without a provider.
         telemetry={"tracing": settings.otel, "metrics": settings.otel, "logs": settings.otel},
+        openapi_url=None,  # the document's routes are added last (below)
     )
     app.state.context = ctx
     app.state.admin_token = token
@@ -82,6 +83,11 @@ def create_app(
         app.include_router(module.router, responses=errors_doc)
     app.include_router(system.router)
     app.include_router(dashboard.router)
+    # FastAPI adds /openapi.json, /docs and /redoc when built, so before every API route:
+    # added after them instead, the ingest route is the router's first match (3 CPU-us an
+    # event, bench.route_micro). Same routes, same document.
+    app.openapi_url = "/openapi.json"
+    app.setup()
     openapi.install(app)
     app.mount("/dashboard/static", StaticFiles(directory=STATIC), name="dashboard-static")
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
