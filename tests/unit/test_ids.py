@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import re
 import uuid
 
@@ -47,3 +48,54 @@ def test_new_uuid_is_version_7() -> None:
     value = uuid.UUID(ids.new_uuid())
     assert value.version == 7
     assert value.variant == uuid.RFC_4122
+
+
+_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+
+
+def _ms_of(ulid: str) -> int:
+    value = 0
+    for char in ulid:
+        value = value * 32 + _ALPHABET.index(char)
+    return value >> 80
+
+
+def test_monotonic_ids_read_like_new_id() -> None:
+    made = ids.MonotonicIds("dlv").new()
+    assert re.fullmatch(r"dlv_[0-9a-hjkmnp-tv-z]{26}", made)
+    assert abs(_ms_of(made[4:]) - _ms_of(ids.new_id("dlv")[4:])) < 1000
+
+
+def test_monotonic_ids_are_unique_and_ordered_across_milliseconds() -> None:
+    generator = ids.MonotonicIds("msg")
+    made = [generator.new() for _ in range(50_000)]
+    assert len(set(made)) == len(made)
+    assert made == sorted(made)
+    assert _ms_of(made[-1][4:]) > _ms_of(made[0][4:])
+
+
+def test_the_write_paths_generators() -> None:
+    assert ids.MESSAGES.new().startswith("msg_")
+    assert ids.DELIVERIES.new().startswith("dlv_")
+
+
+def test_a_forked_child_does_not_count_on_from_its_parent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Same millisecond in both (the clock stands still): without a new random start the
+    child would make the very id its parent makes next."""
+    monkeypatch.setattr("time.time", lambda: 1_767_225_600.0)
+    generator = ids.MonotonicIds("dlv")
+    generator.new()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        os.write(write, generator.new().encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 100).decode()
+    os.close(read)
+    parent = generator.new()
+    assert child[:14] == parent[:14]  # the same millisecond
+    assert child != parent

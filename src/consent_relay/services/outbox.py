@@ -41,7 +41,7 @@ def fan_out(
     for message in fired:
         record = MessageRecord(
             organization_id=organization_id,
-            id=ids.new_id("msg"),
+            id=ids.MESSAGES.new(),
             type=message.type,
             regulation=regulation,
             user_id=user_id,

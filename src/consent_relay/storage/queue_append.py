@@ -99,7 +99,7 @@ async def append(
     by_queue: dict[tuple[str, str], list[int]] = {}
     for position, (_org, webhook_id, _message, user_id) in enumerate(items):
         by_queue.setdefault((webhook_id, user_id), []).append(position)
-    new_ids = [ids.new_id("dlv") for _ in items]
+    new_ids = [ids.DELIVERIES.new() for _ in items]
     queues = sorted(by_queue.items())  # one lock order for every writer
     counters = await _reserve(tx, queues)
     rows: list[dict[str, Any]] = []

@@ -133,7 +133,7 @@ def _place(new: Sequence[NewDelivery]) -> tuple[list[dict[str, Any]], list[dict[
     order (``o``), ids made in the batch's order: as ``queue_append.append`` does."""
     by_queue: dict[tuple[str, str], list[NewDelivery]] = {}
     for item in new:
-        item.id = ids.new_id("dlv")
+        item.id = ids.DELIVERIES.new()
         by_queue.setdefault((item.webhook_id, item.message.user_id), []).append(item)
     queues: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
