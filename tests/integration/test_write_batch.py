@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from consent_relay.domain.users import UserState
 from consent_relay.runtime import Context
 from consent_relay.schemas import EventIn, OrganizationIn, WebhookIn
 from consent_relay.services import events, orgs, webhooks
 from consent_relay.storage import inspect, tamper, write_batch
+from consent_relay.storage.records import EventRecord, UserRecord
 
 
 def _event(ouid: str, n: int) -> EventIn:
@@ -138,3 +140,42 @@ async def test_postgresql_reads_each_named_user_and_event_by_name_without_statis
     assert all(rows <= 40 for kind, index, rows in index_scans if index), index_scans
     read = sum(n["Actual Rows"] * n["Actual Loops"] for n in scans)
     assert read <= 20 + 21 + 21 + 40, index_scans
+
+
+def _user(user_id: str) -> UserRecord:
+    at = "2026-12-02T00:00:00.000Z"
+    return UserRecord("acme", user_id, None, UserState(), 1, at, at)
+
+
+def _event_row(event_id: str, user_id: str) -> EventRecord:
+    at = "2026-12-02T00:00:00.000Z"
+    return EventRecord("acme", event_id, user_id, "confirmed", "gdpr", at, at, at, 1, {})
+
+
+async def _write(ctx: Context, users: list[UserRecord], events_: list[EventRecord]) -> Any:
+    async with ctx.store.write() as tx:
+        return await write_batch.write(
+            tx,
+            new_users=users,
+            changed_users=[],
+            new_events=events_,
+            new_messages=[],
+            new_deliveries=[],
+            now_ms=0,
+            now="2026-12-02T00:00:00.000Z",
+        )
+
+
+async def test_the_write_counts_what_it_inserted_and_leaves_what_exists(ctx: Context) -> None:
+    """A user or an event id another writer created first is not written again, and the
+    count tells the batch to run again on what is stored (services/ingest.py)."""
+    await orgs.create_organization(ctx, OrganizationIn(id="acme", name="acme"))
+    first = await _write(ctx, [_user("u1")], [_event_row("e1", "u1")])
+    assert (first.users, first.events) == (1, 1)
+    again = await _write(ctx, [_user("u1"), _user("u2")], [])
+    assert again.users == 1  # u2 only
+    events_again = await _write(ctx, [], [_event_row("e1", "u2"), _event_row("e2", "u2")])
+    assert events_again.events == 1  # e2 only
+    async with ctx.store.read() as tx:
+        stored = await inspect.rows(tx, "events")
+    assert sorted((row["id"], row["user_id"]) for row in stored) == [("e1", "u1"), ("e2", "u2")]
