@@ -63,27 +63,19 @@ async def disable(tx: Tx, disabled: Sequence[tuple[str, str]], now: str) -> None
     )
 
 
-def supersede_sql(dialect_name: str) -> str:
-    """The statement by which dead letters (not replayed) that delivered messages replace
-    become ``superseded``; its rows ``:rows`` are ``{w, u, seq, s, m}`` (webhook, user, seq,
-    subject, message id): same webhook, same user, same subject, an older message. Each
-    delivered result looks through ``ix_deliveries_queue`` at its queue's earlier deliveries (a
-    dead letter left its queue before the current head, so its seq is lower). Message ids are
-    time-ordered, so "older" is ``message_id <``: a replay, delivered late with an old message,
-    supersedes nothing newer than its message. The record runs it on SQLite
-    (``queue_sqlite``); PostgreSQL's record has it as a CTE (``queue_pg._FINISH``)."""
-    source = dialect.rows_source(
-        dialect_name,
-        [("w", "text"), ("u", "text"), ("seq", "bigint"), ("s", "text"), ("m", "text")],
-    )
-    return f"""
-        UPDATE deliveries SET status = 'superseded', updated_at = :now
-        FROM {source}
-        WHERE deliveries.webhook_id = v.w AND deliveries.user_id = v.u
-          AND deliveries.seq < v.seq AND deliveries.status = 'dead'
-          AND deliveries.replayed_by IS NULL AND deliveries.subject = v.s
-          AND deliveries.message_id < v.m
-    """
+# The statement by which dead letters (not replayed) that a delivered message replaces become
+# ``superseded``, for one delivered message (``executemany``), its parameters by position
+# ``(now, webhook, user, seq, subject, message id)``: same webhook, same user, same subject, an
+# older message. It looks through ``ix_deliveries_queue`` at the queue's earlier deliveries (a
+# dead letter left its queue before the current head, so its seq is lower). Message ids are
+# time-ordered, so "older" is ``message_id <``: a replay, delivered late with an old message,
+# supersedes nothing newer than its message. The record runs it on SQLite (``queue_sqlite``);
+# PostgreSQL's record has the same as a CTE (``queue_pg._FINISH``).
+SUPERSEDE_ROW = """
+    UPDATE deliveries SET status = 'superseded', updated_at = ?
+    WHERE webhook_id = ? AND user_id = ? AND seq < ? AND status = 'dead'
+      AND replayed_by IS NULL AND subject = ? AND message_id < ?
+"""
 
 
 async def paused_until(tx: Tx, webhook_ids: Iterable[str], now_ms: int) -> dict[str, int]:

@@ -178,7 +178,7 @@ async def finish(
 ) -> None:
     """Heads that were delivered or died leave their queues, the next in line becoming due
     (on SQLite ``queue_sqlite.record``); dead letters ``delivered`` messages supersede become so
-    (``flow.supersede_sql``). Two statements (see ``_LEAVE``)."""
+    (``flow.SUPERSEDE_ROW``). Two statements (see ``_LEAVE``)."""
     ordered = sorted(finished)  # one lock order for every writer (as on SQLite)
     heads = codec.dumps([{"w": w, "u": u, "seq": seq} for w, u, seq in ordered])
     await conn.execute(_LEAVE, heads)  # first, and alone: see _LEAVE

@@ -4,12 +4,10 @@ thread (``driver.on_sqlite``), inside the transaction the caller opened.
 Through SQLAlchemy, a recorded batch was seven statements or so (the deliveries, their
 attempts, superseded dead letters, the queues moved on, the next heads promoted, then the
 ledger's three), each a few hops to aiosqlite's thread and back with the GIL handed over
-each way, and SQLAlchemy's own cost a statement. Here the same statements (the texts
-``queue`` used, and ``flow.supersede_sql``) run back to back in one hop; ``batches.record``
-adds the ledger's (``ledger.append_sqlite``) to the same hop.
-
-The statements are PostgreSQL's ``queue_pg`` ones in SQLite's dialect; the contract tests run
-both databases.
+each way, and SQLAlchemy's own cost a statement. Here they run back to back in one hop;
+``batches.record`` adds the ledger's (``ledger.append_sqlite``) to the same hop. Each is a
+statement for one row run over the batch (``executemany``), where PostgreSQL's ``queue_pg``
+sends one statement over a JSON array: same effect, and the contract tests run both.
 """
 
 from __future__ import annotations
@@ -17,70 +15,43 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from consent_relay.storage import codec, dialect, flow, queue_pg
+from consent_relay.storage import codec, flow
 
 if TYPE_CHECKING:
     import sqlite3
 
     from consent_relay.storage.queue import Result
 
-_RESULTS = dialect.rows_source(
-    "sqlite",
-    [
-        ("pk", "bigint"),
-        ("lease", "text"),
-        ("status", "text"),
-        ("due_ms", "bigint"),
-        ("attempt_count", "int"),
-        ("held", "int"),
-        ("outcome", "text"),
-    ],
-)
-_RECORD = f"""
-    UPDATE deliveries SET status = v.status, due_ms = v.due_ms, lease_owner = NULL,
-        attempt_count = v.attempt_count, held_attempts = held_attempts + v.held,
-        last_outcome = v.outcome, updated_at = :now
-    FROM {_RESULTS}
-    WHERE deliveries.pk = v.pk AND deliveries.lease_owner = v.lease
-    RETURNING deliveries.pk
+# Each statement runs once a row (``executemany``, parameters bound by position): for a
+# batch's rows, cheaper than one statement over a JSON array (``json_each`` and a
+# ``json_extract`` a column, the rows serialised first): the record's SQLite work a delivery
+# went from about 80 to about 55 CPU-us, measured with the statements alone.
+
+# Which deliveries of the batch this worker still holds (the record is one exclusive write
+# transaction: nothing changes them between this read and the update).
+_HELD = """
+    SELECT pk, lease_owner FROM deliveries WHERE pk IN (SELECT value FROM json_each(?))
 """
-
-_ATTEMPT_COLUMNS = (
-    ("id", "text"),
-    ("delivery_id", "text"),
-    ("attempt_number", "int"),
-    ("started_at", "text"),
-    ("duration_ms", "int"),
-    ("outcome", "text"),
-    ("status_code", "int"),
-    ("response_body", "text"),
-    ("request_headers", "text"),
-    ("error", "text"),
-    ("response_bytes", "int"),
-)
-_INSERT_ATTEMPTS = dialect.insert_rows(
-    "sqlite",
-    "attempts",
-    _ATTEMPT_COLUMNS,
-    "ON CONFLICT (delivery_id, attempt_number) DO NOTHING",
-)
-
-_SUPERSEDE = flow.supersede_sql("sqlite")
-
-_HEADS = dialect.rows_source("sqlite", [("w", "text"), ("u", "text"), ("seq", "bigint")])
-_LEAVE = f"""
-    UPDATE delivery_queues SET pending = pending - 1
-    FROM {_HEADS}
-    WHERE delivery_queues.webhook_id = v.w AND delivery_queues.user_id = v.u
+_RECORD = """
+    UPDATE deliveries SET status = ?, due_ms = ?, lease_owner = NULL, attempt_count = ?,
+        held_attempts = held_attempts + ?, last_outcome = ?, updated_at = ?
+    WHERE pk = ? AND lease_owner = ?
+"""
+_INSERT_ATTEMPTS = """
+    INSERT INTO attempts (id, delivery_id, attempt_number, started_at, duration_ms, outcome,
+                          status_code, response_body, request_headers, error, response_bytes)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (delivery_id, attempt_number) DO NOTHING
+"""
+_SUPERSEDE = flow.SUPERSEDE_ROW
+_LEAVE = """
+    UPDATE delivery_queues SET pending = pending - 1 WHERE webhook_id = ? AND user_id = ?
 """
 # Sequence numbers are contiguous within a queue (appends hand them out in blocks, and rows
 # are never deleted from a queue's middle), so the next head is exactly seq + 1.
-_PROMOTE = f"""
-    UPDATE deliveries SET due_ms = :now
-    FROM {_HEADS}
-    WHERE deliveries.webhook_id = v.w AND deliveries.user_id = v.u
-      AND deliveries.seq = v.seq + 1
-      AND deliveries.status = 'pending' AND deliveries.due_ms IS NULL
+_PROMOTE = """
+    UPDATE deliveries SET due_ms = ?
+    WHERE webhook_id = ? AND user_id = ? AND seq = ? AND status = 'pending' AND due_ms IS NULL
 """
 
 
@@ -96,28 +67,52 @@ def record(
     whose lease still held are recorded, with their attempts (unless told not to), their
     finished heads leave their queues and the next become due, and dead letters their
     delivered messages supersede become so. Returns those results."""
-    rows = codec.dumps([queue_pg.result_row(r) for r in results])
-    held = {row[0] for row in db.execute(_RECORD, {"rows": rows, "now": now}).fetchall()}
-    kept = [r for r in results if r.claimed.pk in held]
+    owners = dict(db.execute(_HELD, (codec.dumps([r.claimed.pk for r in results]),)).fetchall())
+    kept = [r for r in results if owners.get(r.claimed.pk) == r.claimed.lease]
     if not kept:
         return []
+    db.executemany(
+        _RECORD,
+        [
+            (r.status, r.due_ms, r.claimed.attempt_count + 1, 1 if r.held else 0, r.outcome, now,
+             r.claimed.pk, r.claimed.lease)
+            for r in kept
+        ],
+    )  # fmt: skip
     if with_attempts:
-        attempts = codec.dumps([queue_pg.attempt_row(r) for r in kept])
-        db.execute(_INSERT_ATTEMPTS, {"rows": attempts})
+        db.executemany(_INSERT_ATTEMPTS, [attempt_values(r) for r in kept])
     delivered = [
-        {"w": c.webhook_id, "u": c.user_id, "seq": c.seq, "s": c.subject, "m": c.message_id}
+        (now, c.webhook_id, c.user_id, c.seq, c.subject, c.message_id)
         for c in (r.claimed for r in kept if r.status == "delivered")
         if c.subject is not None
     ]
     if delivered:
-        db.execute(_SUPERSEDE, {"rows": codec.dumps(delivered), "now": now})
+        db.executemany(_SUPERSEDE, delivered)
     finished = sorted(  # one lock order for every writer (as on PostgreSQL)
         (r.claimed.webhook_id, r.claimed.user_id, r.claimed.seq)
         for r in kept
         if r.status != "pending"
     )
     if finished:
-        heads = codec.dumps([{"w": w, "u": u, "seq": seq} for w, u, seq in finished])
-        db.execute(_LEAVE, {"rows": heads})
-        db.execute(_PROMOTE, {"rows": heads, "now": now_ms})
+        db.executemany(_LEAVE, [(w, u) for w, u, _seq in finished])
+        db.executemany(_PROMOTE, [(now_ms, w, u, seq + 1) for w, u, seq in finished])
     return kept
+
+
+def attempt_values(r: Result) -> tuple[object, ...]:
+    """The attempt a result records: ``_INSERT_ATTEMPTS``'s parameters."""
+    c = r.claimed
+    headers = r.request_headers
+    return (
+        r.attempt_id,
+        c.id,
+        c.attempt_count + 1,
+        r.started_at,
+        r.duration_ms,
+        r.outcome,
+        r.status_code,
+        r.response_body,
+        None if headers is None else codec.dumps(headers),
+        r.error,
+        r.response_bytes,
+    )
