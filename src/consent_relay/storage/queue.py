@@ -149,10 +149,13 @@ async def claim(
         "excluded": codec.dumps(list(excluded)),
     }
     raw = await driver.postgres(tx)
+    found: dict[str, Message] = {}
     if raw is not None:
         rows: list[Any] = await queue_pg.fetch(raw, sql, params)
-    else:
-        rows = list(await tx.conn.execute(text(sql), params))
+    else:  # the claim and its messages in one hop to aiosqlite's thread (queue_sqlite)
+        rows, found = await driver.on_sqlite(
+            tx, lambda db: queue_sqlite.claim(db, sql, params, with_messages)
+        )
     limited: list[Any] = []
     if len(rows) < limit:  # rate-limited webhooks: as many as their tokens allow
         limited = await ratelimit.take(
@@ -163,9 +166,7 @@ async def claim(
             until_ms=now_ms + lease_ms,
             excluded=excluded,
         )
-    if not with_messages:
-        found: dict[str, Message] = {}
-    elif tx.dialect == "postgresql":  # asyncpg's records: by name, not attribute
+    if with_messages and raw is not None:  # asyncpg's records: by name, not attribute
         found = {
             r["message_id"]: {
                 "type": r["type"], "regulation": r["regulation"], "parameters": r["parameters"]
@@ -173,8 +174,6 @@ async def claim(
             for r in rows
             if r["type"] is not None
         }  # fmt: skip
-    else:
-        found = await messages_by_id(tx, [r.message_id for r in rows])
     if limited and with_messages:
         found.update(await messages_by_id(tx, [r.message_id for r in limited]))
     # The rows' first nine columns, in claim_sql's RETURNING order (asyncpg's records and

@@ -1,4 +1,4 @@
-"""The worker's record on SQLite as plain ``sqlite3`` calls, run in one hop to aiosqlite's
+"""The worker's claim and record on SQLite as plain ``sqlite3`` calls, run in one hop to aiosqlite's
 thread (``driver.on_sqlite``), inside the transaction the caller opened.
 
 Through SQLAlchemy, a recorded batch was seven statements or so (the deliveries, their
@@ -13,14 +13,37 @@ sends one statement over a JSON array: same effect, and the contract tests run b
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from consent_relay.storage import codec, flow
 
 if TYPE_CHECKING:
     import sqlite3
 
-    from consent_relay.storage.queue import Result
+    from consent_relay.storage.queue import Message, Result
+
+_MESSAGES = """
+    SELECT id, type, regulation, parameters FROM messages
+    WHERE id IN (SELECT value FROM json_each(?))
+"""
+
+
+def claim(
+    db: sqlite3.Connection, sql: str, params: dict[str, Any], with_messages: bool
+) -> tuple[list[Any], dict[str, Message]]:
+    """``queue.claim``'s statement (``sql``, named ``params``) and, unless told not to, the
+    messages of the heads it leased, by id. (Through SQLAlchemy these were two statements of
+    a few hops each to this thread and back.)"""
+    rows = db.execute(sql, params).fetchall()
+    if not with_messages or not rows:
+        return rows, {}
+    wanted = codec.dumps(list({row[3] for row in rows}))  # message_id: claim_sql's 4th column
+    found = {
+        id_: {"type": type_, "regulation": regulation, "parameters": parameters}
+        for id_, type_, regulation, parameters in db.execute(_MESSAGES, (wanted,))
+    }
+    return rows, found
+
 
 # Each statement runs once a row (``executemany``, parameters bound by position): for a
 # batch's rows, cheaper than one statement over a JSON array (``json_each`` and a
