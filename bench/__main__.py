@@ -303,6 +303,16 @@ def table(results: dict[str, Any]) -> Table:
             "(info)",
             "",
         )
+    for kind in ("sqlite", "postgres"):
+        out.add_row(
+            f"2. floor: complete loop, {kind}",
+            _fmt(r.get(f"complete_floor_{kind}_per_s"), " /s"),
+            f"+ per-user order, message read, signing, attempt and ledger rows; CPU/request "
+            f"{_fmt(r.get(f'complete_floor_{kind}_cpu_us'), ' us')}",
+            _fmt(r.get(f"ratio_complete_floor_{kind}"), "", 2),
+            "(info)",
+            "",
+        )
     # The goal is relative to the floor loop's own two-process gain in the same run (on two
     # cores shared with PostgreSQL and the receiver the floor itself gets ~1.4x).
     scale = r.get("scale_out_ratio")

@@ -137,13 +137,17 @@ async def run_minimal(
     body_file: str,
     max_seconds: float,
     fill: bool,
+    complete: bool = False,
 ) -> None:
+    """The floor loop: ``bench.minimal``, or with ``complete`` ``bench.complete``."""
     import aiohttp
 
+    from bench import complete as complete_floor
     from bench import minimal
 
     body = await asyncio.to_thread(Path(body_file).read_bytes)
-    store = await minimal.open_store(db_url, count, fill=fill)
+    floor: Any = complete_floor if complete else minimal
+    store = await floor.open_store(db_url, count, fill=fill)
     reader = await _stdin_lines()
     _say("READY")
     if await _wait_command(reader, max_seconds) != "go":
@@ -155,7 +159,7 @@ async def run_minimal(
         began = time.perf_counter()
         cpu_began = time.process_time()
         ok, errors = await asyncio.wait_for(
-            minimal.drain(store, session, url, body, concurrency), max_seconds
+            floor.drain(store, session, url, body, concurrency), max_seconds
         )
         elapsed = time.perf_counter() - began
         cpu = time.process_time() - cpu_began
@@ -183,6 +187,9 @@ def main(argv: list[str] | None = None) -> None:
     floor.add_argument("--body-file", required=True)
     floor.add_argument("--max-seconds", type=float, default=600)
     floor.add_argument("--no-fill", action="store_true", help="another process fills the table")
+    floor.add_argument(
+        "--complete", action="store_true", help="bench.complete: the floor with the guarantees"
+    )
     args = parser.parse_args(argv)
     import uvloop
 
@@ -198,6 +205,7 @@ def main(argv: list[str] | None = None) -> None:
                 args.body_file,
                 args.max_seconds,
                 not args.no_fill,
+                args.complete,
             )
         )
     else:

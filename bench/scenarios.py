@@ -178,10 +178,14 @@ async def _bare_once(cfg: Config, receiver: ReceiverProcess) -> tuple[float, flo
     return await _client_once(cfg, receiver, "bare", "/bare")
 
 
-async def _minimal_once(cfg: Config, receiver: ReceiverProcess, kind: str) -> tuple[float, float]:
-    """The floor loop of ``bench.minimal`` on a fresh database of ``kind``."""
+async def _minimal_once(
+    cfg: Config, receiver: ReceiverProcess, kind: str, *, complete: bool = False
+) -> tuple[float, float]:
+    """The floor loop of ``bench.minimal`` (``complete``: ``bench.complete``) on a fresh
+    database of ``kind``."""
+    extra = ["--complete"] if complete else []
     async with db.database(kind, "minimal") as url:
-        return await _client_once(cfg, receiver, "minimal", "/minimal", "--db-url", url)
+        return await _client_once(cfg, receiver, "minimal", "/minimal", "--db-url", url, *extra)
 
 
 async def _minimal_processes(cfg: Config, receiver: ReceiverProcess, processes: int) -> float:
@@ -314,6 +318,12 @@ async def delivery(
         results[f"minimal_{kind}_per_s"] = floor
         results[f"ratio_minimal_{kind}"] = floor / adjacent if adjacent else None
         results[f"minimal_{kind}_cpu_us"] = floor_cpu
+        # ... and the complete floor: that loop plus what the engine's guarantees cost at the
+        # least (per-user order, the message read, signing, attempt and ledger rows).
+        full, full_cpu = await _minimal_once(cfg, receiver, kind, complete=True)
+        results[f"complete_floor_{kind}_per_s"] = full
+        results[f"ratio_complete_floor_{kind}"] = full / adjacent if adjacent else None
+        results[f"complete_floor_{kind}_cpu_us"] = full_cpu
         results[f"{kind}_complete"] = result.finished and counts.get("delivered", 0) == n
         db_cpu = results.get(f"{kind}_db_cpu_us")
         cfg.say(
@@ -327,6 +337,10 @@ async def delivery(
         cfg.say(
             f"  minimal loop {kind}: {floor:.0f}/s -> ratio {results[f'ratio_minimal_{kind}']:.2f}"
             f" ({floor_cpu:.0f} CPU-us/delivery)"
+        )
+        cfg.say(
+            f"  complete floor {kind}: {full:.0f}/s -> ratio "
+            f"{results[f'ratio_complete_floor_{kind}']:.2f} ({full_cpu:.0f} CPU-us/delivery)"
         )
 
 

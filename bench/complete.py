@@ -1,0 +1,351 @@
+"""The complete floor: the minimal loop (bench/minimal.py) plus everything the engine must do.
+
+Where the minimal loop only claims, POSTs a fixed body and marks rows done, this one does, per
+delivery, the work no persistent webhook engine with this product's guarantees can skip, in
+the simplest way there is, and nothing else:
+
+- per-user order: ``count`` deliveries in queues of four per user (as the bench's fill), only
+  each queue's head due; a finished head makes the next one due, in the same transaction;
+- the claim reads each delivery's message (its parameters, ~1 KB of JSON) with it;
+- the body is rendered from those parameters and signed (Standard Webhooks: ``webhook-id``,
+  ``webhook-timestamp``, ``webhook-signature``, HMAC-SHA256 with ``hmac``/``hashlib``);
+- each attempt is timed and recorded as a row; each delivered message leaves a ledger row
+  with the SHA-256 of the body sent;
+- SQLite commits with ``synchronous=FULL`` (the engine's setting), PostgreSQL as configured.
+
+No Consent Relay code: a table of messages, one of deliveries, one of attempts, one of ledger
+entries. What it reaches next to the bare client in the same run is what the engine's
+guarantees cost at the least on this machine; the engine's distance to it is its own Python.
+Run as ``python -m bench.procs complete ...`` (a child of ``bench``), like the minimal loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+
+BATCH = 100
+LEASE_MS = 60_000
+PER_USER = 4  # deliveries a queue, as the bench's fill (messages over messages/4 users)
+KEY = b"complete-floor-signing-key-32-by"
+
+Claimed = tuple[int, str, int, str]  # pk, user_id, seq, message parameters (JSON text)
+Done = tuple[int, str, int, int, str, int, int, str]
+# pk, user_id, seq, attempt number, started_at, duration_ms, status code, body SHA-256
+
+
+@dataclass(frozen=True)
+class Store:
+    claim: Callable[[str, int, int], Awaitable[list[Claimed]]]
+    done: Callable[[str, Sequence[Done], int], Awaitable[None]]
+    close: Callable[[], Awaitable[None]]
+    counts: Callable[[], Awaitable[tuple[int, int, int]]]  # delivered, attempts, ledger rows
+
+
+_COUNTS = """
+    SELECT (SELECT count(*) FROM complete_queue WHERE status = 'delivered'),
+           (SELECT count(*) FROM complete_attempts), (SELECT count(*) FROM complete_ledger)
+"""
+
+
+_TABLES = [
+    "CREATE TABLE complete_messages (id {pk}, parameters text NOT NULL)",
+    "CREATE TABLE complete_queue ({pk_col}, user_id text NOT NULL, seq bigint NOT NULL,"
+    " message_id bigint NOT NULL, status text NOT NULL DEFAULT 'pending',"
+    " attempt_count integer NOT NULL DEFAULT 0, due_ms bigint, lease text)",
+    "CREATE INDEX complete_due ON complete_queue (due_ms) WHERE due_ms IS NOT NULL",
+    "CREATE INDEX complete_order ON complete_queue (user_id, seq)",
+    "CREATE TABLE complete_attempts ({pk_col}, delivery_pk bigint NOT NULL,"
+    " attempt_number integer NOT NULL, started_at text NOT NULL, duration_ms integer NOT NULL,"
+    " status_code integer, UNIQUE (delivery_pk, attempt_number))",
+    "CREATE TABLE complete_ledger ({pk_col}, user_id text NOT NULL, delivery_pk bigint NOT NULL,"
+    " payload_sha256 text NOT NULL, at text NOT NULL)",
+    "CREATE INDEX complete_ledger_user ON complete_ledger (user_id, pk)",
+]
+
+_PG_CLAIM = """
+    WITH c AS (
+        UPDATE complete_queue SET lease = $1, due_ms = $2
+        WHERE pk IN (SELECT pk FROM complete_queue WHERE due_ms IS NOT NULL AND due_ms <= $3
+                     ORDER BY due_ms LIMIT $4 FOR UPDATE SKIP LOCKED)
+        RETURNING pk, user_id, seq, message_id
+    )
+    SELECT c.pk, c.user_id, c.seq, m.parameters
+    FROM c JOIN complete_messages m ON m.id = c.message_id
+"""
+_PG_DONE = """
+    UPDATE complete_queue SET status = 'delivered', due_ms = NULL, lease = NULL,
+        attempt_count = attempt_count + 1
+    WHERE pk = ANY($1::bigint[]) AND lease = $2
+"""
+_PG_ATTEMPTS = """
+    INSERT INTO complete_attempts (delivery_pk, attempt_number, started_at, duration_ms,
+                                   status_code)
+    SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::int[], $5::int[])
+"""
+_PG_LEDGER = """
+    INSERT INTO complete_ledger (user_id, delivery_pk, payload_sha256, at)
+    SELECT u, p, h, $4 FROM unnest($1::text[], $2::bigint[], $3::text[]) AS v(u, p, h)
+"""
+_PG_NEXT = """
+    UPDATE complete_queue q SET due_ms = $3
+    FROM unnest($1::text[], $2::bigint[]) AS f(u, s)
+    WHERE q.user_id = f.u AND q.seq = f.s + 1 AND q.status = 'pending' AND q.due_ms IS NULL
+"""
+_SQLITE_CLAIM = """
+    UPDATE complete_queue SET lease = ?, due_ms = ?
+    WHERE pk IN (SELECT pk FROM complete_queue INDEXED BY complete_due
+                 WHERE due_ms IS NOT NULL AND due_ms <= ? ORDER BY due_ms LIMIT ?)
+    RETURNING pk, user_id, seq, message_id
+"""
+
+
+def _rows(count: int) -> list[tuple[int, str, int, int, int | None]]:
+    """(message id, user, seq, message id, due) for ``count`` deliveries, four a user."""
+    return [
+        (
+            n + 1,
+            f"user-{n // PER_USER:07d}",
+            n % PER_USER + 1,
+            n + 1,
+            0 if n % PER_USER == 0 else None,
+        )
+        for n in range(count)
+    ]
+
+
+def _parameters(number: int, user_id: str) -> str:
+    pad = "x" * 700
+    entity = {"id": f"evt-{number:09d}", "user": {"id": user_id}, "metadata": {"pad": pad}}
+    return orjson.dumps({"entity": entity}).decode()
+
+
+async def open_store(db_url: str, count: int, *, fill: bool = True) -> Store:
+    if db_url.startswith("sqlite"):
+        return _sqlite_store(db_url.split("///", 1)[1], count, fill)
+    import asyncpg
+
+    pool: Any = await asyncpg.create_pool(db_url, min_size=2, max_size=2)
+    if fill:
+        for statement in _TABLES:
+            await pool.execute(
+                statement.format(pk="bigint PRIMARY KEY", pk_col="pk bigserial PRIMARY KEY")
+            )
+        rows = _rows(count)
+        await pool.copy_records_to_table(
+            "complete_messages", records=[(m, _parameters(m, u)) for m, u, _s, _i, _d in rows]
+        )
+        await pool.copy_records_to_table(
+            "complete_queue",
+            records=[(u, s, i, d) for _m, u, s, i, d in rows],
+            columns=["user_id", "seq", "message_id", "due_ms"],
+        )
+        await pool.execute("VACUUM ANALYZE complete_queue")
+        await pool.execute("VACUUM ANALYZE complete_messages")
+
+    async def claim(lease: str, now_ms: int, limit: int) -> list[Claimed]:
+        rows = await pool.fetch(_PG_CLAIM, lease, now_ms + LEASE_MS, now_ms, limit)
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+    async def done(lease: str, results: Sequence[Done], now_ms: int) -> None:
+        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute(_PG_DONE, [r[0] for r in results], lease)
+            await conn.execute(
+                _PG_ATTEMPTS,
+                [r[0] for r in results],
+                [r[3] for r in results],
+                [r[4] for r in results],
+                [r[5] for r in results],
+                [r[6] for r in results],
+            )
+            await conn.execute(
+                _PG_LEDGER,
+                [r[1] for r in results],
+                [r[0] for r in results],
+                [r[7] for r in results],
+                at,
+            )
+            await conn.execute(_PG_NEXT, [r[1] for r in results], [r[2] for r in results], now_ms)
+
+    async def close() -> None:
+        await pool.close()
+
+    async def counts() -> tuple[int, int, int]:
+        row = await pool.fetchrow(_COUNTS)
+        return int(row[0]), int(row[1]), int(row[2])
+
+    return Store(claim, done, close, counts)
+
+
+def _sqlite_store(path: str, count: int, fill: bool) -> Store:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA busy_timeout=10000")
+    if fill:
+        for statement in _TABLES:
+            conn.execute(
+                statement.format(pk="INTEGER PRIMARY KEY", pk_col="pk INTEGER PRIMARY KEY")
+            )
+        rows = _rows(count)
+        conn.execute("BEGIN")
+        conn.executemany(
+            "INSERT INTO complete_messages (id, parameters) VALUES (?, ?)",
+            [(m, _parameters(m, u)) for m, u, _s, _i, _d in rows],
+        )
+        conn.executemany(
+            "INSERT INTO complete_queue (user_id, seq, message_id, due_ms) VALUES (?, ?, ?, ?)",
+            [(u, s, i, d) for _m, u, s, i, d in rows],
+        )
+        conn.execute("COMMIT")
+
+    async def claim(lease: str, now_ms: int, limit: int) -> list[Claimed]:
+        conn.execute("BEGIN IMMEDIATE")
+        claimed = conn.execute(_SQLITE_CLAIM, (lease, now_ms + LEASE_MS, now_ms, limit)).fetchall()
+        found = []
+        for pk, user_id, seq, message_id in claimed:
+            row = conn.execute(
+                "SELECT parameters FROM complete_messages WHERE id = ?", (message_id,)
+            ).fetchone()
+            found.append((pk, user_id, seq, row[0]))
+        conn.execute("COMMIT")
+        return found
+
+    async def done(lease: str, results: Sequence[Done], now_ms: int) -> None:
+        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(
+            "UPDATE complete_queue SET status = 'delivered', due_ms = NULL, lease = NULL,"
+            " attempt_count = attempt_count + 1 WHERE pk = ? AND lease = ?",
+            [(r[0], lease) for r in results],
+        )
+        conn.executemany(
+            "INSERT INTO complete_attempts (delivery_pk, attempt_number, started_at,"
+            " duration_ms, status_code) VALUES (?, ?, ?, ?, ?)",
+            [(r[0], r[3], r[4], r[5], r[6]) for r in results],
+        )
+        conn.executemany(
+            "INSERT INTO complete_ledger (user_id, delivery_pk, payload_sha256, at)"
+            " VALUES (?, ?, ?, ?)",
+            [(r[1], r[0], r[7], at) for r in results],
+        )
+        conn.executemany(
+            "UPDATE complete_queue SET due_ms = ? WHERE user_id = ? AND seq = ?"
+            " AND status = 'pending' AND due_ms IS NULL",
+            [(now_ms, r[1], r[2] + 1) for r in results],
+        )
+        conn.execute("COMMIT")
+
+    async def close() -> None:
+        conn.close()
+
+    async def counts() -> tuple[int, int, int]:
+        row = conn.execute(_COUNTS).fetchone()
+        return int(row[0]), int(row[1]), int(row[2])
+
+    return Store(claim, done, close, counts)
+
+
+def signed_request(pk: int, parameters: str) -> tuple[bytes, dict[str, str]]:
+    """The body rendered from the message's parameters and its Standard Webhooks headers."""
+    body = orjson.dumps({"type": "event.created", "data": orjson.loads(parameters)})
+    message_id = f"msg_{pk}"
+    timestamp = str(int(time.time()))
+    digest = hmac.new(KEY, f"{message_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    headers = {
+        "Content-Type": "application/json",
+        "webhook-id": message_id,
+        "webhook-timestamp": timestamp,
+        "webhook-signature": "v1," + base64.b64encode(digest).decode(),
+    }
+    return body, headers
+
+
+async def drain(
+    store: Store, session: aiohttp.ClientSession, url: str, _body: bytes, senders: int
+) -> tuple[int, int]:
+    """As ``minimal.drain``, with the complete work per delivery (module docstring)."""
+    todo: asyncio.Queue[Claimed] = asyncio.Queue()
+    results: asyncio.Queue[Done] = asyncio.Queue()
+    limit = 2 * senders
+    held = ok = errors = 0
+    room = asyncio.Event()
+    drained = False
+    lease = "complete"
+
+    async def claimer() -> None:
+        nonlocal held, drained
+        idle = 0
+        while True:
+            free = limit - held
+            if free < min(BATCH, limit // 4):
+                room.clear()
+                await room.wait()
+                continue
+            pks = await store.claim(lease, int(time.time() * 1000), min(free, BATCH))
+            if not pks:
+                if held == 0:
+                    idle += 1
+                    if idle > 3:  # nothing due and nothing in flight: the queues are empty
+                        drained = True
+                        room.set()
+                        return
+                room.clear()
+                await room.wait() if held else await asyncio.sleep(0.01)
+                continue
+            idle = 0
+            held += len(pks)
+            for item in pks:
+                todo.put_nowait(item)
+
+    async def sender() -> None:
+        nonlocal ok, errors
+        while True:
+            pk, user_id, seq, parameters = await todo.get()
+            body, headers = signed_request(pk, parameters)
+            started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            began = time.perf_counter()
+            status = 0
+            try:
+                async with session.post(url, data=body, headers=headers) as response:
+                    await response.read()
+                    status = response.status
+                    ok += 200 <= status < 300
+            except (aiohttp.ClientError, TimeoutError):
+                errors += 1
+            duration_ms = int((time.perf_counter() - began) * 1000)
+            sha = hashlib.sha256(body).hexdigest()
+            results.put_nowait((pk, user_id, seq, 1, started_at, duration_ms, status, sha))
+
+    async def recorder() -> None:
+        nonlocal held
+        while not (drained and held == 0):
+            try:
+                first = await asyncio.wait_for(results.get(), 0.05)
+            except TimeoutError:
+                continue
+            batch = [first]
+            while not results.empty() and len(batch) < 500:
+                batch.append(results.get_nowait())
+            await store.done(lease, batch, int(time.time() * 1000))
+            held -= len(batch)
+            room.set()
+
+    claiming = asyncio.create_task(claimer())
+    sending = [asyncio.create_task(sender()) for _ in range(senders)]
+    await recorder()
+    for task in [claiming, *sending]:
+        task.cancel()
+    await asyncio.gather(claiming, *sending, return_exceptions=True)
+    return ok, errors

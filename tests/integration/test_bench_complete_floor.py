@@ -1,0 +1,57 @@
+"""The bench's complete floor (bench/complete.py) does the work it claims to, on both
+databases: every delivery sent once, each user's in order, every body signed as Standard
+Webhooks says (checked with the ``standardwebhooks`` reference), an attempt row for each and
+a ledger row for each delivered one. A floor that skipped any of it would flatter itself."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+from bench import complete, db
+from standardwebhooks.webhooks import Webhook
+
+from tests.receiver import Receiver
+
+COUNT = 48  # twelve users, four deliveries each
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def floor_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'floor.db'}"
+        return
+    async with db.fresh_postgres("floor") as url:
+        yield url
+
+
+async def test_the_complete_floor_sends_each_delivery_once_in_order_signed_and_recorded(
+    floor_url: str, receiver: Receiver
+) -> None:
+    store = await complete.open_store(floor_url, COUNT)
+    try:
+        async with aiohttp.ClientSession() as session:
+            ok, errors = await complete.drain(store, session, receiver.url("/floor"), b"", 8)
+        delivered, attempts, ledger = await store.counts()
+    finally:
+        await store.close()
+    assert (ok, errors) == (COUNT, 0)
+    assert (delivered, attempts, ledger) == (COUNT, COUNT, COUNT)
+    got = receiver.at("/floor")
+    assert len(got) == COUNT
+    verifier = Webhook(base64.b64encode(complete.KEY).decode())
+    numbers_by_user: dict[str, list[int]] = {}
+    for item in got:
+        payload = verifier.verify(item.body, dict(item.headers))
+        entity = payload["data"]["entity"]
+        number = int(entity["id"].removeprefix("evt-"))
+        numbers_by_user.setdefault(entity["user"]["id"], []).append(number)
+        assert orjson.loads(item.body)["type"] == "event.created"
+    assert len(numbers_by_user) == COUNT // complete.PER_USER
+    for numbers in numbers_by_user.values():
+        assert numbers == sorted(numbers)  # each user's deliveries one after the other
+        assert len(numbers) == complete.PER_USER
