@@ -34,6 +34,8 @@ from typing import Any
 import aiohttp
 import orjson
 
+from bench import minimal
+
 BATCH = 100
 LEASE_MS = 60_000
 PER_USER = 4  # deliveries a queue, as the bench's fill (messages over messages/4 users)
@@ -331,21 +333,11 @@ async def drain(
     async def recorder() -> None:
         nonlocal held
         while not (drained and held == 0):
-            try:
-                first = await asyncio.wait_for(results.get(), 0.05)
-            except TimeoutError:
-                continue
-            batch = [first]
-            while not results.empty() and len(batch) < 500:
-                batch.append(results.get_nowait())
-            await store.done(lease, batch, int(time.time() * 1000))
-            held -= len(batch)
-            room.set()
+            batch = await minimal.next_batch(results)
+            if batch:
+                await store.done(lease, batch, int(time.time() * 1000))
+                held -= len(batch)
+                room.set()
 
-    claiming = asyncio.create_task(claimer())
-    sending = [asyncio.create_task(sender()) for _ in range(senders)]
-    await recorder()
-    for task in [claiming, *sending]:
-        task.cancel()
-    await asyncio.gather(claiming, *sending, return_exceptions=True)
+    await minimal.run_loops(claimer, sender, recorder, senders)
     return ok, errors

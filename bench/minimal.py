@@ -16,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 
@@ -166,21 +166,41 @@ async def drain(
     async def recorder() -> None:
         nonlocal held
         while not (drained and held == 0):
-            try:
-                first = await asyncio.wait_for(results.get(), 0.05)
-            except TimeoutError:
-                continue
-            batch = [first]
-            while not results.empty() and len(batch) < 500:
-                batch.append(results.get_nowait())
-            await store.done(batch)
-            held -= len(batch)
-            room.set()
+            batch = await next_batch(results)
+            if batch:
+                await store.done(batch)
+                held -= len(batch)
+                room.set()
 
+    await run_loops(claimer, sender, recorder, senders)
+    return ok, errors
+
+
+T = TypeVar("T")
+
+
+async def next_batch(results: asyncio.Queue[T], most: int = 500) -> list[T]:
+    """What the senders have finished, up to ``most`` (empty after 50 ms of nothing)."""
+    try:
+        first = await asyncio.wait_for(results.get(), 0.05)
+    except TimeoutError:
+        return []
+    batch = [first]
+    while not results.empty() and len(batch) < most:
+        batch.append(results.get_nowait())
+    return batch
+
+
+async def run_loops(
+    claimer: Callable[[], Coroutine[Any, Any, None]],
+    sender: Callable[[], Coroutine[Any, Any, None]],
+    recorder: Callable[[], Awaitable[None]],
+    senders: int,
+) -> None:
+    """One claimer and ``senders`` senders, until the recorder is done."""
     claiming = asyncio.create_task(claimer())
     sending = [asyncio.create_task(sender()) for _ in range(senders)]
     await recorder()
     for task in [claiming, *sending]:
         task.cancel()
     await asyncio.gather(claiming, *sending, return_exceptions=True)
-    return ok, errors

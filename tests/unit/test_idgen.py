@@ -6,15 +6,7 @@ import time
 
 from consent_relay import ids
 from consent_relay.delivery import idgen
-
-_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
-
-
-def _ms_of(ulid: str) -> int:
-    value = 0
-    for char in ulid:
-        value = value * 32 + _ALPHABET.index(char)
-    return value >> 80
+from tests.unit.test_ids import _ALPHABET, _ms_of
 
 
 def test_an_attempt_id_reads_like_every_other_id() -> None:
