@@ -293,26 +293,24 @@ def table(results: dict[str, Any]) -> Table:
             ">= 0.6",
             _met(ratio, lambda v: v >= 0.6),
         )
-    for kind in ("sqlite", "postgres"):
-        out.add_row(
-            f"2. floor: minimal loop, {kind}",
-            _fmt(r.get(f"minimal_{kind}_per_s"), " /s"),
-            f"claim 100 / POST / mark done, nothing else; CPU/request "
-            f"{_fmt(r.get(f'minimal_{kind}_cpu_us'), ' us')}",
-            _fmt(r.get(f"ratio_minimal_{kind}"), "", 2),
-            "(info)",
-            "",
-        )
-    for kind in ("sqlite", "postgres"):
-        out.add_row(
-            f"2. floor: complete loop, {kind}",
-            _fmt(r.get(f"complete_floor_{kind}_per_s"), " /s"),
-            f"+ per-user order, message read, signing, attempt and ledger rows; CPU/request "
-            f"{_fmt(r.get(f'complete_floor_{kind}_cpu_us'), ' us')}",
-            _fmt(r.get(f"ratio_complete_floor_{kind}"), "", 2),
-            "(info)",
-            "",
-        )
+    floors = (
+        ("minimal loop", "minimal", "claim 100 / POST / mark done, nothing else"),
+        (
+            "complete loop",
+            "complete_floor",
+            "+ per-user order, message read, signing, attempt and ledger rows",
+        ),
+    )
+    for label, key, what in floors:
+        for kind in ("sqlite", "postgres"):
+            out.add_row(
+                f"2. floor: {label}, {kind}",
+                _fmt(r.get(f"{key}_{kind}_per_s"), " /s"),
+                f"{what}; CPU/request {_fmt(r.get(f'{key}_{kind}_cpu_us'), ' us')}",
+                _fmt(r.get(f"ratio_{key}_{kind}"), "", 2),
+                "(info)",
+                "",
+            )
     # The goal is relative to the floor loop's own two-process gain in the same run (on two
     # cores shared with PostgreSQL and the receiver the floor itself gets ~1.4x).
     scale = r.get("scale_out_ratio")

@@ -58,22 +58,23 @@ MESSAGE_COLUMNS = (
 )
 
 
+def message_values(m: MessageRecord) -> tuple[object, ...]:
+    """A message's columns in ``MESSAGE_COLUMNS`` order (parameters as JSON text)."""
+    return (
+        m.id,
+        m.organization_id,
+        m.type,
+        m.regulation,
+        m.user_id,
+        codec.dumps(m.parameters),
+        m.created_at,
+    )
+
+
 def message_rows_json(records: Sequence[MessageRecord]) -> str:
     """Messages as the JSON array the set-based statements take (parameters as JSON text)."""
-    return codec.dumps(
-        [
-            {
-                "id": m.id,
-                "organization_id": m.organization_id,
-                "type": m.type,
-                "regulation": m.regulation,
-                "user_id": m.user_id,
-                "parameters": codec.dumps(m.parameters),
-                "created_at": m.created_at,
-            }
-            for m in records
-        ]
-    )
+    names = [name for name, _ in MESSAGE_COLUMNS]
+    return codec.dumps([dict(zip(names, message_values(m), strict=True)) for m in records])
 
 
 async def append(

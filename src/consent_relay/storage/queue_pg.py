@@ -13,8 +13,8 @@ round trips:
   head of each due and marks the dead letters their delivered messages supersede (two, not
   one: see ``_LEAVE``).
 
-The statements are the same as ``queue``'s SQLAlchemy ones (SQLite keeps those); the
-contract tests run both.
+SQLite's record does the same with plain ``sqlite3`` calls (``queue_sqlite``); the contract
+tests run both.
 """
 
 from __future__ import annotations
@@ -32,22 +32,45 @@ if TYPE_CHECKING:
     from consent_relay.storage.queue import Result
 
 
+# An attempt's columns, in the order of ``attempt_values``.
+ATTEMPT_NAMES = (
+    "id",
+    "delivery_id",
+    "attempt_number",
+    "started_at",
+    "duration_ms",
+    "outcome",
+    "status_code",
+    "response_body",
+    "request_headers",
+    "error",
+    "response_bytes",
+)
+
+
+def attempt_values(r: Result) -> tuple[object, ...]:
+    """The attempt a result records, its columns in ``ATTEMPT_NAMES`` order (SQLite's
+    ``queue_sqlite.record`` binds them by position)."""
+    c = r.claimed
+    headers = r.request_headers
+    return (
+        r.attempt_id,
+        c.id,
+        c.attempt_count + 1,
+        r.started_at,
+        r.duration_ms,
+        r.outcome,
+        r.status_code,
+        r.response_body,
+        None if headers is None else codec.dumps(headers),
+        r.error,
+        r.response_bytes,
+    )
+
+
 def attempt_row(r: Result) -> dict[str, Any]:
-    """The attempt a result records, as a row of the JSON array the statements take (both
-    databases: ``queue_sqlite.record`` and ``record`` here)."""
-    return {
-        "id": r.attempt_id,
-        "delivery_id": r.claimed.id,
-        "attempt_number": r.claimed.attempt_count + 1,
-        "started_at": r.started_at,
-        "duration_ms": r.duration_ms,
-        "outcome": r.outcome,
-        "status_code": r.status_code,
-        "response_body": r.response_body,
-        "request_headers": None if r.request_headers is None else codec.dumps(r.request_headers),
-        "error": r.error,
-        "response_bytes": r.response_bytes,
-    }
+    """The attempt a result records, as a row of the JSON array ``record`` here takes."""
+    return dict(zip(ATTEMPT_NAMES, attempt_values(r), strict=True))
 
 
 _NAMED = re.compile(r"(?<![:\w]):([a-z_]+)\b")

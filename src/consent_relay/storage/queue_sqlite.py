@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from consent_relay.storage import codec, flow
+from consent_relay.storage import codec, flow, queue_pg
 
 if TYPE_CHECKING:
     import sqlite3
@@ -60,12 +60,11 @@ _RECORD = """
         held_attempts = held_attempts + ?, last_outcome = ?, updated_at = ?
     WHERE pk = ? AND lease_owner = ?
 """
-_INSERT_ATTEMPTS = """
-    INSERT INTO attempts (id, delivery_id, attempt_number, started_at, duration_ms, outcome,
-                          status_code, response_body, request_headers, error, response_bytes)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-    ON CONFLICT (delivery_id, attempt_number) DO NOTHING
-"""
+_INSERT_ATTEMPTS = (
+    f"INSERT INTO attempts ({', '.join(queue_pg.ATTEMPT_NAMES)})"
+    f" VALUES ({', '.join('?' for _ in queue_pg.ATTEMPT_NAMES)})"
+    " ON CONFLICT (delivery_id, attempt_number) DO NOTHING"
+)
 _SUPERSEDE = flow.SUPERSEDE_ROW
 _LEAVE = """
     UPDATE delivery_queues SET pending = pending - 1 WHERE webhook_id = ? AND user_id = ?
@@ -103,7 +102,7 @@ def record(
         ],
     )  # fmt: skip
     if with_attempts:
-        db.executemany(_INSERT_ATTEMPTS, [attempt_values(r) for r in kept])
+        db.executemany(_INSERT_ATTEMPTS, [queue_pg.attempt_values(r) for r in kept])
     delivered = [
         (now, c.webhook_id, c.user_id, c.seq, c.subject, c.message_id)
         for c in (r.claimed for r in kept if r.status == "delivered")
@@ -120,22 +119,3 @@ def record(
         db.executemany(_LEAVE, [(w, u) for w, u, _seq in finished])
         db.executemany(_PROMOTE, [(now_ms, w, u, seq + 1) for w, u, seq in finished])
     return kept
-
-
-def attempt_values(r: Result) -> tuple[object, ...]:
-    """The attempt a result records: ``_INSERT_ATTEMPTS``'s parameters."""
-    c = r.claimed
-    headers = r.request_headers
-    return (
-        r.attempt_id,
-        c.id,
-        c.attempt_count + 1,
-        r.started_at,
-        r.duration_ms,
-        r.outcome,
-        r.status_code,
-        r.response_body,
-        None if headers is None else codec.dumps(headers),
-        r.error,
-        r.response_bytes,
-    )

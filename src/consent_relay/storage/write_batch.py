@@ -19,9 +19,10 @@ as ``queue_append.append`` (one upsert, then the rows), with its round trips fol
 
 Before, the same batch took eight statements through SQLAlchemy (``users.lock_many``,
 ``events.existing_ids``, ``users.insert_many``, ``users.update_many``, ``events.insert_many``
-and ``queue_append.enqueue``'s three). On SQLite it still runs those statements, the same
-texts, but as plain ``sqlite3`` calls in one hop to aiosqlite's thread for the read and one
-for the write (``driver.on_sqlite``), instead of a hop or two a statement.
+and ``queue_append.enqueue``'s three). On SQLite it runs the same steps as plain ``sqlite3``
+calls in one hop to aiosqlite's thread for the read and one for the write
+(``driver.on_sqlite``), instead of a hop or two a statement: the read with those statements'
+texts, the write's rows one a call (``executemany``; see ``_INSERT_USER_SQLITE``).
 """
 
 from __future__ import annotations
@@ -95,19 +96,8 @@ async def write(
     if conn is None:
         user_rows = [_user_row(user) for user in new_users]
         changed_rows = [_user_row(user) for user in changed_users]
-        event_rows = [tuple(mapping.event_values(event).values()) for event in new_events]
-        message_rows = [
-            (
-                m.id,
-                m.organization_id,
-                m.type,
-                m.regulation,
-                m.user_id,
-                codec.dumps(m.parameters),
-                m.created_at,
-            )
-            for m in new_messages
-        ]
+        event_rows = [_event_row(event) for event in new_events]
+        message_rows = [queue_append.message_values(m) for m in new_messages]
         return await driver.on_sqlite(
             tx,
             lambda db: _write_sqlite(
@@ -167,13 +157,19 @@ def _place(new: Sequence[NewDelivery]) -> tuple[list[dict[str, Any]], list[dict[
     return queues, rows
 
 
-# -- SQLite: the same statements as the SQLAlchemy path, run together in one hop -------------
+# -- SQLite: one hop for the read, one for the write ----------------------------------------
 
 
 def _user_row(user: UserRecord) -> tuple[Any, ...]:
-    """A user's columns in ``stored_users.COLUMNS`` order (its key first)."""
+    """A user's columns in ``_USERS`` order (its key first)."""
     values = mapping.user_values(user)
-    return tuple(values[name] for name, _ in stored_users.COLUMNS)
+    return tuple(values[name] for name, _ in _USERS)
+
+
+def _event_row(event: EventRecord) -> tuple[Any, ...]:
+    """An event's columns in ``_EVENTS`` order."""
+    values = mapping.event_values(event)
+    return tuple(values[name] for name, _ in _EVENTS)
 
 
 def _read_sqlite(
@@ -304,6 +300,12 @@ _READ_SQL = """
     LEFT JOIN locked ON true
 """
 
+_STAMP_SQL_SQLITE = "SELECT webhooks_version FROM organizations WHERE id = ?"
+
+_USERS = stored_users.COLUMNS
+_EVENTS = stored_events.COLUMNS
+_MESSAGES = queue_append.MESSAGE_COLUMNS
+
 # One row a call (sqlite3's executemany): SQLite 3.40 parses a JSON array's object once a
 # column with json_extract, which cost more than the statement's own work (bench.write_path).
 _INSERT_DELIVERY_SQLITE = (
@@ -312,26 +314,21 @@ _INSERT_DELIVERY_SQLITE = (
     " VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?9, ?9)"
 )
 _INSERT_USER_SQLITE = (
-    f"INSERT INTO users ({', '.join(name for name, _ in stored_users.COLUMNS)})"
-    f" VALUES ({', '.join('?' for _ in stored_users.COLUMNS)}) ON CONFLICT DO NOTHING"
+    f"INSERT INTO users ({', '.join(name for name, _ in _USERS)})"
+    f" VALUES ({', '.join('?' for _ in _USERS)}) ON CONFLICT DO NOTHING"
 )
 _UPDATE_USER_SQLITE = (
-    f"UPDATE users SET {', '.join(f'{name} = ?' for name, _ in stored_users.COLUMNS[2:])}"
+    f"UPDATE users SET {', '.join(f'{name} = ?' for name, _ in _USERS[2:])}"
     " WHERE organization_id = ? AND id = ?"
 )
 _INSERT_EVENT_SQLITE = (
-    f"INSERT INTO events ({', '.join(name for name, _ in stored_events.COLUMNS)})"
-    f" VALUES ({', '.join('?' for _ in stored_events.COLUMNS)}) ON CONFLICT DO NOTHING"
+    f"INSERT INTO events ({', '.join(name for name, _ in _EVENTS)})"
+    f" VALUES ({', '.join('?' for _ in _EVENTS)}) ON CONFLICT DO NOTHING"
 )
 _INSERT_MESSAGE_SQLITE = (
-    "INSERT INTO messages (id, organization_id, type, regulation, user_id, parameters,"
-    " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT INTO messages ({', '.join(name for name, _ in _MESSAGES)})"
+    f" VALUES ({', '.join('?' for _ in _MESSAGES)})"
 )
-_STAMP_SQL_SQLITE = "SELECT webhooks_version FROM organizations WHERE id = ?"
-
-_USERS = stored_users.COLUMNS
-_EVENTS = stored_events.COLUMNS
-_MESSAGES = queue_append.MESSAGE_COLUMNS
 _DELIVERIES: Columns = (
     ("id", "text"),
     ("organization_id", "text"),
