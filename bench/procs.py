@@ -236,7 +236,9 @@ class Child:
             # A developer's aid: sample the worker with py-spy (pip install py-spy).
             out = Path(profile_dir) / f"worker-{time.time_ns()}.txt"
             spy = str(Path(sys.executable).parent / "py-spy")
-            command = [spy, "record", "--format", "raw", "--rate", "250", "-o", str(out), "--"]
+            command = [spy, "record", "--format", "raw", "--rate", "250", "-o", str(out)]
+            command += os.environ.get("BENCH_PYSPY_ARGS", "").split()  # e.g. --threads --native
+            command += ["--"]
             command += [sys.executable, "-m", "bench.procs", *self.args]
         with self.log.open("ab") as log:
             self.proc = await asyncio.create_subprocess_exec(

@@ -1,0 +1,121 @@
+"""CPU a delivery costs the engine itself, with the HTTP request taken out.
+
+A developer's aid for the worker's own layers (claim, render and sign, the attempt's
+bookkeeping, record, ledger), in process: the real ``Worker`` drains N queued deliveries
+(``bench.db.fill``: one webhook, queues of four) on a fresh database, with ``sender.send``
+stubbed to answer 204 at once, so the figure is the engine's CPU a delivery without aiohttp's,
+and the noise of a receiver and a client process sharing the two cores is gone. It prints,
+for SQLite and PostgreSQL, the median over rounds of this process's CPU-µs a delivery (on
+SQLite the database engine runs in it) and, on PostgreSQL, its backends' CPU-µs a delivery.
+
+``python -m bench.delivery_micro [N] [ROUNDS]`` (defaults 20,000 and 3). Compare two
+checkouts in the same run with ``PYTHONPATH=<checkout>/src:<checkout>``, alternating; no
+figure from it is a bench target (those are ``python -m bench``'s, against the bare client).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+from bench import db
+from consent_relay import crypto, gctune
+from consent_relay.delivery import outcome, sender
+from consent_relay.delivery.outcome import Outcome
+from consent_relay.delivery.worker import Worker
+
+CONCURRENCY = 200
+
+
+class Answering:
+    """``sender.send``'s stand-in: 204 at once; ``done`` is set at the ``expected``-th."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.expected = 0
+        self.done = asyncio.Event()
+
+    async def send(
+        self, _session: Any, _url: str, _body: bytes, _headers: Mapping[str, str], **_: Any
+    ) -> Outcome:
+        await asyncio.sleep(0)  # one turn of the loop, as a response would take at the least
+        self.count += 1
+        if self.count == self.expected:
+            self.done.set()
+        return Outcome(outcome.OK, 1, 204, "", response_bytes=0)
+
+
+async def _recorded(ctx: Any) -> None:
+    """Until every result is recorded (no delivery pending)."""
+    for _ in range(60_000):
+        if not await db.pending_count(ctx):
+            return
+        await asyncio.sleep(0.02)
+    raise TimeoutError("results still unrecorded")
+
+
+async def one_drain(kind: str, count: int) -> tuple[float, float | None]:
+    """(worker CPU-µs a delivery, PostgreSQL backends' CPU-µs a delivery or None)."""
+    answering = Answering()
+    answering.expected = count
+    real = sender.send
+    setattr(sender, "send", answering.send)  # noqa: B010 (a stub, for this drain only)
+    try:
+        return await _drain(kind, count, answering)
+    finally:
+        setattr(sender, "send", real)  # noqa: B010
+
+
+async def _drain(kind: str, count: int, answering: Answering) -> tuple[float, float | None]:
+    workdir = Path(tempfile.mkdtemp())
+    async with db.database(kind, "_micro") as url:
+        settings = db.settings_for(
+            url,
+            workdir,
+            crypto.new_key(),
+            worker_concurrency=CONCURRENCY,
+            webhook_concurrency=CONCURRENCY,
+        )
+        async with db.open_context(settings) as ctx:
+            hooks = await db.create_org_and_webhooks(ctx, "bench", ["http://127.0.0.1:9/dlv"])
+            await db.fill(ctx, "bench", hooks, count, max(1, count // 4))
+            gctune.settle()
+            backends_before = await db.backend_cpu_s(ctx)
+            worker = Worker(ctx, concurrency=CONCURRENCY)
+            stop = asyncio.Event()
+            began = time.process_time()
+            task = asyncio.create_task(worker.run(stop))
+            await answering.done.wait()
+            await _recorded(ctx)
+            cpu = time.process_time() - began
+            backends = await db.backend_cpu_s(ctx)
+            stop.set()
+            await task
+    per_db = None
+    if backends is not None and backends_before is not None:
+        per_db = (backends - backends_before) / count * 1e6
+    return cpu / count * 1e6, per_db
+
+
+async def main(count: int, rounds: int) -> None:
+    for kind in ("sqlite", "postgres"):
+        runs = [await one_drain(kind, count) for _ in range(rounds)]
+        worker = statistics.median(r[0] for r in runs)
+        line = f"{kind}: worker {worker:.0f} CPU-us/delivery (runs {[round(r[0]) for r in runs]})"
+        dbs = [r[1] for r in runs if r[1] is not None]
+        if dbs:
+            line += f", database backends {statistics.median(dbs):.0f} ({[round(d) for d in dbs]})"
+        print(line, flush=True)
+
+
+if __name__ == "__main__":
+    arguments = [int(a) for a in sys.argv[1:3]]
+    uvloop.run(main(*(arguments + [20_000, 3][len(arguments) :])))
