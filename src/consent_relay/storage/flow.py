@@ -66,8 +66,8 @@ async def disable(tx: Tx, disabled: Sequence[tuple[str, str]], now: str) -> None
 # The statement by which dead letters (not replayed) that a delivered message replaces become
 # ``superseded``, for one delivered message (``executemany``), its parameters by position
 # ``(now, webhook, user, seq, subject, message id)``: same webhook, same user, same subject, an
-# older message. It looks through ``ix_deliveries_queue`` at the queue's earlier deliveries (a
-# dead letter left its queue before the current head, so its seq is lower). Message ids are
+# older message. It looks through ``ix_deliveries_dead_letters`` at the queue's dead letters
+# only (a dead letter left its queue before the current head, so its seq is lower). Message ids are
 # time-ordered, so "older" is ``message_id <``: a replay, delivered late with an old message,
 # supersedes nothing newer than its message. The record runs it on SQLite (``queue_sqlite``);
 # PostgreSQL's record has the same as a CTE (``queue_pg._FINISH``).

@@ -23,7 +23,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Column, Connection, Table, func, select, text
 from sqlalchemy import inspect as schema_of
 
-from consent_relay.storage import queue
+from consent_relay.storage import codec, driver, flow, queue, queue_pg
 from consent_relay.storage.tables import (
     attempts,
     deliveries,
@@ -332,6 +332,26 @@ async def claim_plan(tx: Tx) -> str:
         return "\n".join(str(row[-1]) for row in result)
     result = await tx.conn.execute(text("EXPLAIN (FORMAT JSON) " + sql), _CLAIM_PARAMETERS)
     return json.dumps(result.one()[0])
+
+
+async def supersede_plan(tx: Tx) -> str:
+    """The planner's plan for finding the dead letters a delivered message supersedes, run on
+    nothing: on SQLite ``flow.SUPERSEDE_ROW``'s ``EXPLAIN QUERY PLAN`` details; on PostgreSQL
+    the ``EXPLAIN (FORMAT JSON)`` of ``queue_pg._FINISH`` (which holds it), as JSON text."""
+    if tx.dialect == "sqlite":
+        result = await tx.conn.execute(
+            text("EXPLAIN QUERY PLAN " + flow.SUPERSEDE_ROW.replace("?", ":p")),
+            {"p": "x"},
+        )
+        return "\n".join(str(row[-1]) for row in result)
+    raw = await driver.postgres(tx)
+    assert raw is not None
+    heads = codec.dumps([{"w": "wh_1", "u": "u1", "seq": 1}])
+    delivered = codec.dumps([{"w": "wh_1", "u": "u1", "seq": 9, "s": "user", "m": "msg_9"}])
+    document = await raw.fetchval(
+        "EXPLAIN (FORMAT JSON) " + queue_pg._FINISH, heads, 0, "now", delivered
+    )
+    return document if isinstance(document, str) else json.dumps(document)
 
 
 # -- the server's sessions ----------------------------------------------------------------------

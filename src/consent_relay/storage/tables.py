@@ -220,6 +220,17 @@ deliveries = Table(
         postgresql_where=text("due_ms IS NOT NULL"),
         sqlite_where=text("due_ms IS NOT NULL"),
     ),
+    # The dead letters of a queue, for the record to find those a delivered message
+    # supersedes (flow.SUPERSEDE_ROW): dead ones only, however long the queue's history or
+    # the webhook's dead letters (migration 0008).
+    Index(
+        "ix_deliveries_dead_letters",
+        "webhook_id",
+        "user_id",
+        "seq",
+        postgresql_where=text("status = 'dead'"),
+        sqlite_where=text("status = 'dead'"),
+    ),
     # A rate-limited webhook's due heads, oldest due first (ratelimit.take): the heads only,
     # however long its backlog (migration 0006).
     Index(
