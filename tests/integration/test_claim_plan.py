@@ -10,26 +10,13 @@ import pytest
 
 from consent_relay.runtime import Context
 from consent_relay.storage import databases, inspect, queue, tamper
-
-WEBHOOK = {
-    "id": "wh_1",
-    "organization_id": "acme",
-    "url": "http://127.0.0.1:9/",
-    "enabled": True,
-    "flatten": False,
-    "headers": "{}",
-    "event_types": "[]",
-    "regulations": "[]",
-    "signing_secret": "x",
-    "created_at": "now",
-    "updated_at": "now",
-}
+from tests.rows import webhook_row
 
 
 async def _history(ctx: Context, delivered: int, due: int, *, analyze: bool) -> None:
     """``delivered`` finished deliveries and ``due`` due heads, all on one enabled webhook."""
     async with ctx.store.write() as tx:
-        await tamper.insert_rows(tx, "webhooks", [WEBHOOK])
+        await tamper.insert_rows(tx, "webhooks", [webhook_row()])
         items = [("acme", "wh_1", f"msg_{n}", f"u{n}") for n in range(delivered + due)]
         await queue.append(tx, items, 0, "2026-01-01T00:00:00.000Z")
         first = [d["id"] for d in await inspect.rows(tx, "deliveries")][:delivered]  # pk order

@@ -15,26 +15,13 @@ import pytest
 
 from consent_relay.runtime import Context
 from consent_relay.storage import databases, inspect, queue, tamper
-
-WEBHOOK = {
-    "id": "wh_1",
-    "organization_id": "acme",
-    "url": "http://127.0.0.1:9/",
-    "enabled": True,
-    "flatten": False,
-    "headers": "{}",
-    "event_types": "[]",
-    "regulations": "[]",
-    "signing_secret": "x",
-    "created_at": "now",
-    "updated_at": "now",
-}
+from tests.rows import webhook_row
 
 
 async def _dead_letters(ctx: Context, count: int, *, analyze: bool) -> None:
     """``count`` dead letters on one webhook, over many users."""
     async with ctx.store.write() as tx:
-        await tamper.insert_rows(tx, "webhooks", [WEBHOOK])
+        await tamper.insert_rows(tx, "webhooks", [webhook_row()])
         items = [("acme", "wh_1", f"msg_{n}", f"u{n % 500}") for n in range(count)]
         await queue.append(tx, items, 0, "2026-01-01T00:00:00.000Z")
         await tamper.set_delivery_status(tx, "dead", webhook_id="wh_1", clear_due=True)

@@ -67,10 +67,10 @@ async def disable(tx: Tx, disabled: Sequence[tuple[str, str]], now: str) -> None
 # ``superseded``, for one delivered message (``executemany``), its parameters by position
 # ``(now, webhook, user, seq, subject, message id)``: same webhook, same user, same subject, an
 # older message. It looks through ``ix_deliveries_dead_letters`` at the queue's dead letters
-# only (a dead letter left its queue before the current head, so its seq is lower). Message ids are
-# time-ordered, so "older" is ``message_id <``: a replay, delivered late with an old message,
-# supersedes nothing newer than its message. The record runs it on SQLite (``queue_sqlite``);
-# PostgreSQL's record has the same as a CTE (``queue_pg._FINISH``).
+# only (a dead letter left its queue before the current head, so its seq is lower). Message
+# ids are time-ordered, so "older" is ``message_id <``: a replay, delivered late with an old
+# message, supersedes nothing newer than its message. The record runs it on SQLite
+# (``queue_sqlite``); PostgreSQL's record has the same as a CTE (``queue_pg.FINISH``).
 SUPERSEDE_ROW = """
     UPDATE deliveries SET status = 'superseded', updated_at = ?
     WHERE webhook_id = ? AND user_id = ? AND seq < ? AND status = 'dead'

@@ -337,7 +337,7 @@ async def claim_plan(tx: Tx) -> str:
 async def supersede_plan(tx: Tx) -> str:
     """The planner's plan for finding the dead letters a delivered message supersedes, run on
     nothing: on SQLite ``flow.SUPERSEDE_ROW``'s ``EXPLAIN QUERY PLAN`` details; on PostgreSQL
-    the ``EXPLAIN (FORMAT JSON)`` of ``queue_pg._FINISH`` (which holds it), as JSON text."""
+    the ``EXPLAIN (FORMAT JSON)`` of ``queue_pg.FINISH`` (which holds it), as JSON text."""
     if tx.dialect == "sqlite":
         result = await tx.conn.execute(
             text("EXPLAIN QUERY PLAN " + flow.SUPERSEDE_ROW.replace("?", ":p")),
@@ -349,7 +349,7 @@ async def supersede_plan(tx: Tx) -> str:
     heads = codec.dumps([{"w": "wh_1", "u": "u1", "seq": 1}])
     delivered = codec.dumps([{"w": "wh_1", "u": "u1", "seq": 9, "s": "user", "m": "msg_9"}])
     document = await raw.fetchval(
-        "EXPLAIN (FORMAT JSON) " + queue_pg._FINISH, heads, 0, "now", delivered
+        "EXPLAIN (FORMAT JSON) " + queue_pg.FINISH, heads, 0, "now", delivered
     )
     return document if isinstance(document, str) else json.dumps(document)
 

@@ -171,7 +171,8 @@ _LEAVE = """
 # The superseded dead letters the same way, each queue's looked up in the dead-letters index
 # (``OFFSET 0`` keeps the lookup per row: a join, planned with no statistics, read every dead
 # letter of the webhook for each delivered message; 4 s a batch against 50,000 of them).
-_FINISH = """
+# Public: ``inspect.supersede_plan`` reads its plan.
+FINISH = """
     WITH f AS (
         SELECT * FROM jsonb_to_recordset($1::jsonb) AS f(w text, u text, seq bigint)
     ), promoted AS (
@@ -213,7 +214,7 @@ async def finish(
     heads = codec.dumps([{"w": w, "u": u, "seq": seq} for w, u, seq in ordered])
     await conn.execute(_LEAVE, heads)  # first, and alone: see _LEAVE
     await conn.execute(
-        _FINISH,
+        FINISH,
         heads,
         now_ms,
         now,

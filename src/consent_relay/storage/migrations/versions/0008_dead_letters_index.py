@@ -2,7 +2,7 @@
 
 - ``ix_deliveries_dead_letters`` on ``deliveries (webhook_id, user_id, seq)``, dead ones only.
   A delivered message supersedes its queue's older dead letters of the same subject
-  (``flow.SUPERSEDE_ROW``, ``queue_pg._FINISH``). Without it, PostgreSQL with no statistics
+  (``flow.SUPERSEDE_ROW``, ``queue_pg.FINISH``). Without it, PostgreSQL with no statistics
   yet on a table that had just filled with dead letters (an outage) walked every dead letter
   of the webhook for each delivered message: 4 s to record a batch of 200 against 50,000 dead
   letters, 3 ms with it (``tests/integration/test_supersede_plan.py``).
