@@ -263,6 +263,11 @@ def _met(value: Any, goal: Callable[[float], bool]) -> str:
     return "[green]yes[/green]" if goal(float(value)) else "[red]no[/red]"
 
 
+def _server(server_us: Any) -> str:
+    """The PostgreSQL server's CPU a delivery, where measured (same way for every loop)."""
+    return "" if server_us is None else f"; database server {_fmt(server_us, ' us')}"
+
+
 def table(results: dict[str, Any]) -> Table:
     r = results
     out = Table(title=f"Consent Relay benchmarks ({r.get('command', '')})")
@@ -288,7 +293,7 @@ def table(results: dict[str, Any]) -> Table:
             _fmt(r.get(f"{kind}_per_s"), " /s"),
             f"bare just before {_fmt(r.get(f'{kind}_adjacent_bare_per_s'), ' /s')}; CPU/request "
             f"worker {_fmt(r.get(f'{kind}_cpu_us'), ' us')} vs bare "
-            f"{_fmt(r.get('bare_cpu_us'), ' us')}",
+            f"{_fmt(r.get('bare_cpu_us'), ' us')}{_server(r.get(f'{kind}_server_cpu_us'))}",
             _fmt(ratio, "", 2),
             ">= 0.6",
             _met(ratio, lambda v: v >= 0.6),
@@ -306,7 +311,8 @@ def table(results: dict[str, Any]) -> Table:
             out.add_row(
                 f"2. floor: {label}, {kind}",
                 _fmt(r.get(f"{key}_{kind}_per_s"), " /s"),
-                f"{what}; CPU/request {_fmt(r.get(f'{key}_{kind}_cpu_us'), ' us')}",
+                f"{what}; CPU/request {_fmt(r.get(f'{key}_{kind}_cpu_us'), ' us')}"
+                f"{_server(r.get(f'{key}_{kind}_server_cpu_us'))}",
                 _fmt(r.get(f"ratio_{key}_{kind}"), "", 2),
                 "(info)",
                 "",

@@ -309,6 +309,65 @@ async def backend_cpu_s(ctx: Context) -> float | None:
     return sum(proc_cpu_s(pid) for pid in pids) if pids else None
 
 
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+_postmaster: list[int] = []  # the local server's postmaster pid, once found
+
+
+async def _postmaster_pid() -> int | None:
+    """The pid of the local PostgreSQL server's postmaster: the parent of a backend."""
+    if _postmaster:
+        if _is_postgres(_postmaster[0]):
+            return _postmaster[0]
+        _postmaster.clear()  # restarted meanwhile
+    conn = await _admin_connect(10.0)
+    try:
+        backend = int(await conn.fetchval("SELECT pg_backend_pid()"))
+        fields = _stat_fields(backend)  # while it runs
+    finally:
+        await conn.close()
+    if fields is None:  # not on this machine
+        return None
+    _postmaster.append(int(fields[1]))  # the backend's parent
+    return _postmaster[0]
+
+
+async def server_cpu_s() -> float | None:
+    """CPU seconds the local PostgreSQL server has used so far, every process of it: the
+    postmaster, the backends it has reaped (its children's CPU), and those still running
+    (backends, WAL writer, checkpointer...). A phase's difference is what the database cost
+    that phase, whoever connected (a child process's pool included, gone by then or not).
+    None when the server is not on this machine."""
+    postmaster = await _postmaster_pid()
+    return None if postmaster is None else _server_ticks_s(postmaster)
+
+
+def _is_postgres(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().startswith("postgres")
+    except OSError:
+        return False
+
+
+def _server_ticks_s(postmaster: int) -> float | None:
+    fields = _stat_fields(postmaster)
+    if fields is None:
+        return None
+    ticks = sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        child = _stat_fields(int(entry.name))
+        if child is not None and int(child[1]) == postmaster:
+            ticks += int(child[11]) + int(child[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 async def attempt_count(ctx: Context) -> int:
     async with ctx.store.read() as tx:
         return int((await tx.conn.execute(text("SELECT count(*) FROM attempts"))).scalar_one())

@@ -84,6 +84,7 @@ class Drain:
     finished: bool
     children: list[dict[str, Any]]
     db_cpu_s: float | None = None
+    server_cpu_s: float | None = None  # the PostgreSQL server's, from "go" to done
 
     @property
     def cpu_s(self) -> float:
@@ -124,6 +125,7 @@ async def drain(
     requests reached the receiver under ``prefix`` (and, with ``ctx``, until the database
     holds no pending delivery: every result recorded)."""
     await receiver.reset()
+    server_before = await db.server_cpu_s() if ctx is not None and not ctx.store.is_sqlite else None
     began = time.time()
     for child in children:
         child.send("go")
@@ -141,10 +143,16 @@ async def drain(
             finished = False
     arrived = await receiver.count(prefix)
     db_cpu = await db.backend_cpu_s(ctx) if ctx is not None else None
+    server_cpu = None
+    if server_before is not None:
+        server_after = await db.server_cpu_s()
+        server_cpu = None if server_after is None else server_after - server_before
     for child in children:
         child.send("stop")
     reports = [await child.finish() for child in children]
-    return Drain(expected, min(arrived, expected), done_at - began, finished, reports, db_cpu)
+    return Drain(
+        expected, min(arrived, expected), done_at - began, finished, reports, db_cpu, server_cpu
+    )
 
 
 # -- 1. bare -------------------------------------------------------------------------------------
@@ -155,23 +163,43 @@ async def _client_once(
 ) -> tuple[float, float]:
     """One run of a client child (``bare`` or ``minimal``): requests per second, and CPU
     microseconds per request."""
+    rate, cpu_us, _server_us = await _client_run(cfg, receiver, mode, path, *extra)
+    return rate, cpu_us
+
+
+async def _client_run(
+    cfg: Config,
+    receiver: ReceiverProcess,
+    mode: str,
+    path: str,
+    *extra: str,
+    server: bool = False,
+) -> tuple[float, float, float | None]:
+    """``_client_once``, and with ``server`` the PostgreSQL server's CPU microseconds per
+    request from "go" to the child's report (its fill before "go" left out)."""
     body = db.render_body("event.created", db.message_parameters(0, "user-0000000"))
     body_file = cfg.workdir / "body.json"
     body_file.write_bytes(body)
     args = [mode, "--url", receiver.url(path), "--count", str(cfg.deliveries)]
     args += ["--concurrency", str(cfg.concurrency), "--body-file", str(body_file), *extra]
     child = Child(args, child_env({}), cfg.log)
+    server_s = None
     async with child:
         await child.start()
+        before = await db.server_cpu_s() if server else None
         child.send("go")
         report = await child.finish(within=600)
+        after = await db.server_cpu_s() if before is not None else None
+        if before is not None and after is not None:
+            server_s = after - before
     if report.get("errors"):
         cfg.say(f"  {mode}: {report['errors']} errors")
     ok = int(report.get("ok", 0))
     elapsed = float(report.get("elapsed", 0.0))
     rate = ok / elapsed if elapsed else 0.0
     cpu_us = float(report.get("cpu_s", 0.0)) / ok * 1e6 if ok else float("nan")
-    return rate, cpu_us
+    server_us = server_s / ok * 1e6 if server_s is not None and ok else None
+    return rate, cpu_us, server_us
 
 
 async def _bare_once(cfg: Config, receiver: ReceiverProcess) -> tuple[float, float]:
@@ -180,12 +208,22 @@ async def _bare_once(cfg: Config, receiver: ReceiverProcess) -> tuple[float, flo
 
 async def _minimal_once(
     cfg: Config, receiver: ReceiverProcess, kind: str, *, complete: bool = False
-) -> tuple[float, float]:
+) -> tuple[float, float, float | None]:
     """The floor loop of ``bench.minimal`` (``complete``: ``bench.complete``) on a fresh
-    database of ``kind``."""
+    database of ``kind``: per second, CPU-us a delivery, and on PostgreSQL the server's
+    CPU-us a delivery."""
     extra = ["--complete"] if complete else []
     async with db.database(kind, "minimal") as url:
-        return await _client_once(cfg, receiver, "minimal", "/minimal", "--db-url", url, *extra)
+        return await _client_run(
+            cfg,
+            receiver,
+            "minimal",
+            "/minimal",
+            "--db-url",
+            url,
+            *extra,
+            server=kind == "postgres",
+        )
 
 
 async def _minimal_processes(cfg: Config, receiver: ReceiverProcess, processes: int) -> float:
@@ -311,19 +349,23 @@ async def delivery(
         results[f"cpu_ratio_{kind}"] = results["bare_cpu_us"] / result.cpu_us_per_delivery
         if result.db_cpu_s is not None:
             results[f"{kind}_db_cpu_us"] = result.db_cpu_s / max(1, result.arrived) * 1e6
+        if result.server_cpu_s is not None:
+            results[f"{kind}_server_cpu_us"] = result.server_cpu_s / max(1, result.arrived) * 1e6
         results[f"{kind}_fill_per_s"] = filled.per_s
         # The floor: a minimal claim / POST / mark-done loop on the same database, right
         # after: what any persistent engine can reach here (bench/minimal.py).
-        floor, floor_cpu = await _minimal_once(cfg, receiver, kind)
+        floor, floor_cpu, floor_server = await _minimal_once(cfg, receiver, kind)
         results[f"minimal_{kind}_per_s"] = floor
         results[f"ratio_minimal_{kind}"] = floor / adjacent if adjacent else None
         results[f"minimal_{kind}_cpu_us"] = floor_cpu
+        results[f"minimal_{kind}_server_cpu_us"] = floor_server
         # ... and the complete floor: that loop plus what the engine's guarantees cost at the
         # least (per-user order, the message read, signing, attempt and ledger rows).
-        full, full_cpu = await _minimal_once(cfg, receiver, kind, complete=True)
+        full, full_cpu, full_server = await _minimal_once(cfg, receiver, kind, complete=True)
         results[f"complete_floor_{kind}_per_s"] = full
         results[f"ratio_complete_floor_{kind}"] = full / adjacent if adjacent else None
         results[f"complete_floor_{kind}_cpu_us"] = full_cpu
+        results[f"complete_floor_{kind}_server_cpu_us"] = full_server
         results[f"{kind}_complete"] = result.finished and counts.get("delivered", 0) == n
         db_cpu = results.get(f"{kind}_db_cpu_us")
         cfg.say(
@@ -332,16 +374,23 @@ async def delivery(
             f"worker {result.cpu_us_per_delivery:.0f} CPU-us/delivery (bare "
             f"{adjacent_cpu:.0f}/request)"
             + (f", database backends {db_cpu:.0f} CPU-us/delivery" if db_cpu else "")
+            + _server_note(results.get(f"{kind}_server_cpu_us"))
             + f"; fill {filled.per_s:.0f}/s; statuses {counts}"
         )
         cfg.say(
             f"  minimal loop {kind}: {floor:.0f}/s -> ratio {results[f'ratio_minimal_{kind}']:.2f}"
-            f" ({floor_cpu:.0f} CPU-us/delivery)"
+            f" ({floor_cpu:.0f} CPU-us/delivery{_server_note(floor_server)})"
         )
         cfg.say(
             f"  complete floor {kind}: {full:.0f}/s -> ratio "
-            f"{results[f'ratio_complete_floor_{kind}']:.2f} ({full_cpu:.0f} CPU-us/delivery)"
+            f"{results[f'ratio_complete_floor_{kind}']:.2f} ({full_cpu:.0f} CPU-us/delivery"
+            f"{_server_note(full_server)})"
         )
+
+
+def _server_note(server_us: float | None) -> str:
+    """The PostgreSQL server's share, measured the same way for the engine and the floors."""
+    return "" if server_us is None else f", database server {server_us:.0f} CPU-us/delivery"
 
 
 # -- 3. scale-out ----------------------------------------------------------------------------------
