@@ -296,16 +296,21 @@ def proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
-async def backend_cpu_s(ctx: Context) -> float | None:
-    """CPU seconds used so far by the PostgreSQL backends connected to this database
-    (None on SQLite, or when /proc cannot tell)."""
+async def backend_pids(ctx: Context) -> list[int]:
+    """The PostgreSQL backends connected to this database (none on SQLite)."""
     if ctx.store.is_sqlite:
-        return None
+        return []
     async with ctx.store.read() as tx:
         rows = await tx.conn.execute(
             text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
         )
-        pids = [int(r.pid) for r in rows]
+        return [int(r.pid) for r in rows]
+
+
+async def backend_cpu_s(ctx: Context) -> float | None:
+    """CPU seconds used so far by the PostgreSQL backends connected to this database
+    (None on SQLite, or when /proc cannot tell)."""
+    pids = await backend_pids(ctx)
     return sum(proc_cpu_s(pid) for pid in pids) if pids else None
 
 
