@@ -6,7 +6,9 @@ bookkeeping, record, ledger), in process: the real ``Worker`` drains N queued de
 stubbed to answer 204 at once, so the figure is the engine's CPU a delivery without aiohttp's,
 and the noise of a receiver and a client process sharing the two cores is gone. It prints,
 for SQLite and PostgreSQL, the median over rounds of this process's CPU-µs a delivery (on
-SQLite the database engine runs in it) and, on PostgreSQL, its backends' CPU-µs a delivery.
+SQLite the database engine runs in it) and, on PostgreSQL, the server's CPU-µs a delivery
+(``db.server_cpu_s``, as the bench's delivery scenario reads it: every process of the local
+server, the WAL writer's and the rest included, over the drain only).
 
 ``python -m bench.delivery_micro [N] [ROUNDS]`` (defaults 20,000 and 3). Compare two
 checkouts in the same run with ``PYTHONPATH=<checkout>/src:<checkout>``, alternating; no
@@ -63,7 +65,7 @@ async def _recorded(ctx: Any) -> None:
 
 
 async def one_drain(kind: str, count: int) -> tuple[float, float | None]:
-    """(worker CPU-µs a delivery, PostgreSQL backends' CPU-µs a delivery or None)."""
+    """(worker CPU-µs a delivery, the PostgreSQL server's CPU-µs a delivery or None)."""
     answering = Answering()
     answering.expected = count
     real = sender.send
@@ -88,7 +90,7 @@ async def _drain(kind: str, count: int, answering: Answering) -> tuple[float, fl
             hooks = await db.create_org_and_webhooks(ctx, "bench", ["http://127.0.0.1:9/dlv"])
             await db.fill(ctx, "bench", hooks, count, max(1, count // 4))
             gctune.settle()
-            backends_before = await db.backend_cpu_s(ctx)
+            server_before = None if ctx.store.is_sqlite else await db.server_cpu_s()
             worker = Worker(ctx, concurrency=CONCURRENCY)
             stop = asyncio.Event()
             began = time.process_time()
@@ -96,12 +98,12 @@ async def _drain(kind: str, count: int, answering: Answering) -> tuple[float, fl
             await answering.done.wait()
             await _recorded(ctx)
             cpu = time.process_time() - began
-            backends = await db.backend_cpu_s(ctx)
+            server_after = None if server_before is None else await db.server_cpu_s()
             stop.set()
             await task
     per_db = None
-    if backends is not None and backends_before is not None:
-        per_db = (backends - backends_before) / count * 1e6
+    if server_after is not None and server_before is not None:
+        per_db = (server_after - server_before) / count * 1e6
     return cpu / count * 1e6, per_db
 
 
@@ -112,7 +114,7 @@ async def main(count: int, rounds: int) -> None:
         line = f"{kind}: worker {worker:.0f} CPU-us/delivery (runs {[round(r[0]) for r in runs]})"
         dbs = [r[1] for r in runs if r[1] is not None]
         if dbs:
-            line += f", database backends {statistics.median(dbs):.0f} ({[round(d) for d in dbs]})"
+            line += f", database server {statistics.median(dbs):.0f} ({[round(d) for d in dbs]})"
         print(line, flush=True)
 
 

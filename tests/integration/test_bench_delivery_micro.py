@@ -14,3 +14,10 @@ async def test_a_micro_drain_delivers_everything_and_restores_the_sender() -> No
     assert worker_us > 0
     assert database_us is None  # SQLite runs in the worker's process
     assert sender.send is real
+
+
+async def test_a_micro_drain_on_postgres_gives_the_servers_cpu() -> None:
+    worker_us, server_us = await delivery_micro.one_drain("postgres", 200)
+    assert worker_us > 0
+    assert server_us is not None  # the local server's, over the drain
+    assert server_us > 0
