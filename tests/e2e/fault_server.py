@@ -119,7 +119,11 @@ class FaultServer:
             sock = writer.get_extra_info("socket")
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         elif path == "/split":
-            head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(SPLIT_BODY)}\r\n\r\n".encode()
+            # It closes the connection after this answer, as after every one, and says so: an
+            # answer without "Connection: close" left aiohttp to pool a connection this server
+            # then aborted, and the next request on it, to any path, failed (E_CONNECTION).
+            length = f"Content-Length: {len(SPLIT_BODY)}"
+            head = f"HTTP/1.1 200 OK\r\n{length}\r\nConnection: close\r\n\r\n".encode()
             await self._write(path, writer, head + SPLIT_BODY[:1000])
             if await self._hung_up(reader, 0.2):
                 return
