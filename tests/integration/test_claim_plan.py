@@ -14,6 +14,7 @@ import pytest
 
 from consent_relay.runtime import Context
 from consent_relay.storage import databases, inspect, queue, tamper
+from tests.plans import read_plan
 from tests.rows import webhook_row
 
 
@@ -34,12 +35,7 @@ async def _history(ctx: Context, delivered: int, due: int, *, analyze: bool) -> 
 @pytest.mark.parametrize("analyze", [False, True], ids=["no-statistics", "statistics"])
 async def test_the_claim_walks_the_due_index(ctx: Context, analyze: bool) -> None:
     await _history(ctx, delivered=3000, due=50, analyze=analyze)
-    try:
-        async with ctx.store.read() as tx:  # EXPLAIN without ANALYZE runs nothing
-            plan = await inspect.claim_plan(tx)
-    finally:  # the PostgreSQL test database outlives the test: leave it statistics
-        async with ctx.store.write() as tx:
-            await databases.analyze(tx)
+    plan = await read_plan(ctx, inspect.claim_plan)
     if ctx.store.is_sqlite:
         assert "USING INDEX ix_deliveries_due" in plan, plan
         assert "TEMP B-TREE" not in plan, plan

@@ -15,6 +15,7 @@ import pytest
 
 from consent_relay.runtime import Context
 from consent_relay.storage import databases, inspect, queue, tamper
+from tests.plans import read_plan
 from tests.rows import webhook_row
 
 
@@ -46,12 +47,7 @@ async def test_the_supersede_lookup_reads_the_queues_dead_letters(
     ctx: Context, analyze: bool
 ) -> None:
     await _dead_letters(ctx, 3000, analyze=analyze)
-    try:
-        async with ctx.store.read() as tx:  # EXPLAIN without ANALYZE runs nothing
-            plan = await inspect.supersede_plan(tx)
-    finally:  # the PostgreSQL test database outlives the test: leave it statistics
-        async with ctx.store.write() as tx:
-            await databases.analyze(tx)
+    plan = await read_plan(ctx, inspect.supersede_plan)
     if ctx.store.is_sqlite:
         assert "USING INDEX ix_deliveries_dead_letters" in plan, plan
         return
