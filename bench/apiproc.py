@@ -32,22 +32,6 @@ def cli_command(*args: str) -> list[str]:
     ]
 
 
-def descendants(pid: int) -> list[int]:
-    """The processes ``pid`` started, and theirs (Linux /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workers", action=argparse.BooleanOptionalAction, default=False)
@@ -99,7 +83,7 @@ class ApiServer:
         API processes under ``api --processes N``); compare two readings."""
         from bench import db
 
-        return sum(db.proc_cpu_s(pid) for pid in [self.pid, *descendants(self.pid)])
+        return sum(db.proc_cpu_s(pid) for pid in [self.pid, *db.descendants(self.pid)])
 
     @property
     def base(self) -> str:

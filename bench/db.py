@@ -288,12 +288,10 @@ async def status_counts(ctx: Context) -> dict[str, int]:
 
 def proc_cpu_s(pid: int) -> float:
     """utime + stime of a process, in seconds (Linux /proc)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
+    fields = _stat_fields(pid)
+    if fields is None:
         return 0.0
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def backend_pids(ctx: Context) -> list[int]:
@@ -315,6 +313,7 @@ async def backend_cpu_s(ctx: Context) -> float | None:
 
 
 def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state first), or None."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
@@ -363,14 +362,25 @@ def _server_ticks_s(postmaster: int) -> float | None:
     fields = _stat_fields(postmaster)
     if fields is None:
         return None
-    ticks = sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime
+    # utime, stime, cutime, cstime: its own and its reaped children's
+    own = sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return own + sum(proc_cpu_s(pid) for pid in descendants(postmaster))
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes ``pid`` started, and theirs (Linux /proc)."""
+    children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        child = _stat_fields(int(entry.name))
-        if child is not None and int(child[1]) == postmaster:
-            ticks += int(child[11]) + int(child[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
+        if entry.name.isdigit():
+            fields = _stat_fields(int(entry.name))
+            if fields is not None:
+                children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 async def attempt_count(ctx: Context) -> int:
