@@ -29,7 +29,7 @@ async def test_rows_and_counts_filter_by_column_values(ctx: Context, org: tuple[
     hook_id, (ann, bob) = await _two_users(ctx, org[0])
     async with ctx.store.read() as tx:
         messages = await inspect.rows(tx, "messages")
-        ann_deliveries = await inspect.rows(tx, "deliveries", user_id=ann, webhook_id=hook_id)
+        ann_deliveries = await inspect.deliveries_with_clock(tx, user_id=ann, webhook_id=hook_id)
         assert await inspect.count(tx, "messages") == len(messages) == 4
         assert await inspect.count(tx, "deliveries", user_id=bob) == 2
         assert await inspect.count(tx, "deliveries", status="delivered") == 0
@@ -51,7 +51,7 @@ async def test_rows_and_counts_filter_by_column_values(ctx: Context, org: tuple[
 async def test_forced_states_and_attempts_read_back(ctx: Context, org: tuple[str, str]) -> None:
     hook_id, (ann, bob) = await _two_users(ctx, org[0])
     async with ctx.store.write() as tx:
-        ann_ids = [d["id"] for d in await inspect.rows(tx, "deliveries", user_id=ann)]
+        ann_ids = [d["id"] for d in await inspect.deliveries_with_clock(tx, user_id=ann)]
         assert await tamper.set_delivery_status(tx, "delivered", user_id=bob) == 2
         await tamper.make_dead_letters(tx, ann_ids[:1], attempt_count=6, last_outcome="E_HTTP")
         await tamper.insert_attempts(tx, [_attempt("atm_1", ann_ids[0], "E_HTTP", 500)])
@@ -59,8 +59,8 @@ async def test_forced_states_and_attempts_read_back(ctx: Context, org: tuple[str
             tx, "superseded", ids=ann_ids[1:], webhook_id=hook_id, clear_due=True
         )
     async with ctx.store.read() as tx:
-        dead = (await inspect.rows(tx, "deliveries", id=ann_ids[0]))[0]
-        superseded = (await inspect.rows(tx, "deliveries", id=ann_ids[1]))[0]
+        dead = (await inspect.deliveries_with_clock(tx, id=ann_ids[0]))[0]
+        superseded = (await inspect.deliveries_with_clock(tx, id=ann_ids[1]))[0]
         assert await inspect.delivery_status(tx, ann_ids[0]) == "dead"
         assert await inspect.replayed_by(tx, ann_ids[0]) is None
         assert await inspect.count_undelivered(tx) == 2

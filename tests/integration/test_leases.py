@@ -84,7 +84,7 @@ async def test_a_worker_whose_lease_was_taken_cannot_record(
     # The stale worker's late result, a failure, must not overwrite the new owner's lease.
     assert await _record(ctx, [_result(stale, "pending", "E_HTTP")], now) == []
     async with ctx.store.read() as tx:
-        [row] = await inspect.rows(tx, "deliveries", pk=stale.pk)
+        [row] = await inspect.deliveries_with_clock(tx, pk=stale.pk)
     assert row["lease_owner"] == "worker-b"
     assert row["attempt_count"] == 0
     assert row["status"] == "pending"
@@ -104,7 +104,7 @@ async def test_a_stale_late_result_does_not_duplicate_the_attempt(
     await _record(ctx, [_result(stale)], now)  # arrives after the new owner's
     async with ctx.store.read() as tx:
         count = await inspect.count(tx, "attempts", delivery_id=fresh.id)
-        [status] = await inspect.rows(tx, "deliveries", pk=fresh.pk)
+        [status] = await inspect.deliveries_with_clock(tx, pk=fresh.pk)
     assert count == 1
     assert (status["status"], status["attempt_count"]) == ("delivered", 1)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from consent_relay.storage import databases, inspect, migrate, webhook_versions
+from consent_relay.storage import databases, inspect, migrate, tamper, webhook_versions
 from consent_relay.storage.records import Organization
 from consent_relay.storage.store import Store
 from tests.conftest import POSTGRES_URL
@@ -43,6 +43,92 @@ async def test_0007_stamps_the_webhooks_of_existing_organizations_at_zero(
         await store.migrate()
         async with store.read() as tx:
             assert await webhook_versions.read(tx, "old", None) == (0, [])
+    finally:
+        await store.close()
+        if name is not None:
+            await databases.drop_database(POSTGRES_URL, name)
+
+
+def _old_delivery(
+    pk: int, user: str, seq: int, status: str, due: int | None, lease: str | None
+) -> dict[str, object]:
+    """A delivery row as revision 0008 stored it (its clock and lease on the row)."""
+    return {
+        "pk": pk,
+        "id": f"dlv_{pk}",
+        "organization_id": "acme",
+        "webhook_id": "wh_1",
+        "message_id": f"msg_{pk}",
+        "user_id": user,
+        "seq": seq,
+        "status": status,
+        "attempt_count": 0,
+        "due_ms": due,
+        "lease_owner": lease,
+        "created_at": "now",
+        "updated_at": "now",
+        "held_attempts": 0,
+    }
+
+
+async def test_0009_moves_each_heads_clock_and_lease_to_its_queue(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Queues as revision 0008 left them (a head leased, a head due, a queue emptied) keep
+    their heads' clocks and leases on the queue row, and the head delivery's row keeps
+    nothing of them."""
+    if db_url.startswith("sqlite"):
+        url, name = f"sqlite:///{tmp_path / 'old.db'}", None
+    else:
+        name = f"consent_relay_t{os.getpid()}_0009"
+        url = await databases.create_database(POSTGRES_URL, name)
+    store = Store(url, pool_size=1)
+    try:
+        await migrate.upgrade(store.engine, "0008")
+        async with store.write() as tx:
+            await tamper.insert_old_rows(
+                tx,
+                "delivery_queues",
+                [
+                    {"webhook_id": "wh_1", "user_id": "leased", "last_seq": 3, "pending": 2},
+                    {"webhook_id": "wh_1", "user_id": "due", "last_seq": 1, "pending": 1},
+                    {"webhook_id": "wh_1", "user_id": "empty", "last_seq": 1, "pending": 0},
+                ],
+            )
+            await tamper.insert_old_rows(
+                tx,
+                "deliveries",
+                [
+                    _old_delivery(1, "leased", 1, "delivered", None, None),
+                    _old_delivery(2, "leased", 2, "pending", 70_000, "worker:1"),
+                    _old_delivery(3, "leased", 3, "pending", None, None),
+                    _old_delivery(4, "due", 1, "pending", 5_000, None),
+                    _old_delivery(5, "empty", 1, "delivered", None, None),
+                ],
+            )
+        await store.migrate()
+        async with store.read() as tx:
+            queues = {
+                q["user_id"]: (q["due_ms"], q["lease_owner"])
+                for q in await inspect.rows(tx, "delivery_queues")
+            }
+            clocks = {
+                d["pk"]: (d["due_ms"], d["lease_owner"])
+                for d in await inspect.deliveries_with_clock(tx)
+            }
+            assert await inspect.schema_differences(tx) == []
+        assert queues == {
+            "leased": (70_000, "worker:1"),
+            "due": (5_000, None),
+            "empty": (None, None),
+        }
+        assert clocks == {
+            1: (None, None),
+            2: (70_000, "worker:1"),
+            3: (None, None),
+            4: (5_000, None),
+            5: (None, None),
+        }
     finally:
         await store.close()
         if name is not None:

@@ -57,7 +57,7 @@ async def read_messages(store: Store) -> list[dict[str, Any]]:
 
 async def read_deliveries(store: Store) -> list[dict[str, Any]]:
     async with store.read() as tx:
-        return await inspect.rows(tx, "deliveries")
+        return await inspect.deliveries_with_clock(tx)
 
 
 async def count(store: Store, table: str) -> int:

@@ -90,7 +90,7 @@ async def _attempts_by_delivery(ctx: Context) -> dict[str, dict[str, Any]]:
 
 async def _delivery(ctx: Context, pk: int) -> dict[str, Any]:
     async with ctx.store.read() as tx:
-        [row] = await inspect.rows(tx, "deliveries", pk=pk)
+        [row] = await inspect.deliveries_with_clock(tx, pk=pk)
         return row
 
 
@@ -261,7 +261,7 @@ async def test_a_replay_with_one_refused_dead_letter_replays_the_others(
         row = await _delivery(ctx, item.pk)
         assert (row["replayed_by"] is None) == (item is bad)
     async with ctx.store.read() as tx:
-        replays = [d for d in await inspect.rows(tx, "deliveries") if d["replay_of"] is not None]
+        replays = [d for d in await inspect.deliveries_with_clock(tx) if d["replay_of"] is not None]
     assert sorted(r["replay_of"] for r in replays) == sorted(c.id for c in claimed if c is not bad)
     assert f"dead letter {bad.id} could not be replayed" in caplog_storage.text
     assert "row refused by test" in caplog_storage.text
@@ -287,7 +287,7 @@ async def test_an_unreadable_message_fails_only_its_own_claim(
 ) -> None:
     await _heads_unclaimed(ctx, org[0])
     async with ctx.store.read() as tx:  # in pk order
-        due = [d for d in await inspect.rows(tx, "deliveries") if d["due_ms"] is not None]
+        due = [d for d in await inspect.deliveries_with_clock(tx) if d["due_ms"] is not None]
     assert len(due) == USERS
     bad = due[2]
     await _make_unreadable(ctx, monkeypatch, bad["message_id"])

@@ -20,7 +20,7 @@ async def test_an_append_of_ten_thousand_queues_succeeds(ctx: Context) -> None:
     new_ids = await _append(ctx, [("acme", "wh_1", f"msg_{n}", f"u{n}") for n in range(users)])
     assert len(set(new_ids)) == users
     async with ctx.store.read() as tx:
-        rows = await inspect.rows(tx, "deliveries")
+        rows = await inspect.deliveries_with_clock(tx)
         queues = await inspect.rows(tx, "delivery_queues")
     assert len(rows) == users
     assert {row["seq"] for row in rows} == {1}
@@ -35,7 +35,7 @@ async def test_successive_appends_keep_each_queues_order(ctx: Context) -> None:
     ids_first = await _append(ctx, first)
     ids_second = await _append(ctx, second)
     async with ctx.store.read() as tx:
-        rows = await inspect.rows(tx, "deliveries")
+        rows = await inspect.deliveries_with_clock(tx)
     by_id = {r["id"]: r for r in rows}
     for user in range(5):
         mine = [i for i, item in zip(ids_first, first, strict=True) if item[3] == f"u{user}"]

@@ -131,7 +131,7 @@ async def test_enqueue_sequences_each_queue_and_makes_only_its_head_due(store: S
         await queue.enqueue(tx, messages, new, 1000, T0)
         more = [_message("msg_4", "u1")]
         await queue.enqueue(tx, more, [NewDelivery(more[0], "wh_a")], 2000, T0)
-        rows = await inspect.rows(tx, "deliveries")
+        rows = await inspect.deliveries_with_clock(tx)
     queues: dict[tuple[str, str], list[tuple[int, int | None]]] = {}
     for row in rows:
         queues.setdefault((row["webhook_id"], row["user_id"]), []).append(

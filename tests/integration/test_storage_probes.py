@@ -20,8 +20,8 @@ async def test_leases_expire_by_owner_prefix(ctx: Context, org: tuple[str, str])
     async with ctx.store.write() as tx:
         assert await tamper.expire_leases(tx, "a:") == 1
     async with ctx.store.read() as tx:
-        [a] = await inspect.rows(tx, "deliveries", pk=first.pk)
-        [b] = await inspect.rows(tx, "deliveries", pk=second.pk)
+        [a] = await inspect.deliveries_with_clock(tx, pk=first.pk)
+        [b] = await inspect.deliveries_with_clock(tx, pk=second.pk)
     assert (a["due_ms"], a["lease_owner"]) == (0, "a:1")
     assert b["due_ms"] == now + 60_000
     async with ctx.store.write() as tx:
@@ -33,7 +33,7 @@ async def test_leases_expire_by_owner_prefix(ctx: Context, org: tuple[str, str])
 async def test_a_refused_insert_fails_until_allowed(ctx: Context, org: tuple[str, str]) -> None:
     _hook, (ann, _bob) = await _two_users(ctx, org[0])
     async with ctx.store.read() as tx:
-        [delivery, *_] = await inspect.rows(tx, "deliveries", user_id=ann)
+        [delivery, *_] = await inspect.deliveries_with_clock(tx, user_id=ann)
     odd = "it's refused"  # a quote: the value is a literal of its own
     async with ctx.store.write() as tx:
         await tamper.refuse_inserts(tx, "attempts", "response_body", odd)
@@ -61,7 +61,7 @@ async def test_a_refused_insert_fails_until_allowed(ctx: Context, org: tuple[str
 async def test_a_disabled_webhook_and_its_joins(ctx: Context, org: tuple[str, str]) -> None:
     hook_id, (ann, _bob) = await _two_users(ctx, org[0])
     async with ctx.store.write() as tx:
-        ann_ids = [d["id"] for d in await inspect.rows(tx, "deliveries", user_id=ann)]
+        ann_ids = [d["id"] for d in await inspect.deliveries_with_clock(tx, user_id=ann)]
         await tamper.insert_attempts(tx, [_attempt("atm_1", ann_ids[0], "E_HTTP", 500)])
         await tamper.disable_webhook(tx, hook_id, "HTTP 410 at 2026-01-01T00:00:00.000Z")
     async with ctx.store.read() as tx:
@@ -93,7 +93,7 @@ async def test_a_disabled_webhook_and_its_joins(ctx: Context, org: tuple[str, st
     ]
     assert {q["url"] for q in queued} == {"http://127.0.0.1:9/hook"}
     async with ctx.store.read() as tx:
-        every = {d["id"] for d in await inspect.rows(tx, "deliveries", webhook_id=hook_id)}
+        every = {d["id"] for d in await inspect.deliveries_with_clock(tx, webhook_id=hook_id)}
     assert {j["delivery_id"] for j in joined} == every
 
 
@@ -101,7 +101,10 @@ async def test_the_schema_is_read_back(ctx: Context) -> None:
     async with ctx.store.read() as tx:
         assert await inspect.schema_differences(tx) == []
         names = await inspect.index_names(tx, "deliveries")
-    assert {"ix_deliveries_due", "ix_deliveries_queue"} <= names
+        queue_names = await inspect.index_names(tx, "delivery_queues")
+    assert {"ix_deliveries_queue", "ix_deliveries_dead_letters"} <= names
+    assert "ix_deliveries_due" not in names  # the clock is the queue's (migration 0009)
+    assert {"ix_delivery_queues_due", "ix_delivery_queues_webhook_due"} <= queue_names
     with pytest.raises(ValueError, match="no table"):
         async with ctx.store.read() as tx:
             await inspect.index_names(tx, "nothing")

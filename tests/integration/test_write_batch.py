@@ -26,7 +26,7 @@ def _event(ouid: str, n: int) -> EventIn:
 
 async def _queues(ctx: Context) -> dict[tuple[str, str], list[dict[str, Any]]]:
     async with ctx.store.read() as tx:
-        found = await inspect.rows(tx, "deliveries")
+        found = await inspect.deliveries_with_clock(tx)
     by_queue: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in found:
         by_queue.setdefault((row["webhook_id"], row["user_id"]), []).append(row)

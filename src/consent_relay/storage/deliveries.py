@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Row, Select, func, select
+from sqlalchemy import Row, Select, and_, func, select
 
 from consent_relay.storage import codec
 from consent_relay.storage.records import (
@@ -20,7 +20,7 @@ from consent_relay.storage.records import (
     DeliveryRecord,
     StoredMessage,
 )
-from consent_relay.storage.tables import attempts, deliveries, messages
+from consent_relay.storage.tables import attempts, deliveries, delivery_queues, messages
 from consent_relay.storage.tx import Tx
 
 _COLUMNS = (
@@ -32,8 +32,8 @@ _COLUMNS = (
     deliveries.c.seq,
     deliveries.c.status,
     deliveries.c.attempt_count,
-    deliveries.c.due_ms,
-    deliveries.c.lease_owner,
+    delivery_queues.c.due_ms,
+    delivery_queues.c.lease_owner,
     deliveries.c.created_at,
     deliveries.c.updated_at,
     deliveries.c.last_outcome,
@@ -44,9 +44,25 @@ _COLUMNS = (
 )
 
 
+# A pending delivery that heads its queue has the queue's clock and lease (migration 0009);
+# the others have neither. One primary-key probe a delivery.
+_HEAD_OF = and_(
+    delivery_queues.c.webhook_id == deliveries.c.webhook_id,
+    delivery_queues.c.user_id == deliveries.c.user_id,
+    deliveries.c.status == "pending",
+    deliveries.c.seq == delivery_queues.c.last_seq - delivery_queues.c.pending + 1,
+)
+
+
 def _select(*extra: Any) -> Select[Any]:
-    """Deliveries with their message's type (and ``extra`` columns of the message)."""
-    return select(*_COLUMNS, *extra).join(messages, messages.c.id == deliveries.c.message_id)
+    """Deliveries with their message's type (and ``extra`` columns of the message), and the
+    queue's clock and lease where they head it."""
+    return (
+        select(*_COLUMNS, *extra)
+        .select_from(deliveries)
+        .join(messages, messages.c.id == deliveries.c.message_id)
+        .outerjoin(delivery_queues, _HEAD_OF)
+    )
 
 
 def _delivery(row: Row[Any]) -> DeliveryRecord:

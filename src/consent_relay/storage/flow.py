@@ -70,7 +70,7 @@ async def disable(tx: Tx, disabled: Sequence[tuple[str, str]], now: str) -> None
 # only (a dead letter left its queue before the current head, so its seq is lower). Message
 # ids are time-ordered, so "older" is ``message_id <``: a replay, delivered late with an old
 # message, supersedes nothing newer than its message. The record runs it on SQLite
-# (``queue_sqlite``); PostgreSQL's record has the same as a CTE (``queue_pg.FINISH``).
+# (``queue_sqlite``); PostgreSQL's record has the same as a CTE (``queue_pg.RECORD``).
 SUPERSEDE_ROW = """
     UPDATE deliveries SET status = 'superseded', updated_at = ?
     WHERE webhook_id = ? AND user_id = ? AND seq < ? AND status = 'dead'

@@ -76,9 +76,9 @@ _QUEUE_FIGURES = text(
     SELECT w.id AS webhook_id,
            (SELECT count(*) FROM deliveries d
              WHERE d.webhook_id = w.id AND d.status = 'pending') AS pending,
-           (SELECT min(d.due_ms) FROM deliveries d
-             WHERE d.webhook_id = w.id AND d.due_ms IS NOT NULL
-               AND d.lease_owner IS NULL AND d.status = 'pending') AS oldest_due,
+           (SELECT min(q.due_ms) FROM delivery_queues q
+             WHERE q.webhook_id = w.id AND q.due_ms IS NOT NULL
+               AND q.lease_owner IS NULL) AS oldest_due,
            (SELECT count(*) FROM deliveries d
              WHERE d.webhook_id = w.id AND d.status = 'dead') AS dead
     FROM webhooks w

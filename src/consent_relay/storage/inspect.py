@@ -20,13 +20,14 @@ from typing import Any
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Column, Connection, Table, func, select, text
+from sqlalchemy import Column, Connection, Table, and_, func, select, text
 from sqlalchemy import inspect as schema_of
 
-from consent_relay.storage import codec, driver, flow, queue, queue_pg
+from consent_relay.storage import codec, driver, flow, queue, queue_pg, queue_sqlite
 from consent_relay.storage.tables import (
     attempts,
     deliveries,
+    delivery_queues,
     erasures,
     events,
     messages,
@@ -63,6 +64,26 @@ async def rows(tx: Tx, table_name: str, /, **equal_to: Any) -> list[dict[str, An
     stmt = select(table).where(*(table.c[name] == value for name, value in equal_to.items()))
     result = await tx.conn.execute(stmt.order_by(*_key_order(table)))
     return [dict(row) for row in result.mappings()]
+
+
+async def deliveries_with_clock(tx: Tx, /, **equal_to: Any) -> list[dict[str, Any]]:
+    """``rows(tx, "deliveries", **equal_to)``, each with the clock and lease of its queue
+    where it heads it (``due_ms``, ``lease_owner``; None for the others: a delivery waiting
+    its turn, or finished). Since migration 0009 the queue row holds them."""
+    q = delivery_queues
+    head = and_(
+        q.c.webhook_id == deliveries.c.webhook_id,
+        q.c.user_id == deliveries.c.user_id,
+        deliveries.c.status == "pending",
+        deliveries.c.seq == q.c.last_seq - q.c.pending + 1,
+    )
+    stmt = (
+        select(deliveries, q.c.due_ms, q.c.lease_owner)
+        .select_from(deliveries.outerjoin(q, head))
+        .where(*(deliveries.c[name] == value for name, value in equal_to.items()))
+        .order_by(deliveries.c.pk)
+    )
+    return [dict(row) for row in (await tx.conn.execute(stmt)).mappings()]
 
 
 async def count(tx: Tx, table_name: str, /, **equal_to: Any) -> int:
@@ -109,10 +130,10 @@ async def count_leased(tx: Tx, owner_prefix: str) -> int:
     (claimed and not yet recorded)."""
     stmt = (
         select(func.count())
-        .select_from(deliveries)
+        .select_from(delivery_queues)
         .where(
-            deliveries.c.status == "pending",
-            func.substr(deliveries.c.lease_owner, 1, len(owner_prefix)) == owner_prefix,
+            delivery_queues.c.pending > 0,
+            func.substr(delivery_queues.c.lease_owner, 1, len(owner_prefix)) == owner_prefix,
         )
     )
     return int((await tx.conn.execute(stmt)).scalar_one())
@@ -327,9 +348,15 @@ async def claim_plan(tx: Tx) -> str:
     SQLite the ``EXPLAIN QUERY PLAN`` details, one a line; on PostgreSQL the
     ``EXPLAIN (FORMAT JSON)`` document, as JSON text."""
     sql = queue.claim_sql(tx.dialect)
-    if tx.dialect == "sqlite":
-        result = await tx.conn.execute(text("EXPLAIN QUERY PLAN " + sql), _CLAIM_PARAMETERS)
-        return "\n".join(str(row[-1]) for row in result)
+    if tx.dialect == "sqlite":  # the lease, then the heads' read (queue_sqlite.claim)
+        lines: list[str] = []
+        for statement, parameters in (
+            (sql, _CLAIM_PARAMETERS),
+            (queue_sqlite.HEADS_WITH_MESSAGES.replace("?", ":keys"), {"keys": "[]"}),
+        ):
+            result = await tx.conn.execute(text("EXPLAIN QUERY PLAN " + statement), parameters)
+            lines.extend(str(row[-1]) for row in result)
+        return "\n".join(lines)
     result = await tx.conn.execute(text("EXPLAIN (FORMAT JSON) " + sql), _CLAIM_PARAMETERS)
     return json.dumps(result.one()[0])
 
@@ -337,7 +364,7 @@ async def claim_plan(tx: Tx) -> str:
 async def supersede_plan(tx: Tx) -> str:
     """The planner's plan for finding the dead letters a delivered message supersedes, run on
     nothing: on SQLite ``flow.SUPERSEDE_ROW``'s ``EXPLAIN QUERY PLAN`` details; on PostgreSQL
-    the ``EXPLAIN (FORMAT JSON)`` of ``queue_pg.FINISH`` (which holds it), as JSON text."""
+    the ``EXPLAIN (FORMAT JSON)`` of ``queue_pg.RECORD`` (which holds it), as JSON text."""
     if tx.dialect == "sqlite":
         result = await tx.conn.execute(
             text("EXPLAIN QUERY PLAN " + flow.SUPERSEDE_ROW.replace("?", ":p")),
@@ -346,10 +373,13 @@ async def supersede_plan(tx: Tx) -> str:
         return "\n".join(str(row[-1]) for row in result)
     raw = await driver.postgres(tx)
     assert raw is not None
-    heads = codec.dumps([{"w": "wh_1", "u": "u1", "seq": 1}])
-    delivered = codec.dumps([{"w": "wh_1", "u": "u1", "seq": 9, "s": "user", "m": "msg_9"}])
+    delivered = codec.dumps(
+        [{"pk": 1, "w": "wh_1", "u": "u1", "seq": 9, "lease": "l", "status": "delivered",
+          "due_ms": None, "fin": 1, "attempt_count": 1, "held": 0, "outcome": "delivered",
+          "s": "user", "m": "msg_9"}]
+    )  # fmt: skip
     document = await raw.fetchval(
-        "EXPLAIN (FORMAT JSON) " + queue_pg.FINISH, heads, 0, "now", delivered
+        "EXPLAIN (FORMAT JSON) " + queue_pg.RECORD, delivered, "now", "[]", 0
     )
     return document if isinstance(document, str) else json.dumps(document)
 

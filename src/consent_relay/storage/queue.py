@@ -1,24 +1,29 @@
 """The delivery queue: append deliveries, claim due heads with a lease, record outcomes,
 advance the queues.
 
-Each (webhook, user) pair is a queue; only its head (lowest pending ``seq``) has ``due_ms``
-set, so at most one delivery per queue is ever in flight, which keeps per-user order.
+Each (webhook, user) pair is a queue, a row of ``delivery_queues``: its last sequence number,
+how many of its deliveries are pending, and its head's clock and lease (``due_ms``,
+``lease_owner``). The head is the pending delivery of seq ``last_seq - pending + 1``; only a
+queue (so only its head) is ever due, so at most one delivery per queue is in flight, which
+keeps per-user order. The clock is the narrow queue row's, not the wide delivery row's
+(migration 0009): a claim writes the queue row only, a record the delivery row once.
 
 - **append**: a multi-row upsert on ``delivery_queues`` (one per 2,000 queues) hands every
-  queue its block of sequence numbers (and locks those rows); a queue's first new delivery
-  is due at once only when the queue was empty.
-- **claim**: one short statement picks due heads (``FOR UPDATE SKIP LOCKED`` on PostgreSQL),
-  stamps a lease token and moves ``due_ms`` to the lease's end. A worker that dies simply
-  lets ``due_ms`` come round again: expired leases need no reaper.
-- **record**: one statement updates every result of a batch *where the lease still holds*
-  (``RETURNING`` tells which did); attempts are inserted only for those, unique per
-  (delivery, attempt number); finished heads hand ``due_ms`` to the next in their queue.
-  On PostgreSQL its statements go to asyncpg directly (``queue_pg``), on SQLite to sqlite3
+  queue its block of sequence numbers (and locks those rows); a queue that was empty gets
+  its clock: its first new delivery, the head, is due at once.
+- **claim**: one short statement picks due queues (``FOR UPDATE SKIP LOCKED`` on
+  PostgreSQL), stamps a lease token, moves ``due_ms`` to the lease's end and returns the
+  heads. A worker that dies simply lets ``due_ms`` come round again: expired leases need no
+  reaper.
+- **record**: the queues of a batch *whose lease still holds* let it go (a retried head due
+  again at its retry time; a finished head leaving, the next in line due at once), and only
+  their deliveries get their outcome and attempts, unique per (delivery, attempt number).
+  On PostgreSQL its statement goes to asyncpg directly (``queue_pg``), on SQLite to sqlite3
   in one hop (``queue_sqlite``).
   The worker goes through ``batches.record``, which keeps one bad row from failing the rest.
 Batches travel as one JSON parameter, unpacked by ``json_each`` (SQLite) or
 ``jsonb_to_recordset`` (PostgreSQL). The dialect differences are all in this module and
-``engine.py``: that unpacking, ``SKIP LOCKED``, ``pg_notify`` and the head-promotion query.
+``engine.py``: that unpacking, ``SKIP LOCKED``, ``pg_notify`` and the heads' lookup.
 
 Appending is in ``queue_append.py`` (``enqueue``, ``append`` and ``notify_workers`` are
 re-exported here); claiming and recording are below.
@@ -91,39 +96,83 @@ _strings = dialect.strings
 # -- claiming and recording ------------------------------------------------------------------
 
 
-@functools.cache
-def claim_sql(dialect: str, with_messages: bool = True) -> str:
-    """The claim statement (parameters ``now``, ``limit``, ``lease``, ``until``, ``excluded``);
-    on PostgreSQL it returns each head's message too, unless told not to."""
-    # SQLite's planner, left to itself, walks every delivery of the webhook (all statuses)
-    # and sorts them: a claim took time in proportion to the history. The due index it is.
-    hint = " INDEXED BY ix_deliveries_due" if dialect == "sqlite" else ""
-    pick = f"""
-        SELECT d.pk FROM deliveries d{hint}
-        WHERE d.due_ms IS NOT NULL AND d.due_ms <= :now
-          AND d.webhook_id IN (SELECT id FROM webhooks WHERE enabled)
-          AND d.webhook_id NOT IN (
+# What the claim returns of each head, in this order (``Claimed``'s first nine fields).
+HEAD_COLUMNS = "pk, id, webhook_id, message_id, user_id, seq, attempt_count, held_attempts, subject"
+
+
+def _due_queues(dialect: str) -> str:
+    """The due queues a claim may take, oldest due first (parameters ``now``, ``limit``,
+    ``excluded``): of enabled webhooks that are not paused, not rate-limited (those are
+    ``ratelimit.take``'s) and not excluded."""
+    return f"""
+        FROM delivery_queues q{" INDEXED BY ix_delivery_queues_due" if dialect == "sqlite" else ""}
+        WHERE q.due_ms IS NOT NULL AND q.due_ms <= :now
+          AND q.webhook_id IN (SELECT id FROM webhooks WHERE enabled)
+          AND q.webhook_id NOT IN (
               SELECT webhook_id FROM webhook_flow WHERE paused_until_ms > :now)
-          AND d.webhook_id NOT IN (SELECT id FROM webhooks WHERE rate_limit IS NOT NULL)
-          AND d.webhook_id NOT IN ({_strings(dialect, "excluded")})
-        ORDER BY d.due_ms
+          AND q.webhook_id NOT IN (SELECT id FROM webhooks WHERE rate_limit IS NOT NULL)
+          AND q.webhook_id NOT IN ({_strings(dialect, "excluded")})
+        ORDER BY q.due_ms
         LIMIT :limit
     """
-    if dialect == "postgresql":
-        pick += " FOR UPDATE OF d SKIP LOCKED"
-    sql = f"""
-        UPDATE deliveries SET lease_owner = :lease, due_ms = :until
-        WHERE pk IN ({pick})
-        RETURNING pk, id, webhook_id, message_id, user_id, seq, attempt_count,
-            held_attempts, subject
-    """
-    if dialect == "postgresql" and with_messages:
-        sql = f"""
-            WITH c AS ({sql})
-            SELECT c.*, m.type, m.regulation, m.parameters
-            FROM c LEFT JOIN messages m ON m.id = c.message_id
+
+
+# The head delivery of each picked queue (``p``: webhook_id, user_id, head), found through
+# ``ix_deliveries_queue`` a queue at a time whatever the statistics say (the LATERAL, as
+# ``queue_pg.RECORD``'s lookups). A queue whose head this statement's snapshot cannot see
+# (a record that moved it on committed after the snapshot) drops out here: it is locked but
+# not leased, and the next claim takes it.
+# (The status is checked outside the lookup: inside, PostgreSQL without statistics took
+# ``ix_deliveries_webhook_status`` for it and walked the webhook's pending deliveries.)
+_HEADS_PG = f"""
+    SELECT {", ".join("h." + name for name in HEAD_COLUMNS.split(", "))}
+    FROM p CROSS JOIN LATERAL (
+        SELECT {HEAD_COLUMNS}, d.status FROM deliveries d
+        WHERE d.webhook_id = p.webhook_id AND d.user_id = p.user_id AND d.seq = p.head
+        LIMIT 1) AS h
+    WHERE h.status = 'pending'
+"""
+
+
+@functools.cache
+def claim_sql(dialect: str, with_messages: bool = True) -> str:
+    """The claim statement (parameters ``now``, ``limit``, ``lease``, ``until``, ``excluded``).
+    On PostgreSQL it leases the due queues and returns their heads (``HEAD_COLUMNS``), with
+    each head's message unless told not to; on SQLite it leases the queues and returns them
+    (webhook_id, user_id, head seq), and ``queue_sqlite.claim`` reads their heads.
+
+    A lease is the queue row's: ``lease_owner`` and ``due_ms`` moved to the lease's end. A
+    worker that dies simply lets ``due_ms`` come round again: expired leases need no reaper.
+    The head's own (wide) row is not written."""
+    if dialect == "sqlite":
+        # SQLite's planner, left to itself, may walk every queue of the webhook and sort
+        # them: the due index it is.
+        return f"""
+            UPDATE delivery_queues SET lease_owner = :lease, due_ms = :until
+            WHERE rowid IN (SELECT q.rowid {_due_queues(dialect)})
+            RETURNING webhook_id, user_id, last_seq - pending + 1
         """
-    return sql
+    sql = f"""
+        WITH p AS (
+            SELECT q.webhook_id, q.user_id, q.last_seq - q.pending + 1 AS head
+            {_due_queues(dialect)}
+            FOR UPDATE OF q SKIP LOCKED
+        ), h AS ({_HEADS_PG}
+        ), leased AS (
+            UPDATE delivery_queues q SET lease_owner = :lease, due_ms = :until
+            FROM h WHERE q.webhook_id = h.webhook_id AND q.user_id = h.user_id
+            RETURNING h.*
+        )
+    """
+    if with_messages:
+        return (
+            sql
+            + """
+            SELECT c.*, m.type, m.regulation, m.parameters
+            FROM leased c LEFT JOIN messages m ON m.id = c.message_id
+        """
+        )
+    return sql + " SELECT * FROM leased"
 
 
 async def claim(
@@ -197,17 +246,15 @@ async def record(
         return []
     raw = await driver.postgres(tx)
     if raw is not None:
-        held = await queue_pg.record(raw, results, now, with_attempts)
+        held = await queue_pg.record(raw, results, now, now_ms, with_attempts)
         kept = [r for r in results if r.claimed.pk in held]
-        if kept:
-            await _flow(tx, kept, now, raw=raw, now_ms=now_ms)
-        return kept
-    kept = await driver.on_sqlite(  # one hop to aiosqlite's thread: see queue_sqlite
-        tx,
-        lambda db: queue_sqlite.record(
-            db, results, now_ms=now_ms, now=now, with_attempts=with_attempts
-        ),
-    )
+    else:
+        kept = await driver.on_sqlite(  # one hop to aiosqlite's thread: see queue_sqlite
+            tx,
+            lambda db: queue_sqlite.record(
+                db, results, now_ms=now_ms, now=now, with_attempts=with_attempts
+            ),
+        )
     await flow_changes(tx, kept, now)
     return kept
 
@@ -225,31 +272,11 @@ async def flow_changes(tx: Tx, kept: Sequence[Result], now: str) -> None:
     await flow.disable(tx, disabled, now)
 
 
-async def _flow(tx: Tx, kept: Sequence[Result], now: str, *, raw: Any, now_ms: int) -> None:
-    """``flow_changes``, then dead letters superseded by a delivered message of the same
-    subject and finished heads leaving their queues, the next becoming due (PostgreSQL:
-    ``queue_pg.finish``; SQLite does these in ``queue_sqlite.record``)."""
-    await flow_changes(tx, kept, now)
-    delivered = [
-        (r.claimed.webhook_id, r.claimed.user_id, r.claimed.seq, r.claimed.subject,
-         r.claimed.message_id)
-        for r in kept
-        if r.status == "delivered" and r.claimed.subject is not None
-    ]  # fmt: skip
-    finished = [
-        (r.claimed.webhook_id, r.claimed.user_id, r.claimed.seq)
-        for r in kept
-        if r.status != "pending"
-    ]
-    if finished or delivered:
-        await queue_pg.finish(raw, finished, delivered, now_ms, now)
-
-
 async def next_due_ms(tx: Tx, after_ms: int) -> int | None:
     """When the next delivery falls due (after ``after_ms``), to sleep until then."""
     row = (
         await tx.conn.execute(
-            text("SELECT min(due_ms) AS due FROM deliveries WHERE due_ms > :after"),
+            text("SELECT min(due_ms) AS due FROM delivery_queues WHERE due_ms > :after"),
             {"after": after_ms},
         )
     ).first()
@@ -260,14 +287,18 @@ async def release(tx: Tx, claimed: Sequence[Claimed], now_ms: int) -> None:
     """Give leases back unsent (graceful shutdown): due again at once, attempt not counted."""
     if not claimed:
         return
-    rows = codec.dumps([{"pk": c.pk, "lease": c.lease} for c in claimed])
-    source = rows_source(tx.dialect, [("pk", "bigint"), ("lease", "text")])
+    rows = codec.dumps(
+        [{"w": c.webhook_id, "u": c.user_id, "lease": c.lease} for c in sorted(
+            claimed, key=lambda c: (c.webhook_id, c.user_id))]
+    )  # fmt: skip
+    source = rows_source(tx.dialect, [("w", "text"), ("u", "text"), ("lease", "text")])
     await tx.conn.execute(
         text(
             f"""
-            UPDATE deliveries SET due_ms = :now, lease_owner = NULL
+            UPDATE delivery_queues SET due_ms = :now, lease_owner = NULL
             FROM {source}
-            WHERE deliveries.pk = v.pk AND deliveries.lease_owner = v.lease
+            WHERE delivery_queues.webhook_id = v.w AND delivery_queues.user_id = v.u
+              AND delivery_queues.lease_owner = v.lease
             """
         ),
         {"rows": rows, "now": now_ms},

@@ -102,13 +102,12 @@ async def append(
         by_queue.setdefault((webhook_id, user_id), []).append(position)
     new_ids = [ids.DELIVERIES.new() for _ in items]
     queues = sorted(by_queue.items())  # one lock order for every writer
-    counters = await _reserve(tx, queues)
+    counters = await _reserve(tx, queues, now_ms)
     rows: list[dict[str, Any]] = []
     for (webhook_id, user_id), positions in queues:
         count = len(positions)
-        last_seq, pending = counters[(webhook_id, user_id)]
+        last_seq, _pending = counters[(webhook_id, user_id)]
         first_seq = last_seq - count + 1
-        queue_was_empty = pending == count
         for offset, position in enumerate(positions):
             org_id, _webhook, message_id, _user = items[position]
             rows.append(
@@ -121,7 +120,6 @@ async def append(
                     "seq": first_seq + offset,
                     "status": "pending",
                     "attempt_count": 0,
-                    "due_ms": now_ms if (queue_was_empty and offset == 0) else None,
                     "subject": None if subjects is None else subjects[position],
                     "created_at": now,
                     "updated_at": now,
@@ -133,23 +131,28 @@ async def append(
 
 
 async def _reserve(
-    tx: Tx, queues: Sequence[tuple[tuple[str, str], list[int]]]
+    tx: Tx, queues: Sequence[tuple[tuple[str, str], list[int]]], now_ms: int
 ) -> dict[tuple[str, str], tuple[int, int]]:
-    """Hand each queue its block of sequence numbers: (last_seq, pending) after it."""
+    """Hand each queue its block of sequence numbers: (last_seq, pending) after it. A queue
+    that was empty gets its clock too: its first new delivery, the head, is due at once."""
     rows = [{"w": w, "u": u, "n": len(p)} for (w, u), p in queues]
-    result = await tx.conn.execute(text(RESERVE_SQL[tx.dialect]), {"rows": codec.dumps(rows)})
+    result = await tx.conn.execute(
+        text(RESERVE_SQL[tx.dialect]), {"rows": codec.dumps(rows), "now": now_ms}
+    )
     return {(r.webhook_id, r.user_id): (r.last_seq, r.pending) for r in result}
 
 
 def _reserve_sql(name: str) -> str:
     source = rows_source(name, [("w", "text"), ("u", "text"), ("n", "bigint")])
     return f"""
-        INSERT INTO delivery_queues (webhook_id, user_id, last_seq, pending)
-        SELECT w, u, n, n FROM {source}
+        INSERT INTO delivery_queues (webhook_id, user_id, last_seq, pending, due_ms)
+        SELECT w, u, n, n, :now FROM {source}
         WHERE true
         ON CONFLICT (webhook_id, user_id) DO UPDATE
         SET last_seq = delivery_queues.last_seq + excluded.last_seq,
-            pending = delivery_queues.pending + excluded.pending
+            pending = delivery_queues.pending + excluded.pending,
+            due_ms = CASE WHEN delivery_queues.pending = 0 THEN excluded.due_ms
+                          ELSE delivery_queues.due_ms END
         RETURNING webhook_id, user_id, last_seq, pending
     """
 
@@ -169,7 +172,7 @@ _APPENDED_COLUMNS = {
     "messages": {"id", "organization_id", "type", "regulation", "user_id", "parameters",
                  "created_at"},
     "deliveries": {"id", "organization_id", "webhook_id", "message_id", "user_id", "seq",
-                   "status", "attempt_count", "due_ms", "subject", "created_at",
+                   "status", "attempt_count", "subject", "created_at",
                    "updated_at"},
 }  # fmt: skip
 RESERVE_SQL = {name: _reserve_sql(name) for name in ("postgresql", "sqlite")}

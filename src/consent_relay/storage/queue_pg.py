@@ -4,14 +4,9 @@ inside the transaction the caller opened through SQLAlchemy.
 SQLAlchemy's cost a statement (cache key, parameters compiled into JSON text, result rows,
 the greenlet hop) was a visible share of the worker's CPU per delivery; here a batch's rows
 travel as one JSON parameter (``jsonb_to_recordset``, as everywhere: asyncpg's typed arrays
-were measured dearer, an ``isinstance`` an element), and a batch's record is at most three
-round trips:
-
-- one statement updates the deliveries whose lease still holds and inserts their attempts
-  (the attempts joined to the rows the update returned: only those whose lease held);
-- for the heads that finished, one statement moves their queues on, then one makes the next
-  head of each due and marks the dead letters their delivered messages supersede (two, not
-  one: see ``_LEAVE``).
+were measured dearer, an ``isinstance`` an element), and a batch's record is one round trip (``RECORD``): the queues whose lease still holds let it go and move on, their
+deliveries get their outcome and attempts, and the dead letters their delivered messages
+supersede become so.
 
 SQLite's record does the same with plain ``sqlite3`` calls (``queue_sqlite``); the contract
 tests run both.
@@ -97,17 +92,38 @@ async def fetch(conn: asyncpg.Connection[Any], sql: str, params: dict[str, Any])
     return list(await conn.fetch(statement, *(params[name] for name in names)))
 
 
-_RECORD = """
+# A batch's record, one statement (public: ``inspect.supersede_plan`` reads its plan):
+# - ``moved``: each queue whose lease this worker still holds lets it go. A head still
+#   pending (a retry) is due again at its retry time; a head that finished leaves its queue
+#   (``pending`` - 1) and the next in line, if any, is due at once. (The right-hand side
+#   reads the row as it was: ``pending`` is the count before this update. Under READ
+#   COMMITTED an append that held the queue row is waited for and its count is the one
+#   updated, so a delivery appended meanwhile is never left without a clock.) The
+#   queues are updated in the batch's (sorted) order: one lock order for every writer.
+# - ``kept``: the deliveries of those queues get their outcome: the wide delivery row is
+#   written once a delivery, here (a claim writes the queue row only);
+# - ``attempted``: their attempts, unique per (delivery, attempt number);
+# - ``superseded``: the dead letters their delivered messages supersede
+#   (``flow.SUPERSEDE_ROW``), each queue's looked up in the dead-letters index (``OFFSET 0``
+#   keeps the lookup per row: a join, planned with no statistics, read every dead letter of
+#   the webhook for each delivered message; 4 s a batch against 50,000 of them).
+RECORD = """
     WITH v AS (
         SELECT * FROM jsonb_to_recordset($1::jsonb)
-            AS v(pk bigint, lease text, status text, due_ms bigint, attempt_count int, held int,
-                 outcome text)
-    ), kept AS (
-        UPDATE deliveries SET status = v.status, due_ms = v.due_ms, lease_owner = NULL,
-            attempt_count = v.attempt_count, held_attempts = held_attempts + v.held,
-            last_outcome = v.outcome, updated_at = $2
+            AS v(pk bigint, w text, u text, seq bigint, lease text, status text,
+                 due_ms bigint, fin int, attempt_count int, held int, outcome text,
+                 s text, m text)
+    ), moved AS (
+        UPDATE delivery_queues q SET lease_owner = NULL, pending = q.pending - v.fin,
+            due_ms = CASE WHEN v.fin = 0 THEN v.due_ms WHEN q.pending > 1 THEN $4::bigint END
         FROM v
-        WHERE deliveries.pk = v.pk AND deliveries.lease_owner = v.lease
+        WHERE q.webhook_id = v.w AND q.user_id = v.u AND q.lease_owner = v.lease
+        RETURNING v.pk
+    ), kept AS (
+        UPDATE deliveries SET status = v.status, attempt_count = v.attempt_count,
+            held_attempts = held_attempts + v.held, last_outcome = v.outcome, updated_at = $2
+        FROM v
+        WHERE deliveries.pk = v.pk AND v.pk IN (SELECT pk FROM moved)
         RETURNING deliveries.pk
     ), attempted AS (
         INSERT INTO attempts (id, delivery_id, attempt_number, started_at, duration_ms,
@@ -119,106 +135,58 @@ _RECORD = """
             AS a(pk bigint, id text, delivery_id text, attempt_number int, started_at text,
                  duration_ms int, outcome text, status_code int, response_body text,
                  request_headers text, error text, response_bytes int)
-        WHERE a.pk IN (SELECT pk FROM kept)
+        WHERE a.pk IN (SELECT pk FROM moved)
         ON CONFLICT (delivery_id, attempt_number) DO NOTHING
-    )
-    SELECT pk FROM kept
-"""
-
-
-def result_row(r: Result) -> dict[str, Any]:
-    """What a result changes on its delivery, as a row of the JSON array the record takes
-    (both databases: ``queue.record`` and ``record`` here)."""
-    return {
-        "pk": r.claimed.pk,
-        "lease": r.claimed.lease,
-        "status": r.status,
-        "due_ms": r.due_ms,
-        "attempt_count": r.claimed.attempt_count + 1,
-        "held": 1 if r.held else 0,
-        "outcome": r.outcome,
-    }
-
-
-async def record(
-    conn: asyncpg.Connection[Any], results: Sequence[Result], now: str, with_attempts: bool
-) -> set[int]:
-    """Update the deliveries of ``results`` whose lease still holds and insert their attempts
-    (unless told not to); the pks of those whose lease held. (The rows travel as JSON, one
-    parameter each: asyncpg's array encoder costs more, an ``isinstance`` an element.)"""
-    rows = [result_row(r) for r in results]
-    attempts = [{"pk": r.claimed.pk, **attempt_row(r)} for r in (results if with_attempts else ())]
-    found = await conn.fetch(_RECORD, codec.dumps(rows), now, codec.dumps(attempts))
-    return {row[0] for row in found}
-
-
-# Two statements, in this order, never one: the queue update waits for any transaction that
-# holds the queue row (an append adding the next delivery), and under READ COMMITTED only a
-# statement that starts after that wait sees what the append committed. In one statement the
-# promotion looked for ``seq + 1`` in the snapshot taken before the wait, missed a delivery
-# appended meanwhile, and left its queue with no due head for ever
-# (tests/integration/test_queue_race.py).
-_LEAVE = """
-    UPDATE delivery_queues SET pending = pending - 1
-    FROM jsonb_to_recordset($1::jsonb) AS f(w text, u text, seq bigint)
-    WHERE delivery_queues.webhook_id = f.w AND delivery_queues.user_id = f.u
-"""
-
-# The next head: a per-row LATERAL lookup feeding ``pk = ANY(ARRAY(...))`` keeps to the
-# indexes whatever the statistics say; a plain join, planned on the statistics of a freshly
-# filled table, scanned the whole table once per head (measured: 263 ms instead of 0.5 ms a
-# batch). Sequence numbers are contiguous within a queue, so the next head is seq + 1.
-# The superseded dead letters the same way, each queue's looked up in the dead-letters index
-# (``OFFSET 0`` keeps the lookup per row: a join, planned with no statistics, read every dead
-# letter of the webhook for each delivered message; 4 s a batch against 50,000 of them).
-# Public: ``inspect.supersede_plan`` reads its plan.
-FINISH = """
-    WITH f AS (
-        SELECT * FROM jsonb_to_recordset($1::jsonb) AS f(w text, u text, seq bigint)
-    ), promoted AS (
-        UPDATE deliveries SET due_ms = $2
-        WHERE pk = ANY(ARRAY(
-            SELECT nxt.pk FROM f
-            CROSS JOIN LATERAL (
-                SELECT d.pk FROM deliveries d
-                WHERE d.webhook_id = f.w AND d.user_id = f.u AND d.seq = f.seq + 1
-                LIMIT 1) AS nxt))
-          AND status = 'pending' AND due_ms IS NULL
     ), superseded AS (
-        UPDATE deliveries SET status = 'superseded', updated_at = $3
+        UPDATE deliveries SET status = 'superseded', updated_at = $2
         WHERE pk = ANY(ARRAY(
-            SELECT old.pk FROM jsonb_to_recordset($4::jsonb)
-                AS v(w text, u text, seq bigint, s text, m text)
+            SELECT old.pk FROM v
             CROSS JOIN LATERAL (
                 SELECT d.pk FROM deliveries d
                 WHERE d.webhook_id = v.w AND d.user_id = v.u AND d.seq < v.seq
                   AND d.status = 'dead' AND d.replayed_by IS NULL AND d.subject = v.s
                   AND d.message_id < v.m
-                OFFSET 0) AS old))
+                OFFSET 0) AS old
+            WHERE v.status = 'delivered' AND v.s IS NOT NULL
+              AND v.pk IN (SELECT pk FROM moved)))
     )
-    SELECT 1
+    SELECT pk FROM moved
 """
 
 
-async def finish(
+def result_row(r: Result) -> dict[str, Any]:
+    """What a result changes on its delivery and its queue, as a row of the JSON array the
+    record takes (``RECORD``)."""
+    c = r.claimed
+    return {
+        "pk": c.pk,
+        "w": c.webhook_id,
+        "u": c.user_id,
+        "seq": c.seq,
+        "lease": c.lease,
+        "status": r.status,
+        "due_ms": r.due_ms,
+        "fin": 0 if r.status == "pending" else 1,
+        "attempt_count": c.attempt_count + 1,
+        "held": 1 if r.held else 0,
+        "outcome": r.outcome,
+        "s": c.subject,
+        "m": c.message_id,
+    }
+
+
+async def record(
     conn: asyncpg.Connection[Any],
-    finished: Sequence[tuple[str, str, int]],
-    delivered: Sequence[tuple[str, str, int, str | None, str]],
-    now_ms: int,
+    results: Sequence[Result],
     now: str,
-) -> None:
-    """Heads that were delivered or died leave their queues, the next in line becoming due
-    (on SQLite ``queue_sqlite.record``); dead letters ``delivered`` messages supersede become so
-    (``flow.SUPERSEDE_ROW``). Two statements (see ``_LEAVE``)."""
-    ordered = sorted(finished)  # one lock order for every writer (as on SQLite)
-    heads = codec.dumps([{"w": w, "u": u, "seq": seq} for w, u, seq in ordered])
-    await conn.execute(_LEAVE, heads)  # first, and alone: see _LEAVE
-    await conn.execute(
-        FINISH,
-        heads,
-        now_ms,
-        now,
-        codec.dumps(
-            [{"w": w, "u": u, "seq": seq, "s": s, "m": m} for w, u, seq, s, m in delivered]
-        ),
-    )
+    now_ms: int,
+    with_attempts: bool,
+) -> set[int]:
+    """Record ``results`` whose queue's lease still holds (``RECORD``), their attempts too
+    unless told not to; the pks of those whose lease held. (The rows travel as JSON, one
+    parameter each: asyncpg's array encoder costs more, an ``isinstance`` an element.)"""
+    ordered = sorted(results, key=lambda r: (r.claimed.webhook_id, r.claimed.user_id))
+    rows = [result_row(r) for r in ordered]
+    attempts = [{"pk": r.claimed.pk, **attempt_row(r)} for r in (ordered if with_attempts else ())]
+    found = await conn.fetch(RECORD, codec.dumps(rows), now, codec.dumps(attempts), now_ms)
+    return {row[0] for row in found}

@@ -22,27 +22,44 @@ if TYPE_CHECKING:
 
     from consent_relay.storage.queue import Message, Result
 
-_MESSAGES = """
-    SELECT id, type, regulation, parameters FROM messages
-    WHERE id IN (SELECT value FROM json_each(?))
+# The heads of the queues a claim leased (a JSON array of [webhook_id, user_id, seq]), each
+# found through ``ix_deliveries_queue`` (CROSS JOIN keeps SQLite's join order: the array
+# first), with their messages when asked (public: ``inspect.claim_plan`` reads the plan).
+_HEADS = """
+    SELECT d.pk, d.id, d.webhook_id, d.message_id, d.user_id, d.seq, d.attempt_count,
+        d.held_attempts, d.subject{message}
+    FROM json_each(?) AS j CROSS JOIN deliveries d
+    {join}
+    WHERE d.webhook_id = json_extract(j.value, '$[0]')
+      AND d.user_id = json_extract(j.value, '$[1]')
+      AND d.seq = json_extract(j.value, '$[2]') AND d.status = 'pending'
 """
+HEADS_WITH_MESSAGES = _HEADS.format(
+    message=", m.type, m.regulation, m.parameters",
+    join="LEFT JOIN messages m ON m.id = d.message_id",
+)
+_HEADS_ALONE = _HEADS.format(message="", join="")
 
 
 def claim(
     db: sqlite3.Connection, sql: str, params: dict[str, Any], with_messages: bool
 ) -> tuple[list[Any], dict[str, Message]]:
-    """``queue.claim``'s statement (``sql``, named ``params``) and, unless told not to, the
-    messages of the heads it leased, by id. (Through SQLAlchemy these were two statements of
-    a few hops each to this thread and back.)"""
-    rows = db.execute(sql, params).fetchall()
-    if not with_messages or not rows:
-        return rows, {}
-    wanted = codec.dumps(list({row[3] for row in rows}))  # message_id: claim_sql's 4th column
+    """``queue.claim``'s statement (``sql``, named ``params``: it leases the queues), then the
+    heads of the queues it leased (``queue.HEAD_COLUMNS``) and, unless told not to, their
+    messages by id; one hop to this thread for all of it."""
+    leased = db.execute(sql, params).fetchall()
+    if not leased:
+        return [], {}
+    keys = codec.dumps([list(row) for row in leased])
+    if not with_messages:
+        return db.execute(_HEADS_ALONE, (keys,)).fetchall(), {}
+    rows = db.execute(HEADS_WITH_MESSAGES, (keys,)).fetchall()
     found = {
-        id_: {"type": type_, "regulation": regulation, "parameters": parameters}
-        for id_, type_, regulation, parameters in db.execute(_MESSAGES, (wanted,))
+        row[3]: {"type": row[9], "regulation": row[10], "parameters": row[11]}
+        for row in rows
+        if row[9] is not None
     }
-    return rows, found
+    return [row[:9] for row in rows], found
 
 
 # Each statement runs once a row (``executemany``, parameters bound by position): for a
@@ -50,15 +67,20 @@ def claim(
 # ``json_extract`` a column, the rows serialised first): the record's SQLite work a delivery
 # went from about 80 to about 55 CPU-us, measured with the statements alone.
 
-# Which deliveries of the batch this worker still holds (the record is one exclusive write
-# transaction: nothing changes them between this read and the update).
+# Which queues of the batch this worker still holds (the record is one exclusive write
+# transaction: nothing changes them between this read and the updates). A queue's lease
+# holding means its head is still the delivery claimed: only a record moves a head on, and
+# it clears the lease.
 _HELD = """
-    SELECT pk, lease_owner FROM deliveries WHERE pk IN (SELECT value FROM json_each(?))
+    SELECT q.webhook_id, q.user_id, q.lease_owner
+    FROM json_each(?) AS j CROSS JOIN delivery_queues q
+    WHERE q.webhook_id = json_extract(j.value, '$[0]')
+      AND q.user_id = json_extract(j.value, '$[1]')
 """
 _RECORD = """
-    UPDATE deliveries SET status = ?, due_ms = ?, lease_owner = NULL, attempt_count = ?,
-        held_attempts = held_attempts + ?, last_outcome = ?, updated_at = ?
-    WHERE pk = ? AND lease_owner = ?
+    UPDATE deliveries SET status = ?, attempt_count = ?, held_attempts = held_attempts + ?,
+        last_outcome = ?, updated_at = ?
+    WHERE pk = ?
 """
 _INSERT_ATTEMPTS = (
     f"INSERT INTO attempts ({', '.join(queue_pg.ATTEMPT_NAMES)})"
@@ -66,14 +88,13 @@ _INSERT_ATTEMPTS = (
     " ON CONFLICT (delivery_id, attempt_number) DO NOTHING"
 )
 _SUPERSEDE = flow.SUPERSEDE_ROW
-_LEAVE = """
-    UPDATE delivery_queues SET pending = pending - 1 WHERE webhook_id = ? AND user_id = ?
-"""
-# Sequence numbers are contiguous within a queue (appends hand them out in blocks, and rows
-# are never deleted from a queue's middle), so the next head is exactly seq + 1.
-_PROMOTE = """
-    UPDATE deliveries SET due_ms = ?
-    WHERE webhook_id = ? AND user_id = ? AND seq = ? AND status = 'pending' AND due_ms IS NULL
+# The queue lets its lease go: a head still pending is due again at its retry time; a head
+# that finished leaves (``pending`` - 1) and the next in line, if any, is due at once. (The
+# right-hand side reads the row as it was: ``pending`` is the count before this update.)
+_MOVE = """
+    UPDATE delivery_queues SET lease_owner = NULL, pending = pending - ?1,
+        due_ms = CASE WHEN ?1 = 0 THEN ?2 WHEN pending > 1 THEN ?3 END
+    WHERE webhook_id = ?4 AND user_id = ?5
 """
 
 
@@ -86,18 +107,31 @@ def record(
     with_attempts: bool,
 ) -> list[Result]:
     """``queue.record`` but for pauses and disabling (which the caller does): the results
-    whose lease still held are recorded, with their attempts (unless told not to), their
-    finished heads leave their queues and the next become due, and dead letters their
-    delivered messages supersede become so. Returns those results."""
-    owners = dict(db.execute(_HELD, (codec.dumps([r.claimed.pk for r in results]),)).fetchall())
-    kept = [r for r in results if owners.get(r.claimed.pk) == r.claimed.lease]
+    whose queue's lease still held are recorded, with their attempts (unless told not to),
+    their queues let the lease go (a finished head leaving, the next becoming due), and dead
+    letters their delivered messages supersede become so. Returns those results."""
+    keys = codec.dumps([[r.claimed.webhook_id, r.claimed.user_id] for r in results])
+    owners = {(w, u): owner for w, u, owner in db.execute(_HELD, (keys,))}
+    kept = [
+        r
+        for r in results
+        if owners.get((r.claimed.webhook_id, r.claimed.user_id)) == r.claimed.lease
+    ]
     if not kept:
         return []
     db.executemany(
+        _MOVE,
+        sorted(  # one lock order for every writer (as on PostgreSQL)
+            (0 if r.status == "pending" else 1, r.due_ms, now_ms, r.claimed.webhook_id,
+             r.claimed.user_id)
+            for r in kept
+        ),
+    )  # fmt: skip
+    db.executemany(
         _RECORD,
         [
-            (r.status, r.due_ms, r.claimed.attempt_count + 1, 1 if r.held else 0, r.outcome, now,
-             r.claimed.pk, r.claimed.lease)
+            (r.status, r.claimed.attempt_count + 1, 1 if r.held else 0, r.outcome, now,
+             r.claimed.pk)
             for r in kept
         ],
     )  # fmt: skip
@@ -110,12 +144,4 @@ def record(
     ]
     if delivered:
         db.executemany(_SUPERSEDE, delivered)
-    finished = sorted(  # one lock order for every writer (as on PostgreSQL)
-        (r.claimed.webhook_id, r.claimed.user_id, r.claimed.seq)
-        for r in kept
-        if r.status != "pending"
-    )
-    if finished:
-        db.executemany(_LEAVE, [(w, u) for w, u, _seq in finished])
-        db.executemany(_PROMOTE, [(now_ms, w, u, seq + 1) for w, u, seq in finished])
     return kept

@@ -31,24 +31,39 @@ def _buckets_sql(name: str, locked: bool) -> str:
           AND (f.paused_until_ms IS NULL OR f.paused_until_ms <= :now)
           AND w.id NOT IN ({dialect.strings(name, "excluded")})
           AND EXISTS (
-              SELECT 1 FROM deliveries d
-              WHERE d.webhook_id = w.id AND d.due_ms IS NOT NULL AND d.due_ms <= :now)
+              SELECT 1 FROM delivery_queues q
+              WHERE q.webhook_id = w.id AND q.due_ms IS NOT NULL AND q.due_ms <= :now)
         ORDER BY w.id
         {lock}
     """
 
 
 def _take_sql(name: str) -> str:
+    """Lease up to ``:n`` due queues of webhook ``:w``, oldest due first (the queue row's
+    lease, as ``queue.claim_sql``); returns each one's key and head seq."""
     lock = " FOR UPDATE SKIP LOCKED" if name == "postgresql" else ""
     return f"""
-        UPDATE deliveries SET lease_owner = :lease, due_ms = :until
-        WHERE pk IN (
-            SELECT d.pk FROM deliveries d
-            WHERE d.webhook_id = :w AND d.due_ms IS NOT NULL AND d.due_ms <= :now
-            ORDER BY d.due_ms
+        UPDATE delivery_queues SET lease_owner = :lease, due_ms = :until
+        WHERE (webhook_id, user_id) IN (
+            SELECT q.webhook_id, q.user_id FROM delivery_queues q
+            WHERE q.webhook_id = :w AND q.due_ms IS NOT NULL AND q.due_ms <= :now
+            ORDER BY q.due_ms
             LIMIT :n{lock})
-        RETURNING pk, id, webhook_id, message_id, user_id, seq, attempt_count,
-            held_attempts, subject
+        RETURNING webhook_id AS w, user_id AS u, last_seq - pending + 1 AS seq
+    """
+
+
+def _heads_sql(name: str) -> str:
+    """The head deliveries of the queues ``_take_sql`` leased, as the claim returns them
+    (``queue.HEAD_COLUMNS``; a separate statement, so that PostgreSQL's snapshot sees every
+    head the lease returned)."""
+    source = dialect.rows_source(name, [("w", "text"), ("u", "text"), ("seq", "bigint")])
+    return f"""
+        SELECT d.pk, d.id, d.webhook_id, d.message_id, d.user_id, d.seq, d.attempt_count,
+            d.held_attempts, d.subject
+        FROM {source} JOIN deliveries d
+          ON d.webhook_id = v.w AND d.user_id = v.u AND d.seq = v.seq
+        WHERE d.status = 'pending'
     """
 
 
@@ -58,6 +73,7 @@ _BUCKETS_SQL = {
     for locked in (True, False)
 }
 _TAKE_SQL = {name: _take_sql(name) for name in ("postgresql", "sqlite")}
+_HEADS_SQL = {name: _heads_sql(name) for name in ("postgresql", "sqlite")}
 
 
 async def take(
@@ -79,12 +95,19 @@ async def take(
         room = min(math.floor(tokens), limit - len(rows))
         taken: list[Any] = []
         if room > 0:
-            taken = list(
-                await tx.conn.execute(
+            leased = [
+                dict(row._mapping)
+                for row in await tx.conn.execute(
                     text(_TAKE_SQL[tx.dialect]),
                     {"w": bucket.id, "now": now_ms, "n": room, "lease": lease, "until": until_ms},
                 )
-            )
+            ]
+            if leased:
+                taken = list(
+                    await tx.conn.execute(
+                        text(_HEADS_SQL[tx.dialect]), {"rows": codec.dumps(leased)}
+                    )
+                )
             rows.extend(taken)
         tokens -= len(taken)
         spent.append({"w": bucket.id, "tokens": tokens})

@@ -185,6 +185,27 @@ delivery_queues = Table(
     Column("user_id", Text, primary_key=True),
     Column("last_seq", BigInteger, nullable=False),
     Column("pending", Integer, nullable=False),
+    # The queue's head is its delivery of seq ``last_seq - pending + 1`` (sequence numbers
+    # are contiguous, and deliveries leave a queue from its head only). Its clock and lease
+    # live here, on this narrow row, not on the wide delivery row (migration 0009): set
+    # while the queue has a pending delivery, the lease's end while a worker holds it.
+    Column("due_ms", BigInteger),
+    Column("lease_owner", Text),
+    Index(
+        "ix_delivery_queues_due",
+        "due_ms",
+        postgresql_where=text("due_ms IS NOT NULL"),
+        sqlite_where=text("due_ms IS NOT NULL"),
+    ),
+    # A rate-limited webhook's due heads, oldest due first (ratelimit.take): the heads only,
+    # however long its backlog (migration 0006, moved here by 0009).
+    Index(
+        "ix_delivery_queues_webhook_due",
+        "webhook_id",
+        "due_ms",
+        postgresql_where=text("due_ms IS NOT NULL"),
+        sqlite_where=text("due_ms IS NOT NULL"),
+    ),
 )
 
 deliveries = Table(
@@ -199,9 +220,6 @@ deliveries = Table(
     Column("seq", BigInteger, nullable=False),
     Column("status", Text, nullable=False),  # pending | delivered | dead | superseded
     Column("attempt_count", Integer, nullable=False),
-    Column("due_ms", BigInteger),  # set on the queue's head only; null = waiting its turn
-    Column("lease_owner", Text),
-    Column("lease_expires_ms", BigInteger),
     Column("created_at", Text, nullable=False),
     Column("updated_at", Text, nullable=False),
     Column("last_outcome", Text),
@@ -214,12 +232,6 @@ deliveries = Table(
     Column("held_attempts", Integer, nullable=False, server_default="0"),
     Index("ix_deliveries_queue", "webhook_id", "user_id", "seq"),
     Index("ix_deliveries_webhook_status", "webhook_id", "status", "pk"),
-    Index(
-        "ix_deliveries_due",
-        "due_ms",
-        postgresql_where=text("due_ms IS NOT NULL"),
-        sqlite_where=text("due_ms IS NOT NULL"),
-    ),
     # The dead letters of a queue, for the record to find those a delivered message
     # supersedes (flow.SUPERSEDE_ROW): dead ones only, however long the queue's history or
     # the webhook's dead letters (migration 0008).
@@ -230,15 +242,6 @@ deliveries = Table(
         "seq",
         postgresql_where=text("status = 'dead'"),
         sqlite_where=text("status = 'dead'"),
-    ),
-    # A rate-limited webhook's due heads, oldest due first (ratelimit.take): the heads only,
-    # however long its backlog (migration 0006).
-    Index(
-        "ix_deliveries_webhook_due",
-        "webhook_id",
-        "due_ms",
-        postgresql_where=text("due_ms IS NOT NULL"),
-        sqlite_where=text("due_ms IS NOT NULL"),
     ),
 )
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import func, insert, text, update
+from sqlalchemy import func, insert, select, text, update
 
 from consent_relay.storage.tables import (
     attempts,
     deliveries,
+    delivery_queues,
     ledger_entries,
     messages,
     metadata,
@@ -45,6 +46,25 @@ async def insert_rows(tx: Tx, table_name: str, rows: Sequence[Mapping[str, Any]]
         raise ValueError(f"no table {table_name!r} in the schema")
     if rows:
         await tx.conn.execute(insert(metadata.tables[table_name]), [dict(row) for row in rows])
+
+
+async def insert_old_rows(tx: Tx, table_name: str, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Rows written into ``table_name`` of a database at an older revision (migration tests):
+    the columns the rows name, whatever ``tables.py`` says today. Every row names the same
+    columns."""
+    if table_name not in metadata.tables:
+        raise ValueError(f"no table {table_name!r} in the schema")
+    if not rows:
+        return
+    names = list(rows[0])
+    for name in names:
+        if not name.isidentifier():
+            raise ValueError(f"not a column name: {name!r}")
+    columns = ", ".join(names)
+    values = ", ".join(f":{name}" for name in names)
+    await tx.conn.execute(
+        text(f"INSERT INTO {table_name} ({columns}) VALUES ({values})"), [dict(r) for r in rows]
+    )
 
 
 async def forget_statistics(tx: Tx, table_names: Sequence[str]) -> None:
@@ -139,10 +159,32 @@ async def set_delivery_status(
         stmt = stmt.where(deliveries.c.user_id == user_id)
     if webhook_id is not None:
         stmt = stmt.where(deliveries.c.webhook_id == webhook_id)
-    values: dict[str, Any] = {"status": status}
     if clear_due:
-        values["due_ms"] = None
-    return int((await tx.conn.execute(stmt.values(**values))).rowcount)
+        await _stop_clocks(tx, stmt.whereclause)
+    return int((await tx.conn.execute(stmt.values(status=status))).rowcount)
+
+
+def _heads(chosen: Any) -> Any:
+    """A condition on ``delivery_queues``: the queue's head is a delivery ``chosen`` (a
+    condition on ``deliveries``) picks."""
+    return (
+        select(deliveries.c.pk)
+        .where(
+            chosen,
+            deliveries.c.webhook_id == delivery_queues.c.webhook_id,
+            deliveries.c.user_id == delivery_queues.c.user_id,
+            deliveries.c.seq == delivery_queues.c.last_seq - delivery_queues.c.pending + 1,
+        )
+        .exists()
+    )
+
+
+async def _stop_clocks(tx: Tx, chosen: Any) -> None:
+    """Take off the clock (no due time, no lease) the queues headed by a delivery that
+    ``chosen`` (a condition on ``deliveries``) picks."""
+    await tx.conn.execute(
+        update(delivery_queues).where(_heads(chosen)).values(due_ms=None, lease_owner=None)
+    )
 
 
 async def make_dead_letters(
@@ -150,10 +192,12 @@ async def make_dead_letters(
 ) -> None:
     """Turn the deliveries ``ids`` into dead letters, as if their ``attempt_count`` attempts
     had failed, the last with ``last_outcome`` (no attempt rows are written)."""
+    chosen = deliveries.c.id.in_(list(ids))
+    await _stop_clocks(tx, chosen)
     await tx.conn.execute(
         update(deliveries)
-        .where(deliveries.c.id.in_(list(ids)))
-        .values(status="dead", due_ms=None, attempt_count=attempt_count, last_outcome=last_outcome)
+        .where(chosen)
+        .values(status="dead", attempt_count=attempt_count, last_outcome=last_outcome)
     )
 
 
@@ -161,11 +205,11 @@ async def expire_leases(tx: Tx, owner_prefix: str = "") -> int:
     """Make the pending deliveries leased by owners whose id starts with ``owner_prefix``
     (every leased one when it is empty) due at once (``due_ms`` 0), as their leases running
     out would; returns how many there were."""
-    stmt = update(deliveries).where(
-        deliveries.c.status == "pending", deliveries.c.lease_owner.is_not(None)
+    stmt = update(delivery_queues).where(
+        delivery_queues.c.lease_owner.is_not(None), _heads(deliveries.c.status == "pending")
     )
     if owner_prefix:
-        prefix = func.substr(deliveries.c.lease_owner, 1, len(owner_prefix))
+        prefix = func.substr(delivery_queues.c.lease_owner, 1, len(owner_prefix))
         stmt = stmt.where(prefix == owner_prefix)
     return int((await tx.conn.execute(stmt.values(due_ms=0))).rowcount)
 

@@ -13,9 +13,10 @@ directly (``storage.driver``), inside the batch's transaction:
 
 The write computes each delivery's place in its (webhook, user) queue in SQL from what the
 queue upsert returns (its last sequence number and pending count after the batch): the
-``k``-th new delivery of a queue that got ``n`` gets ``last_seq - n + 1 + k``, and only the
-first one of a queue that was empty (``pending = n``) is due at once. That is the same rule
-as ``queue_append.append`` (one upsert, then the rows), with its round trips folded into one.
+``k``-th new delivery of a queue that got ``n`` gets ``last_seq - n + 1 + k``, and a queue
+that was empty gets its clock in the upsert (its first new delivery, the head, is due at
+once). That is the same rule as ``queue_append.append`` (one upsert, then the rows), with its
+round trips folded into one.
 
 Before, the same batch took eight statements through SQLAlchemy (``users.lock_many``,
 ``events.existing_ids``, ``users.insert_many``, ``users.update_many``, ``events.insert_many``
@@ -223,11 +224,13 @@ def _write_sqlite(
     if message_rows:
         db.executemany(_INSERT_MESSAGE_SQLITE, message_rows)
     if queues:
-        reserved = db.execute(queue_append.RESERVE_SQL["sqlite"], {"rows": codec.dumps(queues)})
+        reserved = db.execute(
+            queue_append.RESERVE_SQL["sqlite"], {"rows": codec.dumps(queues), "now": now_ms}
+        )
         counters = {(w, u): (last_seq, pending) for w, u, last_seq, pending in reserved}
         placed = []
         for row in delivery_rows:
-            last_seq, pending = counters[(row["webhook_id"], row["user_id"])]
+            last_seq, _pending = counters[(row["webhook_id"], row["user_id"])]
             n, k = row["n"], row["k"]
             placed.append(
                 (
@@ -237,7 +240,6 @@ def _write_sqlite(
                     row["message_id"],
                     row["user_id"],
                     last_seq - n + 1 + k,
-                    now_ms if pending == n and k == 0 else None,
                     row["subject"],
                     now,
                 )
@@ -310,8 +312,8 @@ _MESSAGES = queue_append.MESSAGE_COLUMNS
 # column with json_extract, which cost more than the statement's own work (bench.write_path).
 _INSERT_DELIVERY_SQLITE = (
     "INSERT INTO deliveries (id, organization_id, webhook_id, message_id, user_id, seq, status,"
-    " attempt_count, due_ms, subject, created_at, updated_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?9, ?9)"
+    " attempt_count, subject, created_at, updated_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?8, ?8)"
 )
 _INSERT_USER_SQLITE = (
     f"INSERT INTO users ({', '.join(name for name, _ in _USERS)})"
@@ -363,19 +365,20 @@ _WRITE_SQL = f"""
         SELECT {_names(_MESSAGES)} FROM {_source(4, _MESSAGES)}
         RETURNING 1
     ), queues AS (
-        INSERT INTO delivery_queues (webhook_id, user_id, last_seq, pending)
-        SELECT w, u, n, n FROM {_source(5, (("w", "text"), ("u", "text"), ("n", "bigint")))}
+        INSERT INTO delivery_queues (webhook_id, user_id, last_seq, pending, due_ms)
+        SELECT w, u, n, n, $7::bigint
+        FROM {_source(5, (("w", "text"), ("u", "text"), ("n", "bigint")))}
         ON CONFLICT (webhook_id, user_id) DO UPDATE
         SET last_seq = delivery_queues.last_seq + excluded.last_seq,
-            pending = delivery_queues.pending + excluded.pending
+            pending = delivery_queues.pending + excluded.pending,
+            due_ms = CASE WHEN delivery_queues.pending = 0 THEN excluded.due_ms
+                          ELSE delivery_queues.due_ms END
         RETURNING webhook_id, user_id, last_seq, pending
     ), new_deliveries AS (
         INSERT INTO deliveries (id, organization_id, webhook_id, message_id, user_id, seq,
-                                status, attempt_count, due_ms, subject, created_at, updated_at)
+                                status, attempt_count, subject, created_at, updated_at)
         SELECT v.id, v.organization_id, v.webhook_id, v.message_id, v.user_id,
-               q.last_seq - v.n + 1 + v.k, 'pending', 0,
-               CASE WHEN q.pending = v.n AND v.k = 0 THEN $7::bigint END,
-               v.subject, $8, $8
+               q.last_seq - v.n + 1 + v.k, 'pending', 0, v.subject, $8, $8
         FROM {_source(6, _DELIVERIES)}
         JOIN queues AS q ON q.webhook_id = v.webhook_id AND q.user_id = v.user_id
         ORDER BY v.o
