@@ -4,9 +4,10 @@ inside the transaction the caller opened through SQLAlchemy.
 SQLAlchemy's cost a statement (cache key, parameters compiled into JSON text, result rows,
 the greenlet hop) was a visible share of the worker's CPU per delivery; here a batch's rows
 travel as one JSON parameter (``jsonb_to_recordset``, as everywhere: asyncpg's typed arrays
-were measured dearer, an ``isinstance`` an element), and a batch's record is one round trip (``RECORD``): the queues whose lease still holds let it go and move on, their
-deliveries get their outcome and attempts, and the dead letters their delivered messages
-supersede become so.
+were measured dearer, an ``isinstance`` an element), and a batch's record is one round trip
+(``RECORD``): the queues whose lease still holds let it go and move on, their deliveries get
+their outcome and attempts, and the dead letters their delivered messages supersede become
+so.
 
 SQLite's record does the same with plain ``sqlite3`` calls (``queue_sqlite``); the contract
 tests run both.
