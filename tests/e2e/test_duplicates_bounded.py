@@ -95,6 +95,16 @@ async def test_duplicates_at_most_the_deliveries_in_flight_at_the_kills(
             # Only a worker that got to work: on a loaded machine start-up can outlast a
             # kill interval, and killing workers still starting would deliver nothing at all.
             await victim.printed(READY, within=30)
+            if creating.done():
+                # No more events pour in, and the loop no longer waits between kills: killed
+                # at once, each replacement died before it claimed anything, and the kills
+                # never hit work again (the loop spun until the timeout, seen once delivery
+                # got faster). So kill it once it holds leases (bounded).
+                async def busy(pid: int = victim.pid) -> bool:
+                    return await leases_of(ctx, pid) > 0
+
+                with contextlib.suppress(AssertionError):
+                    await eventually(busy, within=5, interval=0.02, what="the victim to claim")
             await fleet.kill(victim)
             leases = await leases_of(ctx, victim.pid)
             kills.append(Kill(victim.pid, time.monotonic() - started, progress[0], leases))
