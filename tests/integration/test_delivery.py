@@ -132,3 +132,33 @@ async def test_dead_letter_listed_with_attempts_and_replayed_with_same_webhook_i
     assert len(ids) == 1
     again = (await api.post(f"/v1/webhooks/{hook['id']}/dead-letters/replay", json={})).json()
     assert again == {"replayed": 0}  # already replayed: "all" leaves it out
+
+
+async def test_a_backlog_drains_in_order_with_chained_leases_on_sqlite(
+    api: httpx.AsyncClient, ctx: Context, receiver: Receiver
+) -> None:
+    """A backlog (claims come back full) drained by a worker whose records lease each
+    finished queue's next delivery on (``Worker._chain``, SQLite only): every message
+    arrives once, each user's in order; on PostgreSQL nothing is chained."""
+    await make_webhook(api, receiver.url("/b"), event_types=["event.created"])
+    users, rounds = 30, 4
+    for round_ in range(rounds):
+        for user in range(users):
+            await post_event(api, f"b{user}@example.com", round_ % 2 == 0)
+    async with running(ctx, batch_size=5, concurrency=10) as worker:
+        await receiver.wait_for(users * rounds)
+    seen: dict[str, list[str]] = {}
+    for item in receiver.received:
+        entity = item.json["parameters"]["entity"]
+        seen.setdefault(entity["user"]["organization_user_id"], []).append(entity["id"])
+    events = (await api.get("/v1/consents/events", params={"limit": 1000})).json()["data"]
+    for user in range(users):
+        ouid = f"b{user}@example.com"
+        expected = [e["id"] for e in events if e["user"]["organization_user_id"] == ouid]
+        assert seen[ouid] == expected  # once each, in order
+    if ctx.store.is_sqlite:
+        assert worker.chained > 0
+    else:
+        assert worker.chained == 0
+    async with ctx.store.read() as tx:
+        assert await inspect.count_undelivered(tx) == 0

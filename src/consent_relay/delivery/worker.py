@@ -78,8 +78,11 @@ class Worker:
         self._token_sources: dict[str, oauth.TokenSource] = {}
         self._wake = ctx.work_queued
         self._last_claim = 0.0
+        self._backlog = False  # the last claim came back full (see _chain)
+        self._stopping = False
         self._session: aiohttp.ClientSession
         self.sent = 0  # attempts made, for tests and metrics
+        self.chained = 0  # deliveries a record leased on to this worker (see _chain)
         self._attempt_counters: dict[str, Any] = {}  # metrics.attempts children, by code
         self._replays = replays.AutoReplay(ctx, self._wake)  # dead letters, once delivering
         self._attempt_ids = idgen.AttemptIds()
@@ -138,8 +141,14 @@ class Worker:
             lease_ms=self.lease_ms,
             excluded=excluded,
         )
+        self._backlog = len(claimed) == want
         if not claimed:
             return False
+        await self._start(claimed, now_ms)
+        return len(claimed) == want
+
+    async def _start(self, claimed: list[Claimed], now_ms: int) -> None:
+        """Hand leased deliveries to the senders; give back those it cannot send."""
         hooks = await self.webhooks.get_many({c.webhook_id for c in claimed})
         unsendable = []
         for item in claimed:
@@ -161,7 +170,6 @@ class Worker:
         if unsendable:
             async with self.ctx.store.write() as tx:
                 await queue.release(tx, unsendable, now_ms)
-        return len(claimed) == want
 
     def _room(self) -> tuple[int, int, int]:
         """(free slots, the least worth a claim, leases held)."""
@@ -356,11 +364,19 @@ class Worker:
         recorded = batches.Recorded()
         left = batch
         delay = 0.05
+        chain = self._chain(batch)
         while left:
             try:
                 now_ms = self.ctx.clock_ms()
+                if chain is not None:
+                    chain.until_ms = now_ms + self.lease_ms
                 await batches.record(
-                    self.ctx.store.write, left, now_ms=now_ms, now=from_ms(now_ms), into=recorded
+                    self.ctx.store.write,
+                    left,
+                    now_ms=now_ms,
+                    now=from_ms(now_ms),
+                    into=recorded,
+                    chain=chain,
                 )
                 break
             except errors.StorageUnavailable:
@@ -377,6 +393,12 @@ class Worker:
                 break
         for result in batch:
             self._claimed.pop(result.claimed.pk, None)
+        if recorded.chained:
+            self.chained += len(recorded.chained)
+            try:
+                await self._start(recorded.chained, self.ctx.clock_ms())
+            except Exception:  # their leases run out and they go out then
+                log.exception("could not start %d chained deliveries", len(recorded.chained))
         self._wake_if_room()  # leases given back: room to claim, perhaps
         if recorded.lost:
             log.info("%d results dropped: their leases had moved on", len(recorded.lost))
@@ -386,6 +408,33 @@ class Worker:
         if finished:
             self._wake.set()  # the next deliveries of those queues are due now
             self._replays.note(recorded.kept)
+
+    def _chain(self, batch: list[Result]) -> queue.Chain | None:
+        """What the record of ``batch`` may lease on to this worker (chained leases: the
+        next delivery of each queue it finishes, without a claim; ``queue.Chain``), or None.
+
+        On SQLite only: there, one writer, it saved 5-10 % of the worker's CPU a delivery
+        (the claims of about half the deliveries of a backlog, each a transaction with its
+        fsync); on PostgreSQL it measured slower (the record, one at a time, then carries
+        the next deliveries and their messages, while claims run beside it), so there the
+        next deliveries are made due and claimed. Only while there is a backlog (the last
+        claim came back full): then every worker has due queues to claim, and a worker
+        keeping its queues' next deliveries takes nothing from another. When work is scarce
+        the next deliveries are made due instead, for any worker to claim, so that a worker
+        does not keep every queue to itself while others wait. At most the room the batch
+        leaves (the same bounds as a claim's), and never for a webhook the claim would
+        leave out."""
+        if self._stopping or not self._backlog or not self.ctx.store.is_sqlite:
+            return None
+        settled = sum(1 for r in batch if r.claimed.pk in self._claimed)
+        in_flight, held = len(self._in_flight), len(self._claimed) - settled
+        room = min(self.concurrency - in_flight, 2 * self.concurrency - held)
+        if room <= 0:
+            return None
+        excluded = [hook for hook, n in self._per_webhook.items() if n >= self.webhook_cap]
+        excluded.extend(self.webhooks.broken)
+        lease = f"{self.id}:{ids.new_id('ls')[-10:]}"
+        return queue.Chain(lease=lease, until_ms=0, limit=room, excluded=excluded)
 
     # -- shutdown ---------------------------------------------------------------------------
 
@@ -397,6 +446,7 @@ class Worker:
     ) -> None:
         """Stop claiming; let in-flight attempts finish within their deadline; record them;
         give back the leases of whatever could not finish."""
+        self._stopping = True  # records lease nothing on from now on
         for _ in senders:
             self._todo.put_nowait(None)  # after every job queued: those are sent first
         await asyncio.wait(senders, timeout=self.ctx.settings.request_timeout + 1)

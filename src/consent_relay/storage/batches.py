@@ -99,6 +99,8 @@ class Recorded:
     noted: list[Result] = field(default_factory=list)  # recorded with UNSTORABLE_NOTE
     lost: list[Result] = field(default_factory=list)  # the lease had moved on: not recorded
     failed: list[Result] = field(default_factory=list)  # not recorded: the lease runs out
+    # The next deliveries leased on to the worker in the records that committed (``chain``)
+    chained: list[Claimed] = field(default_factory=list)
 
     def settled(self) -> set[int]:
         """The deliveries (pk) done with, one way or another."""
@@ -117,8 +119,11 @@ async def record(
     now_ms: int,
     now: str,
     into: Recorded | None = None,
+    chain: queue.Chain | None = None,
 ) -> Recorded:
-    """Record a batch of results (``queue.record``), one bad row failing alone.
+    """Record a batch of results (``queue.record``), one bad row failing alone. With
+    ``chain``, the records lease on the next deliveries of the queues they finish, at most
+    ``chain.limit`` in all (``Recorded.chained``; a result recorded alone chains nothing).
 
     A result the database refuses, alone, is recorded again with ``UNSTORABLE_NOTE`` in
     place of its texts: its attempt counts, retries and dead-lettering go on as for any
@@ -131,9 +136,14 @@ async def record(
     done = Recorded() if into is None else into
 
     async def attempt(batch: Sequence[Result]) -> None:
+        room = None
+        if chain is not None:
+            room = dataclasses.replace(chain, limit=chain.limit - len(done.chained))
+        chained: list[Claimed] = []
         async with write() as tx:
-            kept = await _record_in(tx, batch, now_ms=now_ms, now=now)
+            kept = await _record_in(tx, batch, now_ms=now_ms, now=now, chain=room, chained=chained)
         done.add(batch, kept)
+        done.chained.extend(chained)  # committed: these leases are the worker's now
 
     async def alone(result: Result, reason: Exception) -> None:
         await _record_alone(write, result, reason, now_ms=now_ms, now=now, done=done)
@@ -143,21 +153,51 @@ async def record(
 
 
 async def _record_in(
-    tx: Tx, batch: Sequence[Result], *, now_ms: int, now: str, with_attempts: bool = True
+    tx: Tx,
+    batch: Sequence[Result],
+    *,
+    now_ms: int,
+    now: str,
+    with_attempts: bool = True,
+    chain: queue.Chain | None = None,
+    chained: list[Claimed] | None = None,
 ) -> list[Result]:
     """``queue.record``, then ``ledger.append`` for the delivered ones, in ``tx``; on SQLite
-    both in one hop to aiosqlite's thread (``queue_sqlite``), pauses and disabling apart."""
+    both in one hop to aiosqlite's thread (``queue_sqlite``), pauses and disabling apart.
+    The next deliveries leased on (``chain``) go to ``chained``."""
     if tx.dialect != "sqlite":
-        kept = await queue.record(tx, batch, now_ms=now_ms, now=now, with_attempts=with_attempts)
+        kept = await queue.record(
+            tx,
+            batch,
+            now_ms=now_ms,
+            now=now,
+            with_attempts=with_attempts,
+            chain=chain,
+            chained=chained,
+        )
         await ledger.append(tx, kept, now)  # delivered ones leave a ledger entry
         return kept
+    flags = queue.chain_flags(batch, chain)
+    lease = None if chain is None else chain.lease
+    until_ms = None if chain is None else chain.until_ms
 
-    def work(db: sqlite3.Connection) -> list[Result]:
-        kept = queue_sqlite.record(db, batch, now_ms=now_ms, now=now, with_attempts=with_attempts)
+    def work(db: sqlite3.Connection) -> tuple[list[Result], list[Any]]:
+        kept, heads = queue_sqlite.record(
+            db,
+            batch,
+            now_ms=now_ms,
+            now=now,
+            with_attempts=with_attempts,
+            flags=flags,
+            lease=lease,
+            until_ms=until_ms,
+        )
         ledger.append_sqlite(db, kept, now)
-        return kept
+        return kept, heads
 
-    kept = await driver.on_sqlite(tx, work)
+    kept, heads = await driver.on_sqlite(tx, work)
+    if chained is not None and lease is not None:
+        chained.extend(queue.claimed_from(row, lease) for row in heads)
     await queue.flow_changes(tx, kept, now)
     return kept
 

@@ -376,10 +376,10 @@ async def supersede_plan(tx: Tx) -> str:
     delivered = codec.dumps(
         [{"pk": 1, "w": "wh_1", "u": "u1", "seq": 9, "lease": "l", "status": "delivered",
           "due_ms": None, "fin": 1, "attempt_count": 1, "held": 0, "outcome": "delivered",
-          "s": "user", "m": "msg_9"}]
+          "s": "user", "m": "msg_9", "chain": 0}]
     )  # fmt: skip
     document = await raw.fetchval(
-        "EXPLAIN (FORMAT JSON) " + queue_pg.RECORD, delivered, "now", "[]", 0
+        "EXPLAIN (FORMAT JSON) " + queue_pg.RECORD, delivered, "now", "[]", 0, None, None
     )
     return document if isinstance(document, str) else json.dumps(document)
 

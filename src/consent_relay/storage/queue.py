@@ -89,6 +89,52 @@ class Result:
     disable_reason: str | None = None  # disable the webhook (410 Gone), saying why
 
 
+@dataclass(slots=True)
+class Chain:
+    """What a record may lease on to the worker that sends (chained leases): the next
+    delivery of a queue whose head the record finishes, leased in the record's own
+    transaction (the queue row written once, not made due and then claimed), with its
+    message. At most ``limit`` of them, never one of an ``excluded``, disabled, paused or
+    rate-limited webhook, nor of a webhook this batch pauses or disables."""
+
+    lease: str
+    until_ms: int
+    limit: int
+    excluded: Sequence[str] = ()
+
+
+def chain_flags(results: Sequence[Result], chain: Chain | None) -> list[bool]:
+    """Which results may lease their queue's next delivery on (``Chain``): finished ones,
+    the first ``chain.limit`` of those whose webhook the batch neither pauses nor disables
+    and the worker does not exclude. (The database then checks the webhook and that a next
+    delivery is there.)"""
+    if chain is None or chain.limit <= 0:
+        return [False] * len(results)
+    held = set(chain.excluded)
+    held.update(
+        r.claimed.webhook_id for r in results if r.pause_until_ms is not None or r.disable_reason
+    )
+    left = chain.limit
+    flags = []
+    for r in results:
+        go = left > 0 and r.status != "pending" and r.claimed.webhook_id not in held
+        left -= go
+        flags.append(go)
+    return flags
+
+
+def claimed_from(row: Sequence[Any], lease: str) -> Claimed:
+    """A head read with ``HEAD_COLUMNS`` then its message's type, regulation and parameters
+    (None when the message is gone), leased with ``lease``."""
+    pk, id_, webhook_id, message_id, user_id, seq, attempts, held, subject = row[:9]
+    message = (
+        None if row[9] is None else {"type": row[9], "regulation": row[10], "parameters": row[11]}
+    )
+    return Claimed(
+        pk, id_, webhook_id, message_id, user_id, seq, attempts, lease, message, held, subject
+    )
+
+
 rows_source = dialect.rows_source  # the queue's batches travel as one JSON parameter
 _strings = dialect.strings
 
@@ -236,25 +282,47 @@ async def claim(
 
 
 async def record(
-    tx: Tx, results: Sequence[Result], *, now_ms: int, now: str, with_attempts: bool = True
+    tx: Tx,
+    results: Sequence[Result],
+    *,
+    now_ms: int,
+    now: str,
+    with_attempts: bool = True,
+    chain: Chain | None = None,
+    chained: list[Claimed] | None = None,
 ) -> list[Result]:
     """Record a batch; returns the results whose lease still held (the others are dropped:
     another worker owns those deliveries now). One row the database refuses fails the whole
     statement: ``batches.record`` isolates it (and, as a last resort, records a delivery's
-    state ``with_attempts=False``)."""
+    state ``with_attempts=False``). With ``chain``, the next deliveries it leased on are
+    added to ``chained`` (valid once the transaction commits)."""
     if not results:
         return []
+    flags = chain_flags(results, chain)
+    lease = None if chain is None else chain.lease
+    until_ms = None if chain is None else chain.until_ms
     raw = await driver.postgres(tx)
     if raw is not None:
-        held = await queue_pg.record(raw, results, now, now_ms, with_attempts)
+        held, heads = await queue_pg.record(
+            raw, results, now, now_ms, with_attempts, flags, lease, until_ms
+        )
         kept = [r for r in results if r.claimed.pk in held]
     else:
-        kept = await driver.on_sqlite(  # one hop to aiosqlite's thread: see queue_sqlite
+        kept, heads = await driver.on_sqlite(  # one hop to aiosqlite's thread: queue_sqlite
             tx,
             lambda db: queue_sqlite.record(
-                db, results, now_ms=now_ms, now=now, with_attempts=with_attempts
+                db,
+                results,
+                now_ms=now_ms,
+                now=now,
+                with_attempts=with_attempts,
+                flags=flags,
+                lease=lease,
+                until_ms=until_ms,
             ),
         )
+    if chained is not None and lease is not None:
+        chained.extend(claimed_from(row, lease) for row in heads)
     await flow_changes(tx, kept, now)
     return kept
 

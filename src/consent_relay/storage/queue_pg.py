@@ -94,13 +94,19 @@ async def fetch(conn: asyncpg.Connection[Any], sql: str, params: dict[str, Any])
 
 
 # A batch's record, one statement (public: ``inspect.supersede_plan`` reads its plan):
+# - ``c``: each result with ``go``: it may lease its queue's next delivery on to this worker
+#   (chained leases, ``queue.Chain``): asked for (``chain``, from ``queue.chain_flags``), the
+#   webhook enabled, not paused, not rate-limited, and the next delivery there in this
+#   statement's snapshot (one appended by a transaction that committed after it is made due
+#   instead, as without chaining);
 # - ``moved``: each queue whose lease this worker still holds lets it go. A head still
 #   pending (a retry) is due again at its retry time; a head that finished leaves its queue
-#   (``pending`` - 1) and the next in line, if any, is due at once. (The right-hand side
-#   reads the row as it was: ``pending`` is the count before this update. Under READ
-#   COMMITTED an append that held the queue row is waited for and its count is the one
-#   updated, so a delivery appended meanwhile is never left without a clock.) The
-#   queues are updated in the batch's (sorted) order: one lock order for every writer.
+#   (``pending`` - 1) and the next in line, if any, is due at once, or leased on (``go``):
+#   lease ``$5`` until ``$6``. (The right-hand side reads the row as it was: ``pending`` is
+#   the count before this update. Under READ COMMITTED an append that held the queue row is
+#   waited for and its count is the one updated, so a delivery appended meanwhile is never
+#   left without a clock.) The queues are updated in the batch's (sorted) order: one lock
+#   order for every writer.
 # - ``kept``: the deliveries of those queues get their outcome: the wide delivery row is
 #   written once a delivery, here (a claim writes the queue row only);
 # - ``attempted``: their attempts, unique per (delivery, attempt number);
@@ -108,18 +114,31 @@ async def fetch(conn: asyncpg.Connection[Any], sql: str, params: dict[str, Any])
 #   (``flow.SUPERSEDE_ROW``), each queue's looked up in the dead-letters index (``OFFSET 0``
 #   keeps the lookup per row: a join, planned with no statistics, read every dead letter of
 #   the webhook for each delivered message; 4 s a batch against 50,000 of them).
+# It returns a row a result recorded: its pk, then the next delivery leased on, if any
+# (``queue.HEAD_COLUMNS`` and the message's type, regulation and parameters), else nulls.
 RECORD = """
     WITH v AS (
         SELECT * FROM jsonb_to_recordset($1::jsonb)
             AS v(pk bigint, w text, u text, seq bigint, lease text, status text,
                  due_ms bigint, fin int, attempt_count int, held int, outcome text,
-                 s text, m text)
-    ), moved AS (
-        UPDATE delivery_queues q SET lease_owner = NULL, pending = q.pending - v.fin,
-            due_ms = CASE WHEN v.fin = 0 THEN v.due_ms WHEN q.pending > 1 THEN $4::bigint END
+                 s text, m text, chain int)
+    ), ok AS (
+        SELECT id FROM webhooks
+        WHERE id IN (SELECT w FROM v WHERE chain = 1) AND enabled AND rate_limit IS NULL
+          AND id NOT IN (SELECT webhook_id FROM webhook_flow WHERE paused_until_ms > $4)
+    ), c AS (
+        SELECT v.*, (v.chain = 1 AND v.w IN (SELECT id FROM ok) AND EXISTS (
+            SELECT 1 FROM deliveries d
+            WHERE d.webhook_id = v.w AND d.user_id = v.u AND d.seq = v.seq + 1)) AS go
         FROM v
-        WHERE q.webhook_id = v.w AND q.user_id = v.u AND q.lease_owner = v.lease
-        RETURNING v.pk
+    ), moved AS (
+        UPDATE delivery_queues q SET pending = q.pending - c.fin,
+            lease_owner = CASE WHEN c.go AND q.pending > 1 THEN $5 END,
+            due_ms = CASE WHEN c.fin = 0 THEN c.due_ms WHEN q.pending <= 1 THEN NULL
+                          WHEN c.go THEN $6::bigint ELSE $4::bigint END
+        FROM c
+        WHERE q.webhook_id = c.w AND q.user_id = c.u AND q.lease_owner = c.lease
+        RETURNING c.pk, c.w, c.u, c.seq + 1 AS next_seq, q.lease_owner IS NOT NULL AS chained
     ), kept AS (
         UPDATE deliveries SET status = v.status, attempt_count = v.attempt_count,
             held_attempts = held_attempts + v.held, last_outcome = v.outcome, updated_at = $2
@@ -151,11 +170,22 @@ RECORD = """
             WHERE v.status = 'delivered' AND v.s IS NOT NULL
               AND v.pk IN (SELECT pk FROM moved)))
     )
-    SELECT pk FROM moved
+    SELECT moved.pk, h.pk, h.id, h.webhook_id, h.message_id, h.user_id, h.seq,
+           h.attempt_count, h.held_attempts, h.subject, msg.type, msg.regulation,
+           msg.parameters
+    FROM moved
+    LEFT JOIN LATERAL (
+        SELECT d.pk, d.id, d.webhook_id, d.message_id, d.user_id, d.seq, d.attempt_count,
+               d.held_attempts, d.subject
+        FROM deliveries d
+        WHERE moved.chained AND d.webhook_id = moved.w AND d.user_id = moved.u
+          AND d.seq = moved.next_seq
+        LIMIT 1) AS h ON true
+    LEFT JOIN messages msg ON msg.id = h.message_id
 """
 
 
-def result_row(r: Result) -> dict[str, Any]:
+def result_row(r: Result, chain: bool) -> dict[str, Any]:
     """What a result changes on its delivery and its queue, as a row of the JSON array the
     record takes (``RECORD``)."""
     c = r.claimed
@@ -173,6 +203,7 @@ def result_row(r: Result) -> dict[str, Any]:
         "outcome": r.outcome,
         "s": c.subject,
         "m": c.message_id,
+        "chain": 1 if chain else 0,
     }
 
 
@@ -182,12 +213,25 @@ async def record(
     now: str,
     now_ms: int,
     with_attempts: bool,
-) -> set[int]:
+    flags: Sequence[bool],
+    lease: str | None,
+    until_ms: int | None,
+) -> tuple[set[int], list[tuple[Any, ...]]]:
     """Record ``results`` whose queue's lease still holds (``RECORD``), their attempts too
-    unless told not to; the pks of those whose lease held. (The rows travel as JSON, one
-    parameter each: asyncpg's array encoder costs more, an ``isinstance`` an element.)"""
-    ordered = sorted(results, key=lambda r: (r.claimed.webhook_id, r.claimed.user_id))
-    rows = [result_row(r) for r in ordered]
-    attempts = [{"pk": r.claimed.pk, **attempt_row(r)} for r in (ordered if with_attempts else ())]
-    found = await conn.fetch(RECORD, codec.dumps(rows), now, codec.dumps(attempts), now_ms)
-    return {row[0] for row in found}
+    unless told not to, leasing on (lease ``lease`` until ``until_ms``) the next delivery of
+    the queues whose ``flags`` say so, where it can: the pks of the results whose lease
+    held, and the rows of the next deliveries leased on (``queue.claimed_from``). (The rows
+    travel as JSON, one parameter each: asyncpg's array encoder costs more, an
+    ``isinstance`` an element.)"""
+    pairs = sorted(
+        zip(results, flags, strict=True),
+        key=lambda p: (p[0].claimed.webhook_id, p[0].claimed.user_id),
+    )
+    rows = [result_row(r, go) for r, go in pairs]
+    attempts = [
+        {"pk": r.claimed.pk, **attempt_row(r)} for r, _go in (pairs if with_attempts else ())
+    ]
+    found = await conn.fetch(
+        RECORD, codec.dumps(rows), now, codec.dumps(attempts), now_ms, lease, until_ms
+    )
+    return {row[0] for row in found}, [tuple(row)[1:] for row in found if row[1] is not None]

@@ -89,12 +89,23 @@ _INSERT_ATTEMPTS = (
 )
 _SUPERSEDE = flow.SUPERSEDE_ROW
 # The queue lets its lease go: a head still pending is due again at its retry time; a head
-# that finished leaves (``pending`` - 1) and the next in line, if any, is due at once. (The
-# right-hand side reads the row as it was: ``pending`` is the count before this update.)
+# that finished leaves (``pending`` - 1) and the next in line, if any, is due at once, or
+# leased on to this worker (``?2``: chained leases, ``queue.Chain``). (The right-hand side
+# reads the row as it was: ``pending`` is the count before this update; SQLite has one
+# writer, so a next delivery counted there is there.)
 _MOVE = """
-    UPDATE delivery_queues SET lease_owner = NULL, pending = pending - ?1,
-        due_ms = CASE WHEN ?1 = 0 THEN ?2 WHEN pending > 1 THEN ?3 END
-    WHERE webhook_id = ?4 AND user_id = ?5
+    UPDATE delivery_queues SET pending = pending - ?1,
+        lease_owner = CASE WHEN ?2 AND pending > 1 THEN ?3 END,
+        due_ms = CASE WHEN ?1 = 0 THEN ?4 WHEN pending <= 1 THEN NULL WHEN ?2 THEN ?5
+                      ELSE ?6 END
+    WHERE webhook_id = ?7 AND user_id = ?8
+"""
+# Of the webhooks a record would chain for, those it may: enabled, not paused, not
+# rate-limited (as the claim's).
+_CHAINABLE = """
+    SELECT id FROM webhooks
+    WHERE id IN (SELECT value FROM json_each(?)) AND enabled AND rate_limit IS NULL
+      AND id NOT IN (SELECT webhook_id FROM webhook_flow WHERE paused_until_ms > ?)
 """
 
 
@@ -105,28 +116,39 @@ def record(
     now_ms: int,
     now: str,
     with_attempts: bool,
-) -> list[Result]:
+    flags: Sequence[bool] | None = None,
+    lease: str | None = None,
+    until_ms: int | None = None,
+) -> tuple[list[Result], list[Any]]:
     """``queue.record`` but for pauses and disabling (which the caller does): the results
     whose queue's lease still held are recorded, with their attempts (unless told not to),
-    their queues let the lease go (a finished head leaving, the next becoming due), and dead
-    letters their delivered messages supersede become so. Returns those results."""
+    their queues let the lease go (a finished head leaving, the next becoming due, or leased
+    on with ``lease`` until ``until_ms`` where ``flags`` say so and the webhook allows), and
+    dead letters their delivered messages supersede become so. Returns those results, and
+    the rows of the next deliveries leased on (``queue.claimed_from``)."""
     keys = codec.dumps([[r.claimed.webhook_id, r.claimed.user_id] for r in results])
     owners = {(w, u): owner for w, u, owner in db.execute(_HELD, (keys,))}
-    kept = [
-        r
-        for r in results
-        if owners.get((r.claimed.webhook_id, r.claimed.user_id)) == r.claimed.lease
-    ]
+    wanted = flags if flags is not None else [False] * len(results)
+    kept, chain = [], []
+    for r, go in zip(results, wanted, strict=True):
+        if owners.get((r.claimed.webhook_id, r.claimed.user_id)) == r.claimed.lease:
+            kept.append(r)
+            chain.append(go and lease is not None)
     if not kept:
-        return []
-    db.executemany(
-        _MOVE,
-        sorted(  # one lock order for every writer (as on PostgreSQL)
-            (0 if r.status == "pending" else 1, r.due_ms, now_ms, r.claimed.webhook_id,
-             r.claimed.user_id)
-            for r in kept
-        ),
-    )  # fmt: skip
+        return [], []
+    if any(chain):
+        asked = codec.dumps(
+            sorted({r.claimed.webhook_id for r, go in zip(kept, chain, strict=True) if go})
+        )
+        allowed = {row[0] for row in db.execute(_CHAINABLE, (asked, now_ms))}
+        chain = [go and r.claimed.webhook_id in allowed for r, go in zip(kept, chain, strict=True)]
+    moves: list[tuple[object, ...]] = [
+        (0 if r.status == "pending" else 1, 1 if go else 0, lease, r.due_ms, until_ms, now_ms,
+         r.claimed.webhook_id, r.claimed.user_id)
+        for r, go in zip(kept, chain, strict=True)
+    ]  # fmt: skip
+    moves.sort(key=lambda row: (str(row[6]), str(row[7])))  # one lock order, as on PostgreSQL
+    db.executemany(_MOVE, moves)
     db.executemany(
         _RECORD,
         [
@@ -144,4 +166,12 @@ def record(
     ]
     if delivered:
         db.executemany(_SUPERSEDE, delivered)
-    return kept
+    heads: list[Any] = []
+    if any(chain):
+        nexts = [
+            [r.claimed.webhook_id, r.claimed.user_id, r.claimed.seq + 1]
+            for r, go in zip(kept, chain, strict=True)
+            if go
+        ]
+        heads = db.execute(HEADS_WITH_MESSAGES, (codec.dumps(nexts),)).fetchall()
+    return kept, heads
