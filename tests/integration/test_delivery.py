@@ -28,6 +28,19 @@ async def post_event(api: httpx.AsyncClient, ouid: str, enabled: bool) -> dict[s
     return created
 
 
+async def _arrivals_and_events(
+    api: httpx.AsyncClient, receiver: Receiver
+) -> tuple[dict[str, list[str]], list[dict[str, Any]]]:
+    """The event ids each user's messages carried, in arrival order, and the events as the
+    API lists them (creation order)."""
+    seen: dict[str, list[str]] = {}
+    for item in receiver.received:
+        entity = item.json["parameters"]["entity"]
+        seen.setdefault(entity["user"]["organization_user_id"], []).append(entity["id"])
+    events = (await api.get("/v1/consents/events", params={"limit": 1000})).json()["data"]
+    return seen, events
+
+
 async def test_delivers_signed_messages_in_order(
     api: httpx.AsyncClient, ctx: Context, receiver: Receiver
 ) -> None:
@@ -81,11 +94,7 @@ async def test_order_per_user_holds_across_failures(
             await post_event(api, f"u{user}@example.com", round_ % 2 == 0)
     async with running(ctx):
         await receiver.wait_for(5 * users + 2)
-    seen: dict[str, list[str]] = {}
-    for item in receiver.received:
-        entity = item.json["parameters"]["entity"]
-        seen.setdefault(entity["user"]["organization_user_id"], []).append(entity["id"])
-    events = (await api.get("/v1/consents/events", params={"limit": 1000})).json()["data"]
+    seen, events = await _arrivals_and_events(api, receiver)
     for user in range(users):
         ouid = f"u{user}@example.com"
         expected = [e["id"] for e in events if e["user"]["organization_user_id"] == ouid]
@@ -147,11 +156,7 @@ async def test_a_backlog_drains_in_order_with_chained_leases_on_sqlite(
             await post_event(api, f"b{user}@example.com", round_ % 2 == 0)
     async with running(ctx, batch_size=5, concurrency=10) as worker:
         await receiver.wait_for(users * rounds)
-    seen: dict[str, list[str]] = {}
-    for item in receiver.received:
-        entity = item.json["parameters"]["entity"]
-        seen.setdefault(entity["user"]["organization_user_id"], []).append(entity["id"])
-    events = (await api.get("/v1/consents/events", params={"limit": 1000})).json()["data"]
+    seen, events = await _arrivals_and_events(api, receiver)
     for user in range(users):
         ouid = f"b{user}@example.com"
         expected = [e["id"] for e in events if e["user"]["organization_user_id"] == ouid]

@@ -128,8 +128,7 @@ class Worker:
         self._last_claim = time.monotonic()
         want = min(free, self.batch_size)
         await self.webhooks.refresh_if_stale()
-        excluded = [hook for hook, n in self._per_webhook.items() if n >= self.webhook_cap]
-        excluded.extend(self.webhooks.broken)
+        excluded = self._excluded()
         now_ms = self.ctx.clock_ms()
         lease = f"{self.id}:{ids.new_id('ls')[-10:]}"
         claimed = await batches.claim(  # one unreadable message cannot stop every claim
@@ -170,6 +169,12 @@ class Worker:
         if unsendable:
             async with self.ctx.store.write() as tx:
                 await queue.release(tx, unsendable, now_ms)
+
+    def _excluded(self) -> list[str]:
+        """Webhooks not to lease for now: at their cap of requests in flight, or broken."""
+        excluded = [hook for hook, n in self._per_webhook.items() if n >= self.webhook_cap]
+        excluded.extend(self.webhooks.broken)
+        return excluded
 
     def _room(self) -> tuple[int, int, int]:
         """(free slots, the least worth a claim, leases held)."""
@@ -431,8 +436,7 @@ class Worker:
         room = min(self.concurrency - in_flight, 2 * self.concurrency - held)
         if room <= 0:
             return None
-        excluded = [hook for hook, n in self._per_webhook.items() if n >= self.webhook_cap]
-        excluded.extend(self.webhooks.broken)
+        excluded = self._excluded()
         lease = f"{self.id}:{ids.new_id('ls')[-10:]}"
         return queue.Chain(lease=lease, until_ms=0, limit=room, excluded=excluded)
 

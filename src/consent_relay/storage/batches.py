@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sqlalchemy import text
 
 from consent_relay import errors
-from consent_relay.storage import codec, driver, ledger, queue, queue_sqlite
+from consent_relay.storage import codec, driver, ledger, queue
 from consent_relay.storage import engine as engines
 from consent_relay.storage.queue import Claimed, Result
 from consent_relay.storage.tx import Tx
@@ -177,27 +177,17 @@ async def _record_in(
         )
         await ledger.append(tx, kept, now)  # delivered ones leave a ledger entry
         return kept
-    flags = queue.chain_flags(batch, chain)
-    lease = None if chain is None else chain.lease
-    until_ms = None if chain is None else chain.until_ms
 
-    def work(db: sqlite3.Connection) -> tuple[list[Result], list[Any]]:
-        kept, heads = queue_sqlite.record(
-            db,
-            batch,
-            now_ms=now_ms,
-            now=now,
-            with_attempts=with_attempts,
-            flags=flags,
-            lease=lease,
-            until_ms=until_ms,
+    def work(db: sqlite3.Connection) -> tuple[list[Result], list[Claimed]]:
+        kept, leased_on = queue.record_sqlite(
+            db, batch, now_ms=now_ms, now=now, with_attempts=with_attempts, chain=chain
         )
         ledger.append_sqlite(db, kept, now)
-        return kept, heads
+        return kept, leased_on
 
-    kept, heads = await driver.on_sqlite(tx, work)
-    if chained is not None and lease is not None:
-        chained.extend(queue.claimed_from(row, lease) for row in heads)
+    kept, leased_on = await driver.on_sqlite(tx, work)
+    if chained is not None:
+        chained.extend(leased_on)
     await queue.flow_changes(tx, kept, now)
     return kept
 

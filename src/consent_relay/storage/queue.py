@@ -34,7 +34,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
 
@@ -43,6 +43,9 @@ from consent_relay.storage.queue_append import append as append
 from consent_relay.storage.queue_append import enqueue as enqueue
 from consent_relay.storage.queue_append import notify_workers as notify_workers
 from consent_relay.storage.tx import Tx
+
+if TYPE_CHECKING:
+    import sqlite3
 
 Message = dict[str, Any]  # a message as sent: type, regulation, parameters (stored JSON)
 
@@ -298,33 +301,52 @@ async def record(
     added to ``chained`` (valid once the transaction commits)."""
     if not results:
         return []
-    flags = chain_flags(results, chain)
-    lease = None if chain is None else chain.lease
-    until_ms = None if chain is None else chain.until_ms
     raw = await driver.postgres(tx)
     if raw is not None:
+        flags = chain_flags(results, chain)
+        lease = None if chain is None else chain.lease
+        until_ms = None if chain is None else chain.until_ms
         held, heads = await queue_pg.record(
             raw, results, now, now_ms, with_attempts, flags, lease, until_ms
         )
         kept = [r for r in results if r.claimed.pk in held]
+        leased_on = [] if lease is None else [claimed_from(row, lease) for row in heads]
     else:
-        kept, heads = await driver.on_sqlite(  # one hop to aiosqlite's thread: queue_sqlite
+        kept, leased_on = await driver.on_sqlite(  # one hop to aiosqlite's thread
             tx,
-            lambda db: queue_sqlite.record(
-                db,
-                results,
-                now_ms=now_ms,
-                now=now,
-                with_attempts=with_attempts,
-                flags=flags,
-                lease=lease,
-                until_ms=until_ms,
+            lambda db: record_sqlite(
+                db, results, now_ms=now_ms, now=now, with_attempts=with_attempts, chain=chain
             ),
         )
-    if chained is not None and lease is not None:
-        chained.extend(claimed_from(row, lease) for row in heads)
+    if chained is not None:
+        chained.extend(leased_on)
     await flow_changes(tx, kept, now)
     return kept
+
+
+def record_sqlite(
+    db: sqlite3.Connection,
+    results: Sequence[Result],
+    *,
+    now_ms: int,
+    now: str,
+    with_attempts: bool,
+    chain: Chain | None,
+) -> tuple[list[Result], list[Claimed]]:
+    """``queue_sqlite.record`` with what ``chain`` allows, on aiosqlite's thread (``record``,
+    and ``batches`` with the ledger in the same hop): the results recorded and the next
+    deliveries leased on."""
+    kept, heads = queue_sqlite.record(
+        db,
+        results,
+        now_ms=now_ms,
+        now=now,
+        with_attempts=with_attempts,
+        flags=chain_flags(results, chain),
+        lease=None if chain is None else chain.lease,
+        until_ms=None if chain is None else chain.until_ms,
+    )
+    return kept, [] if chain is None else [claimed_from(row, chain.lease) for row in heads]
 
 
 async def flow_changes(tx: Tx, kept: Sequence[Result], now: str) -> None:
