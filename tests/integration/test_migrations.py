@@ -133,3 +133,51 @@ async def test_0009_moves_each_heads_clock_and_lease_to_its_queue(
         await store.close()
         if name is not None:
             await databases.drop_database(POSTGRES_URL, name)
+
+
+async def test_0010_text_compares_byte_by_byte_whatever_the_database_locale(
+    db_url: str, tmp_path: Path
+) -> None:
+    """On a PostgreSQL database whose default collation sorts ``_ a B`` (ICU ``en-US``),
+    migration 0010 collates every text column ``"C"``: identifiers sort by their bytes,
+    ``B _ a``, as on SQLite, and its downgrade gives the columns back to the database's
+    default collation."""
+    if db_url.startswith("sqlite"):
+        url, name = f"sqlite:///{tmp_path / 'old.db'}", None
+    else:
+        name = f"consent_relay_t{os.getpid()}_0010"
+        url = await databases.create_database(POSTGRES_URL, name, icu_locale="en-US")
+    store = Store(url, pool_size=1)
+    queues = [
+        {"webhook_id": "wh_1", "user_id": user, "last_seq": 1, "pending": 1}
+        for user in ("a", "_", "B")
+    ]
+    try:
+        await migrate.upgrade(store.engine, "0009")
+        async with store.write() as tx:
+            await tamper.insert_old_rows(tx, "delivery_queues", queues)
+            before = [q["user_id"] for q in await inspect.rows(tx, "delivery_queues")]
+        await store.migrate()
+        await store.engine.dispose()  # a column's new type invalidates prepared statements
+        async with store.read() as tx:
+            after = [q["user_id"] for q in await inspect.rows(tx, "delivery_queues")]
+            collations = await inspect.text_collations(tx)
+            assert await inspect.schema_differences(tx) == []
+        await migrate.downgrade(store.engine, "0009")
+        await store.engine.dispose()
+        async with store.read() as tx:
+            reverted = set((await inspect.text_collations(tx)).values())
+    finally:
+        await store.close()
+        if name is not None:
+            await databases.drop_database(POSTGRES_URL, name)
+    assert after == ["B", "_", "a"]
+    if name is None:  # SQLite: BINARY already, nothing to migrate
+        assert before == after
+        assert collations == {}
+        assert reverted == set()
+    else:
+        assert before == ["_", "a", "B"]
+        assert ("deliveries", "user_id") in collations
+        assert set(collations.values()) == {"C"}
+        assert reverted == {None}

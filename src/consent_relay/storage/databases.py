@@ -74,11 +74,17 @@ async def _on_server(url: str, statement: str) -> None:
         await conn.close()
 
 
-async def create_database(server_url: str, name: str) -> str:
+async def create_database(server_url: str, name: str, icu_locale: str | None = None) -> str:
     """A new, empty database ``name`` (an older one of that name is dropped first) on the
-    server of ``server_url``, whose own database must exist; returns its URL."""
+    server of ``server_url``, whose own database must exist; returns its URL. With
+    ``icu_locale`` (``"en-US"``), the database's default collation is that ICU locale's."""
     await drop_database(server_url, name)
-    await _on_server(server_url, f"CREATE DATABASE {_quoted(name)}")
+    locale = ""
+    if icu_locale is not None:
+        if not icu_locale.replace("-", "").isalnum():
+            raise ValueError(f"not an ICU locale name: {icu_locale!r}")
+        locale = f" TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE '{icu_locale}'"
+    await _on_server(server_url, f"CREATE DATABASE {_quoted(name)}{locale}")
     return with_database(server_url, name)
 
 

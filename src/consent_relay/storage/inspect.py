@@ -312,14 +312,37 @@ async def dump(tx: Tx) -> list[tuple[str, str]]:
 # -- the schema and the planner ----------------------------------------------------------------
 
 
+_POSTGRES_COLLATIONS = text(
+    "SELECT table_name, column_name, collation_name FROM information_schema.columns"
+    " WHERE table_schema = current_schema() AND data_type = 'text'"
+    " AND table_name <> 'alembic_version' ORDER BY table_name, column_name"
+)
+
+
+async def text_collations(tx: Tx) -> dict[tuple[str, str], str | None]:
+    """Each text column's collation on PostgreSQL, by (table, column) (``None``: the
+    database's default); empty on SQLite, whose columns all compare ``BINARY``."""
+    if tx.dialect == "sqlite":
+        return {}
+    rows = await tx.conn.execute(_POSTGRES_COLLATIONS)
+    return {(str(r.table_name), str(r.column_name)): r.collation_name for r in rows}
+
+
 async def schema_differences(tx: Tx) -> list[Any]:
     """What the database's schema lacks or has beyond ``tables.py`` (Alembic's comparison;
-    empty when the migrations built exactly the tables described)."""
+    empty when the migrations built exactly the tables described), and each PostgreSQL text
+    column not collated ``"C"`` (``tables.Text``; Alembic does not compare collations)."""
 
     def differences(sync_connection: Connection) -> list[Any]:
         return list(compare_metadata(MigrationContext.configure(sync_connection), metadata))
 
-    return await tx.conn.run_sync(differences)
+    found = await tx.conn.run_sync(differences)
+    collations = await text_collations(tx)
+    return found + [
+        ("collation", table, column, collation)
+        for (table, column), collation in collations.items()
+        if collation != "C"
+    ]
 
 
 async def index_names(tx: Tx, table_name: str) -> set[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,19 @@ def alembic_config() -> Config:
 
 
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+    await _run(engine, command.upgrade, revision)
+
+
+async def downgrade(engine: AsyncEngine, revision: str) -> None:
+    """Back to ``revision`` (for the migrations' own tests and an operator's way back)."""
+    await _run(engine, command.downgrade, revision)
+
+
+async def _run(engine: AsyncEngine, step: Callable[[Config, str], None], revision: str) -> None:
     def run(sync_connection: Any) -> None:
         config = alembic_config()
         config.attributes["connection"] = sync_connection
-        command.upgrade(config, revision)
+        step(config, revision)
 
     async with engines.translate_errors(), engine.connect() as conn:
         conn = await conn.execution_options(sqlite_write=True)
