@@ -181,3 +181,49 @@ async def test_0010_text_compares_byte_by_byte_whatever_the_database_locale(
         assert ("deliveries", "user_id") in collations
         assert set(collations.values()) == {"C"}
         assert reverted == {None}
+
+
+async def test_0011_attempts_are_unique_by_delivery_and_number_only(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Migration 0011 drops the unique index on an attempt's id (one B-tree insertion an
+    attempt fewer); the attempts already stored stay as they were, and (delivery, attempt
+    number) stays unique."""
+    if db_url.startswith("sqlite"):
+        url, name = f"sqlite:///{tmp_path / 'old.db'}", None
+    else:
+        name = f"consent_relay_t{os.getpid()}_0011"
+        url = await databases.create_database(POSTGRES_URL, name)
+    store = Store(url, pool_size=1)
+    attempt = {
+        "pk": 7,
+        "id": "att_1",
+        "delivery_id": "dlv_1",
+        "attempt_number": 1,
+        "started_at": "2026-12-03T00:00:00Z",
+        "duration_ms": 12,
+        "outcome": "ok",
+        "status_code": 204,
+        "response_body": "",
+        "request_headers": '{"webhook-id": "msg_1"}',
+        "error": None,
+        "response_bytes": 1024,
+    }
+    try:
+        await migrate.upgrade(store.engine, "0010")
+        async with store.write() as tx:
+            await tamper.insert_old_rows(tx, "attempts", [attempt])
+            before = await inspect.unique_column_sets(tx, "attempts")
+        await store.migrate()
+        await store.engine.dispose()  # SQLite's table was copied
+        async with store.read() as tx:
+            after = await inspect.unique_column_sets(tx, "attempts")
+            stored = await inspect.rows(tx, "attempts")
+            assert await inspect.schema_differences(tx) == []
+    finally:
+        await store.close()
+        if name is not None:
+            await databases.drop_database(POSTGRES_URL, name)
+    assert before == {("id",), ("delivery_id", "attempt_number")}
+    assert after == {("delivery_id", "attempt_number")}
+    assert stored == [attempt]

@@ -345,6 +345,22 @@ async def schema_differences(tx: Tx) -> list[Any]:
     ]
 
 
+async def unique_column_sets(tx: Tx, table_name: str) -> set[tuple[str, ...]]:
+    """The column sets ``table_name`` keeps unique (its unique constraints and unique
+    indexes, named or not; the primary key aside)."""
+    _table(table_name)
+
+    def sets(sync_connection: Connection) -> set[tuple[str, ...]]:
+        schema = schema_of(sync_connection)
+        found = {tuple(c["column_names"]) for c in schema.get_unique_constraints(table_name)}
+        for index in schema.get_indexes(table_name):
+            if index["unique"]:
+                found.add(tuple(name or "" for name in index["column_names"]))
+        return found
+
+    return await tx.conn.run_sync(sets)
+
+
 async def index_names(tx: Tx, table_name: str) -> set[str]:
     """The names of the indexes the database has on ``table_name``, as SQLAlchemy reflects
     them (PostgreSQL's include the indexes of unique constraints, SQLite's do not)."""

@@ -257,7 +257,7 @@ attempts = Table(
     "attempts",
     metadata,
     Column("pk", PK, primary_key=True, autoincrement=True),
-    Column("id", Text, nullable=False, unique=True),
+    Column("id", Text, nullable=False),  # unique as made, not indexed (migration 0011)
     Column("delivery_id", Text, nullable=False),  # looked up through uq_attempts_number
     Column("attempt_number", Integer, nullable=False),
     Column("started_at", Text, nullable=False),
