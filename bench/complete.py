@@ -61,19 +61,22 @@ _COUNTS = """
 
 
 _TABLES = [
-    "CREATE TABLE complete_messages (id {pk}, parameters text NOT NULL)",
-    "CREATE TABLE complete_queue ({pk_col}, user_id text NOT NULL, seq bigint NOT NULL,"
-    " message_id bigint NOT NULL, status text NOT NULL DEFAULT 'pending',"
-    " attempt_count integer NOT NULL DEFAULT 0, due_ms bigint, lease text)",
+    "CREATE TABLE complete_messages (id {pk}, parameters {text} NOT NULL)",
+    "CREATE TABLE complete_queue ({pk_col}, user_id {text} NOT NULL, seq bigint NOT NULL,"
+    " message_id bigint NOT NULL, status {text} NOT NULL DEFAULT 'pending',"
+    " attempt_count integer NOT NULL DEFAULT 0, due_ms bigint, lease {text})",
     "CREATE INDEX complete_due ON complete_queue (due_ms) WHERE due_ms IS NOT NULL",
     "CREATE INDEX complete_order ON complete_queue (user_id, seq)",
     "CREATE TABLE complete_attempts ({pk_col}, delivery_pk bigint NOT NULL,"
-    " attempt_number integer NOT NULL, started_at text NOT NULL, duration_ms integer NOT NULL,"
+    " attempt_number integer NOT NULL, started_at {text} NOT NULL, duration_ms integer NOT NULL,"
     " status_code integer, UNIQUE (delivery_pk, attempt_number))",
-    "CREATE TABLE complete_ledger ({pk_col}, user_id text NOT NULL, delivery_pk bigint NOT NULL,"
-    " payload_sha256 text NOT NULL, at text NOT NULL)",
+    "CREATE TABLE complete_ledger ({pk_col}, user_id {text} NOT NULL, delivery_pk bigint NOT NULL,"
+    " payload_sha256 {text} NOT NULL, at {text} NOT NULL)",
     "CREATE INDEX complete_ledger_user ON complete_ledger (user_id, pk)",
 ]
+
+# As the engine's (migration 0010): B-tree comparisons by memcmp, not the locale's strcoll.
+_PG_TEXT = 'text COLLATE "C"'
 
 _PG_CLAIM = """
     WITH c AS (
@@ -141,7 +144,9 @@ async def open_store(db_url: str, count: int, *, fill: bool = True) -> Store:
     if fill:
         for statement in _TABLES:
             await pool.execute(
-                statement.format(pk="bigint PRIMARY KEY", pk_col="pk bigserial PRIMARY KEY")
+                statement.format(
+                    pk="bigint PRIMARY KEY", pk_col="pk bigserial PRIMARY KEY", text=_PG_TEXT
+                )
             )
         rows = _rows(count)
         await pool.copy_records_to_table(
@@ -198,7 +203,9 @@ def _sqlite_store(path: str, count: int, fill: bool) -> Store:
     if fill:
         for statement in _TABLES:
             conn.execute(
-                statement.format(pk="INTEGER PRIMARY KEY", pk_col="pk INTEGER PRIMARY KEY")
+                statement.format(
+                    pk="INTEGER PRIMARY KEY", pk_col="pk INTEGER PRIMARY KEY", text="text"
+                )
             )
         rows = _rows(count)
         conn.execute("BEGIN")
