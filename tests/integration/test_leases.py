@@ -109,6 +109,38 @@ async def test_a_stale_late_result_does_not_duplicate_the_attempt(
     assert (status["status"], status["attempt_count"]) == ("delivered", 1)
 
 
+async def test_an_attempt_number_already_stored_is_kept_and_the_record_goes_through(
+    ctx: Context, org: tuple[str, str]
+) -> None:
+    """(delivery, attempt number) is unique: a record whose attempt finds that number
+    already stored (no lease allows it; a guard, not a path) keeps the stored attempt and
+    still records the outcome, rather than failing the batch."""
+    await _one_delivery(ctx, org[0])
+    now = ctx.clock_ms()
+    [item] = await _claim(ctx, "worker-a", now)
+    async with ctx.store.write() as tx:
+        await tamper.insert_attempts(
+            tx,
+            [
+                {
+                    "id": "atm_there",
+                    "delivery_id": item.id,
+                    "attempt_number": 1,
+                    "started_at": "2026-01-01T00:00:00.000Z",
+                    "duration_ms": 1,
+                    "outcome": "E_HTTP",
+                }
+            ],
+        )
+    kept = await _record(ctx, [_result(item)], now)
+    async with ctx.store.read() as tx:
+        stored = await inspect.rows(tx, "attempts", delivery_id=item.id)
+        [row] = await inspect.deliveries_with_clock(tx, pk=item.pk)
+    assert [k.claimed.pk for k in kept] == [item.pk]
+    assert [(a["id"], a["outcome"]) for a in stored] == [("atm_there", "E_HTTP")]
+    assert (row["status"], row["attempt_count"]) == ("delivered", 1)
+
+
 async def test_finishing_the_head_makes_the_next_one_due(
     ctx: Context, org: tuple[str, str]
 ) -> None:

@@ -109,7 +109,10 @@ async def fetch(conn: asyncpg.Connection[Any], sql: str, params: dict[str, Any])
 #   order for every writer.
 # - ``kept``: the deliveries of those queues get their outcome: the wide delivery row is
 #   written once a delivery, here (a claim writes the queue row only);
-# - ``attempted``: their attempts, unique per (delivery, attempt number);
+# - ``attempted``: their attempts, unique per (delivery, attempt number): one already
+#   stored is kept (``NOT EXISTS``, a probe of ``uq_attempts_number``; ``ON CONFLICT DO
+#   NOTHING`` did the same with a speculative insertion, one more WAL record an attempt; the
+#   queue row's lock, taken by ``moved`` first, leaves no race between the two);
 # - ``superseded``: the dead letters their delivered messages supersede
 #   (``flow.SUPERSEDE_ROW``), each queue's looked up in the dead-letters index (``OFFSET 0``
 #   keeps the lookup per row: a join, planned with no statistics, read every dead letter of
@@ -155,8 +158,9 @@ RECORD = """
             AS a(pk bigint, id text, delivery_id text, attempt_number int, started_at text,
                  duration_ms int, outcome text, status_code int, response_body text,
                  request_headers text, error text, response_bytes int)
-        WHERE a.pk IN (SELECT pk FROM moved)
-        ON CONFLICT (delivery_id, attempt_number) DO NOTHING
+        WHERE a.pk IN (SELECT pk FROM moved) AND NOT EXISTS (
+            SELECT 1 FROM attempts t
+            WHERE t.delivery_id = a.delivery_id AND t.attempt_number = a.attempt_number)
     ), superseded AS (
         UPDATE deliveries SET status = 'superseded', updated_at = $2
         WHERE pk = ANY(ARRAY(
