@@ -2,13 +2,36 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from consent_relay.storage import databases, inspect, migrate, tamper, webhook_versions
 from consent_relay.storage.records import Organization
 from consent_relay.storage.store import Store
 from tests.conftest import POSTGRES_URL
+
+
+@contextlib.asynccontextmanager
+async def _empty_store(
+    db_url: str, tmp_path: Path, tag: str, icu_locale: str | None = None
+) -> AsyncIterator[Store]:
+    """A store on a database of its own, not migrated (a migration test takes it from an
+    older revision): a file beside the test on SQLite, a database dropped afterwards on
+    PostgreSQL (its default collation ``icu_locale``'s when given)."""
+    if db_url.startswith("sqlite"):
+        url, name = f"sqlite:///{tmp_path / 'old.db'}", None
+    else:
+        name = f"consent_relay_t{os.getpid()}_{tag}"
+        url = await databases.create_database(POSTGRES_URL, name, icu_locale)
+    store = Store(url, pool_size=1)
+    try:
+        yield store
+    finally:
+        await store.close()
+        if name is not None:
+            await databases.drop_database(POSTGRES_URL, name)
 
 
 async def test_migrated_schema_matches_the_tables(store: Store) -> None:
@@ -30,23 +53,13 @@ async def test_0007_stamps_the_webhooks_of_existing_organizations_at_zero(
 ) -> None:
     """An organization created before migration 0007 gets stamp 0, as a new one does, so a
     process's cache works the same for both (services/webhook_cache.py)."""
-    if db_url.startswith("sqlite"):
-        url, name = f"sqlite:///{tmp_path / 'old.db'}", None
-    else:
-        name = f"consent_relay_t{os.getpid()}_0007"
-        url = await databases.create_database(POSTGRES_URL, name)
-    store = Store(url, pool_size=1)
-    try:
+    async with _empty_store(db_url, tmp_path, "0007") as store:
         await migrate.upgrade(store.engine, "0006")
         async with store.write() as tx:
             await tx.insert_organization(Organization("old", "Old", "2026-01-01T00:00:00Z"))
         await store.migrate()
         async with store.read() as tx:
             assert await webhook_versions.read(tx, "old", None) == (0, [])
-    finally:
-        await store.close()
-        if name is not None:
-            await databases.drop_database(POSTGRES_URL, name)
 
 
 def _old_delivery(
@@ -77,13 +90,7 @@ async def test_0009_moves_each_heads_clock_and_lease_to_its_queue(
     """Queues as revision 0008 left them (a head leased, a head due, a queue emptied) keep
     their heads' clocks and leases on the queue row, and the head delivery's row keeps
     nothing of them."""
-    if db_url.startswith("sqlite"):
-        url, name = f"sqlite:///{tmp_path / 'old.db'}", None
-    else:
-        name = f"consent_relay_t{os.getpid()}_0009"
-        url = await databases.create_database(POSTGRES_URL, name)
-    store = Store(url, pool_size=1)
-    try:
+    async with _empty_store(db_url, tmp_path, "0009") as store:
         await migrate.upgrade(store.engine, "0008")
         async with store.write() as tx:
             await tamper.insert_old_rows(
@@ -129,10 +136,6 @@ async def test_0009_moves_each_heads_clock_and_lease_to_its_queue(
             4: (5_000, None),
             5: (None, None),
         }
-    finally:
-        await store.close()
-        if name is not None:
-            await databases.drop_database(POSTGRES_URL, name)
 
 
 async def test_0010_text_compares_byte_by_byte_whatever_the_database_locale(
@@ -142,17 +145,11 @@ async def test_0010_text_compares_byte_by_byte_whatever_the_database_locale(
     migration 0010 collates every text column ``"C"``: identifiers sort by their bytes,
     ``B _ a``, as on SQLite, and its downgrade gives the columns back to the database's
     default collation."""
-    if db_url.startswith("sqlite"):
-        url, name = f"sqlite:///{tmp_path / 'old.db'}", None
-    else:
-        name = f"consent_relay_t{os.getpid()}_0010"
-        url = await databases.create_database(POSTGRES_URL, name, icu_locale="en-US")
-    store = Store(url, pool_size=1)
     queues = [
         {"webhook_id": "wh_1", "user_id": user, "last_seq": 1, "pending": 1}
         for user in ("a", "_", "B")
     ]
-    try:
+    async with _empty_store(db_url, tmp_path, "0010", "en-US") as store:
         await migrate.upgrade(store.engine, "0009")
         async with store.write() as tx:
             await tamper.insert_old_rows(tx, "delivery_queues", queues)
@@ -167,12 +164,8 @@ async def test_0010_text_compares_byte_by_byte_whatever_the_database_locale(
         await store.engine.dispose()
         async with store.read() as tx:
             reverted = set((await inspect.text_collations(tx)).values())
-    finally:
-        await store.close()
-        if name is not None:
-            await databases.drop_database(POSTGRES_URL, name)
     assert after == ["B", "_", "a"]
-    if name is None:  # SQLite: BINARY already, nothing to migrate
+    if db_url.startswith("sqlite"):  # BINARY already, nothing to migrate
         assert before == after
         assert collations == {}
         assert reverted == set()
@@ -189,12 +182,6 @@ async def test_0011_attempts_are_unique_by_delivery_and_number_only(
     """Migration 0011 drops the unique index on an attempt's id (one B-tree insertion an
     attempt fewer); the attempts already stored stay as they were, and (delivery, attempt
     number) stays unique."""
-    if db_url.startswith("sqlite"):
-        url, name = f"sqlite:///{tmp_path / 'old.db'}", None
-    else:
-        name = f"consent_relay_t{os.getpid()}_0011"
-        url = await databases.create_database(POSTGRES_URL, name)
-    store = Store(url, pool_size=1)
     attempt = {
         "pk": 7,
         "id": "att_1",
@@ -209,7 +196,7 @@ async def test_0011_attempts_are_unique_by_delivery_and_number_only(
         "error": None,
         "response_bytes": 1024,
     }
-    try:
+    async with _empty_store(db_url, tmp_path, "0011") as store:
         await migrate.upgrade(store.engine, "0010")
         async with store.write() as tx:
             await tamper.insert_old_rows(tx, "attempts", [attempt])
@@ -220,10 +207,6 @@ async def test_0011_attempts_are_unique_by_delivery_and_number_only(
             after = await inspect.unique_column_sets(tx, "attempts")
             stored = await inspect.rows(tx, "attempts")
             assert await inspect.schema_differences(tx) == []
-    finally:
-        await store.close()
-        if name is not None:
-            await databases.drop_database(POSTGRES_URL, name)
     assert before == {("id",), ("delivery_id", "attempt_number")}
     assert after == {("delivery_id", "attempt_number")}
     assert stored == [attempt]
