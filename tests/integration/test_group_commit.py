@@ -193,3 +193,25 @@ async def test_two_processes_creating_the_same_user_end_with_one(
     users = await user_service.list_users(ctx, "acme", limit=10)
     assert len(users["data"]) == 1
     assert len(users["data"][0]["consents"]["purposes"]) == 20
+
+
+async def test_a_request_arriving_as_the_writer_finishes_is_written(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request that comes in after the writer found nothing more waiting, but before its
+    task's done callback ran, still gets a writer: it once saw the finishing one counted,
+    started none and waited for ever (one writer at a time, as on SQLite)."""
+    writer = ingest.EventWriter(ctx, concurrency=1)
+    late: list[asyncio.Task[JSON]] = []
+
+    async def write(_ctx: Context, requests: Sequence[Any]) -> tuple[list[Any], int]:
+        if not late:  # its first step is queued before this runner's end, its callback after
+            late.append(asyncio.create_task(writer.create("acme", event("late", "p", True))))
+        return [{"id": r.event_id} for r in requests], 0
+
+    monkeypatch.setattr(ingest, "_write", write)
+    first = await writer.create("acme", event("first", "p", True))
+    assert first["id"]
+    second = await asyncio.wait_for(late[0], timeout=10)
+    assert second["id"]
+    assert second["id"] != first["id"]

@@ -308,19 +308,26 @@ class EventWriter:
         return await asyncio.shield(future)
 
     async def _run(self) -> None:
-        while self._waiting:
-            batch, self._waiting = (
-                self._waiting[: self.max_batch],
-                self._waiting[self.max_batch :],
-            )
-            try:
-                await self._commit(batch)
-            except BaseException as exc:  # never leave a request waiting for ever
-                for request in batch:
-                    if not request.future.done():
-                        request.future.set_exception(exc)
-                if not isinstance(exc, Exception):
-                    raise
+        try:
+            while self._waiting:
+                batch, self._waiting = (
+                    self._waiting[: self.max_batch],
+                    self._waiting[self.max_batch :],
+                )
+                try:
+                    await self._commit(batch)
+                except BaseException as exc:  # never leave a request waiting for ever
+                    for request in batch:
+                        if not request.future.done():
+                            request.future.set_exception(exc)
+                    if not isinstance(exc, Exception):
+                        raise
+        finally:
+            # Leave the runners in the same step that found nothing waiting. The task's done
+            # callback runs later: a request arriving in between saw this runner still
+            # counted, started none, and waited for ever (seen: a crash test's events
+            # stalled mid-round on SQLite, where one runner is the limit).
+            self._runners.discard(asyncio.current_task())
 
     async def _commit(self, batch: list[Request]) -> None:
         try:
