@@ -80,11 +80,9 @@ TOKEN_ENDPOINTS: dict[str, tuple[bytes, tuple[str, int | None, str | None]]] = {
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    # Every receiver here answers at once: the deadline only has to outlast a stall of a
-    # loaded machine (at 1 s, CI once saw E_TIMEOUT for a few of them). The lease's floor
-    # is 2 request timeouts + the connect timeout.
+    # The lease's floor is 2 request timeouts + the connect timeout: 2.5 s.
     return settings.model_copy(
-        update={"request_timeout": 5.0, "connect_timeout": 0.5, "lease_seconds": 10.5}
+        update={"request_timeout": 1.0, "connect_timeout": 0.5, "lease_seconds": 1.0}
     )
 
 
