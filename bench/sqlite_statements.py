@@ -1,0 +1,188 @@
+"""The worker's SQLite work alone: claim, record and ledger, with nothing else in the process.
+
+A developer's aid for levers below the noise of the same-run figures (a few CPU-µs a
+delivery). A database is filled once (``bench.db.fill``: one webhook, queues of four, as
+``bench.delivery_micro``); each run copies it and replays what the worker does to it with
+plain ``sqlite3`` on one thread, batch after batch: ``queue_sqlite.claim`` (the claim and its
+heads) and its commit, then ``queue.record_sqlite`` and ``ledger.append_sqlite`` (every head
+delivered, an attempt each) and their commit, the product's own statements and pragmas. No
+event loop, no aiosqlite hop, no HTTP: what it reports is the statements' CPU (user and
+system: the WAL's writes and fsyncs included) a delivery, and the commits' share of it.
+
+Runs of one setting vary by 10-20 % on a shared machine; compare minimums and medians of
+several runs of each setting, alternated (``--runs``). Settings to compare: ``--batch``
+(deliveries a transaction), ``--page-size`` (the file rebuilt with it), ``--pragma`` (any
+extra ``PRAGMA``, repeatable).
+
+``python -m bench.sqlite_statements [--deliveries N] [--runs R] [--batch B]
+[--page-size P] [--pragma NAME=VALUE ...]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import shutil
+import sqlite3
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvloop
+
+from bench import db
+from consent_relay import crypto
+from consent_relay.storage import ledger, queue, queue_sqlite
+from consent_relay.storage.queue import Claimed, Result
+
+NOW = "2026-12-03T00:00:00.000Z"
+NOW_MS = 4_000_000_000_000  # every head is due
+# The product's pragmas (storage/engine.py), in its order.
+PRAGMAS = (
+    "journal_mode=WAL",
+    "synchronous=FULL",
+    "foreign_keys=ON",
+    "busy_timeout=10000",
+    "secure_delete=ON",
+)
+SENT_HEADERS = {  # what an attempt records of the request, about its real size
+    "content-type": "application/json",
+    "user-agent": "consent-relay/bench",
+    "webhook-id": "msg_" + "x" * 26,
+    "webhook-timestamp": "1764720000",
+    "webhook-signature": "v1," + "x" * 44,
+}
+
+
+@dataclass
+class Run:
+    us: float  # CPU-µs a delivery, all of it
+    claim_commit_us: float
+    record_commit_us: float
+    deliveries: int
+    transactions: int  # claim and record ones, together
+
+
+async def filled(path: Path, deliveries: int) -> None:
+    """A database of ``deliveries`` deliveries at ``path``, made by the product."""
+    workdir = Path(tempfile.mkdtemp())
+    settings = db.settings_for(f"sqlite:///{path}", workdir, crypto.new_key())
+    async with db.open_context(settings) as ctx:
+        hooks = await db.create_org_and_webhooks(ctx, "bench", ["http://127.0.0.1:9/dlv"])
+        await db.fill(ctx, "bench", hooks, deliveries, max(1, deliveries // 4))
+
+
+def with_page_size(source: Path, target: Path, page_size: int) -> None:
+    """A copy of ``source`` rebuilt with pages of ``page_size`` bytes."""
+    shutil.copy(source, target)
+    conn = sqlite3.connect(target, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=DELETE")
+        conn.execute(f"PRAGMA page_size={int(page_size)}")
+        conn.execute("VACUUM")
+        conn.execute("PRAGMA journal_mode=WAL")
+    finally:
+        conn.close()
+
+
+def delivered(claimed: Claimed) -> Result:
+    """The result of a 204 to ``claimed``, as the worker builds it."""
+    return Result(
+        claimed=claimed,
+        status="delivered",
+        due_ms=None,
+        outcome="ok",
+        attempt_id=f"att_{claimed.id}",
+        started_at=NOW,
+        duration_ms=3,
+        status_code=204,
+        response_body="",
+        request_headers=SENT_HEADERS,
+        error=None,
+        response_bytes=0,
+        payload_sha256=hashlib.sha256(claimed.id.encode()).hexdigest(),
+    )
+
+
+def replay(source: Path, *, batch: int, pragmas: tuple[str, ...]) -> Run:
+    """Drain a copy of ``source`` as the worker would, timing it."""
+    with tempfile.TemporaryDirectory(prefix="bench-statements-") as folder:
+        path = Path(folder) / "run.db"
+        shutil.copy(source, path)
+        conn = sqlite3.connect(path, isolation_level=None)
+        try:
+            for pragma in PRAGMAS + pragmas:
+                conn.execute(f"PRAGMA {pragma}")
+            return _drain(conn, batch)
+        finally:
+            conn.close()
+
+
+def _drain(conn: sqlite3.Connection, batch: int) -> Run:
+    claim_sql = queue.claim_sql("sqlite", True)
+    params = {"now": NOW_MS, "limit": batch, "lease": "L", "until": NOW_MS + 60_000}
+    params["excluded"] = "[]"
+    done = transactions = 0
+    claim_commit = record_commit = 0.0
+    began = time.process_time()
+    while True:
+        conn.execute("BEGIN IMMEDIATE")
+        rows, messages = queue_sqlite.claim(conn, claim_sql, params, True)
+        at = time.process_time()
+        conn.execute("COMMIT")
+        claim_commit += time.process_time() - at
+        if not rows:
+            break
+        claimed = [
+            Claimed(pk, id_, hook, message, user, seq, attempts, "L", messages.get(message),
+                    held, subject)
+            for pk, id_, hook, message, user, seq, attempts, held, subject in rows
+        ]  # fmt: skip
+        results = [delivered(c) for c in claimed]
+        conn.execute("BEGIN IMMEDIATE")
+        kept, _ = queue.record_sqlite(
+            conn, results, now_ms=NOW_MS, now=NOW, with_attempts=True, chain=None
+        )
+        ledger.append_sqlite(conn, kept, NOW)
+        at = time.process_time()
+        conn.execute("COMMIT")
+        record_commit += time.process_time() - at
+        done += len(kept)
+        transactions += 2
+    cpu = time.process_time() - began
+    n = max(done, 1)
+    return Run(cpu / n * 1e6, claim_commit / n * 1e6, record_commit / n * 1e6, done, transactions)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--deliveries", type=int, default=20_000)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=100, help="deliveries a transaction")
+    parser.add_argument("--page-size", type=int, default=None)
+    parser.add_argument("--pragma", action="append", default=[], help="NAME=VALUE, repeatable")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-statements-") as folder:
+        source = Path(folder) / "filled.db"
+        uvloop.run(filled(source, args.deliveries))
+        if args.page_size:
+            rebuilt = Path(folder) / "rebuilt.db"
+            with_page_size(source, rebuilt, args.page_size)
+            source = rebuilt
+        runs = [
+            replay(source, batch=args.batch, pragmas=tuple(args.pragma)) for _ in range(args.runs)
+        ]
+    figures = sorted(r.us for r in runs)
+    print(
+        f"sqlite statements: {statistics.median(figures):.1f} CPU-us/delivery median, "
+        f"{figures[0]:.1f} min (runs {[round(f, 1) for f in (r.us for r in runs)]}); commits "
+        f"{statistics.median(r.claim_commit_us for r in runs):.1f} claim + "
+        f"{statistics.median(r.record_commit_us for r in runs):.1f} record; "
+        f"{runs[0].deliveries} deliveries in {runs[0].transactions} transactions"
+    )
+
+
+if __name__ == "__main__":
+    main()
