@@ -12,10 +12,11 @@ system: the WAL's writes and fsyncs included) a delivery, and the commits' share
 Runs of one setting vary by 10-20 % on a shared machine; compare minimums and medians of
 several runs of each setting, alternated (``--runs``). Settings to compare: ``--batch``
 (deliveries a transaction), ``--page-size`` (the file rebuilt with it), ``--pragma`` (any
-extra ``PRAGMA``, repeatable).
+extra ``PRAGMA``, repeatable). ``--split`` also says where the time goes: CPU-µs a delivery
+by statement (its first words), and the Python between them.
 
 ``python -m bench.sqlite_statements [--deliveries N] [--runs R] [--batch B]
-[--page-size P] [--pragma NAME=VALUE ...]``
+[--page-size P] [--pragma NAME=VALUE ...] [--split]``
 """
 
 from __future__ import annotations
@@ -27,8 +28,11 @@ import sqlite3
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import uvloop
 
@@ -63,6 +67,56 @@ class Run:
     record_commit_us: float
     deliveries: int
     transactions: int  # claim and record ones, together
+    split: dict[str, float] = field(default_factory=dict)  # statement -> CPU-µs a delivery
+
+
+# The worker's statements, by what they are for (``--split``).
+LABELS = {
+    queue.claim_sql("sqlite", True): "claim: the queues leased",
+    queue_sqlite.HEADS_WITH_MESSAGES: "claim: their heads and messages",
+    queue_sqlite._HELD: "record: which leases still hold",
+    queue_sqlite._MOVE: "record: the queues moved on",
+    queue_sqlite._RECORD: "record: the deliveries' outcomes",
+    queue_sqlite._INSERT_ATTEMPTS: "record: the attempts",
+    queue_sqlite._WITH_DEAD_LETTERS: "record: webhooks with dead letters",
+    queue_sqlite._SUPERSEDE: "record: dead letters superseded",
+    ledger._HEADS_SQL["sqlite"]: "ledger: the chains' heads",
+    ledger._SQLITE_INSERT_ENTRY: "ledger: the entries",
+    ledger._SQLITE_UPSERT_HEAD: "ledger: the heads moved on",
+}
+
+
+class Rows(list[Any]):
+    """A query's rows, fetched already: iterated, or fetched again (``fetchall``)."""
+
+    def fetchall(self) -> list[Any]:
+        return list(self)
+
+
+class Timed:
+    """A connection that adds each statement's CPU (its execution and, for a query, the
+    rows fetched) to ``spent``, by the statement's first words."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.spent: defaultdict[str, float] = defaultdict(float)
+
+    @staticmethod
+    def name(sql: str) -> str:
+        known = LABELS.get(sql)
+        return known if known is not None else " ".join(sql.split()[:3])
+
+    def execute(self, sql: str, parameters: Any = ()) -> Rows:
+        began = time.process_time()
+        rows = Rows(self.conn.execute(sql, parameters).fetchall())
+        self.spent[self.name(sql)] += time.process_time() - began
+        return rows
+
+    def executemany(self, sql: str, rows: Iterable[Any]) -> None:
+        rows = list(rows)  # built in Python: not the statement's
+        began = time.process_time()
+        self.conn.executemany(sql, rows)
+        self.spent[self.name(sql)] += time.process_time() - began
 
 
 async def filled(path: Path, deliveries: int) -> None:
@@ -106,7 +160,7 @@ def delivered(claimed: Claimed) -> Result:
     )
 
 
-def replay(source: Path, *, batch: int, pragmas: tuple[str, ...]) -> Run:
+def replay(source: Path, *, batch: int, pragmas: tuple[str, ...], split: bool = False) -> Run:
     """Drain a copy of ``source`` as the worker would, timing it."""
     with tempfile.TemporaryDirectory(prefix="bench-statements-") as folder:
         path = Path(folder) / "run.db"
@@ -115,12 +169,14 @@ def replay(source: Path, *, batch: int, pragmas: tuple[str, ...]) -> Run:
         try:
             for pragma in PRAGMAS + pragmas:
                 conn.execute(f"PRAGMA {pragma}")
-            return _drain(conn, batch)
+            return _drain(conn, batch, split)
         finally:
             conn.close()
 
 
-def _drain(conn: sqlite3.Connection, batch: int) -> Run:
+def _drain(conn: sqlite3.Connection, batch: int, split: bool) -> Run:
+    timed = Timed(conn)
+    db: Any = timed if split else conn  # what the product's functions are handed
     claim_sql = queue.claim_sql("sqlite", True)
     params = {"now": NOW_MS, "limit": batch, "lease": "L", "until": NOW_MS + 60_000}
     params["excluded"] = "[]"
@@ -129,7 +185,7 @@ def _drain(conn: sqlite3.Connection, batch: int) -> Run:
     began = time.process_time()
     while True:
         conn.execute("BEGIN IMMEDIATE")
-        rows, messages = queue_sqlite.claim(conn, claim_sql, params, True)
+        rows, messages = queue_sqlite.claim(db, claim_sql, params, True)
         at = time.process_time()
         conn.execute("COMMIT")
         claim_commit += time.process_time() - at
@@ -143,9 +199,9 @@ def _drain(conn: sqlite3.Connection, batch: int) -> Run:
         results = [delivered(c) for c in claimed]
         conn.execute("BEGIN IMMEDIATE")
         kept, _ = queue.record_sqlite(
-            conn, results, now_ms=NOW_MS, now=NOW, with_attempts=True, chain=None
+            db, results, now_ms=NOW_MS, now=NOW, with_attempts=True, chain=None
         )
-        ledger.append_sqlite(conn, kept, NOW)
+        ledger.append_sqlite(db, kept, NOW)
         at = time.process_time()
         conn.execute("COMMIT")
         record_commit += time.process_time() - at
@@ -153,7 +209,14 @@ def _drain(conn: sqlite3.Connection, batch: int) -> Run:
         transactions += 2
     cpu = time.process_time() - began
     n = max(done, 1)
-    return Run(cpu / n * 1e6, claim_commit / n * 1e6, record_commit / n * 1e6, done, transactions)
+    spent = {name: cpu_s / n * 1e6 for name, cpu_s in timed.spent.items()}
+    if split:
+        spent["COMMIT (claim)"] = claim_commit / n * 1e6
+        spent["COMMIT (record)"] = record_commit / n * 1e6
+        spent["the rest: Python, BEGIN"] = cpu / n * 1e6 - sum(spent.values())
+    return Run(
+        cpu / n * 1e6, claim_commit / n * 1e6, record_commit / n * 1e6, done, transactions, spent
+    )
 
 
 def main() -> None:
@@ -163,6 +226,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=100, help="deliveries a transaction")
     parser.add_argument("--page-size", type=int, default=None)
     parser.add_argument("--pragma", action="append", default=[], help="NAME=VALUE, repeatable")
+    parser.add_argument("--split", action="store_true", help="CPU by statement")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-statements-") as folder:
         source = Path(folder) / "filled.db"
@@ -172,7 +236,8 @@ def main() -> None:
             with_page_size(source, rebuilt, args.page_size)
             source = rebuilt
         runs = [
-            replay(source, batch=args.batch, pragmas=tuple(args.pragma)) for _ in range(args.runs)
+            replay(source, batch=args.batch, pragmas=tuple(args.pragma), split=args.split)
+            for _ in range(args.runs)
         ]
     figures = sorted(r.us for r in runs)
     print(
@@ -182,6 +247,11 @@ def main() -> None:
         f"{statistics.median(r.record_commit_us for r in runs):.1f} record; "
         f"{runs[0].deliveries} deliveries in {runs[0].transactions} transactions"
     )
+    if args.split:  # medians over the runs, largest first
+        names = {name for r in runs for name in r.split}
+        medians = {name: statistics.median(r.split.get(name, 0.0) for r in runs) for name in names}
+        for name, us in sorted(medians.items(), key=lambda item: -item[1]):
+            print(f"  {us:6.1f}  {name}")
 
 
 if __name__ == "__main__":

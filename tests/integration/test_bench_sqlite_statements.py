@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
 from bench import sqlite_statements
 
 
@@ -41,3 +42,23 @@ async def test_page_size_rebuild_and_extra_pragmas(tmp_path: Path) -> None:
         conn.close()
     run = sqlite_statements.replay(rebuilt, batch=25, pragmas=("cache_size=-1000",))
     assert (run.deliveries, run.transactions) == (40, 8)  # 10 queues of four
+
+
+async def test_split_names_every_statement_of_the_worker(tmp_path: Path) -> None:
+    source = tmp_path / "filled.db"
+    await sqlite_statements.filled(source, 40)
+    run = sqlite_statements.replay(source, batch=100, pragmas=(), split=True)
+    assert run.deliveries == 40
+    # Each statement the replay ran is one the worker runs, named for what it is for.
+    labels = set(sqlite_statements.LABELS.values())
+    ran = set(run.split) - {"COMMIT (claim)", "COMMIT (record)", "the rest: Python, BEGIN"}
+    assert ran <= labels, ran - labels
+    assert {
+        "claim: the queues leased",
+        "claim: their heads and messages",
+        "record: the queues moved on",
+        "record: the deliveries' outcomes",
+        "record: the attempts",
+        "ledger: the entries",
+    } <= ran
+    assert sum(run.split.values()) == pytest.approx(run.us)
