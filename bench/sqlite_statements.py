@@ -141,6 +141,22 @@ def with_page_size(source: Path, target: Path, page_size: int) -> None:
         conn.close()
 
 
+def shape(path: Path) -> dict[str, int]:
+    """What a database file holds, for checking a replay left its source alone: its page
+    size, its pending deliveries, its ledger entries."""
+    conn = sqlite3.connect(path)
+    try:
+        return {
+            "page_size": conn.execute("PRAGMA page_size").fetchone()[0],
+            "pending": conn.execute(
+                "SELECT count(*) FROM deliveries WHERE status = 'pending'"
+            ).fetchone()[0],
+            "ledger_entries": conn.execute("SELECT count(*) FROM ledger_entries").fetchone()[0],
+        }
+    finally:
+        conn.close()
+
+
 def delivered(claimed: Claimed) -> Result:
     """The result of a 204 to ``claimed``, as the worker builds it."""
     return Result(

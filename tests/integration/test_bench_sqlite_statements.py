@@ -3,7 +3,6 @@ every delivery claimed, recorded and entered in the ledger, the source left as i
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -19,15 +18,12 @@ async def test_a_replay_delivers_every_delivery_on_a_copy(tmp_path: Path) -> Non
     assert run.transactions == 8
     assert run.us > 0
     assert run.record_commit_us > 0
-    conn = sqlite3.connect(source)
-    try:  # the source is untouched, ready for the next run
-        assert (
-            conn.execute("SELECT count(*) FROM deliveries WHERE status = 'pending'").fetchone()[0]
-            == 300
-        )
-        assert conn.execute("SELECT count(*) FROM ledger_entries").fetchone()[0] == 0
-    finally:
-        conn.close()
+    # the source is untouched, ready for the next run
+    assert sqlite_statements.shape(source) == {
+        "page_size": 4096,
+        "pending": 300,
+        "ledger_entries": 0,
+    }
 
 
 async def test_page_size_rebuild_and_extra_pragmas(tmp_path: Path) -> None:
@@ -35,11 +31,7 @@ async def test_page_size_rebuild_and_extra_pragmas(tmp_path: Path) -> None:
     await sqlite_statements.filled(source, 40)
     rebuilt = tmp_path / "rebuilt.db"
     sqlite_statements.with_page_size(source, rebuilt, 8192)
-    conn = sqlite3.connect(rebuilt)
-    try:
-        assert conn.execute("PRAGMA page_size").fetchone()[0] == 8192
-    finally:
-        conn.close()
+    assert sqlite_statements.shape(rebuilt)["page_size"] == 8192
     run = sqlite_statements.replay(rebuilt, batch=25, pragmas=("cache_size=-1000",))
     assert (run.deliveries, run.transactions) == (40, 8)  # 10 queues of four
 
