@@ -13,7 +13,7 @@ Runs of one setting vary by 10-20 % on a shared machine; compare minimums and me
 several runs of each setting, alternated (``--runs``). Settings to compare: ``--batch``
 (deliveries a transaction), ``--page-size`` (the file rebuilt with it), ``--pragma`` (any
 extra ``PRAGMA``, repeatable). ``--split`` also says where the time goes: CPU-µs a delivery
-by statement (its first words), and the Python between them.
+by statement (``LABELS``: what each is for), and the Python between them.
 
 ``python -m bench.sqlite_statements [--deliveries N] [--runs R] [--batch B]
 [--page-size P] [--pragma NAME=VALUE ...] [--split]``
@@ -38,19 +38,11 @@ import uvloop
 
 from bench import db
 from consent_relay import crypto
-from consent_relay.storage import ledger, queue, queue_sqlite
+from consent_relay.storage import engine, ledger, queue, queue_sqlite
 from consent_relay.storage.queue import Claimed, Result
 
 NOW = "2026-12-03T00:00:00.000Z"
 NOW_MS = 4_000_000_000_000  # every head is due
-# The product's pragmas (storage/engine.py), in its order.
-PRAGMAS = (
-    "journal_mode=WAL",
-    "synchronous=FULL",
-    "foreign_keys=ON",
-    "busy_timeout=10000",
-    "secure_delete=ON",
-)
 SENT_HEADERS = {  # what an attempt records of the request, about its real size
     "content-type": "application/json",
     "user-agent": "consent-relay/bench",
@@ -95,7 +87,7 @@ class Rows(list[Any]):
 
 class Timed:
     """A connection that adds each statement's CPU (its execution and, for a query, the
-    rows fetched) to ``spent``, by the statement's first words."""
+    rows fetched) to ``spent``, by its label (``LABELS``; else its first words)."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
@@ -183,7 +175,7 @@ def replay(source: Path, *, batch: int, pragmas: tuple[str, ...], split: bool = 
         shutil.copy(source, path)
         conn = sqlite3.connect(path, isolation_level=None)
         try:
-            for pragma in PRAGMAS + pragmas:
+            for pragma in engine.SQLITE_PRAGMAS + pragmas:
                 conn.execute(f"PRAGMA {pragma}")
             return _drain(conn, batch, split)
         finally:
@@ -194,8 +186,13 @@ def _drain(conn: sqlite3.Connection, batch: int, split: bool) -> Run:
     timed = Timed(conn)
     db: Any = timed if split else conn  # what the product's functions are handed
     claim_sql = queue.claim_sql("sqlite", True)
-    params = {"now": NOW_MS, "limit": batch, "lease": "L", "until": NOW_MS + 60_000}
-    params["excluded"] = "[]"
+    params = {
+        "now": NOW_MS,
+        "limit": batch,
+        "lease": "L",
+        "until": NOW_MS + 60_000,
+        "excluded": "[]",
+    }
     done = transactions = 0
     claim_commit = record_commit = 0.0
     began = time.process_time()
