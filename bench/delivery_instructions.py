@@ -1,0 +1,179 @@
+"""Instructions a delivery costs the SQLite worker, counted: the same drain, the same count.
+
+A developer's aid for the engine's levers of a few CPU-µs a delivery, which the timed figures
+(``bench.delivery_micro``, ``bench.sqlite_statements``) cannot tell from their noise on a
+shared machine (10-20 % between runs of one setting). ``valgrind --tool=cachegrind`` counts
+the instructions the process executes, and the same drain gives the same count to about
+0.1 % run after run: a lever worth 1 % is seen at once.
+
+The drain is ``bench.delivery_micro``'s on SQLite: the real ``Worker`` empties a database of
+N queued deliveries (``bench.db.fill``: one webhook, queues of four) with ``sender.send``
+stubbed to answer 204 at once, so the count is the engine's own (claim, render and sign,
+the attempt's bookkeeping, record, ledger, the database engine in the process) without
+aiohttp's. The database is filled once and copied for every run; each run's count less that
+of a run which stops before the drain (imports, start-up and the copy) is the drain's, and
+divided by N the figure printed, in thousands of instructions a delivery.
+
+Compare checkouts in the same invocation: ``--checkout DIR`` (repeatable; default this
+one) runs each under its own ``PYTHONPATH=DIR/src:DIR``, on the same filled database.
+
+What it does not see: time. A count is not CPU-µs: a cache miss, a system call's wait (the
+WAL's fsync) and the cost of an instruction are not in it; SHA-256 and HMAC count several
+times their real cost, because valgrind's virtual CPU has no SHA extensions (the hashing
+runs OpenSSL's generic code). Keep a lever measured here only if the timed figures do not
+say it got slower. Needs valgrind (``apt-get install valgrind``); a run of 20,000 deliveries
+takes about a minute.
+
+``python -m bench.delivery_instructions [--deliveries N] [--checkout DIR ...]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import uvloop
+
+HERE = Path(__file__).resolve().parent.parent
+CONCURRENCY = 200
+_REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
+
+
+def instructions(valgrind_output: str) -> int:
+    """The instructions counted, from cachegrind's summary (``I refs: 1,234``)."""
+    found = _REFS.search(valgrind_output)
+    if found is None:
+        raise RuntimeError(f"no instruction count in valgrind's output:\n{valgrind_output}")
+    return int(found.group(1).replace(",", ""))
+
+
+async def fill(folder: Path, deliveries: int) -> None:
+    """A database of ``deliveries`` queued deliveries in ``folder`` (``filled.db``), with the
+    key its secrets are encrypted with (``key``)."""
+    from bench import db
+    from consent_relay import crypto
+
+    key = crypto.new_key()
+    (folder / "key").write_text(key)
+    settings = db.settings_for(f"sqlite:///{folder / 'filled.db'}", folder, key)
+    async with db.open_context(settings) as ctx:
+        hooks = await db.create_org_and_webhooks(ctx, "bench", ["http://127.0.0.1:9/dlv"])
+        await db.fill(ctx, "bench", hooks, deliveries, max(1, deliveries // 4))
+
+
+async def drain(folder: Path, deliveries: int, *, start_only: bool = False) -> int:
+    """Drain a copy of ``folder``'s database with the real worker, the send stubbed; with
+    ``start_only``, stop before the worker starts. Returns the deliveries sent."""
+    from bench import db, delivery_micro
+    from consent_relay import gctune
+    from consent_relay.delivery import sender
+    from consent_relay.delivery.worker import Worker
+
+    work = Path(tempfile.mkdtemp(prefix="bench-instructions-"))
+    try:
+        shutil.copy(folder / "filled.db", work / "run.db")
+        settings = db.settings_for(
+            f"sqlite:///{work / 'run.db'}",
+            work,
+            (folder / "key").read_text(),
+            worker_concurrency=CONCURRENCY,
+            webhook_concurrency=CONCURRENCY,
+        )
+        answering = delivery_micro.Answering()
+        answering.expected = deliveries
+        real = sender.send
+        setattr(sender, "send", answering.send)  # noqa: B010 (a stub, for this drain only)
+        try:
+            async with db.open_context(settings) as ctx:
+                gctune.settle()
+                if start_only:
+                    return 0
+                stop = asyncio.Event()
+                task = asyncio.create_task(Worker(ctx, concurrency=CONCURRENCY).run(stop))
+                await answering.done.wait()
+                await delivery_micro._recorded(ctx)
+                stop.set()
+                await task
+        finally:
+            setattr(sender, "send", real)  # noqa: B010
+        return answering.count
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def counted(checkout: Path, folder: Path, deliveries: int, mode: str) -> int:
+    """Instructions of one run of this module as ``mode`` ("drain" or "start") under
+    cachegrind, with ``checkout``'s code."""
+    env = dict(os.environ, PYTHONPATH=f"{checkout / 'src'}{os.pathsep}{checkout}")
+    command = [
+        "valgrind",
+        "--tool=cachegrind",
+        "--cache-sim=no",
+        "--cachegrind-out-file=/dev/null",
+        "--fair-sched=yes",
+        sys.executable,
+        "-m",
+        "bench.delivery_instructions",
+        f"--{mode}",
+        str(folder),
+        "--deliveries",
+        str(deliveries),
+    ]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout}\n{done.stderr}")
+    return instructions(done.stderr)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--deliveries", type=int, default=20_000)
+    parser.add_argument("--checkout", action="append", type=Path, default=[])
+    parser.add_argument("--fill", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--drain", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--start", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.fill:
+        uvloop.run(fill(args.fill, args.deliveries))
+        return
+    if args.drain or args.start:
+        folder = args.drain or args.start
+        sent = uvloop.run(drain(folder, args.deliveries, start_only=args.start is not None))
+        if args.drain and sent != args.deliveries:
+            raise SystemExit(f"sent {sent} of {args.deliveries}")
+        return
+    if shutil.which("valgrind") is None:
+        raise SystemExit("valgrind is not installed (apt-get install valgrind)")
+    checkouts = [c.resolve() for c in args.checkout] or [HERE]
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-instructions-") as name,
+        concurrent.futures.ThreadPoolExecutor(2) as pool,  # a count is the same on a busy core
+    ):
+        folder = Path(name)
+        uvloop.run(fill(folder, args.deliveries))
+        runs = {
+            (checkout, mode): pool.submit(counted, checkout, folder, args.deliveries, mode)
+            for checkout in checkouts
+            for mode in ("start", "drain")
+        }
+        for checkout in checkouts:
+            start = runs[checkout, "start"].result()
+            total = runs[checkout, "drain"].result()
+            per = (total - start) / args.deliveries / 1000
+            print(
+                f"{checkout}: {per:.1f} thousand instructions a delivery "
+                f"(drain {total:,}, start-up {start:,})",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
