@@ -165,3 +165,24 @@ def test_an_empty_ledger_without_a_head_is_intact() -> None:
 
 def test_entries_without_a_head_are_broken() -> None:
     assert ledger.verify("org_1", good_chain(2), None) is not None
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"status_code": None, "payload_sha256": None},
+        {"type": "", "user_id": 'ünïcødé \u2028 "quoted"'},
+        {"seq": 2**62, "status_code": 599},
+    ],
+)
+def test_the_delivery_paths_rows_chain_exactly_as_the_entries_do(changes: object) -> None:
+    """The record chains tuples (``chain_values``) where everything else reads entries: the
+    same hashes, and rows in the ledger's column order, entry by entry."""
+    entries = [fields(n, **changes) for n in (1, 2, 3)]  # type: ignore[arg-type]
+    reference = ledger.chain("f" * 64, entries)
+    rows = ledger.chain_values("f" * 64, [ledger.values(e) for e in entries])
+    assert rows == [(*ledger.values(e.fields), e.prev_hash, e.entry_hash) for e in reference]
+    assert ledger.hash_values(GENESIS, ledger.values(entries[0])) == ledger.entry_hash(
+        GENESIS, entries[0]
+    )

@@ -18,6 +18,9 @@ from dataclasses import dataclass
 import orjson
 
 GENESIS = "0" * 64  # the prev_hash of an organization's first entry
+# An entry's fields in their fixed order (``values``), and with its two hashes after them.
+Values = tuple[str, int, str, str, str, str, str, str, int | None, str | None]
+Row = tuple[str, int, str, str, str, str, str, str, int | None, str | None, str, str]
 
 
 @dataclass(frozen=True)
@@ -43,28 +46,37 @@ class Entry:
     entry_hash: str
 
 
+def values(fields: EntryFields) -> Values:
+    """An entry's fields in their fixed order: the order hashed and the ledger's columns."""
+    return (
+        fields.organization_id,
+        fields.seq,
+        fields.message_id,
+        fields.delivery_id,
+        fields.type,
+        fields.user_id,
+        fields.webhook_id,
+        fields.delivered_at,
+        fields.status_code,
+        fields.payload_sha256,
+    )
+
+
 def canonical(fields: EntryFields) -> bytes:
     """The fixed encoding hashed: a JSON array in a fixed field order (no keys to sort, no
     whitespace; orjson writes the same bytes for the same values, on every platform)."""
-    return orjson.dumps(
-        [
-            fields.organization_id,
-            fields.seq,
-            fields.message_id,
-            fields.delivery_id,
-            fields.type,
-            fields.user_id,
-            fields.webhook_id,
-            fields.delivered_at,
-            fields.status_code,
-            fields.payload_sha256,
-        ]
-    )
+    return orjson.dumps(values(fields))
 
 
 def entry_hash(prev_hash: str, fields: EntryFields) -> str:
     """SHA-256 (hex) of the previous entry's hash, a newline and the entry's fields."""
-    return hashlib.sha256(prev_hash.encode("ascii") + b"\n" + canonical(fields)).hexdigest()
+    return hash_values(prev_hash, values(fields))
+
+
+def hash_values(prev_hash: str, entry: Values) -> str:
+    """``entry_hash`` of an entry given as its ``values``: the delivery path's, which chains
+    a batch's entries as tuples in the ledger's column order, no objects between."""
+    return hashlib.sha256(prev_hash.encode("ascii") + b"\n" + orjson.dumps(entry)).hexdigest()
 
 
 def chain(prev_hash: str, entries: Iterable[EntryFields]) -> list[Entry]:
@@ -75,6 +87,17 @@ def chain(prev_hash: str, entries: Iterable[EntryFields]) -> list[Entry]:
         chained.append(Entry(fields, prev_hash, digest))
         prev_hash = digest
     return chained
+
+
+def chain_values(prev_hash: str, entries: Iterable[Values]) -> list[Row]:
+    """``chain`` for entries given as ``values``: each comes back as its ledger row, its
+    values followed by ``prev_hash`` and ``entry_hash``."""
+    rows: list[Row] = []
+    for entry in entries:
+        digest = hash_values(prev_hash, entry)
+        rows.append((*entry, prev_hash, digest))
+        prev_hash = digest
+    return rows
 
 
 @dataclass(frozen=True)

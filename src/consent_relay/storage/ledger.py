@@ -11,7 +11,6 @@ chain their entries one after the other, never from the same head.
 
 from __future__ import annotations
 
-import operator
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -67,7 +66,9 @@ _ENTRY_COLUMNS = (
     ("entry_hash", "text"),
 )
 _HEAD_COLUMNS = (("organization_id", "text"), ("last_seq", "bigint"), ("last_hash", "text"))
-_NAMES = ", ".join(name for name, _ in _ENTRY_COLUMNS)
+_ENTRY_NAMES = tuple(name for name, _ in _ENTRY_COLUMNS)
+_HEAD_NAMES = tuple(name for name, _ in _HEAD_COLUMNS)
+_NAMES = ", ".join(_ENTRY_NAMES)
 
 
 # The heads' statement for the raw driver (storage.driver); the append is the same
@@ -109,7 +110,10 @@ async def append(tx: Tx, results: Sequence[Result], now: str) -> int:
     entries, new_heads = _chain(delivered, rows, now)
     if not entries:
         return 0
-    params = {"rows": codec.dumps(entries), "heads": codec.dumps(new_heads)}
+    params = {
+        "rows": codec.dumps([dict(zip(_ENTRY_NAMES, row, strict=True)) for row in entries]),
+        "heads": codec.dumps([dict(zip(_HEAD_NAMES, head, strict=True)) for head in new_heads]),
+    }
     sql, names = queue_pg.positional(_PG_APPEND_SQL)
     await raw.execute(sql, *(params[name] for name in names))
     return len(entries)
@@ -126,52 +130,51 @@ def append_sqlite(db: sqlite3.Connection, results: Sequence[Result], now: str) -
     if not entries:
         return 0
     # A statement a row (executemany), cheaper here than one over a JSON array (queue_sqlite).
-    db.executemany(_SQLITE_INSERT_ENTRY, map(_ENTRY_VALUES, entries))
-    db.executemany(_SQLITE_UPSERT_HEAD, map(_HEAD_VALUES, new_heads))
+    db.executemany(_SQLITE_INSERT_ENTRY, entries)
+    db.executemany(_SQLITE_UPSERT_HEAD, new_heads)
     return len(entries)
 
 
 def _chain(
     delivered: Sequence[Result], heads_rows: Iterable[Sequence[Any]], now: str
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+) -> tuple[list[ledger.Row], list[tuple[str, int, str]]]:
     """The entries of ``delivered`` chained from their organizations' heads (rows of
-    ``_HEADS_SQL``: webhook, organization, last seq, last hash), and the heads after them."""
+    ``_HEADS_SQL``: webhook, organization, last seq, last hash), as rows in the columns'
+    order (``_ENTRY_COLUMNS``), and the heads after them (``_HEAD_COLUMNS``'s order)."""
     org_of: dict[str, str] = {}
     heads: dict[str, tuple[int, str]] = {}
     for webhook_id, org, last_seq, last_hash in heads_rows:
         org_of[webhook_id] = org
         heads[org] = (0, GENESIS) if last_seq is None else (int(last_seq), last_hash)
-    by_org: dict[str, list[EntryFields]] = {}
+    by_org: dict[str, list[ledger.Values]] = {}
     for r in delivered:
-        org = org_of.get(r.claimed.webhook_id)
+        c = r.claimed
+        org = org_of.get(c.webhook_id)
         if org is None:
             continue  # the webhook was deleted meanwhile: nobody to account to
         chained = by_org.setdefault(org, [])
-        seq = heads[org][0] + len(chained) + 1
-        message = r.claimed.message or {}
+        message = c.message or {}
         chained.append(
-            EntryFields(
-                organization_id=org,
-                seq=seq,
-                message_id=r.claimed.message_id,
-                delivery_id=r.claimed.id,
-                type=str(message.get("type", "")),
-                user_id=r.claimed.user_id,
-                webhook_id=r.claimed.webhook_id,
-                delivered_at=now,
-                status_code=r.status_code,
-                payload_sha256=r.payload_sha256,
+            (
+                org,
+                heads[org][0] + len(chained) + 1,
+                c.message_id,
+                c.id,
+                str(message.get("type", "")),
+                c.user_id,
+                c.webhook_id,
+                now,
+                r.status_code,
+                r.payload_sha256,
             )
         )
-    entries: list[dict[str, Any]] = []
-    new_heads: list[dict[str, Any]] = []
-    for org, fields in sorted(by_org.items()):
-        chained_entries = ledger.chain(heads[org][1], fields)
-        entries.extend(_row(entry) for entry in chained_entries)
-        last = chained_entries[-1]
-        new_heads.append(
-            {"organization_id": org, "last_seq": last.fields.seq, "last_hash": last.entry_hash}
-        )
+    entries: list[ledger.Row] = []
+    new_heads: list[tuple[str, int, str]] = []
+    for org, values in sorted(by_org.items()):
+        rows = ledger.chain_values(heads[org][1], values)
+        entries.extend(rows)
+        last = rows[-1]
+        new_heads.append((org, last[1], last[-1]))
     return entries, new_heads
 
 
@@ -179,8 +182,6 @@ _PG_APPEND_SQL = (
     f"WITH e AS ({_insert_entries_sql('postgresql')}) {_upsert_heads_sql('postgresql')}"
 )
 # SQLite's, one row each, parameters by position (_ENTRY_COLUMNS's, _HEAD_COLUMNS's order).
-_ENTRY_VALUES = operator.itemgetter(*(name for name, _ in _ENTRY_COLUMNS))
-_HEAD_VALUES = operator.itemgetter(*(name for name, _ in _HEAD_COLUMNS))
 _SQLITE_INSERT_ENTRY = (
     f"INSERT INTO ledger_entries ({_NAMES}) VALUES ({', '.join('?' for _ in _ENTRY_COLUMNS)})"
 )
@@ -189,24 +190,6 @@ _SQLITE_UPSERT_HEAD = """
     ON CONFLICT (organization_id) DO UPDATE
     SET last_seq = excluded.last_seq, last_hash = excluded.last_hash
 """
-
-
-def _row(entry: Entry) -> dict[str, Any]:
-    f = entry.fields
-    return {
-        "organization_id": f.organization_id,
-        "seq": f.seq,
-        "message_id": f.message_id,
-        "delivery_id": f.delivery_id,
-        "type": f.type,
-        "user_id": f.user_id,
-        "webhook_id": f.webhook_id,
-        "delivered_at": f.delivered_at,
-        "status_code": f.status_code,
-        "payload_sha256": f.payload_sha256,
-        "prev_hash": entry.prev_hash,
-        "entry_hash": entry.entry_hash,
-    }
 
 
 def _entry(row: Any) -> Entry:
