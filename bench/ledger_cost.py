@@ -116,14 +116,14 @@ async def _record_all(ctx: Context, batch: int) -> tuple[float, float, int]:
     done = 0
     while True:
         claimed = await batches.claim(
-            ctx.store.write, ctx.store.read, limit=batch, now_ms=ctx.clock_ms() + 10**9,
+            ctx.store, limit=batch, now_ms=ctx.clock_ms() + 10**9,
             lease="bench", lease_ms=60_000,
         )  # fmt: skip
         if not claimed:
             return wall, cpu, done
         results = [_delivered(c) for c in claimed]
         w0, c0 = time.perf_counter(), time.process_time()
-        await batches.record(ctx.store.write, results, now_ms=ctx.clock_ms(), now=now_ts())
+        await batches.record(ctx.store, results, now_ms=ctx.clock_ms(), now=now_ts())
         wall += time.perf_counter() - w0
         cpu += time.process_time() - c0
         done += len(results)

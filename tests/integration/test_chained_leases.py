@@ -178,9 +178,7 @@ async def test_a_batch_tried_in_halves_chains_only_what_committed(ctx: Context) 
     async with ctx.store.write() as tx:
         await tamper.refuse_inserts(tx, "attempts", "response_body", "poison")
     try:
-        recorded = await batches.record(
-            ctx.store.write, results, now_ms=now, now=NOW, chain=_chain(now)
-        )
+        recorded = await batches.record(ctx.store, results, now_ms=now, now=NOW, chain=_chain(now))
     finally:
         async with ctx.store.write() as tx:  # (the PostgreSQL test database outlives the test)
             await tamper.allow_inserts(tx, "attempts")

@@ -67,7 +67,7 @@ def _result(item: Claimed, body: str = "fine", status: str = "pending", **fields
 
 
 async def _record(ctx: Context, results: list[Result]) -> batches.Recorded:
-    return await batches.record(ctx.store.write, results, now_ms=ctx.clock_ms(), now=NOW)
+    return await batches.record(ctx.store, results, now_ms=ctx.clock_ms(), now=NOW)
 
 
 @contextlib.asynccontextmanager
@@ -296,9 +296,7 @@ async def test_an_unreadable_message_fails_only_its_own_claim(
         async with ctx.store.write() as tx:
             await queue.claim(tx, limit=100, now_ms=now, lease="plain", lease_ms=60_000)
 
-    claimed = await batches.claim(
-        ctx.store.write, ctx.store.read, limit=100, now_ms=now, lease="w", lease_ms=60_000
-    )
+    claimed = await batches.claim(ctx.store, limit=100, now_ms=now, lease="w", lease_ms=60_000)
     assert sorted(c.pk for c in claimed) == sorted(d["pk"] for d in due if d is not bad)
     assert all(c.message is not None and c.message["parameters"] for c in claimed)
     row = await _delivery(ctx, bad["pk"])  # leased: tried again when the lease runs out

@@ -132,8 +132,7 @@ class Worker:
         now_ms = self.ctx.clock_ms()
         lease = f"{self.id}:{ids.new_id('ls')[-10:]}"
         claimed = await batches.claim(  # one unreadable message cannot stop every claim
-            self.ctx.store.write,
-            self.ctx.store.read,
+            self.ctx.store,
             limit=want,
             now_ms=now_ms,
             lease=lease,
@@ -376,7 +375,7 @@ class Worker:
                 if chain is not None:
                     chain.until_ms = now_ms + self.lease_ms
                 await batches.record(
-                    self.ctx.store.write,
+                    self.ctx.store,
                     left,
                     now_ms=now_ms,
                     now=from_ms(now_ms),

@@ -36,6 +36,8 @@ from consent_relay.storage.tx import Tx
 if TYPE_CHECKING:
     import sqlite3
 
+    from consent_relay.storage.store import Store
+
 log = logging.getLogger("consent_relay.storage")
 T = TypeVar("T")
 Opener = Callable[[], AbstractAsyncContextManager[Tx]]  # Store.write or Store.read
@@ -113,7 +115,7 @@ class Recorded:
 
 
 async def record(
-    write: Opener,
+    store: Store,
     results: Sequence[Result],
     *,
     now_ms: int,
@@ -140,13 +142,21 @@ async def record(
         if chain is not None:
             room = dataclasses.replace(chain, limit=chain.limit - len(done.chained))
         chained: list[Claimed] = []
-        async with write() as tx:
-            kept = await _record_in(tx, batch, now_ms=now_ms, now=now, chain=room, chained=chained)
+        if _one_hop(store) and not any(_changes_flow(r) for r in batch):
+            kept, leased_on = await store.sqlite_transaction(
+                _record_sqlite(batch, now_ms=now_ms, now=now, with_attempts=True, chain=room)
+            )
+            chained.extend(leased_on)
+        else:
+            async with store.write() as tx:
+                kept = await _record_in(
+                    tx, batch, now_ms=now_ms, now=now, chain=room, chained=chained
+                )
         done.add(batch, kept)
         done.chained.extend(chained)  # committed: these leases are the worker's now
 
     async def alone(result: Result, reason: Exception) -> None:
-        await _record_alone(write, result, reason, now_ms=now_ms, now=now, done=done)
+        await _record_alone(store.write, result, reason, now_ms=now_ms, now=now, done=done)
 
     await bisect(results, attempt, alone)
     return done
@@ -178,6 +188,26 @@ async def _record_in(
         await ledger.append(tx, kept, now)  # delivered ones leave a ledger entry
         return kept
 
+    work = _record_sqlite(batch, now_ms=now_ms, now=now, with_attempts=with_attempts, chain=chain)
+    kept, leased_on = await driver.on_sqlite(tx, work)
+    if chained is not None:
+        chained.extend(leased_on)
+    await queue.flow_changes(tx, kept, now)
+    return kept
+
+
+def _record_sqlite(
+    batch: Sequence[Result],
+    *,
+    now_ms: int,
+    now: str,
+    with_attempts: bool,
+    chain: queue.Chain | None,
+) -> Callable[[sqlite3.Connection], tuple[list[Result], list[Claimed]]]:
+    """The record of ``batch`` and the ledger entries of its delivered results, as one
+    function of SQLite's connection (one hop to its thread): the results recorded and the
+    next deliveries leased on."""
+
     def work(db: sqlite3.Connection) -> tuple[list[Result], list[Claimed]]:
         kept, leased_on = queue.record_sqlite(
             db, batch, now_ms=now_ms, now=now, with_attempts=with_attempts, chain=chain
@@ -185,11 +215,19 @@ async def _record_in(
         ledger.append_sqlite(db, kept, now)
         return kept, leased_on
 
-    kept, leased_on = await driver.on_sqlite(tx, work)
-    if chained is not None:
-        chained.extend(leased_on)
-    await queue.flow_changes(tx, kept, now)
-    return kept
+    return work
+
+
+def _one_hop(store: Store) -> bool:
+    """Whether the worker's claim and record go through ``Store.sqlite_transaction`` (a
+    SQLite file), each transaction one hop to SQLite's thread, rather than ``write()``."""
+    return store.sqlite_file is not None
+
+
+def _changes_flow(result: Result) -> bool:
+    """A result that pauses or disables its webhook (``queue.flow_changes``): its batch is
+    recorded through ``write()``, where those statements are, in the same transaction."""
+    return result.pause_until_ms is not None or result.disable_reason is not None
 
 
 async def _record_alone(
@@ -236,8 +274,7 @@ async def _record_alone(
 
 
 async def claim(
-    write: Opener,
-    read: Opener,
+    store: Store,
     *,
     limit: int,
     now_ms: int,
@@ -257,14 +294,37 @@ async def claim(
     the messages in halves. A head whose message cannot be read stays leased (tried again
     when the lease runs out) and is logged; the others are returned.
     """
+    claimed: list[Claimed] = []  # by a first transaction that committed
     try:
-        async with write() as tx:
-            return await queue.claim(
-                tx, limit=limit, now_ms=now_ms, lease=lease, lease_ms=lease_ms, excluded=excluded
+        if not _one_hop(store):
+            async with store.write() as tx:
+                return await queue.claim(
+                    tx, limit=limit, now_ms=now_ms, lease=lease, lease_ms=lease_ms,
+                    excluded=excluded,
+                )  # fmt: skip
+        # On a SQLite file, the claim in one hop (``queue.claim_sqlite``); when it comes
+        # back short while rate-limited webhooks have due heads, those in a transaction of
+        # their own (a lease is a lease whichever transaction took it).
+        claimed, more = await store.sqlite_transaction(
+            lambda db: queue.claim_sqlite(
+                db, limit=limit, now_ms=now_ms, lease=lease, lease_ms=lease_ms, excluded=excluded
+            )
+        )
+        if not more:
+            return claimed
+        async with store.write() as tx:
+            return claimed + await queue.claim_rate_limited(
+                tx,
+                limit=limit - len(claimed),
+                now_ms=now_ms,
+                lease=lease,
+                lease_ms=lease_ms,
+                excluded=excluded,
             )
     except Exception as exc:
         failure = exc
-    async with write() as tx:
+    limit -= len(claimed)
+    async with store.write() as tx:
         bare = await queue.claim(
             tx,
             limit=limit,
@@ -283,7 +343,7 @@ async def claim(
     unreadable: set[int] = set()
 
     async def attempt(heads: Sequence[Claimed]) -> None:
-        async with read() as tx:
+        async with store.read() as tx:
             found.update(await queue.messages_by_id(tx, [c.message_id for c in heads]))
 
     async def alone(head: Claimed, reason: Exception) -> None:
@@ -297,7 +357,7 @@ async def claim(
         unreadable.add(head.pk)
 
     await bisect(bare, attempt, alone, unavailable_too=True)
-    return [
+    return claimed + [
         dataclasses.replace(c, message=found.get(c.message_id))
         for c in bare
         if c.pk not in unreadable

@@ -59,6 +59,21 @@ async def on_sqlite(tx: Tx, work: Callable[[sqlite3.Connection], T]) -> T:
     return result
 
 
+def in_transaction(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+    """``work`` in a write transaction of its own on ``db`` (``BEGIN IMMEDIATE``, then
+    ``COMMIT``; ``ROLLBACK`` if anything fails, the commit included), on the calling thread:
+    ``Store.sqlite_transaction`` runs it on its connection's thread, in one hop."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        result = work(db)
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    return result
+
+
 class Record:
     """An asyncpg record read by attribute, as the ``Tx`` mappers read SQLAlchemy's rows."""
 

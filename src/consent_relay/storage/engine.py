@@ -43,7 +43,8 @@ def is_sqlite_url(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def _sqlite_path(url: str) -> Path | None:
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL's database; None for one in memory."""
     database = make_url(url).database
     if not database or database == ":memory:":
         return None
@@ -59,7 +60,7 @@ POSTGRES_SESSION = {"jit": "off", "enable_seqscan": "off"}
 
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     if is_sqlite_url(url):
-        path = _sqlite_path(url)
+        path = sqlite_file(url)
         if path is not None:
             _private_sqlite_file(path)
         engine = create_async_engine(async_url(url), pool_size=pool_size, max_overflow=0)

@@ -32,7 +32,7 @@ re-exported here); claiming and recording are below.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -274,14 +274,64 @@ async def claim(
         }  # fmt: skip
     if limited and with_messages:
         found.update(await messages_by_id(tx, [r.message_id for r in limited]))
-    # The rows' first nine columns, in claim_sql's RETURNING order (asyncpg's records and
-    # SQLAlchemy's rows both index by position).
-    heads = [tuple(r)[:9] for r in rows] + [tuple(r)[:9] for r in limited]
+    return _claimed([*rows, *limited], found, lease)
+
+
+def _claimed(rows: Iterable[Any], found: dict[str, Message], lease: str) -> list[Claimed]:
+    """The rows' first nine columns, in claim_sql's RETURNING order (asyncpg's records,
+    SQLAlchemy's rows and sqlite3's tuples all index by position), as leased deliveries."""
+    heads = [tuple(r)[:9] for r in rows]
     return [
         Claimed(pk, id_, webhook_id, message_id, user_id, seq, attempts, lease,
                 found.get(message_id), held, subject)
         for pk, id_, webhook_id, message_id, user_id, seq, attempts, held, subject in heads
     ]  # fmt: skip
+
+
+def claim_sqlite(
+    db: sqlite3.Connection,
+    *,
+    limit: int,
+    now_ms: int,
+    lease: str,
+    lease_ms: int,
+    excluded: Sequence[str] = (),
+) -> tuple[list[Claimed], bool]:
+    """``claim`` on SQLite as plain ``sqlite3`` calls, for ``Store.sqlite_transaction``
+    (its whole transaction in one hop): the due heads of webhooks that are not rate-limited,
+    with their messages, and whether rate-limited webhooks have due heads too (asked only
+    when the claim came back short), which ``claim_rate_limited`` then takes in a
+    transaction of its own."""
+    sql = claim_sql("sqlite", True)
+    params = {
+        "now": now_ms,
+        "limit": limit,
+        "lease": lease,
+        "until": now_ms + lease_ms,
+        "excluded": codec.dumps(list(excluded)),
+    }
+    rows, found = queue_sqlite.claim(db, sql, params, True)
+    more = len(rows) < limit and ratelimit.any_due_sqlite(db, now_ms, excluded)
+    return _claimed(rows, found, lease), more
+
+
+async def claim_rate_limited(
+    tx: Tx, *, limit: int, now_ms: int, lease: str, lease_ms: int, excluded: Sequence[str]
+) -> list[Claimed]:
+    """Due heads of rate-limited webhooks, as their tokens allow (``ratelimit.take``), with
+    their messages: the rest of a claim made by ``claim_sqlite``."""
+    limited = await ratelimit.take(
+        tx,
+        limit=limit,
+        now_ms=now_ms,
+        lease=lease,
+        until_ms=now_ms + lease_ms,
+        excluded=excluded,
+    )
+    if not limited:
+        return []
+    found = await messages_by_id(tx, [r.message_id for r in limited])
+    return _claimed(limited, found, lease)
 
 
 async def record(

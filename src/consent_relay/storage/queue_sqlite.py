@@ -1,5 +1,6 @@
 """The worker's claim and record on SQLite as plain ``sqlite3`` calls, run in one hop to aiosqlite's
-thread (``driver.on_sqlite``), inside the transaction the caller opened.
+thread: the whole transaction with them (``Store.sqlite_transaction``, the worker's way), or
+inside a transaction the caller opened (``driver.on_sqlite``).
 
 Through SQLAlchemy, a recorded batch was seven statements or so (the deliveries, their
 attempts, superseded dead letters, the queues moved on, the next heads promoted, then the

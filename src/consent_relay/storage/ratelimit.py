@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
 
 from consent_relay.storage import codec, dialect, flow
 from consent_relay.storage.tx import Tx
+
+if TYPE_CHECKING:
+    import sqlite3
 
 
 def _buckets_sql(name: str, locked: bool) -> str:
@@ -125,6 +128,16 @@ async def take(
             {"rows": codec.dumps(spent), "now": now_ms},
         )
     return rows
+
+
+def any_due_sqlite(db: sqlite3.Connection, now_ms: int, excluded: Sequence[str]) -> bool:
+    """Whether a rate-limited webhook (enabled, not paused, not ``excluded``) has a due head:
+    ``take``'s first statement, asked on SQLite's own connection (``queue.claim_sqlite``)."""
+    found = db.execute(
+        f"SELECT EXISTS ({_BUCKETS_SQL['sqlite', False]})",
+        {"now": now_ms, "excluded": codec.dumps(list(excluded))},
+    ).fetchone()
+    return bool(found[0])
 
 
 async def next_token_ms(tx: Tx, now_ms: int) -> int | None:
