@@ -86,9 +86,12 @@ async def _statuses(ctx: Context) -> dict[tuple[str, int], tuple[Any, Any, str]]
 
 @contextlib.contextmanager
 def _counting_writes(store: Store, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """Counts ``store.write()`` and ``store.sqlite_transaction`` calls."""
+    """Counts ``store.write()`` calls and the worker's own transactions
+    (``store.sqlite_transaction``, or ``store.pg_transaction`` on PostgreSQL)."""
     counts = {"write": 0, "one hop": 0}
-    write, one_hop = store.write, store.sqlite_transaction
+    write = store.write
+    name = "sqlite_transaction" if store.is_sqlite else "pg_transaction"
+    one_hop = getattr(store, name)
 
     @contextlib.asynccontextmanager
     async def counted_write() -> AsyncIterator[Tx]:
@@ -96,12 +99,12 @@ def _counting_writes(store: Store, monkeypatch: pytest.MonkeyPatch) -> Any:
         async with write() as tx:
             yield tx
 
-    async def counted_one_hop(work: Any) -> Any:
+    async def counted_one_hop(work: Any, **options: Any) -> Any:
         counts["one hop"] += 1
-        return await one_hop(work)
+        return await one_hop(work, **options)
 
     monkeypatch.setattr(store, "write", counted_write)
-    monkeypatch.setattr(store, "sqlite_transaction", counted_one_hop)
+    monkeypatch.setattr(store, name, counted_one_hop)
     yield counts
 
 

@@ -36,6 +36,8 @@ from consent_relay.storage.tx import Tx
 if TYPE_CHECKING:
     import sqlite3
 
+    import asyncpg
+
     from consent_relay.storage.store import Store
 
 log = logging.getLogger("consent_relay.storage")
@@ -142,10 +144,22 @@ async def record(
         if chain is not None:
             room = dataclasses.replace(chain, limit=chain.limit - len(done.chained))
         chained: list[Claimed] = []
-        if _one_hop(store) and not any(_changes_flow(r) for r in batch):
-            kept, leased_on = await store.sqlite_transaction(
-                _record_sqlite(batch, now_ms=now_ms, now=now, with_attempts=True, chain=room)
-            )
+        path = _path(store)
+        if path is not None and not any(_changes_flow(r) for r in batch):
+            if path == "sqlite":
+                kept, leased_on = await store.sqlite_transaction(
+                    _record_sqlite(batch, now_ms=now_ms, now=now, with_attempts=True, chain=room)
+                )
+            else:
+
+                async def work(raw: asyncpg.Connection[Any]) -> tuple[list[Result], list[Claimed]]:
+                    recorded = await queue.record_pg(
+                        raw, batch, now_ms=now_ms, now=now, with_attempts=True, chain=room
+                    )
+                    await ledger.append_pg(raw, recorded[0], now)
+                    return recorded
+
+                kept, leased_on = await store.pg_transaction(work)
             chained.extend(leased_on)
         else:
             async with store.write() as tx:
@@ -218,10 +232,14 @@ def _record_sqlite(
     return work
 
 
-def _one_hop(store: Store) -> bool:
-    """Whether the worker's claim and record go through ``Store.sqlite_transaction`` (a
-    SQLite file), each transaction one hop to SQLite's thread, rather than ``write()``."""
-    return store.sqlite_file is not None
+def _path(store: Store) -> str | None:
+    """How the worker's claim and record reach the database, rather than through
+    ``write()``: "sqlite" (a SQLite file: ``Store.sqlite_transaction``, each transaction in
+    one hop to SQLite's thread), "postgresql" (``Store.pg_transaction``, on the raw driver);
+    None for SQLite in memory (``write()``'s connection is its only one)."""
+    if store.sqlite_file is not None:
+        return "sqlite"
+    return None if store.is_sqlite else "postgresql"
 
 
 def _changes_flow(result: Result) -> bool:
@@ -296,20 +314,40 @@ async def claim(
     """
     claimed: list[Claimed] = []  # by a first transaction that committed
     try:
-        if not _one_hop(store):
+        path = _path(store)
+        if path is None:
             async with store.write() as tx:
                 return await queue.claim(
                     tx, limit=limit, now_ms=now_ms, lease=lease, lease_ms=lease_ms,
                     excluded=excluded,
                 )  # fmt: skip
-        # On a SQLite file, the claim in one hop (``queue.claim_sqlite``); when it comes
-        # back short while rate-limited webhooks have due heads, those in a transaction of
-        # their own (a lease is a lease whichever transaction took it).
-        claimed, more = await store.sqlite_transaction(
-            lambda db: queue.claim_sqlite(
-                db, limit=limit, now_ms=now_ms, lease=lease, lease_ms=lease_ms, excluded=excluded
+        # The claim in one hop to SQLite's thread (``queue.claim_sqlite``), or as one
+        # statement on PostgreSQL's raw driver (``queue.claim_pg``); when it comes back short
+        # while rate-limited webhooks have due heads, those in a transaction of their own
+        # (a lease is a lease whichever transaction took it).
+        if path == "sqlite":
+            claimed, more = await store.sqlite_transaction(
+                lambda db: queue.claim_sqlite(
+                    db,
+                    limit=limit,
+                    now_ms=now_ms,
+                    lease=lease,
+                    lease_ms=lease_ms,
+                    excluded=excluded,
+                )
             )
-        )
+        else:
+            claimed, more = await store.pg_transaction(
+                lambda raw: queue.claim_pg(
+                    raw,
+                    limit=limit,
+                    now_ms=now_ms,
+                    lease=lease,
+                    lease_ms=lease_ms,
+                    excluded=excluded,
+                ),
+                begin=False,
+            )
         if not more:
             return claimed
         async with store.write() as tx:

@@ -26,6 +26,8 @@ from consent_relay.storage.tx import Tx
 if TYPE_CHECKING:
     import sqlite3
 
+    import asyncpg
+
     from consent_relay.storage.queue import Result
 
 _HEADS_SQL = {
@@ -99,13 +101,21 @@ async def append(tx: Tx, results: Sequence[Result], now: str) -> int:
     """Chain an entry for every delivered result of a recorded batch (in ``tx``, the
     transaction that records them); returns how many entries were written. (On SQLite the
     worker's record does this in its one hop instead: ``append_sqlite``.)"""
+    if not any(r.status == "delivered" for r in results):
+        return 0
+    raw = await driver.postgres(tx)
+    if raw is None:
+        return await driver.on_sqlite(tx, lambda db: append_sqlite(db, results, now))
+    return await append_pg(raw, results, now)
+
+
+async def append_pg(raw: asyncpg.Connection[Any], results: Sequence[Result], now: str) -> int:
+    """``append`` on PostgreSQL's raw connection, inside the transaction open on it
+    (``Store.pg_transaction``, or ``append``'s own through ``driver.postgres``)."""
     delivered = [r for r in results if r.status == "delivered"]
     if not delivered:
         return 0
     webhook_ids = sorted({r.claimed.webhook_id for r in delivered})
-    raw = await driver.postgres(tx)
-    if raw is None:
-        return await driver.on_sqlite(tx, lambda db: append_sqlite(db, results, now))
     rows = await raw.fetch(_PG_HEADS_SQL, webhook_ids)  # the raw driver (storage.driver)
     entries, new_heads = _chain(delivered, rows, now)
     if not entries:

@@ -47,6 +47,8 @@ from consent_relay.storage.tx import Tx
 if TYPE_CHECKING:
     import sqlite3
 
+    import asyncpg
+
 Message = dict[str, Any]  # a message as sent: type, regulation, parameters (stored JSON)
 
 
@@ -315,6 +317,39 @@ def claim_sqlite(
     return _claimed(rows, found, lease), more
 
 
+async def claim_pg(
+    raw: asyncpg.Connection[Any],
+    *,
+    limit: int,
+    now_ms: int,
+    lease: str,
+    lease_ms: int,
+    excluded: Sequence[str] = (),
+) -> tuple[list[Claimed], bool]:
+    """``claim`` on PostgreSQL's raw connection, ``claim_sqlite``'s twin: its one statement
+    (a transaction of its own where no transaction is open: ``Store.pg_transaction`` with
+    ``begin=False``), and whether rate-limited webhooks have due heads too (asked only when
+    the claim came back short) for ``claim_rate_limited``."""
+    sql = claim_sql("postgresql", True)
+    params = {
+        "now": now_ms,
+        "limit": limit,
+        "lease": lease,
+        "until": now_ms + lease_ms,
+        "excluded": codec.dumps(list(excluded)),
+    }
+    rows = await queue_pg.fetch(raw, sql, params)
+    found: dict[str, Message] = {
+        r["message_id"]: {
+            "type": r["type"], "regulation": r["regulation"], "parameters": r["parameters"]
+        }
+        for r in rows
+        if r["type"] is not None
+    }  # fmt: skip
+    more = len(rows) < limit and await ratelimit.any_due_pg(raw, now_ms, excluded)
+    return _claimed(rows, found, lease), more
+
+
 async def claim_rate_limited(
     tx: Tx, *, limit: int, now_ms: int, lease: str, lease_ms: int, excluded: Sequence[str]
 ) -> list[Claimed]:
@@ -353,14 +388,9 @@ async def record(
         return []
     raw = await driver.postgres(tx)
     if raw is not None:
-        flags = chain_flags(results, chain)
-        lease = None if chain is None else chain.lease
-        until_ms = None if chain is None else chain.until_ms
-        held, heads = await queue_pg.record(
-            raw, results, now, now_ms, with_attempts, flags, lease, until_ms
+        kept, leased_on = await record_pg(
+            raw, results, now_ms=now_ms, now=now, with_attempts=with_attempts, chain=chain
         )
-        kept = [r for r in results if r.claimed.pk in held]
-        leased_on = [] if lease is None else [claimed_from(row, lease) for row in heads]
     else:
         kept, leased_on = await driver.on_sqlite(  # one hop to aiosqlite's thread
             tx,
@@ -372,6 +402,28 @@ async def record(
         chained.extend(leased_on)
     await flow_changes(tx, kept, now)
     return kept
+
+
+async def record_pg(
+    raw: asyncpg.Connection[Any],
+    results: Sequence[Result],
+    *,
+    now_ms: int,
+    now: str,
+    with_attempts: bool,
+    chain: Chain | None,
+) -> tuple[list[Result], list[Claimed]]:
+    """``queue_pg.record`` with what ``chain`` allows, on PostgreSQL's raw connection inside
+    the transaction open on it (``record``'s, or ``Store.pg_transaction``): the results
+    recorded and the next deliveries leased on."""
+    flags = chain_flags(results, chain)
+    lease = None if chain is None else chain.lease
+    until_ms = None if chain is None else chain.until_ms
+    held, heads = await queue_pg.record(
+        raw, results, now, now_ms, with_attempts, flags, lease, until_ms
+    )
+    kept = [r for r in results if r.claimed.pk in held]
+    return kept, [] if lease is None else [claimed_from(row, lease) for row in heads]
 
 
 def record_sqlite(

@@ -24,6 +24,8 @@ from consent_relay.storage.tx import Tx
 if TYPE_CHECKING:
     import sqlite3
 
+    import asyncpg
+
 
 def _buckets_sql(name: str, locked: bool) -> str:
     lock = " FOR UPDATE OF f SKIP LOCKED" if name == "postgresql" and locked else ""
@@ -138,6 +140,18 @@ def any_due_sqlite(db: sqlite3.Connection, now_ms: int, excluded: Sequence[str])
         {"now": now_ms, "excluded": codec.dumps(list(excluded))},
     ).fetchone()
     return bool(found[0])
+
+
+# ``any_due_sqlite``'s question for asyncpg: numbered parameters, $1 now and $2 excluded.
+_ANY_DUE_PG_SQL = "SELECT EXISTS ({})".format(
+    _BUCKETS_SQL["postgresql", False].replace(":now", "$1").replace(":excluded", "$2")
+)
+
+
+async def any_due_pg(raw: asyncpg.Connection[Any], now_ms: int, excluded: Sequence[str]) -> bool:
+    """``any_due_sqlite`` on PostgreSQL's raw connection (``queue.claim_pg``)."""
+    found = await raw.fetchval(_ANY_DUE_PG_SQL, now_ms, codec.dumps(list(excluded)))
+    return bool(found)
 
 
 async def next_token_ms(tx: Tx, now_ms: int) -> int | None:

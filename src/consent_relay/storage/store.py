@@ -14,11 +14,13 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
+import asyncpg
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consent_relay import errors
@@ -28,6 +30,7 @@ from consent_relay.storage.tx import Tx
 
 log = logging.getLogger("consent_relay.storage")
 T = TypeVar("T")
+PG_POOL_SIZE = 4  # pg_transaction's connections: a worker's claim and record, and room
 
 
 class Store:
@@ -42,6 +45,9 @@ class Store:
         # ``sqlite_transaction``, opened at its first use.
         self.sqlite_file = engines.sqlite_file(url) if self.is_sqlite else None
         self._hot: aiosqlite.Connection | None = None
+        # PostgreSQL: the raw connections of ``pg_transaction``, opened at its first use.
+        self._pg_pool: asyncpg.Pool[Any] | None = None
+        self._pg_pool_opening = asyncio.Lock()
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[Tx]:
@@ -78,6 +84,40 @@ class Store:
             await conn.close()
             raise
         return conn
+
+    async def pg_transaction(
+        self, work: Callable[[asyncpg.Connection[Any]], Awaitable[T]], *, begin: bool = True
+    ) -> T:
+        """On PostgreSQL: ``work`` (raw ``asyncpg`` calls) in a transaction of its own, on a
+        connection of a small pool kept for this (``PG_POOL_SIZE``); with ``begin=False``, no
+        transaction is opened (for a single statement, which is then its own: one round
+        trip instead of three).
+
+        ``sqlite_transaction``'s twin, for the worker's claim and record: through
+        ``write()``, SQLAlchemy's connection, transaction and pool cost about 260 CPU-µs
+        of the worker's a transaction beside the statements (measured; README)."""
+        if self.is_sqlite:
+            raise RuntimeError("pg_transaction is for a PostgreSQL database")
+        async with engines.translate_errors():
+            pool = self._pg_pool or await self._open_pg_pool()
+            async with pool.acquire() as conn:
+                if not begin:
+                    return await work(conn)
+                async with conn.transaction():
+                    return await work(conn)
+
+    async def _open_pg_pool(self) -> asyncpg.Pool[Any]:
+        async with self._pg_pool_opening:
+            if self._pg_pool is None:
+                dsn = make_url(self.url).set(drivername="postgresql")
+                self._pg_pool = await asyncpg.create_pool(
+                    dsn.render_as_string(hide_password=False),
+                    min_size=1,
+                    max_size=PG_POOL_SIZE,
+                    server_settings=engines.POSTGRES_SESSION,
+                    command_timeout=30,
+                )
+            return self._pg_pool
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[Tx]:
@@ -152,4 +192,7 @@ class Store:
         if self._hot is not None:
             hot, self._hot = self._hot, None
             await hot.close()
+        if self._pg_pool is not None:
+            pool, self._pg_pool = self._pg_pool, None
+            await pool.close()
         await self.engine.dispose()
