@@ -3,9 +3,10 @@
 Everything the service does happens inside ``store.write()`` (one transaction, committed on
 success) or ``store.read()``. The transaction object ``Tx`` has one method per query; the
 dialect differences live in ``engine.py`` and ``dialect.py``. The same contract tests
-run against both databases (tests/integration). On a SQLite file, the worker's claim and
-record, the busiest transactions, are each a function of ``sqlite3`` calls run whole in one
-hop instead (``sqlite_transaction``).
+run against both databases (tests/integration). The worker's claim and record, the busiest
+transactions, go around SQLAlchemy: on a SQLite file each is a function of ``sqlite3`` calls
+run whole in one hop (``sqlite_transaction``), on PostgreSQL a function of ``asyncpg`` calls
+on a small pool of their own (``pg_transaction``).
 """
 
 from __future__ import annotations
