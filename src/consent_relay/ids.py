@@ -61,13 +61,17 @@ class MonotonicIds:
     parent's.
     """
 
-    __slots__ = ("__weakref__", "_head", "_ms", "_next", "_prefix")
+    __slots__ = ("__weakref__", "_head", "_high", "_ms", "_next", "_prefix", "_stem")
 
     def __init__(self, prefix: str) -> None:
         self._prefix = prefix
         self._ms = -1
         self._head = ""
         self._next = 0
+        # The id up to its last two pairs (the random part's 60 high bits formatted), for
+        # ``_high``: counting up changes them once in 2**20 ids at most.
+        self._high = -1
+        self._stem = ""
         _generators.add(self)
 
     def _forget(self) -> None:
@@ -85,19 +89,21 @@ class MonotonicIds:
             )
             # Half the random range at most: counting up never carries into the time part.
             self._next = int.from_bytes(os.urandom(10), "big") >> 1
+            self._high = -1
         value = self._next & _RANDOM_MASK
         self._next += 1
         pairs = _PAIRS
-        return self._head + (
-            pairs[value >> 70]
-            + pairs[(value >> 60) & 0x3FF]
-            + pairs[(value >> 50) & 0x3FF]
-            + pairs[(value >> 40) & 0x3FF]
-            + pairs[(value >> 30) & 0x3FF]
-            + pairs[(value >> 20) & 0x3FF]
-            + pairs[(value >> 10) & 0x3FF]
-            + pairs[value & 0x3FF]
-        )
+        if value >> 20 != self._high:
+            self._high = value >> 20
+            self._stem = self._head + (
+                pairs[value >> 70]
+                + pairs[(value >> 60) & 0x3FF]
+                + pairs[(value >> 50) & 0x3FF]
+                + pairs[(value >> 40) & 0x3FF]
+                + pairs[(value >> 30) & 0x3FF]
+                + pairs[(value >> 20) & 0x3FF]
+            )
+        return self._stem + pairs[(value >> 10) & 0x3FF] + pairs[value & 0x3FF]
 
 
 def new_uuid() -> str:

@@ -51,6 +51,7 @@ def test_new_uuid_is_version_7() -> None:
 
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]
 
 
 def _ms_of(ulid: str) -> int:
@@ -99,3 +100,23 @@ def test_a_forked_child_does_not_count_on_from_its_parent(
     parent = generator.new()
     assert child[:14] == parent[:14]  # the same millisecond
     assert child != parent
+
+
+@pytest.mark.parametrize(
+    "start",
+    [0, 1, (1 << 20) - 2, (1 << 40) - 3, (1 << 79) - 2, 0x0123456789ABCDEF0123 >> 1],
+)
+def test_monotonic_ids_are_exactly_the_ulids_they_count_through(
+    start: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The generator keeps the id's first pairs between calls and formats only the last
+    two: across every carry (a 2**20 boundary among them) each id is still exactly the
+    millisecond and the random value counted to, in ``new_id``'s format."""
+    now = 1_767_225_600_123
+    monkeypatch.setattr("time.time", lambda: now / 1000)
+    monkeypatch.setattr("os.urandom", lambda _n: (start << 1).to_bytes(10, "big"))
+    generator = ids.MonotonicIds("atm")
+    for n in range(5):
+        value = (now << 80) | (start + n)
+        expected = "".join(_PAIRS[(value >> shift) & 0x3FF] for shift in range(120, -1, -10))
+        assert generator.new() == f"atm_{expected}"
