@@ -22,9 +22,10 @@ from typing import Any
 import httpx
 import pytest
 
+from consent_relay import errors
 from consent_relay.runtime import Context
 from consent_relay.settings import Settings
-from consent_relay.storage import inspect
+from consent_relay.storage import driver, inspect
 from tests.e2e.helpers import (
     WorkerFleet,
     consent_event,
@@ -256,3 +257,37 @@ async def test_a_write_lock_held_past_the_busy_timeout_is_a_503(
         await receiver.wait_for(1, "/held", timeout=30)
     assert receiver.at("/held")[0].json["parameters"]["entity"]["id"] == retried.json()["id"]
     assert not tally.wrong, tally.wrong
+
+
+async def test_the_workers_transaction_waits_for_a_foreign_write_lock(ctx: Context) -> None:
+    """The worker's transactions (``Store.sqlite_transaction``) wait for the write lock by
+    trying again every millisecond or so (``driver.in_transaction``), not with SQLite's busy
+    handler: held by another process, the transaction waits, then goes ahead once it is let
+    go, with nothing refused."""
+    path = ctx.store.sqlite_file
+    assert path is not None
+    async with foreign(HOLD, path) as holder:
+        assert await line_from(holder, 30) == "locked"
+        waiting = asyncio.create_task(ctx.store.sqlite_transaction(lambda db: db.in_transaction))
+        await asyncio.sleep(0.1)
+        assert not waiting.done()  # waiting for the lock, not refused
+        assert holder.stdin is not None
+        holder.stdin.write(b"release\n")
+        await holder.stdin.drain()
+        assert await line_from(holder, 30) == "released"
+        assert await asyncio.wait_for(waiting, 30) is True
+
+
+async def test_the_workers_transaction_gives_up_after_its_patience(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """... for as long as every other connection's busy timeout, then the database is
+    unavailable (the worker retries later), as for any other write."""
+    monkeypatch.setattr(driver, "BUSY_PATIENCE_S", 0.2)
+    path = ctx.store.sqlite_file
+    assert path is not None
+    async with foreign(HOLD, path) as holder:
+        assert await line_from(holder, 30) == "locked"
+        with pytest.raises(errors.StorageUnavailable):
+            # (within 5 s: SQLite's own busy timeout, 10 s, plays no part)
+            await asyncio.wait_for(ctx.store.sqlite_transaction(lambda db: db.in_transaction), 5)

@@ -81,6 +81,8 @@ class Store:
         try:
             for pragma in engines.SQLITE_PRAGMAS:
                 await conn.execute(f"PRAGMA {pragma}")
+            # Waits for the write lock in driver.in_transaction instead (see there).
+            await conn.execute("PRAGMA busy_timeout=0")
         except BaseException:
             await conn.close()
             raise
