@@ -6,64 +6,21 @@ for it on SQLite only: ``Worker._chain``)."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import pytest
 
-from consent_relay import ids
 from consent_relay.runtime import Context
-from consent_relay.storage import batches, flow, inspect, queue, tamper
+from consent_relay.storage import batches, flow, queue, tamper
 from consent_relay.storage.queue import Chain, Claimed, Result
-from tests.rows import webhook_row
-
-NOW = "2026-01-01T00:00:00.000Z"
-LEASE_MS = 60_000
-
-
-async def _queues(
-    ctx: Context, per_user: dict[str, int], hooks: tuple[str, ...] = ("wh_1",)
-) -> int:
-    """``per_user[user]`` deliveries in that user's queue of each webhook; the clock now."""
-    now = ctx.clock_ms()
-    async with ctx.store.write() as tx:
-        await tamper.insert_rows(tx, "webhooks", [webhook_row(h) for h in hooks])
-        items = [
-            ("acme", hook, f"msg_{hook}_{user}_{n}", user)
-            for hook in hooks
-            for user, count in per_user.items()
-            for n in range(count)
-        ]
-        messages = [
-            {"id": m, "organization_id": "acme", "type": "user.updated", "regulation": "none",
-             "user_id": u, "parameters": '{"n": 1}', "created_at": NOW}
-            for _o, _h, m, u in items
-        ]  # fmt: skip
-        await tamper.insert_rows(tx, "messages", messages)
-        await queue.append(tx, items, now, NOW)
-    return now
+from tests.queues import LEASE_MS, NOW
+from tests.queues import clocks as _clocks
+from tests.queues import queued as _queues
+from tests.queues import result_of as _result
 
 
 async def _claim(ctx: Context, now: int, lease: str = "first") -> list[Claimed]:
     async with ctx.store.write() as tx:
         return await queue.claim(tx, limit=100, now_ms=now, lease=lease, lease_ms=LEASE_MS)
-
-
-def _result(item: Claimed, status: str = "delivered", **fields: Any) -> Result:
-    values: dict[str, Any] = {
-        "claimed": item,
-        "status": status,
-        "due_ms": None if status != "pending" else 1,
-        "outcome": "ok" if status == "delivered" else "E_HTTP",
-        "attempt_id": ids.new_id("atm"),
-        "started_at": NOW,
-        "duration_ms": 5,
-        "status_code": 204,
-        "response_body": "",
-        "request_headers": {},
-        "error": None,
-    }
-    values.update(fields)
-    return Result(**values)
 
 
 async def _record(
@@ -77,15 +34,6 @@ async def _record(
 
 def _chain(now: int, limit: int = 100, excluded: tuple[str, ...] = ()) -> Chain:
     return Chain(lease="next", until_ms=now + LEASE_MS, limit=limit, excluded=excluded)
-
-
-async def _clocks(ctx: Context) -> dict[tuple[str, int], tuple[Any, Any, str]]:
-    """(user, seq) -> (due_ms, lease_owner, status) of every delivery."""
-    async with ctx.store.read() as tx:
-        return {
-            (d["user_id"], d["seq"]): (d["due_ms"], d["lease_owner"], d["status"])
-            for d in await inspect.deliveries_with_clock(tx)
-        }
 
 
 async def test_a_finished_head_leases_its_next_delivery_on_with_its_message(

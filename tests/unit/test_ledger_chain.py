@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 
 import pytest
@@ -180,8 +181,14 @@ def test_the_delivery_paths_rows_chain_exactly_as_the_entries_do(changes: object
     """The record chains tuples (``chain_values``) where everything else reads entries: the
     same hashes, and rows in the ledger's column order, entry by entry."""
     entries = [fields(n, **changes) for n in (1, 2, 3)]  # type: ignore[arg-type]
-    reference = ledger.chain("f" * 64, entries)
+    expected, prev = [], "f" * 64  # each entry's hash over the one before, by hand
+    for entry in entries:
+        digest = hashlib.sha256(prev.encode() + b"\n" + ledger.canonical(entry)).hexdigest()
+        expected.append((*ledger.values(entry), prev, digest))
+        prev = digest
     rows = ledger.chain_values("f" * 64, [ledger.values(e) for e in entries])
+    assert rows == expected
+    reference = ledger.chain("f" * 64, entries)
     assert rows == [(*ledger.values(e.fields), e.prev_hash, e.entry_hash) for e in reference]
     assert ledger.hash_values(GENESIS, ledger.values(entries[0])) == ledger.entry_hash(
         GENESIS, entries[0]

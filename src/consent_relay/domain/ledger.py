@@ -81,12 +81,9 @@ def hash_values(prev_hash: str, entry: Values) -> str:
 
 def chain(prev_hash: str, entries: Iterable[EntryFields]) -> list[Entry]:
     """Chain ``entries`` (in sequence order) after the entry whose hash is ``prev_hash``."""
-    chained: list[Entry] = []
-    for fields in entries:
-        digest = entry_hash(prev_hash, fields)
-        chained.append(Entry(fields, prev_hash, digest))
-        prev_hash = digest
-    return chained
+    listed = list(entries)
+    rows = chain_values(prev_hash, [values(fields) for fields in listed])
+    return [Entry(fields, row[-2], row[-1]) for fields, row in zip(listed, rows, strict=True)]
 
 
 def chain_values(prev_hash: str, entries: Iterable[Values]) -> list[Row]:

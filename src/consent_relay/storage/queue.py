@@ -241,13 +241,9 @@ async def claim(
     message (on PostgreSQL in the same statement: one round trip a batch). Without
     ``with_messages``, no message is read (``batches.claim``'s way round an unreadable one)."""
     sql = claim_sql(tx.dialect, with_messages)
-    params = {
-        "now": now_ms,
-        "limit": limit,
-        "lease": lease,
-        "until": now_ms + lease_ms,
-        "excluded": codec.dumps(list(excluded)),
-    }
+    params = _claim_params(
+        limit=limit, now_ms=now_ms, lease=lease, lease_ms=lease_ms, excluded=excluded
+    )
     raw = await driver.postgres(tx)
     found: dict[str, Message] = {}
     if raw is not None:
@@ -266,17 +262,36 @@ async def claim(
             until_ms=now_ms + lease_ms,
             excluded=excluded,
         )
-    if with_messages and raw is not None:  # asyncpg's records: by name, not attribute
-        found = {
-            r["message_id"]: {
-                "type": r["type"], "regulation": r["regulation"], "parameters": r["parameters"]
-            }
-            for r in rows
-            if r["type"] is not None
-        }  # fmt: skip
+    if with_messages and raw is not None:
+        found = _messages_of(rows)
     if limited and with_messages:
         found.update(await messages_by_id(tx, [r.message_id for r in limited]))
     return _claimed([*rows, *limited], found, lease)
+
+
+def _claim_params(
+    *, limit: int, now_ms: int, lease: str, lease_ms: int, excluded: Sequence[str]
+) -> dict[str, Any]:
+    """``claim_sql``'s named parameters."""
+    return {
+        "now": now_ms,
+        "limit": limit,
+        "lease": lease,
+        "until": now_ms + lease_ms,
+        "excluded": codec.dumps(list(excluded)),
+    }
+
+
+def _messages_of(rows: Iterable[Any]) -> dict[str, Message]:
+    """The messages a PostgreSQL claim returned with its heads, by id (asyncpg's records:
+    by name, not attribute)."""
+    return {
+        r["message_id"]: {
+            "type": r["type"], "regulation": r["regulation"], "parameters": r["parameters"]
+        }
+        for r in rows
+        if r["type"] is not None
+    }  # fmt: skip
 
 
 def _claimed(rows: Iterable[Any], found: dict[str, Message], lease: str) -> list[Claimed]:
@@ -305,13 +320,9 @@ def claim_sqlite(
     when the claim came back short), which ``claim_rate_limited`` then takes in a
     transaction of its own."""
     sql = claim_sql("sqlite", True)
-    params = {
-        "now": now_ms,
-        "limit": limit,
-        "lease": lease,
-        "until": now_ms + lease_ms,
-        "excluded": codec.dumps(list(excluded)),
-    }
+    params = _claim_params(
+        limit=limit, now_ms=now_ms, lease=lease, lease_ms=lease_ms, excluded=excluded
+    )
     rows, found = queue_sqlite.claim(db, sql, params, True)
     more = len(rows) < limit and ratelimit.any_due_sqlite(db, now_ms, excluded)
     return _claimed(rows, found, lease), more
@@ -331,21 +342,11 @@ async def claim_pg(
     ``begin=False``), and whether rate-limited webhooks have due heads too (asked only when
     the claim came back short) for ``claim_rate_limited``."""
     sql = claim_sql("postgresql", True)
-    params = {
-        "now": now_ms,
-        "limit": limit,
-        "lease": lease,
-        "until": now_ms + lease_ms,
-        "excluded": codec.dumps(list(excluded)),
-    }
+    params = _claim_params(
+        limit=limit, now_ms=now_ms, lease=lease, lease_ms=lease_ms, excluded=excluded
+    )
     rows = await queue_pg.fetch(raw, sql, params)
-    found: dict[str, Message] = {
-        r["message_id"]: {
-            "type": r["type"], "regulation": r["regulation"], "parameters": r["parameters"]
-        }
-        for r in rows
-        if r["type"] is not None
-    }  # fmt: skip
+    found = _messages_of(rows)
     more = len(rows) < limit and await ratelimit.any_due_pg(raw, now_ms, excluded)
     return _claimed(rows, found, lease), more
 
