@@ -113,6 +113,7 @@ def make_config(
         cfg.ingest_seconds = 2.0
         cfg.latency_seconds = 2.0
         cfg.isolation_per_webhook = 100
+        cfg.isolation_held = 2_000
     if args.deliveries:
         cfg.deliveries = args.deliveries
     if args.backlog:
@@ -389,6 +390,15 @@ def table(results: dict[str, Any]) -> Table:
         _fmt(iso, "", 2),
         ">= 0.9",
         _met(iso, lambda v: v >= 0.9),
+    )
+    held = r.get("isolation_held_ratio")
+    out.add_row(
+        "6b. isolation, 9 healthy + a disabled webhook's due backlog",
+        _fmt(r.get("isolation_with_held_per_s"), " /s"),
+        f"without it {_fmt(r.get('isolation_without_hang_per_s'), ' /s')}",
+        _fmt(held, "", 2),
+        ">= 0.9",
+        _met(held, lambda v: v >= 0.9),
     )
     rss = r.get("backlog_peak_rss_mb")
     out.add_row(

@@ -50,6 +50,7 @@ class Config:
     latency_rate_cap: float = 300.0
     isolation_per_webhook: int = 2_000
     isolation_timeout: float = 2.0
+    isolation_held: int = 50_000  # due heads of a disabled webhook beside the healthy ones
     backlog_db: str = "postgres"
     say: Say = field(default=lambda _line: None)
 
@@ -288,13 +289,20 @@ async def _queued_drain(
     check_db: bool = True,
     within: float = 300.0,
     poll: float = 0.02,
+    held: int = 0,
     **overrides: Any,
 ) -> tuple[db.FillResult, Drain, dict[str, int]]:
     """A fresh database, one org, webhooks at ``paths`` of the receiver, ``messages``
-    messages to each (over messages/4 users), drained by worker processes."""
+    messages to each (over messages/4 users), drained by worker processes. With ``held``,
+    another org's disabled webhook holds that many due heads (one message a user) first."""
     async with db.database(kind) as url:
         settings = db.settings_for(url, cfg.workdir, cfg.key, **overrides)
         async with db.open_context(settings) as ctx:
+            if held:
+                off = await db.create_org_and_webhooks(
+                    ctx, "held", [receiver.url("/held")], enabled=False
+                )
+                await db.fill(ctx, "held", off, held, held)
             hooks = await db.create_org_and_webhooks(
                 ctx, "bench", [receiver.url(path) for path in paths]
             )
@@ -728,10 +736,18 @@ async def latency(cfg: Config, receiver: ReceiverProcess, results: Results) -> N
 
 
 async def isolation(cfg: Config, receiver: ReceiverProcess, results: Results) -> None:
+    """Nine healthy webhooks drained beside a tenth that hangs, then beside a disabled
+    webhook holding ``isolation_held`` due heads, then alone: each rate against the last."""
     per_hook = cfg.isolation_per_webhook
     healthy = [f"/ok{i}" for i in range(9)]
     rates: dict[str, float] = {}
-    for label, paths in (("with", [*healthy, "/hang"]), ("without", healthy)):
+    held = cfg.isolation_held
+    runs = (
+        ("with", "the hanging webhook", [*healthy, "/hang"], 0),
+        ("held", f"a disabled webhook's {held} due heads", healthy, held),
+        ("without", "either", healthy, 0),
+    )
+    for label, beside, paths, held in runs:
         _filled, result, _counts = await _queued_drain(
             cfg,
             receiver,
@@ -741,17 +757,22 @@ async def isolation(cfg: Config, receiver: ReceiverProcess, results: Results) ->
             expect_prefix="/ok",
             expected=9 * per_hook,
             check_db=False,
+            held=held,
             worker_concurrency=cfg.concurrency,
             request_timeout=cfg.isolation_timeout,
         )
         rates[label] = result.per_s
         cfg.say(
-            f"  isolation {label} the hanging webhook: nine healthy at {result.per_s:.0f}/s "
-            f"({result.arrived}/{result.expected} in {result.seconds:.2f} s)"
+            f"  isolation {'without' if label == 'without' else 'with'} {beside}: nine healthy"
+            f" at {result.per_s:.0f}/s ({result.arrived}/{result.expected} in"
+            f" {result.seconds:.2f} s)"
         )
+    alone = rates["without"]
     results["isolation_with_hang_per_s"] = rates["with"]
-    results["isolation_without_hang_per_s"] = rates["without"]
-    results["isolation_ratio"] = rates["with"] / rates["without"] if rates["without"] else None
+    results["isolation_with_held_per_s"] = rates["held"]
+    results["isolation_without_hang_per_s"] = alone
+    results["isolation_ratio"] = rates["with"] / alone if alone else None
+    results["isolation_held_ratio"] = rates["held"] / alone if alone else None
 
 
 # -- 7. backlog ----------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ import uvloop
 
 from bench import db
 from consent_relay import crypto
-from consent_relay.storage import engine, ledger, queue, queue_sqlite
+from consent_relay.storage import due, engine, ledger, queue, queue_sqlite
 from consent_relay.storage.queue import Claimed, Result
 
 NOW = "2026-12-03T00:00:00.000Z"
@@ -64,6 +64,8 @@ class Run:
 
 # The worker's statements, by what they are for (``--split``).
 LABELS = {
+    due.SQLITE_SERVED: "claim: the webhooks served",
+    due.SQLITE_DUE_OF_WEBHOOK: "claim: a webhook's due queues",
     queue.claim_sql("sqlite", True): "claim: the queues leased",
     queue_sqlite.HEADS_WITH_MESSAGES: "claim: their heads and messages",
     queue_sqlite._HELD: "record: which leases still hold",

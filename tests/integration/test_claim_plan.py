@@ -1,5 +1,5 @@
-"""The claim walks the due queues' index, and finds each head through its queue's index,
-whatever the history holds.
+"""The claim walks each served webhook's due queues through their index, and finds each head
+through its queue's index, whatever the history holds.
 
 Left to itself, SQLite's planner walked every delivery of the webhook (delivered and dead
 ones included) and sorted them, so each claim took time in proportion to the history; these
@@ -10,6 +10,9 @@ an earlier test left: the PostgreSQL test database outlives each test, so the te
 (or gather) the statistics themselves and leave them gathered."""
 
 from __future__ import annotations
+
+import json
+from typing import Any
 
 import pytest
 
@@ -35,21 +38,85 @@ async def _history(ctx: Context, delivered: int, due: int, *, analyze: bool) -> 
             )
 
 
+def _scanned(node: dict[str, Any]) -> set[str]:
+    """The tables a PostgreSQL plan reads whole (sequential scans)."""
+    found = {str(node["Relation Name"])} if node.get("Node Type") == "Seq Scan" else set()
+    for child in node.get("Plans", []):
+        found |= _scanned(child)
+    return found
+
+
 @pytest.mark.parametrize("analyze", [False, True], ids=["no-statistics", "statistics"])
 async def test_the_claim_walks_the_due_index(ctx: Context, analyze: bool) -> None:
     await _history(ctx, delivered=3000, due=50, analyze=analyze)
     plan = await read_plan(ctx, inspect.claim_plan)
-    # The due queues through their due index, each head through its queue's index: never
-    # the webhook's history (ix_deliveries_webhook_status walks it), never a scan.
+    # The due queues through the webhook's due index, each head through its queue's index:
+    # never the webhook's history (ix_deliveries_webhook_status walks it), never a scan.
     if ctx.store.is_sqlite:
-        assert "USING INDEX ix_delivery_queues_due" in plan, plan
+        assert "INDEX ix_delivery_queues_webhook_due (webhook_id=?" in plan, plan
         assert "USING INDEX ix_deliveries_queue" in plan, plan
         assert "TEMP B-TREE" not in plan, plan
         assert "SCAN d" not in plan, plan
     else:
         # Without statistics PostgreSQL may fetch the due queues by bitmap and sort them:
         # work in proportion to what is due, not to the history, which it never reads.
-        assert '"Index Name": "ix_delivery_queues_due"' in plan, plan
+        assert '"Index Name": "ix_delivery_queues_webhook_due"' in plan, plan
         assert '"Index Name": "ix_deliveries_queue"' in plan, plan
         assert "ix_deliveries_webhook_status" not in plan, plan
-        assert '"Seq Scan"' not in plan, plan
+        # The webhooks it serves are read whole (a handful of rows; no index serves
+        # "enabled, not rate-limited"); no other table is ever scanned.
+        assert _scanned(json.loads(plan)[0]["Plan"]) <= {"webhooks"}, plan
+
+
+async def test_held_webhooks_backlogs_are_not_read_by_the_claim(ctx: Context) -> None:
+    """The due heads of a disabled, a paused and a rate-limited webhook stay due; the main
+    claim serves none of them and reads none of them either. (It used to walk one index of
+    all due heads and skip theirs, every claim: on PostgreSQL a heap fetch each.) Measured
+    as the queue rows its scans read (PostgreSQL) or SQLite's steps, the claim of ten served
+    heads costs the same with 9,000 held heads beside them as without."""
+    served = [("acme", "wh_1", f"msg_{n}", f"served{n}") for n in range(10)]
+    held = [
+        ("acme", hook, f"msg_{hook}_{n}", f"u{n}")
+        for hook in ("wh_off", "wh_paused", "wh_limited")
+        for n in range(3000)
+    ]
+    async with ctx.store.write() as tx:
+        hooks = [
+            {**webhook_row(hook), "rate_limit": None}
+            for hook in ("wh_1", "wh_off", "wh_paused", "wh_limited")
+        ]
+        hooks[1]["enabled"] = False
+        hooks[3]["rate_limit"] = 1.0  # and no token in its bucket
+        await tamper.insert_rows(tx, "webhooks", hooks)
+        await tamper.insert_rows(
+            tx,
+            "webhook_flow",
+            [{"webhook_id": "wh_paused", "tokens": 0.0, "refilled_ms": 0,
+              "paused_until_ms": 10**14, "paused_reason": "Retry-After"},
+             {"webhook_id": "wh_limited", "tokens": 0.0, "refilled_ms": 10**14,
+              "paused_until_ms": None, "paused_reason": None}],
+        )  # fmt: skip
+        await queue.append(tx, served, 0, "2026-01-01T00:00:00.000Z")
+        await databases.analyze(tx)
+
+    async def claim(now_ms: int, lease: str) -> tuple[int, int]:
+        async with ctx.store.write() as tx:
+            if ctx.store.is_sqlite:
+                return await inspect.claim_steps(tx, limit=100, now_ms=now_ms, lease=lease)
+            return await inspect.claim_reads(tx, limit=100, now_ms=now_ms, lease=lease)
+
+    alone = await claim(10**13, "first")
+    async with ctx.store.write() as tx:
+        await queue.append(tx, held, 0, "2026-01-01T00:00:00.000Z")
+        await databases.analyze(tx)
+    beside = await claim(10**13 + 120_000, "second")  # the first leases have run out
+    assert alone[0] == beside[0] == 10
+    if ctx.store.is_sqlite:
+        assert beside[1] <= 1.5 * alone[1] + 2, (alone, beside)
+    else:
+        # The served queues only: each read as a candidate, locked, then leased.
+        assert beside[1] <= alone[1] <= 3 * 10, (alone, beside)
+    async with ctx.store.read() as tx:
+        leased = [d for d in await inspect.deliveries_with_clock(tx) if d["lease_owner"]]
+    assert sorted(d["user_id"] for d in leased) == sorted(f"served{n}" for n in range(10))
+    assert {d["lease_owner"] for d in leased} == {"second"}

@@ -210,3 +210,23 @@ async def test_0011_attempts_are_unique_by_delivery_and_number_only(
     assert before == {("id",), ("delivery_id", "attempt_number")}
     assert after == {("delivery_id", "attempt_number")}
     assert stored == [attempt]
+
+
+async def test_0012_finds_due_queues_a_webhook_at_a_time(db_url: str, tmp_path: Path) -> None:
+    """Migration 0012 drops the index of every due head (the claim and the next wake-up read
+    each webhook's through ``ix_delivery_queues_webhook_due``); its downgrade makes it again."""
+    async with _empty_store(db_url, tmp_path, "0012") as store:
+        await migrate.upgrade(store.engine, "0011")
+        async with store.read() as tx:
+            before = await inspect.index_names(tx, "delivery_queues")
+        await store.migrate()
+        async with store.read() as tx:
+            after = await inspect.index_names(tx, "delivery_queues")
+            assert await inspect.schema_differences(tx) == []
+        await migrate.downgrade(store.engine, "0011")
+        async with store.read() as tx:
+            reverted = await inspect.index_names(tx, "delivery_queues")
+    assert {"ix_delivery_queues_due", "ix_delivery_queues_webhook_due"} <= before
+    assert "ix_delivery_queues_due" not in after
+    assert "ix_delivery_queues_webhook_due" in after
+    assert reverted == before

@@ -16,14 +16,14 @@ server itself (databases, sessions) in ``databases.py``.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Column, Connection, Table, and_, func, select, text
 from sqlalchemy import inspect as schema_of
 
-from consent_relay.storage import codec, driver, flow, queue, queue_pg, queue_sqlite
+from consent_relay.storage import codec, driver, due, flow, queue, queue_pg, queue_sqlite
 from consent_relay.storage.tables import (
     attempts,
     deliveries,
@@ -36,6 +36,9 @@ from consent_relay.storage.tables import (
     webhooks,
 )
 from consent_relay.storage.tx import Tx
+
+if TYPE_CHECKING:
+    import sqlite3
 
 _TABLES: dict[str, Table] = {table.name: table for table in metadata.sorted_tables}
 
@@ -387,10 +390,12 @@ async def claim_plan(tx: Tx) -> str:
     SQLite the ``EXPLAIN QUERY PLAN`` details, one a line; on PostgreSQL the
     ``EXPLAIN (FORMAT JSON)`` document, as JSON text."""
     sql = queue.claim_sql(tx.dialect)
-    if tx.dialect == "sqlite":  # the lease, then the heads' read (queue_sqlite.claim)
+    if tx.dialect == "sqlite":  # the webhooks, their due queues, the lease, the heads' read
         lines: list[str] = []
         for statement, parameters in (
-            (sql, _CLAIM_PARAMETERS),
+            (due.SQLITE_SERVED, _CLAIM_PARAMETERS),
+            (due.SQLITE_DUE_OF_WEBHOOK, {"w": "w", "now": 10**13, "limit": 100}),
+            (sql, {**_CLAIM_PARAMETERS, "rowids": "[]"}),
             (queue_sqlite.HEADS_WITH_MESSAGES.replace("?", ":keys"), {"keys": "[]"}),
         ):
             result = await tx.conn.execute(text("EXPLAIN QUERY PLAN " + statement), parameters)
@@ -398,6 +403,50 @@ async def claim_plan(tx: Tx) -> str:
         return "\n".join(lines)
     result = await tx.conn.execute(text("EXPLAIN (FORMAT JSON) " + sql), _CLAIM_PARAMETERS)
     return json.dumps(result.one()[0])
+
+
+async def claim_reads(tx: Tx, *, limit: int, now_ms: int, lease: str) -> tuple[int, int]:
+    """PostgreSQL: the claim statement run under ``EXPLAIN ANALYZE`` (it does lease, in
+    ``tx``): (queues leased, ``delivery_queues`` rows its scans read, those a filter
+    dropped included)."""
+    params = {**_CLAIM_PARAMETERS, "now": now_ms, "limit": limit, "lease": lease}
+    result = await tx.conn.execute(
+        text("EXPLAIN (ANALYZE, FORMAT JSON) " + queue.claim_sql(tx.dialect)), params
+    )
+    plan = result.one()[0][0]["Plan"]
+
+    def read(node: dict[str, Any]) -> int:
+        rows = 0
+        if node.get("Relation Name") == "delivery_queues" and "Scan" in node["Node Type"]:
+            found = node["Actual Rows"] + node.get("Rows Removed by Filter", 0)
+            rows = found * node["Actual Loops"]
+        return rows + sum(read(child) for child in node.get("Plans", []))
+
+    return int(plan["Actual Rows"]), read(plan)
+
+
+async def claim_steps(tx: Tx, *, limit: int, now_ms: int, lease: str) -> tuple[int, int]:
+    """SQLite: the worker's claim (``queue.claim_sqlite``) run in ``tx`` (it does lease), with
+    SQLite's virtual machine counting its steps: (queues leased, thousands of steps)."""
+    steps = 0
+
+    def count() -> int:
+        nonlocal steps
+        steps += 1
+        return 0  # go on
+
+    def work(db: sqlite3.Connection) -> int:
+        db.set_progress_handler(count, 1000)
+        try:
+            claimed, _more = queue.claim_sqlite(
+                db, limit=limit, now_ms=now_ms, lease=lease, lease_ms=60_000
+            )
+        finally:
+            db.set_progress_handler(None, 0)
+        return len(claimed)
+
+    leased = await driver.on_sqlite(tx, work)
+    return leased, steps
 
 
 async def supersede_plan(tx: Tx) -> str:

@@ -38,7 +38,16 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
 
-from consent_relay.storage import codec, dialect, driver, flow, queue_pg, queue_sqlite, ratelimit
+from consent_relay.storage import (
+    codec,
+    dialect,
+    driver,
+    due,
+    flow,
+    queue_pg,
+    queue_sqlite,
+    ratelimit,
+)
 from consent_relay.storage.queue_append import append as append
 from consent_relay.storage.queue_append import enqueue as enqueue
 from consent_relay.storage.queue_append import notify_workers as notify_workers
@@ -151,21 +160,30 @@ _strings = dialect.strings
 HEAD_COLUMNS = "pk, id, webhook_id, message_id, user_id, seq, attempt_count, held_attempts, subject"
 
 
-def _due_queues(dialect: str) -> str:
-    """The due queues a claim may take, oldest due first (parameters ``now``, ``limit``,
-    ``excluded``): of enabled webhooks that are not paused, not rate-limited (those are
-    ``ratelimit.take``'s) and not excluded."""
-    return f"""
-        FROM delivery_queues q{" INDEXED BY ix_delivery_queues_due" if dialect == "sqlite" else ""}
-        WHERE q.due_ms IS NOT NULL AND q.due_ms <= :now
-          AND q.webhook_id IN (SELECT id FROM webhooks WHERE enabled)
-          AND q.webhook_id NOT IN (
-              SELECT webhook_id FROM webhook_flow WHERE paused_until_ms > :now)
-          AND q.webhook_id NOT IN (SELECT id FROM webhooks WHERE rate_limit IS NOT NULL)
-          AND q.webhook_id NOT IN ({_strings(dialect, "excluded")})
-        ORDER BY q.due_ms
-        LIMIT :limit
-    """
+# The due queues a PostgreSQL claim takes, oldest due first (parameters ``now``, ``limit``,
+# ``excluded``): twice ``limit`` candidates, the oldest due of the served webhooks' (``due``),
+# read a webhook at a time without a lock; then, in their order, the first ``limit`` of
+# them still due that no other claim holds (``SKIP LOCKED``: passed over, not waited for;
+# one that a claim leased since this statement began fails ``due_ms <= :now`` on its new
+# version). The candidates beyond ``limit`` let a claim that runs beside another still fill
+# up, as a walk of one due index did.
+_DUE_QUEUES_PG = f"""
+    SELECT q.webhook_id, q.user_id, q.last_seq - q.pending + 1 AS head
+    FROM (
+        SELECT c.webhook_id, c.user_id, c.due_ms
+        FROM ({due.served_webhooks("postgresql")}) AS e CROSS JOIN LATERAL (
+            SELECT c.webhook_id, c.user_id, c.due_ms FROM delivery_queues c
+            WHERE c.webhook_id = e.id AND c.due_ms IS NOT NULL AND c.due_ms <= :now
+            ORDER BY c.due_ms
+            LIMIT 2 * :limit) AS c
+        ORDER BY c.due_ms
+        LIMIT 2 * :limit) AS c
+    JOIN delivery_queues q ON q.webhook_id = c.webhook_id AND q.user_id = c.user_id
+    WHERE q.due_ms IS NOT NULL AND q.due_ms <= :now
+    ORDER BY c.due_ms
+    LIMIT :limit
+    FOR UPDATE OF q SKIP LOCKED
+"""
 
 
 # The head delivery of each picked queue (``p``: webhook_id, user_id, head), found through
@@ -189,25 +207,21 @@ _HEADS_PG = f"""
 def claim_sql(dialect: str, with_messages: bool = True) -> str:
     """The claim statement (parameters ``now``, ``limit``, ``lease``, ``until``, ``excluded``).
     On PostgreSQL it leases the due queues and returns their heads (``HEAD_COLUMNS``), with
-    each head's message unless told not to; on SQLite it leases the queues and returns them
-    (webhook_id, user_id, head seq), and ``queue_sqlite.claim`` reads their heads.
+    each head's message unless told not to; on SQLite it leases the queues ``due.pick_sqlite``
+    picked (parameter ``rowids``, a JSON array) and returns them (webhook_id, user_id, head
+    seq), and ``queue_sqlite.claim``, which runs both, reads their heads.
 
     A lease is the queue row's: ``lease_owner`` and ``due_ms`` moved to the lease's end. A
     worker that dies simply lets ``due_ms`` come round again: expired leases need no reaper.
     The head's own (wide) row is not written."""
-    if dialect == "sqlite":
-        # SQLite's planner, left to itself, may walk every queue of the webhook and sort
-        # them: the due index it is.
-        return f"""
+    if dialect == "sqlite":  # the queues ``due.pick_sqlite`` picked (``:rowids``)
+        return """
             UPDATE delivery_queues SET lease_owner = :lease, due_ms = :until
-            WHERE rowid IN (SELECT q.rowid {_due_queues(dialect)})
+            WHERE rowid IN (SELECT value FROM json_each(:rowids))
             RETURNING webhook_id, user_id, last_seq - pending + 1
         """
     sql = f"""
-        WITH p AS (
-            SELECT q.webhook_id, q.user_id, q.last_seq - q.pending + 1 AS head
-            {_due_queues(dialect)}
-            FOR UPDATE OF q SKIP LOCKED
+        WITH p AS ({_DUE_QUEUES_PG}
         ), h AS ({_HEADS_PG}
         ), leased AS (
             UPDATE delivery_queues q SET lease_owner = :lease, due_ms = :until
@@ -469,7 +483,7 @@ async def next_due_ms(tx: Tx, after_ms: int) -> int | None:
     """When the next delivery falls due (after ``after_ms``), to sleep until then."""
     row = (
         await tx.conn.execute(
-            text("SELECT min(due_ms) AS due FROM delivery_queues WHERE due_ms > :after"),
+            text(due.NEXT_DUE),
             {"after": after_ms},
         )
     ).first()

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from consent_relay.storage import codec, flow, queue_pg
+from consent_relay.storage import codec, due, flow, queue_pg
 
 if TYPE_CHECKING:
     import sqlite3
@@ -47,8 +47,12 @@ def claim(
 ) -> tuple[list[Any], dict[str, Message]]:
     """``queue.claim``'s statement (``sql``, named ``params``: it leases the queues), then the
     heads of the queues it leased (``queue.HEAD_COLUMNS``) and, unless told not to, their
-    messages by id; one hop to this thread for all of it."""
-    leased = db.execute(sql, params).fetchall()
+    messages by id; one hop to this thread for all of it. The queues are those
+    ``due.pick_sqlite`` picks."""
+    rowids = due.pick_sqlite(db, params)
+    if not rowids:
+        return [], {}
+    leased = db.execute(sql, {**params, "rowids": codec.dumps(rowids)}).fetchall()
     if not leased:
         return [], {}
     keys = codec.dumps([list(row) for row in leased])

@@ -199,14 +199,9 @@ delivery_queues = Table(
     # while the queue has a pending delivery, the lease's end while a worker holds it.
     Column("due_ms", BigInteger),
     Column("lease_owner", Text),
-    Index(
-        "ix_delivery_queues_due",
-        "due_ms",
-        postgresql_where=text("due_ms IS NOT NULL"),
-        sqlite_where=text("due_ms IS NOT NULL"),
-    ),
-    # A rate-limited webhook's due heads, oldest due first (ratelimit.take): the heads only,
-    # however long its backlog (migration 0006, moved here by 0009).
+    # A webhook's due heads, oldest due first: the main claim's, a webhook at a time
+    # (storage/due.py, migration 0012), and a rate-limited webhook's (ratelimit.take); the
+    # heads only, however long its backlog (migration 0006, moved here by 0009).
     Index(
         "ix_delivery_queues_webhook_due",
         "webhook_id",

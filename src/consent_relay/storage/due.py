@@ -1,0 +1,77 @@
+"""Which queues the main claim may take: the due heads of the webhooks it serves, oldest due
+first, found a webhook at a time.
+
+The main claim serves webhooks that are enabled, not paused, not rate-limited (those are
+``ratelimit.take``'s) and not excluded by the worker (at their cap of requests in flight, or
+broken). Their due heads are read through ``ix_delivery_queues_webhook_due`` (webhook,
+due time): for each such webhook at most ``limit`` of its oldest, then the oldest ``limit``
+of all of those. So the claim reads only heads it may take, in the order of their due times
+across webhooks, as one walk of a due index would.
+
+It used to walk one index of every due head (``ix_delivery_queues_due``) and skip the heads
+of webhooks it does not serve. A webhook that is disabled, paused by its receiver
+(Retry-After) or held to a rate limit keeps its heads due, so its backlog was walked past by
+every claim of every worker: 50,000 due heads of one disabled webhook cut another webhook's
+deliveries from 6,849 to 2,169 a second on PostgreSQL (each skipped head a heap fetch).
+A webhook's idle or held backlog now costs the others nothing.
+
+On PostgreSQL the whole claim is one statement (``queue.claim_sql``: a ``LATERAL`` read a
+webhook, each locked ``FOR UPDATE SKIP LOCKED``); on SQLite these statements run one after
+the other in the claim's one hop to SQLite's thread (``queue_sqlite.claim``).
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import TYPE_CHECKING, Any
+
+from consent_relay.storage import dialect
+
+if TYPE_CHECKING:
+    import sqlite3
+
+
+def served_webhooks(name: str) -> str:
+    """The webhooks whose due heads the main claim takes (parameters ``now``, ``excluded``)."""
+    return f"""
+        SELECT id FROM webhooks
+        WHERE enabled AND rate_limit IS NULL
+          AND id NOT IN (SELECT webhook_id FROM webhook_flow WHERE paused_until_ms > :now)
+          AND id NOT IN ({dialect.strings(name, "excluded")})
+    """
+
+
+# One webhook's oldest due heads (named parameters ``w``, ``now``, ``limit``): their due
+# time and rowid, through the webhook's due index.
+SQLITE_DUE_OF_WEBHOOK = """
+    SELECT due_ms, rowid FROM delivery_queues INDEXED BY ix_delivery_queues_webhook_due
+    WHERE webhook_id = :w AND due_ms IS NOT NULL AND due_ms <= :now
+    ORDER BY due_ms LIMIT :limit
+"""
+
+SQLITE_SERVED = served_webhooks("sqlite")
+
+
+def pick_sqlite(db: sqlite3.Connection, params: dict[str, Any]) -> list[int]:
+    """The rowids of the queues a SQLite claim takes (``params``: ``now``, ``limit``,
+    ``excluded``): at most ``limit`` due heads of the webhooks it serves, oldest due first."""
+    hooks = [row[0] for row in db.execute(SQLITE_SERVED, params)]
+    limit = params["limit"]
+    found = [
+        db.execute(
+            SQLITE_DUE_OF_WEBHOOK, {"w": hook, "now": params["now"], "limit": limit}
+        ).fetchall()
+        for hook in hooks
+    ]
+    if len(found) == 1:
+        return [rowid for _due, rowid in found[0]]
+    return [rowid for _due, rowid in heapq.nsmallest(limit, heapq.merge(*found))]
+
+
+# When the next queue falls due after ``:after`` (a retry's time, a lease's end): each
+# webhook's first, through its due index.
+NEXT_DUE = """
+    SELECT min((SELECT min(q.due_ms) FROM delivery_queues q
+                WHERE q.webhook_id = w.id AND q.due_ms > :after)) AS due
+    FROM webhooks w
+"""
