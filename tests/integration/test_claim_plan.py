@@ -120,3 +120,29 @@ async def test_held_webhooks_backlogs_are_not_read_by_the_claim(ctx: Context) ->
         leased = [d for d in await inspect.deliveries_with_clock(tx) if d["lease_owner"]]
     assert sorted(d["user_id"] for d in leased) == sorted(f"served{n}" for n in range(10))
     assert {d["lease_owner"] for d in leased} == {"second"}
+
+
+@pytest.mark.parametrize(
+    ("due", "limit", "taken"),
+    [
+        # webhook -> the due times of its queues' heads; the claim takes the oldest of all
+        ({"wh_a": [1, 2, 3, 10, 11], "wh_b": [4, 5], "wh_c": [6, 7, 8, 9]}, 6, [1, 2, 3, 4, 5, 6]),
+        ({"wh_a": [5, 6], "wh_b": [1, 9], "wh_c": [2, 3]}, 3, [1, 2, 3]),
+        ({"wh_a": [1, 2], "wh_b": [3]}, 10, [1, 2, 3]),  # fewer due than the limit: all
+        ({"wh_a": [1, 20_000], "wh_b": [2]}, 10, [1, 2]),  # not yet due: left
+    ],
+)
+async def test_the_claim_takes_the_oldest_due_across_webhooks(
+    ctx: Context, due: dict[str, list[int]], limit: int, taken: list[int]
+) -> None:
+    async with ctx.store.write() as tx:
+        await tamper.insert_rows(tx, "webhooks", [webhook_row(hook) for hook in due])
+        for hook, times in due.items():
+            for at in times:
+                item = ("acme", hook, f"msg_{hook}_{at}", f"u{at}")
+                await queue.append(tx, [item], at, "2026-01-01T00:00:00.000Z")
+    async with ctx.store.write() as tx:
+        leased = await queue.claim(
+            tx, limit=limit, now_ms=10_000, lease="l", lease_ms=60_000, with_messages=False
+        )
+    assert sorted(int(c.user_id[1:]) for c in leased) == taken

@@ -23,6 +23,7 @@ the other in the claim's one hop to SQLite's thread (``queue_sqlite.claim``).
 from __future__ import annotations
 
 import heapq
+import itertools
 from typing import TYPE_CHECKING, Any
 
 from consent_relay.storage import dialect
@@ -54,18 +55,24 @@ SQLITE_SERVED = served_webhooks("sqlite")
 
 def pick_sqlite(db: sqlite3.Connection, params: dict[str, Any]) -> list[int]:
     """The rowids of the queues a SQLite claim takes (``params``: ``now``, ``limit``,
-    ``excluded``): at most ``limit`` due heads of the webhooks it serves, oldest due first."""
+    ``excluded``): at most ``limit`` due heads of the webhooks it serves, oldest due first.
+    A cursor a webhook, merged as they are read: each steps only as far as the merge takes
+    it, so a claim reads about ``limit`` rows plus one a webhook, however many webhooks
+    have a backlog."""
     hooks = [row[0] for row in db.execute(SQLITE_SERVED, params)]
-    limit = params["limit"]
-    found = [
-        db.execute(
-            SQLITE_DUE_OF_WEBHOOK, {"w": hook, "now": params["now"], "limit": limit}
-        ).fetchall()
+    limit, now = params["limit"], params["now"]
+    if len(hooks) == 1:
+        found = db.execute(SQLITE_DUE_OF_WEBHOOK, {"w": hooks[0], "now": now, "limit": limit})
+        return [rowid for _due, rowid in found]
+    cursors = [
+        db.cursor().execute(SQLITE_DUE_OF_WEBHOOK, {"w": hook, "now": now, "limit": limit})
         for hook in hooks
     ]
-    if len(found) == 1:
-        return [rowid for _due, rowid in found[0]]
-    return [rowid for _due, rowid in heapq.nsmallest(limit, heapq.merge(*found))]
+    try:
+        return [rowid for _due, rowid in itertools.islice(heapq.merge(*cursors), limit)]
+    finally:
+        for cursor in cursors:
+            cursor.close()
 
 
 # When the next queue falls due after ``:after`` (a retry's time, a lease's end): each
