@@ -68,12 +68,15 @@ async def test_the_claim_walks_the_due_index(ctx: Context, analyze: bool) -> Non
         assert _scanned(json.loads(plan)[0]["Plan"]) <= {"webhooks"}, plan
 
 
-async def test_held_webhooks_backlogs_are_not_read_by_the_claim(ctx: Context) -> None:
-    """The due heads of a disabled, a paused and a rate-limited webhook stay due; the main
-    claim serves none of them and reads none of them either. (It used to walk one index of
-    all due heads and skip theirs, every claim: on PostgreSQL a heap fetch each.) Measured
-    as the queue rows its scans read (PostgreSQL) or SQLite's steps, the claim of ten served
-    heads costs the same with 9,000 held heads beside them as without."""
+@pytest.mark.parametrize("beside", ["held backlogs", "idle webhooks"])
+async def test_what_the_claim_does_not_serve_it_does_not_read(ctx: Context, beside: str) -> None:
+    """Beside ten due heads of a served webhook: the due heads of a disabled, a paused and a
+    rate-limited webhook (3,000 each), which stay due; or 500 webhooks with nothing to send.
+    The claim (of ten: full, so the rate-limited webhooks' turn is not asked for) takes the
+    ten and costs what it costs without them, but for a step a held webhook: measured as the
+    queue rows its scans read and the scans begun (PostgreSQL) or SQLite's steps. (It used to
+    walk one index of all due heads and skip the held ones, every claim: on PostgreSQL a heap
+    fetch each; then, read a webhook at a time, it probed every webhook, idle or not.)"""
     served = [("acme", "wh_1", f"msg_{n}", f"served{n}") for n in range(10)]
     held = [
         ("acme", hook, f"msg_{hook}_{n}", f"u{n}")
@@ -99,23 +102,32 @@ async def test_held_webhooks_backlogs_are_not_read_by_the_claim(ctx: Context) ->
         await queue.append(tx, served, 0, "2026-01-01T00:00:00.000Z")
         await databases.analyze(tx)
 
-    async def claim(now_ms: int, lease: str) -> tuple[int, int]:
+    async def claim(now_ms: int, lease: str) -> tuple[int, ...]:
         async with ctx.store.write() as tx:
             if ctx.store.is_sqlite:
-                return await inspect.claim_steps(tx, limit=100, now_ms=now_ms, lease=lease)
-            return await inspect.claim_reads(tx, limit=100, now_ms=now_ms, lease=lease)
+                return await inspect.claim_steps(tx, limit=10, now_ms=now_ms, lease=lease)
+            return await inspect.claim_reads(tx, limit=10, now_ms=now_ms, lease=lease)
 
     alone = await claim(10**13, "first")
     async with ctx.store.write() as tx:
-        await queue.append(tx, held, 0, "2026-01-01T00:00:00.000Z")
+        if beside == "held backlogs":
+            await queue.append(tx, held, 0, "2026-01-01T00:00:00.000Z")
+        else:
+            idle = [{**webhook_row(f"wh_idle_{n:03d}"), "rate_limit": None} for n in range(500)]
+            await tamper.insert_rows(tx, "webhooks", idle)
         await databases.analyze(tx)
-    beside = await claim(10**13 + 120_000, "second")  # the first leases have run out
-    assert alone[0] == beside[0] == 10
+    after = await claim(10**13 + 120_000, "second")  # the first leases have run out
+    assert alone[0] == after[0] == 10
     if ctx.store.is_sqlite:
-        assert beside[1] <= 1.5 * alone[1] + 2, (alone, beside)
+        assert after[1] <= 1.5 * alone[1] + 2, (alone, after)
     else:
-        # The served queues only: each read as a candidate, locked, then leased.
-        assert beside[1] <= alone[1] <= 3 * 10, (alone, beside)
+        # The served queues, each read as a candidate, locked, then leased; one entry a
+        # webhook on the clock (the walk from one to the next): the held ones' three.
+        assert alone[1] <= 3 * 10 + 2, (alone, after)
+        assert after[1] <= alone[1] + 3 + 1, (alone, after)
+        # Scans begun: a few a leased queue (its lock, its lease) and one a webhook on the
+        # clock; never one a webhook configured (500 idle ones beside).
+        assert after[2] <= 3 * 10 + 4 + 3, (alone, after)
     async with ctx.store.read() as tx:
         leased = [d for d in await inspect.deliveries_with_clock(tx) if d["lease_owner"]]
     assert sorted(d["user_id"] for d in leased) == sorted(f"served{n}" for n in range(10))

@@ -405,24 +405,27 @@ async def claim_plan(tx: Tx) -> str:
     return json.dumps(result.one()[0])
 
 
-async def claim_reads(tx: Tx, *, limit: int, now_ms: int, lease: str) -> tuple[int, int]:
+async def claim_reads(tx: Tx, *, limit: int, now_ms: int, lease: str) -> tuple[int, int, int]:
     """PostgreSQL: the claim statement run under ``EXPLAIN ANALYZE`` (it does lease, in
     ``tx``): (queues leased, ``delivery_queues`` rows its scans read, those a filter
-    dropped included)."""
+    dropped included, and how many scans of it began: an index descent each)."""
     params = {**_CLAIM_PARAMETERS, "now": now_ms, "limit": limit, "lease": lease}
     result = await tx.conn.execute(
         text("EXPLAIN (ANALYZE, FORMAT JSON) " + queue.claim_sql(tx.dialect)), params
     )
     plan = result.one()[0][0]["Plan"]
 
-    def read(node: dict[str, Any]) -> int:
-        rows = 0
+    def read(node: dict[str, Any]) -> tuple[int, int]:
+        rows = scans = 0
         if node.get("Relation Name") == "delivery_queues" and "Scan" in node["Node Type"]:
             found = node["Actual Rows"] + node.get("Rows Removed by Filter", 0)
-            rows = found * node["Actual Loops"]
-        return rows + sum(read(child) for child in node.get("Plans", []))
+            rows, scans = found * node["Actual Loops"], node["Actual Loops"]
+        for child in node.get("Plans", []):
+            more = read(child)
+            rows, scans = rows + more[0], scans + more[1]
+        return rows, scans
 
-    return int(plan["Actual Rows"]), read(plan)
+    return int(plan["Actual Rows"]), *read(plan)
 
 
 async def claim_steps(tx: Tx, *, limit: int, now_ms: int, lease: str) -> tuple[int, int]:
