@@ -53,3 +53,25 @@ async def test_a_transaction_that_fails_leaves_nothing_behind(ctx: Context) -> N
     assert leased == {("ann", 1): None, ("bob", 1): None}
     again = await batches.claim(ctx.store, limit=100, now_ms=now, lease="w2", lease_ms=LEASE_MS)
     assert sorted(c.user_id for c in again) == ["ann", "bob"]
+
+
+async def test_a_claim_beside_a_running_claim_still_fills_up(ctx: Context) -> None:
+    """Two claims at once on one webhook: the second, while the first still holds its
+    queues (leased, not committed), passes over them (``SKIP LOCKED``) and takes the next
+    ones, a full claim: the claim reads twice its limit in candidates before it locks."""
+    now = await queued(ctx, {f"u{n:02d}": 1 for n in range(30)})
+
+    async def first(raw: Any) -> list[str]:
+        taken, _ = await queue.claim_pg(raw, limit=10, now_ms=now, lease="w1", lease_ms=LEASE_MS)
+        beside, _ = await ctx.store.pg_transaction(
+            lambda other: queue.claim_pg(
+                other, limit=10, now_ms=now, lease="w2", lease_ms=LEASE_MS
+            ),
+            begin=False,
+        )
+        return [c.user_id for c in taken] + ["|"] + [c.user_id for c in beside]
+
+    both = await ctx.store.pg_transaction(first)  # the first claim's transaction stays open
+    taken, beside = both[: both.index("|")], both[both.index("|") + 1 :]
+    assert len(taken) == len(beside) == 10
+    assert not set(taken) & set(beside)
