@@ -3,21 +3,23 @@ first, found a webhook at a time.
 
 The main claim serves webhooks that are enabled, not paused, not rate-limited (those are
 ``ratelimit.take``'s) and not excluded by the worker (at their cap of requests in flight, or
-broken). Their due heads are read through ``ix_delivery_queues_webhook_due`` (webhook,
-due time): for each such webhook at most ``limit`` of its oldest, then the oldest ``limit``
-of all of those. So the claim reads only heads it may take, in the order of their due times
-across webhooks, as one walk of a due index would.
+broken). The webhooks with a queue on the clock are found by walking
+``ix_delivery_queues_webhook_due`` (webhook, due time) from one webhook to the next, so idle
+webhooks are never visited; each served one's due heads are read through the same index,
+and the oldest of all of them are taken. So the claim reads only heads it may take, in the
+order of their due times across webhooks, as one walk of a due index would.
 
-It used to walk one index of every due head (``ix_delivery_queues_due``) and skip the heads
-of webhooks it does not serve. A webhook that is disabled, paused by its receiver
-(Retry-After) or held to a rate limit keeps its heads due, so its backlog was walked past by
-every claim of every worker: 50,000 due heads of one disabled webhook cut another webhook's
-deliveries from 6,849 to 2,169 a second on PostgreSQL (each skipped head a heap fetch).
-A webhook's idle or held backlog now costs the others nothing.
+It used to walk one index of every due head (``ix_delivery_queues_due``, dropped by
+migration 0012) and skip the heads of webhooks it does not serve. A webhook that is
+disabled, paused by its receiver (Retry-After) or held to a rate limit keeps its heads due,
+so its backlog was walked past by every claim of every worker: 50,000 due heads of one
+disabled webhook cut another webhook's deliveries from 6,849 to 2,169 a second on PostgreSQL
+(each skipped head a heap fetch).
 
 On PostgreSQL the whole claim is one statement (``queue.claim_sql``: a ``LATERAL`` read a
-webhook, each locked ``FOR UPDATE SKIP LOCKED``); on SQLite these statements run one after
-the other in the claim's one hop to SQLite's thread (``queue_sqlite.claim``).
+webhook for twice the limit in candidates, then the first ``limit`` of them locked ``SKIP
+LOCKED``); on SQLite these statements run one after the other in the claim's one hop to
+SQLite's thread (``queue_sqlite.claim``, ``pick_sqlite``).
 """
 
 from __future__ import annotations
@@ -79,18 +81,10 @@ def pick_sqlite(db: sqlite3.Connection, params: dict[str, Any]) -> list[int]:
     have a backlog."""
     hooks = [row[0] for row in db.execute(SQLITE_SERVED, params)]
     limit, now = params["limit"], params["now"]
-    if len(hooks) == 1:
-        found = db.execute(SQLITE_DUE_OF_WEBHOOK, {"w": hooks[0], "now": now, "limit": limit})
-        return [rowid for _due, rowid in found]
-    cursors = [
-        db.cursor().execute(SQLITE_DUE_OF_WEBHOOK, {"w": hook, "now": now, "limit": limit})
-        for hook in hooks
+    cursors = [  # a cursor each (``execute`` makes a new one), let go when this returns
+        db.execute(SQLITE_DUE_OF_WEBHOOK, {"w": hook, "now": now, "limit": limit}) for hook in hooks
     ]
-    try:
-        return [rowid for _due, rowid in itertools.islice(heapq.merge(*cursors), limit)]
-    finally:
-        for cursor in cursors:
-            cursor.close()
+    return [rowid for _due, rowid in itertools.islice(heapq.merge(*cursors), limit)]
 
 
 # When the next queue falls due after ``:after`` (a retry's time, a lease's end): the first

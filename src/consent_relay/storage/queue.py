@@ -11,10 +11,10 @@ keeps per-user order. The clock is the narrow queue row's, not the wide delivery
 - **append**: a multi-row upsert on ``delivery_queues`` (one per 2,000 queues) hands every
   queue its block of sequence numbers (and locks those rows); a queue that was empty gets
   its clock: its first new delivery, the head, is due at once.
-- **claim**: one short statement picks due queues (``FOR UPDATE SKIP LOCKED`` on
-  PostgreSQL), stamps a lease token, moves ``due_ms`` to the lease's end and returns the
-  heads. A worker that dies simply lets ``due_ms`` come round again: expired leases need no
-  reaper.
+- **claim**: one short statement picks due queues, a served webhook at a time (``due``;
+  ``FOR UPDATE SKIP LOCKED`` on PostgreSQL), stamps a lease token, moves ``due_ms`` to the
+  lease's end and returns the heads. A worker that dies simply lets ``due_ms`` come round
+  again: expired leases need no reaper.
 - **record**: the queues of a batch *whose lease still holds* let it go (a retried head due
   again at its retry time; a finished head leaving, the next in line due at once), and only
   their deliveries get their outcome and attempts, unique per (delivery, attempt number).
