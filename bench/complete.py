@@ -287,7 +287,7 @@ async def drain(
     """As ``minimal.drain``, with the complete work per delivery (module docstring)."""
     todo: asyncio.Queue[Claimed] = asyncio.Queue()
     results: asyncio.Queue[Done] = asyncio.Queue()
-    limit = 2 * senders
+    limit = 4 * senders  # leases held at most, as the real worker bounds them
     held = ok = errors = 0
     room = asyncio.Event()
     drained = False

@@ -128,7 +128,7 @@ async def drain(
     headers = {"Content-Type": "application/json"}
     todo: asyncio.Queue[int] = asyncio.Queue()
     results: asyncio.Queue[int] = asyncio.Queue()
-    limit = 2 * senders  # leases held at most, as the real worker bounds them
+    limit = 4 * senders  # leases held at most, as the real worker bounds them (LEASES_PER_SLOT)
     held = ok = errors = 0
     room = asyncio.Event()
     drained = False

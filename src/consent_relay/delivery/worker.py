@@ -45,6 +45,13 @@ Job = tuple[Claimed, requests.PreparedWebhook, Message]
 CLAIM_PAUSE = 0.05  # the longest a worker with free slots waits before claiming again
 RECORD_PAUSE = 0.01  # the recorder waits this long for more results, with fewer than
 RECORD_BATCH = 50  # this many waiting and requests in flight
+# Leases a worker holds at most, a slot of ``concurrency``: in flight, or sent and waiting
+# for the recorder's commit. The recorder writes one batch at a time, so what waits for it
+# is the pipeline's slack: at twice the slots, a PostgreSQL worker spent its time waiting
+# for its record to make room (in flight 100 of 200 on average; the bench's delivery ratio
+# 0.53-0.55), at four 0.59-0.63 in the same runs (bigger record batches; README). It is
+# also what a crash can send twice: the leases run out and those deliveries go again.
+LEASES_PER_SLOT = 4
 
 
 class Worker:
@@ -116,9 +123,10 @@ class Worker:
         # Clear before looking: work queued from now on sets it again and cuts the next
         # sleep short. (Cleared after the claim, a notice in between would be lost.)
         self._wake.clear()
-        # At most ``concurrency`` requests in flight, and at most twice that many leases held
-        # (in flight, or sent and waiting for the recorder's commit): claiming goes on while
-        # the previous results are written, and a crash loses at most 2 x concurrency leases.
+        # At most ``concurrency`` requests in flight, and at most LEASES_PER_SLOT times that
+        # many leases held (in flight, or sent and waiting for the recorder's commit):
+        # claiming goes on while the previous results are written, and a crash loses at most
+        # LEASES_PER_SLOT x concurrency leases.
         free, threshold, held = self._room()
         recently = time.monotonic() - self._last_claim < CLAIM_PAUSE
         if free <= 0 or (free < threshold and held and recently):
@@ -178,7 +186,7 @@ class Worker:
     def _room(self) -> tuple[int, int, int]:
         """(free slots, the least worth a claim, leases held)."""
         in_flight, held = len(self._in_flight), len(self._claimed)
-        free = min(self.concurrency - in_flight, 2 * self.concurrency - held)
+        free = min(self.concurrency - in_flight, LEASES_PER_SLOT * self.concurrency - held)
         return free, max(1, min(self.batch_size, self.concurrency // 4)), held
 
     def _wake_if_room(self) -> None:
@@ -278,6 +286,11 @@ class Worker:
             )
             self._token_sources[hook.id] = source
         return source
+
+    @property
+    def leases_held(self) -> int:
+        """Deliveries leased to this worker: in flight, or sent and not yet recorded."""
+        return len(self._claimed)
 
     @property
     def token_fetches(self) -> int:
@@ -432,7 +445,7 @@ class Worker:
             return None
         settled = sum(1 for r in batch if r.claimed.pk in self._claimed)
         in_flight, held = len(self._in_flight), len(self._claimed) - settled
-        room = min(self.concurrency - in_flight, 2 * self.concurrency - held)
+        room = min(self.concurrency - in_flight, LEASES_PER_SLOT * self.concurrency - held)
         if room <= 0:
             return None
         excluded = self._excluded()
