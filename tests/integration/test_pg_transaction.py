@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from consent_relay.runtime import Context
-from consent_relay.storage import batches, queue
+from consent_relay.storage import batches, inspect_driver, queue
 from tests.conftest import _session_database_url
 from tests.queues import LEASE_MS, clocks, queued
 
@@ -75,3 +75,10 @@ async def test_a_claim_beside_a_running_claim_still_fills_up(ctx: Context) -> No
     taken, beside = both[: both.index("|")], both[both.index("|") + 1 :]
     assert len(taken) == len(beside) == 10
     assert not set(taken) & set(beside)
+
+
+async def test_a_connection_goes_back_to_the_pool_without_a_reset(ctx: Context) -> None:
+    """The claim's and record's work leaves no session state: the pool's reset (``RESET
+    ALL``, ``CLOSE ALL``, ``UNLISTEN *``, advisory unlocks) would be a round trip more each."""
+    sent = await inspect_driver.pg_transaction_statements(ctx.store)
+    assert [" ".join(q.split()).upper().rstrip(";") for q in sent] == ["COMMIT"]

@@ -9,8 +9,9 @@ committed with it, seen by SQLAlchemy's statements and seeing theirs).
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 from sqlalchemy.dialects.postgresql import asyncpg as adapter
@@ -18,9 +19,13 @@ from sqlalchemy.dialects.postgresql import asyncpg as adapter
 from consent_relay.storage import driver
 from consent_relay.storage.tx import Tx
 
+if TYPE_CHECKING:
+    from consent_relay.storage.store import Store
+
 _INSERT_PG = "INSERT INTO organizations (id, name, created_at) VALUES ($1, $1, 'x')"
 _INSERT_SQLITE = "INSERT INTO organizations (id, name, created_at) VALUES (:id, :id, 'x')"
 _COUNT_PG = "SELECT count(*) FROM organizations WHERE id = $1"
+_COUNT_ALL_PG = "SELECT count(*) FROM organizations"
 
 
 async def insert_organization(tx: Tx, org_id: str) -> None:
@@ -51,3 +56,25 @@ def closed_connection_error() -> Exception:
     dbapi: Any = adapter.AsyncAdapt_asyncpg_dbapi(asyncpg)  # type: ignore[no-untyped-call]
     error: Exception = dbapi.Error("connection was closed in the middle of operation")
     return error
+
+
+async def pg_transaction_statements(store: Store) -> list[str]:
+    """What a ``Store.pg_transaction`` sends on its connection after its work (a count of
+    organizations) until the connection is back in its pool: the ``COMMIT``, and whatever
+    the pool's reset sends (asyncpg's query logger on that connection; it stays
+    there, deaf once this returns: a released connection takes no calls)."""
+    sent: list[str] = []
+    listening = True
+
+    def log(record: Any) -> None:
+        if listening:
+            sent.append(record.query)
+
+    async def work(conn: asyncpg.Connection[Any]) -> None:
+        await conn.fetchval(_COUNT_ALL_PG)
+        conn.add_query_logger(log)
+
+    await store.pg_transaction(work)
+    await asyncio.sleep(0)  # asyncpg schedules the logger's calls (call_soon)
+    listening = False
+    return sent
