@@ -68,6 +68,25 @@ async def test_the_claim_walks_the_due_index(ctx: Context, analyze: bool) -> Non
         assert _scanned(json.loads(plan)[0]["Plan"]) <= {"webhooks"}, plan
 
 
+async def test_a_claim_planned_on_a_small_table_finds_heads_through_the_queue_index(
+    ctx: Context,
+) -> None:
+    """On tables of a few rows with no statistics, the two indexes a head's lookup could
+    take cost the same to PostgreSQL's planner; the worker's claim is a prepared statement,
+    which may keep the plan it settled on while the tables were that small (with autovacuum
+    off nothing replans it). With ``ix_deliveries_queue`` unique (migration 0013) the plan
+    finds each head through it; before, it took ``ix_deliveries_webhook_status`` and walked
+    the webhook's history for each head (the latency benchmark's claims grew from 2 to 70 ms
+    within a run)."""
+    await _history(ctx, delivered=15, due=5, analyze=False)
+    plan = await read_plan(ctx, inspect.claim_plan)
+    if ctx.store.is_sqlite:
+        assert "USING INDEX ix_deliveries_queue" in plan, plan
+    else:
+        assert '"Index Name": "ix_deliveries_queue"' in plan, plan
+        assert "ix_deliveries_webhook_status" not in plan, plan
+
+
 @pytest.mark.parametrize("beside", ["held backlogs", "idle webhooks"])
 async def test_what_the_claim_does_not_serve_it_does_not_read(ctx: Context, beside: str) -> None:
     """Beside ten due heads of a served webhook: the due heads of a disabled, a paused and a

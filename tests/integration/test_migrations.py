@@ -230,3 +230,23 @@ async def test_0012_finds_due_queues_a_webhook_at_a_time(db_url: str, tmp_path: 
     assert "ix_delivery_queues_due" not in after
     assert "ix_delivery_queues_webhook_due" in after
     assert reverted == before
+
+
+async def test_0013_makes_a_place_in_a_queue_unique(db_url: str, tmp_path: Path) -> None:
+    """Migration 0013 makes ``ix_deliveries_queue`` (webhook, user, sequence number) unique:
+    the planner then knows a head's lookup finds one row. Its downgrade makes it plain."""
+    async with _empty_store(db_url, tmp_path, "0013") as store:
+        await migrate.upgrade(store.engine, "0012")
+        async with store.read() as tx:
+            before = await inspect.unique_column_sets(tx, "deliveries")
+        await store.migrate()
+        async with store.read() as tx:
+            after = await inspect.unique_column_sets(tx, "deliveries")
+            assert await inspect.schema_differences(tx) == []
+        await migrate.downgrade(store.engine, "0012")
+        async with store.read() as tx:
+            reverted = await inspect.unique_column_sets(tx, "deliveries")
+            assert "ix_deliveries_queue" in await inspect.index_names(tx, "deliveries")
+    assert ("webhook_id", "user_id", "seq") not in before
+    assert after == before | {("webhook_id", "user_id", "seq")}
+    assert reverted == before

@@ -71,8 +71,11 @@ async def disable(tx: Tx, disabled: Sequence[tuple[str, str]], now: str) -> None
 # ids are time-ordered, so "older" is ``message_id <``: a replay, delivered late with an old
 # message, supersedes nothing newer than its message. The record runs it on SQLite
 # (``queue_sqlite``); PostgreSQL's record has the same as a CTE (``queue_pg.RECORD``).
+# (``INDEXED BY``: with statistics, SQLite took the unique queue index instead, migration
+# 0013, and read the queue's whole history before the delivered message.)
 SUPERSEDE_ROW = """
-    UPDATE deliveries SET status = 'superseded', updated_at = ?
+    UPDATE deliveries INDEXED BY ix_deliveries_dead_letters
+    SET status = 'superseded', updated_at = ?
     WHERE webhook_id = ? AND user_id = ? AND seq < ? AND status = 'dead'
       AND replayed_by IS NULL AND subject = ? AND message_id < ?
 """

@@ -233,7 +233,9 @@ deliveries = Table(
     Column("subject", Text),
     # Attempts a receiver asked us to hold (Retry-After, 410): they use up no retry.
     Column("held_attempts", Integer, nullable=False, server_default="0"),
-    Index("ix_deliveries_queue", "webhook_id", "user_id", "seq"),
+    # Unique (migration 0013): one delivery a place in its queue; declared, the planner
+    # knows a head's lookup by these three finds one row, whatever the table's size.
+    Index("ix_deliveries_queue", "webhook_id", "user_id", "seq", unique=True),
     Index("ix_deliveries_webhook_status", "webhook_id", "status", "pk"),
     # The dead letters of a queue, for the record to find those a delivered message
     # supersedes (flow.SUPERSEDE_ROW): dead ones only, however long the queue's history or
