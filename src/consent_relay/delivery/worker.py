@@ -186,8 +186,13 @@ class Worker:
     def _room(self) -> tuple[int, int, int]:
         """(free slots, the least worth a claim, leases held)."""
         in_flight, held = len(self._in_flight), len(self._claimed)
-        free = min(self.concurrency - in_flight, LEASES_PER_SLOT * self.concurrency - held)
+        free = self._free(in_flight, held)
         return free, max(1, min(self.batch_size, self.concurrency // 4)), held
+
+    def _free(self, in_flight: int, held: int) -> int:
+        """How many more deliveries this worker may lease: a slot each, and at most
+        ``LEASES_PER_SLOT`` leases a slot in all."""
+        return min(self.concurrency - in_flight, LEASES_PER_SLOT * self.concurrency - held)
 
     def _wake_if_room(self) -> None:
         """Wake the claiming loop when a claim would go ahead; not for every slot that frees
@@ -445,7 +450,7 @@ class Worker:
             return None
         settled = sum(1 for r in batch if r.claimed.pk in self._claimed)
         in_flight, held = len(self._in_flight), len(self._claimed) - settled
-        room = min(self.concurrency - in_flight, LEASES_PER_SLOT * self.concurrency - held)
+        room = self._free(in_flight, held)
         if room <= 0:
             return None
         excluded = self._excluded()
