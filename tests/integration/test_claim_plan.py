@@ -51,7 +51,7 @@ async def test_the_claim_walks_the_due_index(ctx: Context, analyze: bool) -> Non
     await _history(ctx, delivered=3000, due=50, analyze=analyze)
     plan = await read_plan(ctx, inspect.claim_plan)
     # The due queues through the webhook's due index, each head through its queue's index:
-    # never the webhook's history (ix_deliveries_webhook_status walks it), never a scan.
+    # never the webhook's history (ix_deliveries_webhook walks it), never a scan.
     if ctx.store.is_sqlite:
         assert "INDEX ix_delivery_queues_webhook_due (webhook_id=?" in plan, plan
         assert "USING INDEX ix_deliveries_queue" in plan, plan
@@ -62,7 +62,7 @@ async def test_the_claim_walks_the_due_index(ctx: Context, analyze: bool) -> Non
         # work in proportion to what is due, not to the history, which it never reads.
         assert '"Index Name": "ix_delivery_queues_webhook_due"' in plan, plan
         assert '"Index Name": "ix_deliveries_queue"' in plan, plan
-        assert "ix_deliveries_webhook_status" not in plan, plan
+        assert "ix_deliveries_webhook" not in plan, plan
         # The webhooks it serves are read whole (a handful of rows; no index serves
         # "enabled, not rate-limited"); no other table is ever scanned.
         assert _scanned(json.loads(plan)[0]["Plan"]) <= {"webhooks"}, plan
@@ -84,7 +84,7 @@ async def test_a_claim_planned_on_a_small_table_finds_heads_through_the_queue_in
         assert "USING INDEX ix_deliveries_queue" in plan, plan
     else:
         assert '"Index Name": "ix_deliveries_queue"' in plan, plan
-        assert "ix_deliveries_webhook_status" not in plan, plan
+        assert "ix_deliveries_webhook" not in plan, plan
 
 
 @pytest.mark.parametrize("beside", ["held backlogs", "idle webhooks"])

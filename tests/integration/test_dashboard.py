@@ -26,7 +26,8 @@ from consent_relay.schemas import OrganizationIn, WebhookIn
 from consent_relay.services import orgs
 from consent_relay.services import webhooks as webhook_service
 from consent_relay.settings import Settings
-from consent_relay.storage import inspect, tamper
+from consent_relay.storage import batches, inspect, tamper
+from tests.queues import result_of
 from tests.receiver import Received, Receiver, status_sequence
 from tests.workers import running
 
@@ -662,8 +663,14 @@ async def test_health_counts_queue_dead_letters_and_failures(ctx: Context) -> No
         for _ in range(3)
     ]
     now = now_ts()
+    # The first becomes a dead letter as the worker makes one (its queue moves on), its last
+    # attempt a 502; the other two stay pending, leased.
+    now_ms = ctx.clock_ms()
+    claimed = await batches.claim(ctx.store, limit=10, now_ms=now_ms, lease="t", lease_ms=60_000)
+    first = next(item for item in claimed if item.id == queued[0])
+    dead = result_of(first, "dead", outcome="E_HTTP", status_code=502, started_at=now)
+    await batches.record(ctx.store, [dead], now_ms=now_ms, now=now)
     async with ctx.store.write() as tx:
-        await tamper.set_delivery_status(tx, "dead", ids=[queued[0]])
         await tamper.insert_attempts(
             tx,
             [
@@ -671,7 +678,7 @@ async def test_health_counts_queue_dead_letters_and_failures(ctx: Context) -> No
                  "started_at": now if n < 3 else "2000-01-01T00:00:00.000Z",
                  "duration_ms": 5, "outcome": outcome, "status_code": code,
                  "response_body": None, "request_headers": None, "error": None}
-                for n, outcome, code in ((1, "ok", 200), (2, "E_HTTP", 502), (3, "E_TIMEOUT", None))
+                for n, outcome, code in ((2, "ok", 200), (3, "E_TIMEOUT", None))
             ],
         )  # fmt: skip
         oldest = (await inspect.rows(tx, "deliveries", id=queued[1]))[0]["created_at"]

@@ -250,3 +250,53 @@ async def test_0013_makes_a_place_in_a_queue_unique(db_url: str, tmp_path: Path)
     assert ("webhook_id", "user_id", "seq") not in before
     assert after == before | {("webhook_id", "user_id", "seq")}
     assert reverted == before
+
+
+def _delivery_0013(pk: int, user: str, status: str) -> dict[str, object]:
+    """A delivery row as revision 0013 stored it."""
+    return {
+        "pk": pk,
+        "id": f"dlv_{pk}",
+        "organization_id": "acme",
+        "webhook_id": "wh_1",
+        "message_id": f"msg_{pk}",
+        "user_id": user,
+        "seq": 1,
+        "status": status,
+        "attempt_count": 1,
+        "created_at": "2026-01-01T00:00:00Z",
+        "updated_at": f"2026-01-0{pk}T00:00:00Z",
+        "held_attempts": 0,
+    }
+
+
+async def test_0014_marks_dead_letters_by_dead_at_and_indexes_no_status(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Migration 0014: the dead and superseded deliveries get ``dead_at`` (their last update),
+    the others none; no index names ``status`` (a delivered record is then a HOT update on
+    PostgreSQL: test_hot_record.py). Its downgrade brings the status indexes back."""
+    statuses = {1: "dead", 2: "superseded", 3: "delivered", 4: "pending"}
+    async with _empty_store(db_url, tmp_path, "0014") as store:
+        await migrate.upgrade(store.engine, "0013")
+        async with store.write() as tx:
+            await tamper.insert_old_rows(
+                tx,
+                "deliveries",
+                [_delivery_0013(pk, f"u{pk}", status) for pk, status in statuses.items()],
+            )
+        await store.migrate()
+        async with store.read() as tx:
+            dead_at = {d["pk"]: d["dead_at"] for d in await inspect.rows(tx, "deliveries")}
+            after = await inspect.index_names(tx, "deliveries")
+            assert await inspect.schema_differences(tx) == []
+        await migrate.downgrade(store.engine, "0013")
+        async with store.read() as tx:
+            reverted = await inspect.index_names(tx, "deliveries")
+            columns = await inspect.column_names(tx, "deliveries")
+    assert dead_at == {1: "2026-01-01T00:00:00Z", 2: "2026-01-02T00:00:00Z", 3: None, 4: None}
+    assert "ix_deliveries_webhook_status" not in after
+    assert {"ix_deliveries_webhook", "ix_deliveries_letters", "ix_deliveries_dead_letters"} <= after
+    assert {"ix_deliveries_webhook_status", "ix_deliveries_dead_letters"} <= reverted
+    assert not {"ix_deliveries_webhook", "ix_deliveries_letters"} & reverted
+    assert "dead_at" not in columns

@@ -20,12 +20,17 @@ from tests.rows import webhook_row
 
 
 async def _dead_letters(ctx: Context, count: int, *, analyze: bool) -> None:
-    """``count`` dead letters on one webhook, over many users."""
+    """``count`` dead letters on one webhook, over many users, then as many deliveries
+    delivered after them in the same queues."""
     async with ctx.store.write() as tx:
         await tamper.insert_rows(tx, "webhooks", [webhook_row()])
         items = [("acme", "wh_1", f"msg_{n}", f"u{n % 500}") for n in range(count)]
         await queue.append(tx, items, 0, "2026-01-01T00:00:00.000Z")
         await tamper.set_delivery_status(tx, "dead", webhook_id="wh_1", clear_due=True)
+        later = [("acme", "wh_1", f"msg_{count + n}", f"u{n % 500}") for n in range(count)]
+        await queue.append(tx, later, 0, "2026-01-01T00:00:00.000Z")
+        delivered = [row["id"] for row in await inspect.rows(tx, "deliveries", status="pending")]
+        await tamper.set_delivery_status(tx, "delivered", ids=delivered, clear_due=True)
         if analyze:
             await databases.analyze(tx)
         elif not ctx.store.is_sqlite:  # (a new SQLite database has none)
@@ -55,4 +60,4 @@ async def test_the_supersede_lookup_reads_the_queues_dead_letters(
     lookups = [scan for scan in scans if scan[1] == "ix_deliveries_dead_letters"]
     assert lookups == [("Index Scan", "ix_deliveries_dead_letters")], scans
     assert not [scan for scan in scans if scan[0] == "Seq Scan"], scans
-    assert "ix_deliveries_webhook_status" not in plan, plan
+    assert "ix_deliveries_webhook" not in plan, plan

@@ -2,8 +2,10 @@
 ``queue.py`` and ``batches.py``).
 
 Every listing goes through an index: a webhook's deliveries through
-``ix_deliveries_webhook_status`` or the primary key, a delivery's attempts through
-``uq_attempts_number``. Rows become ``DeliveryRecord`` and ``AttemptRecord`` here only.
+``ix_deliveries_webhook`` or the primary key, its pending ones through its queues, its dead
+letters through ``ix_deliveries_letters``, a delivery's attempts through
+``uq_attempts_number``. (No index names ``status``: migration 0014.) Rows become
+``DeliveryRecord`` and ``AttemptRecord`` here only.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Row, Select, and_, func, select
+from sqlalchemy import BigInteger, Row, Select, Subquery, and_, func, select, text
 
 from consent_relay.storage import codec
 from consent_relay.storage.records import (
@@ -103,19 +105,72 @@ def _attempt(row: Row[Any]) -> AttemptRecord:
     )
 
 
+# A webhook's first pending deliveries after a pk, through its queues: its queues with a
+# delivery on the clock (``ix_delivery_queues_webhook_due``), then each one's head and those
+# after it (``ix_deliveries_queue``). The join's order is fixed (a ``LATERAL``, the page's
+# conditions outside it; SQLite's ``INDEXED BY``): on tables without statistics PostgreSQL
+# otherwise walked the webhook's history in ``ix_deliveries_webhook``.
+_PENDING_PG = """
+    SELECT p.pk FROM delivery_queues q CROSS JOIN LATERAL (
+        SELECT d.pk, d.status FROM deliveries d
+        WHERE d.webhook_id = q.webhook_id AND d.user_id = q.user_id
+          AND d.seq > q.last_seq - q.pending
+        OFFSET 0) AS p
+    WHERE q.webhook_id = :pending_w AND q.due_ms IS NOT NULL AND p.pk > :pending_after
+      AND p.status = 'pending'
+    ORDER BY p.pk LIMIT :pending_limit
+"""
+_PENDING_SQLITE = """
+    SELECT d.pk FROM delivery_queues q INDEXED BY ix_delivery_queues_webhook_due
+    JOIN deliveries d INDEXED BY ix_deliveries_queue
+      ON d.webhook_id = q.webhook_id AND d.user_id = q.user_id
+     AND d.seq > q.last_seq - q.pending
+    WHERE q.webhook_id = :pending_w AND q.due_ms IS NOT NULL AND d.pk > :pending_after
+      AND d.status = 'pending'
+    ORDER BY d.pk LIMIT :pending_limit
+"""
+
+
+def pending_of(dialect: str, webhook_id: str, *, after_pk: int, limit: int) -> Subquery:
+    """The pks (column ``pk``) of the webhook's first ``limit`` pending deliveries after
+    ``after_pk``, in order, through its queues: no index names ``status`` (migration 0014),
+    and a queue's pending deliveries are its head and those after it, so this reads the
+    webhook's queues on the clock and their pending deliveries, however long its history."""
+    sql = _PENDING_SQLITE if dialect == "sqlite" else _PENDING_PG
+    bound = text(sql).bindparams(pending_w=webhook_id, pending_after=after_pk, pending_limit=limit)
+    return bound.columns(pk=BigInteger).subquery()
+
+
+def is_letter(*statuses: str) -> Any:
+    """Deliveries in ``statuses`` (dead, superseded), through the dead letters' indexes
+    (partial on ``dead_at``, set for those only: migration 0014)."""
+    return and_(deliveries.c.dead_at.is_not(None), deliveries.c.status.in_(statuses))
+
+
 async def list_for_webhook(
     tx: Tx, webhook_id: str, *, status: str | None, after_pk: int, limit: int
 ) -> list[DeliveryRecord]:
     """The webhook's deliveries after ``after_pk``, oldest first (API pages)."""
-    stmt = (
-        _select()
-        .where(deliveries.c.webhook_id == webhook_id, deliveries.c.pk > after_pk)
-        .order_by(deliveries.c.pk)
-        .limit(limit)
-    )
-    if status is not None:
-        stmt = stmt.where(deliveries.c.status == status)
+    stmt = listing(tx.dialect, webhook_id, status=status, after_pk=after_pk, limit=limit)
     return [_delivery(row) for row in await tx.conn.execute(stmt)]
+
+
+def listing(
+    dialect: str, webhook_id: str, *, status: str | None, after_pk: int, limit: int
+) -> Select[Any]:
+    """``list_for_webhook``'s statement: all of a webhook's deliveries or the delivered ones
+    through ``ix_deliveries_webhook``, the pending ones through the webhook's queues, the
+    dead letters through their own index; none reads the rest of the webhook's history."""
+    if status == "pending":
+        pending = pending_of(dialect, webhook_id, after_pk=after_pk, limit=limit)
+        stmt = _select().where(deliveries.c.pk.in_(select(pending.c.pk)))
+    else:
+        stmt = _select().where(deliveries.c.webhook_id == webhook_id, deliveries.c.pk > after_pk)
+        if status in ("dead", "superseded"):
+            stmt = stmt.where(is_letter(status))
+        elif status is not None:
+            stmt = stmt.where(deliveries.c.status == status)
+    return stmt.order_by(deliveries.c.pk).limit(limit)
 
 
 async def newest_for_webhook(tx: Tx, webhook_id: str, *, limit: int) -> list[DeliveryRecord]:
@@ -135,7 +190,7 @@ async def dead_letters(tx: Tx, webhook_id: str, *, limit: int) -> list[DeliveryR
         _select()
         .where(
             deliveries.c.webhook_id == webhook_id,
-            deliveries.c.status == "dead",
+            is_letter("dead"),
             deliveries.c.replayed_by.is_(None),
         )
         .order_by(deliveries.c.pk)
@@ -161,7 +216,7 @@ async def dead_for_replay(
     stmt = _select().where(
         deliveries.c.webhook_id == webhook_id,
         deliveries.c.organization_id == org_id,
-        deliveries.c.status.in_(list(statuses)),
+        is_letter(*statuses),
     )
     if delivery_ids is not None:
         stmt = stmt.where(deliveries.c.id.in_(delivery_ids))
@@ -177,9 +232,7 @@ async def dead_for_replay(
 
 async def count_dead(tx: Tx, webhook_id: str, *, replayed: bool = False) -> int:
     """Dead letters of a webhook (by default only those not replayed yet)."""
-    stmt = select(func.count()).where(
-        deliveries.c.webhook_id == webhook_id, deliveries.c.status == "dead"
-    )
+    stmt = select(func.count()).where(deliveries.c.webhook_id == webhook_id, is_letter("dead"))
     if not replayed:
         stmt = stmt.where(deliveries.c.replayed_by.is_(None))
     return int((await tx.conn.execute(stmt)).scalar_one())

@@ -76,8 +76,8 @@ async def disable(tx: Tx, disabled: Sequence[tuple[str, str]], now: str) -> None
 SUPERSEDE_ROW = """
     UPDATE deliveries INDEXED BY ix_deliveries_dead_letters
     SET status = 'superseded', updated_at = ?
-    WHERE webhook_id = ? AND user_id = ? AND seq < ? AND status = 'dead'
-      AND replayed_by IS NULL AND subject = ? AND message_id < ?
+    WHERE webhook_id = ? AND user_id = ? AND seq < ? AND dead_at IS NOT NULL
+      AND status = 'dead' AND replayed_by IS NULL AND subject = ? AND message_id < ?
 """
 
 
@@ -132,7 +132,7 @@ async def ensure_bucket(tx: Tx, webhook_id: str, now_ms: int) -> None:
 
 async def figures(tx: Tx, now_ms: int) -> list[tuple[str, bool, bool, int]]:
     """Per webhook: ``(id, paused now, disabled by us, superseded deliveries)``, for the
-    metrics; the count goes through ``ix_deliveries_webhook_status``, a webhook at a time."""
+    metrics; the count goes through ``ix_deliveries_letters``, a webhook at a time."""
     rows = await tx.conn.execute(
         text(
             """
@@ -141,7 +141,8 @@ async def figures(tx: Tx, now_ms: int) -> list[tuple[str, bool, bool, int]]:
                            WHERE f.webhook_id = w.id AND f.paused_until_ms > :now) AS paused,
                    w.disabled_reason IS NOT NULL AND NOT w.enabled AS disabled,
                    (SELECT count(*) FROM deliveries d
-                    WHERE d.webhook_id = w.id AND d.status = 'superseded') AS superseded
+                    WHERE d.webhook_id = w.id AND d.dead_at IS NOT NULL
+                      AND d.status = 'superseded') AS superseded
             FROM webhooks w
             """
         ),
@@ -153,7 +154,10 @@ async def figures(tx: Tx, now_ms: int) -> list[tuple[str, bool, bool, int]]:
 async def count_superseded(tx: Tx, webhook_id: str) -> int:
     """A webhook's superseded dead letters (the dashboard)."""
     row = await tx.conn.execute(
-        text("SELECT count(*) FROM deliveries WHERE webhook_id = :w AND status = 'superseded'"),
+        text(
+            "SELECT count(*) FROM deliveries"
+            " WHERE webhook_id = :w AND dead_at IS NOT NULL AND status = 'superseded'"
+        ),
         {"w": webhook_id},
     )
     return int(row.scalar_one())

@@ -1,10 +1,10 @@
 """Aggregates over deliveries: a webhook's health (the dashboard) and every webhook's queue
 figures (the metrics' gauges).
 
-Every query is bounded by an index (``ix_deliveries_webhook_status``, the primary keys,
-``uq_attempts_number``) so a busy webhook with millions of deliveries does not make a page
-or a scrape slow: the success rate and the last failure look at the attempts of the webhook's
-most recent deliveries only.
+Every query is bounded by an index (``ix_deliveries_webhook``, the dead letters' and the
+queues' indexes, the primary keys, ``uq_attempts_number``) so a busy webhook with millions
+of deliveries does not make a page or a scrape slow: the success rate and the last failure
+look at the attempts of the webhook's most recent deliveries only.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from sqlalchemy import and_, case, func, select, text
 
 from consent_relay.storage import deliveries as delivery_reads
 from consent_relay.storage.records import HealthFigures, LastFailure, QueueFigures
-from consent_relay.storage.tables import attempts, deliveries
+from consent_relay.storage.tables import attempts, deliveries, delivery_queues
 from consent_relay.storage.tx import Tx
 
 
@@ -31,9 +31,16 @@ async def webhook_figures(tx: Tx, webhook_id: str, *, since: str, recent: int) -
     rate_stmt = select(
         func.count(), func.coalesce(func.sum(case((attempts.c.outcome == "ok", 1), else_=0)), 0)
     ).where(in_window)
-    pending = and_(deliveries.c.webhook_id == webhook_id, deliveries.c.status == "pending")
-    depth_stmt = select(func.count()).select_from(deliveries).where(pending)
-    oldest_stmt = select(deliveries.c.created_at).where(pending).order_by(deliveries.c.pk).limit(1)
+    # A queue's pending deliveries are counted on its row; the oldest waiting is a queue's
+    # head (the webhook's queues with a delivery on the clock, through their due index).
+    on_the_clock = and_(
+        delivery_queues.c.webhook_id == webhook_id, delivery_queues.c.due_ms.is_not(None)
+    )
+    depth_stmt = select(func.coalesce(func.sum(delivery_queues.c.pending), 0)).where(on_the_clock)
+    first = delivery_reads.pending_of(tx.dialect, webhook_id, after_pk=0, limit=1)
+    oldest_stmt = select(deliveries.c.created_at).where(
+        deliveries.c.pk == select(first.c.pk).scalar_subquery()
+    )
     failure_stmt = (
         select(
             attempts.c.delivery_id,
@@ -74,13 +81,14 @@ async def webhook_figures(tx: Tx, webhook_id: str, *, since: str, recent: int) -
 _QUEUE_FIGURES = text(
     """
     SELECT w.id AS webhook_id,
-           (SELECT count(*) FROM deliveries d
-             WHERE d.webhook_id = w.id AND d.status = 'pending') AS pending,
+           (SELECT coalesce(sum(q.pending), 0) FROM delivery_queues q
+             WHERE q.webhook_id = w.id AND q.due_ms IS NOT NULL) AS pending,
            (SELECT min(q.due_ms) FROM delivery_queues q
              WHERE q.webhook_id = w.id AND q.due_ms IS NOT NULL
                AND q.lease_owner IS NULL) AS oldest_due,
            (SELECT count(*) FROM deliveries d
-             WHERE d.webhook_id = w.id AND d.status = 'dead') AS dead
+             WHERE d.webhook_id = w.id AND d.dead_at IS NOT NULL
+               AND d.status = 'dead') AS dead
     FROM webhooks w
     """
 )

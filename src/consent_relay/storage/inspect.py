@@ -16,6 +16,7 @@ server itself (databases, sessions) in ``databases.py``.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from alembic.autogenerate import compare_metadata
@@ -24,6 +25,7 @@ from sqlalchemy import Column, Connection, Table, and_, func, select, text
 from sqlalchemy import inspect as schema_of
 
 from consent_relay.storage import codec, driver, due, flow, queue, queue_pg, queue_sqlite
+from consent_relay.storage import deliveries as deliveries_reads
 from consent_relay.storage.tables import (
     attempts,
     deliveries,
@@ -376,6 +378,16 @@ async def index_names(tx: Tx, table_name: str) -> set[str]:
     return await tx.conn.run_sync(names)
 
 
+async def column_names(tx: Tx, table_name: str) -> set[str]:
+    """The names of the columns the database has on ``table_name`` (reflected)."""
+    _table(table_name)
+
+    def names(sync_connection: Connection) -> set[str]:
+        return {column["name"] for column in schema_of(sync_connection).get_columns(table_name)}
+
+    return await tx.conn.run_sync(names)
+
+
 _CLAIM_PARAMETERS: dict[str, Any] = {
     "now": 10**13,
     "limit": 100,
@@ -403,6 +415,26 @@ async def claim_plan(tx: Tx) -> str:
         return "\n".join(lines)
     result = await tx.conn.execute(text("EXPLAIN (FORMAT JSON) " + sql), _CLAIM_PARAMETERS)
     return json.dumps(result.one()[0])
+
+
+async def listing_reads(tx: Tx, webhook_id: str, status: str) -> dict[str, int]:
+    """PostgreSQL: a page of the webhook's deliveries in ``status`` (``deliveries.listing``,
+    the first 100) run under ``EXPLAIN ANALYZE``: the rows its scans read (those a filter
+    dropped included), by index (or table, for a sequential scan)."""
+    stmt = deliveries_reads.listing(tx.dialect, webhook_id, status=status, after_pk=0, limit=100)
+    sql = str(stmt.compile(dialect=tx.conn.dialect, compile_kwargs={"literal_binds": True}))
+    result = await tx.conn.execute(text("EXPLAIN (ANALYZE, FORMAT JSON) " + sql))
+    reads: Counter[str] = Counter()
+
+    def walk(node: dict[str, Any]) -> None:
+        if "Scan" in node["Node Type"] and "Relation Name" in node:
+            found = node["Actual Rows"] + node.get("Rows Removed by Filter", 0)
+            reads[node.get("Index Name", node["Relation Name"])] += found * node["Actual Loops"]
+        for child in node.get("Plans", []):
+            walk(child)
+
+    walk(result.one()[0][0]["Plan"])
+    return dict(reads)
 
 
 async def claim_reads(tx: Tx, *, limit: int, now_ms: int, lease: str) -> tuple[int, int, int]:

@@ -16,10 +16,13 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 from sqlalchemy.dialects.postgresql import asyncpg as adapter
 
-from consent_relay.storage import driver
+from consent_relay.storage import driver, queue
 from consent_relay.storage.tx import Tx
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from consent_relay.storage.queue import Result
     from consent_relay.storage.store import Store
 
 _INSERT_PG = "INSERT INTO organizations (id, name, created_at) VALUES ($1, $1, 'x')"
@@ -78,3 +81,24 @@ async def pg_transaction_statements(store: Store) -> list[str]:
     await asyncio.sleep(0)  # asyncpg schedules the logger's calls (call_soon)
     listening = False
     return sent
+
+
+_UPDATES_PG = """
+    SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables WHERE relname = 'deliveries'
+"""
+
+
+async def record_updates(
+    store: Store, results: Sequence[Result], *, now_ms: int, now: str
+) -> tuple[int, int]:
+    """Record ``results`` as the worker does on PostgreSQL (``queue.record_pg`` in a
+    ``Store.pg_transaction``) and return the updates of the ``deliveries`` table made in
+    that transaction: ``(all, HOT)`` (a HOT update writes no index entry)."""
+
+    async def work(raw: asyncpg.Connection[Any]) -> tuple[int, int]:
+        await queue.record_pg(raw, results, now_ms=now_ms, now=now, with_attempts=True, chain=None)
+        row = await raw.fetchrow(_UPDATES_PG)
+        assert row is not None
+        return int(row[0]), int(row[1])
+
+    return await store.pg_transaction(work)

@@ -192,7 +192,8 @@ _DUE_QUEUES_PG = f"""
 # (a record that moved it on committed after the snapshot) drops out here: it is locked but
 # not leased, and the next claim takes it.
 # (The status is checked outside the lookup: inside, PostgreSQL without statistics took
-# ``ix_deliveries_webhook_status`` for it and walked the webhook's pending deliveries.)
+# ``ix_deliveries_webhook_status`` (gone: migration 0014) for it and walked the webhook's
+# pending deliveries.)
 _HEADS_PG = f"""
     SELECT {", ".join("h." + name for name in HEAD_COLUMNS.split(", "))}
     FROM p CROSS JOIN LATERAL (

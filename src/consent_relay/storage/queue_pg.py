@@ -108,7 +108,9 @@ async def fetch(conn: asyncpg.Connection[Any], sql: str, params: dict[str, Any])
 #   left without a clock.) The queues are updated in the batch's (sorted) order: one lock
 #   order for every writer.
 # - ``kept``: the deliveries of those queues get their outcome: the wide delivery row is
-#   written once a delivery, here (a claim writes the queue row only);
+#   written once a delivery, here (a claim writes the queue row only); no index names a
+#   column a delivered one changes, so on a page with room it is a HOT update (migration
+#   0014: ``dead_at`` is set, and indexed, for the dead ones only);
 # - ``attempted``: their attempts, unique per (delivery, attempt number): one already
 #   stored is kept (``NOT EXISTS``, a probe of ``uq_attempts_number``; ``ON CONFLICT DO
 #   NOTHING`` did the same with a speculative insertion, one more WAL record an attempt; the
@@ -144,7 +146,8 @@ RECORD = """
         RETURNING c.pk, c.w, c.u, c.seq + 1 AS next_seq, q.lease_owner IS NOT NULL AS chained
     ), kept AS (
         UPDATE deliveries SET status = v.status, attempt_count = v.attempt_count,
-            held_attempts = held_attempts + v.held, last_outcome = v.outcome, updated_at = $2
+            held_attempts = held_attempts + v.held, last_outcome = v.outcome, updated_at = $2,
+            dead_at = CASE WHEN v.status = 'dead' THEN $2 ELSE deliveries.dead_at END
         FROM v
         WHERE deliveries.pk = v.pk AND v.pk IN (SELECT pk FROM moved)
         RETURNING deliveries.pk
@@ -168,7 +171,8 @@ RECORD = """
             CROSS JOIN LATERAL (
                 SELECT d.pk FROM deliveries d
                 WHERE d.webhook_id = v.w AND d.user_id = v.u AND d.seq < v.seq
-                  AND d.status = 'dead' AND d.replayed_by IS NULL AND d.subject = v.s
+                  AND d.dead_at IS NOT NULL AND d.status = 'dead' AND d.replayed_by IS NULL
+                  AND d.subject = v.s
                   AND d.message_id < v.m
                 OFFSET 0) AS old
             WHERE v.status = 'delivered' AND v.s IS NOT NULL

@@ -83,9 +83,10 @@ _HELD = """
       AND q.user_id = json_extract(j.value, '$[1]')
 """
 _RECORD = """
-    UPDATE deliveries SET status = ?, attempt_count = ?, held_attempts = held_attempts + ?,
-        last_outcome = ?, updated_at = ?
-    WHERE pk = ?
+    UPDATE deliveries SET status = ?1, attempt_count = ?2, held_attempts = held_attempts + ?3,
+        last_outcome = ?4, updated_at = ?5,
+        dead_at = CASE WHEN ?1 = 'dead' THEN ?5 ELSE dead_at END
+    WHERE pk = ?6
 """
 _INSERT_ATTEMPTS = (
     f"INSERT INTO attempts ({', '.join(queue_pg.ATTEMPT_NAMES)})"
@@ -99,7 +100,8 @@ _SUPERSEDE = flow.SUPERSEDE_ROW
 _WITH_DEAD_LETTERS = """
     SELECT j.value FROM json_each(?) AS j
     WHERE EXISTS (SELECT 1 FROM deliveries d INDEXED BY ix_deliveries_dead_letters
-                  WHERE d.webhook_id = j.value AND d.status = 'dead')
+                  WHERE d.webhook_id = j.value AND d.dead_at IS NOT NULL
+                    AND d.status = 'dead')
 """
 # The queue lets its lease go: a head still pending is due again at its retry time; a head
 # that finished leaves (``pending`` - 1) and the next in line, if any, is due at once, or

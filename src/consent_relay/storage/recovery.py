@@ -52,7 +52,7 @@ async def without_stale(tx: Tx, dead: Sequence[DeliveryRecord]) -> list[Delivery
 async def needing_replay(tx: Tx, webhook_ids: Iterable[str]) -> list[tuple[str, str]]:
     """Of these webhooks, the enabled ones with ``auto_replay`` on and a dead letter not
     replayed yet: ``(webhook id, organization id)``. One statement, through
-    ``ix_deliveries_webhook_status``."""
+    ``ix_deliveries_letters``."""
     wanted = sorted(set(webhook_ids))
     if not wanted:
         return []
@@ -64,7 +64,7 @@ async def needing_replay(tx: Tx, webhook_ids: Iterable[str]) -> list[tuple[str, 
               AND w.enabled AND w.auto_replay
               AND EXISTS (
                   SELECT 1 FROM deliveries d
-                  WHERE d.webhook_id = w.id AND d.status = 'dead'
+                  WHERE d.webhook_id = w.id AND d.dead_at IS NOT NULL AND d.status = 'dead'
                     AND d.replayed_by IS NULL AND d.replay_of IS NULL)
             """
         ),

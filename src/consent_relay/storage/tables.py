@@ -233,20 +233,36 @@ deliveries = Table(
     Column("subject", Text),
     # Attempts a receiver asked us to hold (Retry-After, 410): they use up no retry.
     Column("held_attempts", Integer, nullable=False, server_default="0"),
+    # When the delivery became a dead letter (the record of its last failed attempt), kept
+    # when it is superseded; NULL for the others (migration 0014). The dead letters' indexes
+    # are partial on it, not on ``status``: no index names ``status``, so that the record of
+    # a delivered one changes no indexed column (a HOT update on PostgreSQL: no new entry in
+    # any index, 4 WAL records fewer a delivery; README).
+    Column("dead_at", Text),
     # Unique (migration 0013): one delivery a place in its queue; declared, the planner
     # knows a head's lookup by these three finds one row, whatever the table's size.
     Index("ix_deliveries_queue", "webhook_id", "user_id", "seq", unique=True),
-    Index("ix_deliveries_webhook_status", "webhook_id", "status", "pk"),
+    # A webhook's deliveries in order (API pages, the dashboard); its pending ones are
+    # found through its queues (``deliveries.pending_of``), its dead letters below.
+    Index("ix_deliveries_webhook", "webhook_id", "pk"),
     # The dead letters of a queue, for the record to find those a delivered message
-    # supersedes (flow.SUPERSEDE_ROW): dead ones only, however long the queue's history or
-    # the webhook's dead letters (migration 0008).
+    # supersedes (flow.SUPERSEDE_ROW): dead letters only, however long the queue's history
+    # or the webhook's dead letters (migrations 0008, 0014).
     Index(
         "ix_deliveries_dead_letters",
         "webhook_id",
         "user_id",
         "seq",
-        postgresql_where=text("status = 'dead'"),
-        sqlite_where=text("status = 'dead'"),
+        postgresql_where=text("dead_at IS NOT NULL"),
+        sqlite_where=text("dead_at IS NOT NULL"),
+    ),
+    # A webhook's dead letters (dead or superseded) in order: listings, counts, replays.
+    Index(
+        "ix_deliveries_letters",
+        "webhook_id",
+        "pk",
+        postgresql_where=text("dead_at IS NOT NULL"),
+        sqlite_where=text("dead_at IS NOT NULL"),
     ),
 )
 

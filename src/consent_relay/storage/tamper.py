@@ -161,7 +161,9 @@ async def set_delivery_status(
         stmt = stmt.where(deliveries.c.webhook_id == webhook_id)
     if clear_due:
         await _stop_clocks(tx, stmt.whereclause)
-    return int((await tx.conn.execute(stmt.values(status=status))).rowcount)
+    # ``dead_at`` with it, as the record sets it (set for dead letters only: migration 0014)
+    dead_at = deliveries.c.updated_at if status in ("dead", "superseded") else None
+    return int((await tx.conn.execute(stmt.values(status=status, dead_at=dead_at))).rowcount)
 
 
 def _heads(chosen: Any) -> Any:
@@ -197,7 +199,12 @@ async def make_dead_letters(
     await tx.conn.execute(
         update(deliveries)
         .where(chosen)
-        .values(status="dead", attempt_count=attempt_count, last_outcome=last_outcome)
+        .values(
+            status="dead",
+            attempt_count=attempt_count,
+            last_outcome=last_outcome,
+            dead_at=deliveries.c.updated_at,
+        )
     )
 
 
