@@ -253,21 +253,11 @@ async def test_0013_makes_a_place_in_a_queue_unique(db_url: str, tmp_path: Path)
 
 
 def _delivery_0013(pk: int, user: str, status: str) -> dict[str, object]:
-    """A delivery row as revision 0013 stored it."""
-    return {
-        "pk": pk,
-        "id": f"dlv_{pk}",
-        "organization_id": "acme",
-        "webhook_id": "wh_1",
-        "message_id": f"msg_{pk}",
-        "user_id": user,
-        "seq": 1,
-        "status": status,
-        "attempt_count": 1,
-        "created_at": "2026-01-01T00:00:00Z",
-        "updated_at": f"2026-01-0{pk}T00:00:00Z",
-        "held_attempts": 0,
-    }
+    """A delivery row as revisions 0009 to 0013 stored it: 0008's without its clock and
+    lease (moved to the queue), last updated on day ``pk``."""
+    row = _old_delivery(pk, user, 1, status, None, None)
+    del row["due_ms"], row["lease_owner"]
+    return {**row, "updated_at": f"2026-01-0{pk}T00:00:00Z"}
 
 
 async def test_0014_marks_dead_letters_by_dead_at_and_indexes_no_status(

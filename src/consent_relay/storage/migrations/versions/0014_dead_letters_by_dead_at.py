@@ -38,26 +38,19 @@ _DEAD = sa.text("status = 'dead'")
 _QUEUE = ["webhook_id", "user_id", "seq"]
 
 
+def _partial(name: str, columns: list[str], where: sa.TextClause) -> None:
+    """An index of ``deliveries`` on ``columns``, of the rows ``where`` holds for."""
+    op.create_index(name, "deliveries", columns, postgresql_where=where, sqlite_where=where)
+
+
 def upgrade() -> None:
     op.add_column("deliveries", sa.Column("dead_at", _TEXT, nullable=True))
     op.execute("UPDATE deliveries SET dead_at = updated_at WHERE status IN ('dead', 'superseded')")
     op.drop_index("ix_deliveries_webhook_status", table_name="deliveries")
     op.drop_index("ix_deliveries_dead_letters", table_name="deliveries")
     op.create_index("ix_deliveries_webhook", "deliveries", ["webhook_id", "pk"])
-    op.create_index(
-        "ix_deliveries_dead_letters",
-        "deliveries",
-        ["webhook_id", "user_id", "seq"],
-        postgresql_where=_LETTERS,
-        sqlite_where=_LETTERS,
-    )
-    op.create_index(
-        "ix_deliveries_letters",
-        "deliveries",
-        ["webhook_id", "pk"],
-        postgresql_where=_LETTERS,
-        sqlite_where=_LETTERS,
-    )
+    _partial("ix_deliveries_dead_letters", _QUEUE, _LETTERS)
+    _partial("ix_deliveries_letters", ["webhook_id", "pk"], _LETTERS)
     # Built again, last: where two indexes cost the same, PostgreSQL's planner keeps the one
     # it considered first, the newest. The worker's claim, a prepared statement, may keep a
     # plan made on near-empty tables: with ``ix_deliveries_webhook`` newer, that plan found
@@ -74,13 +67,7 @@ def downgrade() -> None:
     op.drop_index("ix_deliveries_letters", table_name="deliveries")
     op.drop_index("ix_deliveries_dead_letters", table_name="deliveries")
     op.drop_index("ix_deliveries_webhook", table_name="deliveries")
-    op.create_index(
-        "ix_deliveries_dead_letters",
-        "deliveries",
-        ["webhook_id", "user_id", "seq"],
-        postgresql_where=_DEAD,
-        sqlite_where=_DEAD,
-    )
+    _partial("ix_deliveries_dead_letters", _QUEUE, _DEAD)
     op.create_index("ix_deliveries_webhook_status", "deliveries", ["webhook_id", "status", "pk"])
     with op.batch_alter_table("deliveries") as batch:
         batch.drop_column("dead_at")
