@@ -292,7 +292,7 @@ def table(results: dict[str, Any]) -> Table:
         out.add_row(
             f"2. delivery, {kind} ({r.get('deliveries'):,})",
             _fmt(r.get(f"{kind}_per_s"), " /s"),
-            f"bare just before {_fmt(r.get(f'{kind}_adjacent_bare_per_s'), ' /s')}; CPU/request "
+            f"bare around {_fmt(r.get(f'{kind}_adjacent_bare_per_s'), ' /s')}; CPU/request "
             f"worker {_fmt(r.get(f'{kind}_cpu_us'), ' us')} vs bare "
             f"{_fmt(r.get('bare_cpu_us'), ' us')}{_server(r.get(f'{kind}_server_cpu_us'))}",
             _fmt(ratio, "", 2),
