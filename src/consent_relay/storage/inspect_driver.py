@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 from sqlalchemy.dialects.postgresql import asyncpg as adapter
 
-from consent_relay.storage import driver, queue
+from consent_relay.storage import driver, queue, queue_pg
 from consent_relay.storage.tx import Tx
 
 if TYPE_CHECKING:
@@ -100,5 +100,31 @@ async def record_updates(
         row = await raw.fetchrow(_UPDATES_PG)
         assert row is not None
         return int(row[0]), int(row[1])
+
+    return await store.pg_transaction(work)
+
+
+async def generic_claim_plan(store: Store, *, now_ms: int) -> str:
+    """PostgreSQL: the generic plan of the worker's claim (``queue.claim_sql`` as
+    ``queue.claim_pg`` sends it), as ``EXPLAIN (FORMAT JSON)`` text: the plan a prepared
+    statement settles on after its first executions, whatever the values (asyncpg prepares
+    the claim once a connection, and PostgreSQL keeps that plan while it costs no more than
+    the custom ones). EXPLAIN only: nothing runs."""
+    sql, names = queue_pg.positional(queue.claim_sql("postgresql", True))
+    params: dict[str, Any] = {
+        "now": now_ms, "limit": 100, "lease": "'plan'", "until": now_ms + 1, "excluded": "'[]'",
+    }  # fmt: skip
+
+    async def work(raw: asyncpg.Connection[Any]) -> str:
+        await raw.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        await raw.execute(f"PREPARE consent_relay_claim_plan AS {sql}")
+        try:
+            values = ", ".join(str(params[name]) for name in names)
+            plan = await raw.fetchval(
+                f"EXPLAIN (FORMAT JSON) EXECUTE consent_relay_claim_plan({values})"
+            )
+        finally:
+            await raw.execute("DEALLOCATE consent_relay_claim_plan")
+        return str(plan)
 
     return await store.pg_transaction(work)
