@@ -6,9 +6,9 @@ may settle on a generic plan and keep it for the connection's life. With a few h
 deliveries and no statistics (autovacuum off, as in CI and the bench), that plan found
 each head through ``ix_deliveries_webhook``, the smaller index, with the user and the
 sequence as a filter: a walk of the webhook's history on every claim, longer as it grew
-(the latency scenario's p99 went to seconds in about one run of ten). These tests read
-the generic plan at the sizes where it did (150 and 200 deliveries failed before the
-fix), and around them."""
+(the latency scenario's p99 went to seconds in about one run in six). These tests read
+the generic plan at the sizes where it did (150 and 200 deliveries without statistics, 60
+with them, failed before the fix), and around them."""
 
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ pytestmark = pytest.mark.postgres
 
 @pytest.fixture
 def db_url() -> str:
-    """PostgreSQL only: SQLite's claim reads its heads through ``INDEXED BY``."""
+    """PostgreSQL only: SQLite has no generic plans to settle on (its claim's plans are
+    read by test_claim_plan.py)."""
     return _session_database_url()
 
 
