@@ -26,7 +26,14 @@ runs OpenSSL's generic code). Keep a lever measured here only if the timed figur
 say it got slower. Needs valgrind (``apt-get install valgrind``); a run of 20,000 deliveries
 takes about a minute.
 
-``python -m bench.delivery_instructions [--deliveries N] [--checkout DIR ...]``
+``--floor`` counts the complete floor (``bench.complete``: the least a persistent engine with
+these guarantees does a delivery, in the simplest way there is) the same way, with its POST
+stubbed as the worker's send is, on a database of its own of N queued deliveries, and prints
+the engine's count against it: the engine's own work a delivery against the floor's, without
+the noise of a timed run (the floor's code is this checkout's ``bench``, whatever
+``--checkout`` says).
+
+``python -m bench.delivery_instructions [--deliveries N] [--checkout DIR ...] [--floor]``
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any, cast
 
 import uvloop
 
@@ -111,6 +119,58 @@ async def drain(folder: Path, deliveries: int, *, start_only: bool = False) -> i
         shutil.rmtree(work, ignore_errors=True)
 
 
+class _Answered:
+    """The stubbed POST's response: 204, no body, after one turn of the loop (as
+    ``delivery_micro.Answering`` answers the worker's send)."""
+
+    status = 204
+
+    async def __aenter__(self) -> _Answered:
+        await asyncio.sleep(0)
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        return None
+
+    async def read(self) -> bytes:
+        return b""
+
+
+class StubSession:
+    """The complete floor's ``aiohttp.ClientSession`` stand-in: every POST answered 204."""
+
+    def __init__(self) -> None:
+        self.posts = 0
+
+    def post(self, _url: str, **_: Any) -> _Answered:
+        self.posts += 1
+        return _Answered()
+
+
+def _fresh_floor_db(folder: Path) -> Path:
+    """The floor's database path in ``folder``, what an earlier run left there removed."""
+    for leftover in folder.glob("floor.db*"):
+        leftover.unlink()
+    return folder / "floor.db"
+
+
+async def floor_drain(folder: Path, deliveries: int, *, start_only: bool = False) -> int:
+    """The complete floor's drain of ``deliveries`` queued deliveries (a database of its own
+    in ``folder``, filled here in both modes), its POST stubbed; with ``start_only``, stop
+    before the drain. Returns the deliveries sent."""
+    from bench import complete
+
+    store = await complete.open_store(f"sqlite:///{_fresh_floor_db(folder)}", deliveries)
+    try:
+        if start_only:
+            return 0
+        session = StubSession()
+        ok, _errors = await complete.drain(store, cast(Any, session), "http://stub/", b"", 200)
+        return ok
+    finally:
+        await store.close()
+
+
 def _env(checkout: Path) -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=f"{checkout / 'src'}{os.pathsep}{checkout}")
 
@@ -126,8 +186,8 @@ def filling(checkout: Path, folder: Path, deliveries: int) -> None:
 
 
 def counted(checkout: Path, folder: Path, deliveries: int, mode: str) -> int:
-    """Instructions of one run of this module as ``mode`` ("drain" or "start") under
-    cachegrind, with ``checkout``'s code."""
+    """Instructions of one run of this module as ``mode`` ("drain", "start", "floor-drain"
+    or "floor-start") under cachegrind, with ``checkout``'s code."""
     command = [
         "valgrind",
         "--tool=cachegrind",
@@ -155,7 +215,17 @@ def main() -> None:
     parser.add_argument("--fill", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--drain", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--start", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--floor", action="store_true", help="count the complete floor too")
+    parser.add_argument("--floor-drain", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--floor-start", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.floor_drain or args.floor_start:
+        folder = args.floor_drain or args.floor_start
+        only = args.floor_start is not None
+        sent = uvloop.run(floor_drain(folder, args.deliveries, start_only=only))
+        if args.floor_drain and sent != args.deliveries:
+            raise SystemExit(f"the floor sent {sent} of {args.deliveries}")
+        return
     if args.fill:
         uvloop.run(fill(args.fill, args.deliveries))
         return
@@ -179,13 +249,28 @@ def main() -> None:
             for checkout in checkouts
             for mode in ("start", "drain")
         }
+        if args.floor:
+            for mode in ("floor-start", "floor-drain"):  # a database each: they run at once
+                (folder / mode).mkdir()
+                runs[HERE, mode] = pool.submit(counted, HERE, folder / mode, args.deliveries, mode)
+        floor = None
+        if args.floor:
+            floor_start = runs[HERE, "floor-start"].result()
+            floor_total = runs[HERE, "floor-drain"].result()
+            floor = (floor_total - floor_start) / args.deliveries / 1000
+            print(
+                f"complete floor: {floor:.1f} thousand instructions a delivery "
+                f"(drain {floor_total:,}, start-up {floor_start:,})",
+                flush=True,
+            )
         for checkout in checkouts:
             start = runs[checkout, "start"].result()
             total = runs[checkout, "drain"].result()
             per = (total - start) / args.deliveries / 1000
+            against = f"; {per / floor:.2f} x the complete floor" if floor else ""
             print(
                 f"{checkout}: {per:.1f} thousand instructions a delivery "
-                f"(drain {total:,}, start-up {start:,})",
+                f"(drain {total:,}, start-up {start:,}){against}",
                 flush=True,
             )
 

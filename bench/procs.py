@@ -232,9 +232,9 @@ class Child:
     async def start(self, within: float = 60.0) -> None:
         command = [sys.executable, "-m", "bench.procs", *self.args]
         profile_dir = os.environ.get("BENCH_PYSPY_DIR")
-        if profile_dir and self.args[0] == "worker":
-            # A developer's aid: sample the worker with py-spy (pip install py-spy).
-            out = Path(profile_dir) / f"worker-{time.time_ns()}.txt"
+        if profile_dir and sampled(self.args[0], os.environ):
+            # A developer's aid: sample the child with py-spy (pip install py-spy).
+            out = Path(profile_dir) / f"{self.args[0]}-{time.time_ns()}.txt"
             spy = str(Path(sys.executable).parent / "py-spy")
             command = [spy, "record", "--format", "raw", "--rate", "250", "-o", str(out)]
             command += os.environ.get("BENCH_PYSPY_ARGS", "").split()  # e.g. --threads --native
@@ -312,6 +312,14 @@ class Child:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+def sampled(child: str, env: Mapping[str, str]) -> bool:
+    """Whether a ``child`` (its first argument: worker, bare, minimal, complete...) runs
+    under py-spy when ``BENCH_PYSPY_DIR`` is set: the worker unless ``BENCH_PYSPY_CHILDREN``
+    names others (comma-separated)."""
+    names = env.get("BENCH_PYSPY_CHILDREN") or "worker"
+    return child in {name.strip() for name in names.split(",")}
 
 
 def child_env(overrides: Mapping[str, str]) -> dict[str, str]:

@@ -34,9 +34,19 @@ async def test_a_drain_sends_every_delivery_of_a_copy(tmp_path: Path) -> None:
     assert await delivery_instructions.drain(tmp_path, 60, start_only=True) == 0
 
 
-def test_each_checkout_is_counted_drain_less_start_up(tmp_path: Path) -> None:
-    # A stand-in for valgrind: runs the command after its options, then reports as
-    # cachegrind does, a larger count for a drain than for a start-up.
+async def test_the_floors_drain_sends_every_delivery_through_the_stubbed_post(
+    tmp_path: Path,
+) -> None:
+    assert await delivery_instructions.floor_drain(tmp_path, 60) == 60
+    # a fresh database each run: the next drains the same 60
+    assert await delivery_instructions.floor_drain(tmp_path, 60) == 60
+    assert await delivery_instructions.floor_drain(tmp_path, 60, start_only=True) == 0
+
+
+def _run_with_fake_valgrind(tmp_path: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """The module run with a stand-in for valgrind: it runs the command after its options,
+    then reports as cachegrind does, a larger count for a drain than for a start-up (the
+    floor's drain half the engine's)."""
     tools = tmp_path / "bin"
     tools.mkdir()
     fake = tools / "valgrind"
@@ -44,13 +54,14 @@ def test_each_checkout_is_counted_drain_less_start_up(tmp_path: Path) -> None:
         "#!/bin/sh\n"
         'while [ "${1#--}" != "$1" ]; do shift; done\n'
         '"$@" || exit 1\n'
-        'case "$*" in *--drain*) n=2,000,600 ;; *) n=600 ;; esac\n'
+        'case "$*" in *--floor-drain*) n=1,000,600 ;; *--drain*) n=2,000,600 ;; *) n=600 ;; esac\n'
         'echo "==1== I   refs:      $n" >&2\n'
     )
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
     env = dict(os.environ, PATH=f"{tools}{os.pathsep}{os.environ['PATH']}")
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.delivery_instructions", "--deliveries", "40"],
+    command = [sys.executable, "-m", "bench.delivery_instructions", "--deliveries", "40"]
+    return subprocess.run(
+        [*command, *options],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -58,6 +69,22 @@ def test_each_checkout_is_counted_drain_less_start_up(tmp_path: Path) -> None:
         timeout=300,
         check=False,
     )
+
+
+def test_each_checkout_is_counted_drain_less_start_up(tmp_path: Path) -> None:
+    done = _run_with_fake_valgrind(tmp_path)
     assert done.returncode == 0, done.stderr
     # (2,000,600 - 600) / 40 deliveries = 50,000 a delivery
     assert f"{ROOT}: 50.0 thousand instructions a delivery" in done.stdout
+    assert "floor" not in done.stdout
+
+
+def test_the_floor_is_counted_the_same_way_and_the_engine_set_against_it(
+    tmp_path: Path,
+) -> None:
+    done = _run_with_fake_valgrind(tmp_path, "--floor")
+    assert done.returncode == 0, done.stderr
+    # (1,000,600 - 600) / 40 = 25,000 a delivery: the engine's 50,000 is twice that
+    assert "complete floor: 25.0 thousand instructions a delivery" in done.stdout
+    assert f"{ROOT}: 50.0 thousand instructions a delivery" in done.stdout
+    assert "2.00 x the complete floor" in done.stdout
