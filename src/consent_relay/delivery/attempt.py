@@ -66,7 +66,8 @@ def run(
     try:
         # The receiver's URL first: no token is fetched for a destination we refuse. (Literal
         # IPs never reach the guarded resolver, so this check is what stops them.)
-        targets.check_url_cached(url, tuple(allowed), require_https)
+        key = allowed if isinstance(allowed, targets.AllowedNetworks) else tuple(allowed)
+        targets.check_url_cached(url, key, require_https)
     except errors.ForbiddenTarget as exc:
         refused = Outcome(
             outcome.E_FORBIDDEN_TARGET, _ms(started), error=outcome.storable(exc.detail)

@@ -27,7 +27,6 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
 import aiohttp
 
@@ -74,7 +73,7 @@ class Worker:
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{ids.new_id('wk')[-8:]}"
         self.webhook_cap = settings.webhook_concurrency
         self.lease_ms = settings.lease_ms
-        self.allowed = targets.parse_networks(settings.allowed_networks)
+        self.allowed = targets.allowed_networks(settings.allowed_networks)
         self.proxy = settings.egress_proxy or None
         self.webhooks = requests.WebhookCache(ctx)
         self._in_flight: set[int] = set()  # handed to the senders, not finished
@@ -90,7 +89,6 @@ class Worker:
         self._session: aiohttp.ClientSession
         self.sent = 0  # attempts made, for tests and metrics
         self.chained = 0  # deliveries a record leased on to this worker (see _chain)
-        self._attempt_counters: dict[str, Any] = {}  # metrics.attempts children, by code
         self._replays = replays.AutoReplay(ctx, self._wake)  # dead letters, once delivering
         self._attempt_ids = idgen.AttemptIds()
 
@@ -257,11 +255,6 @@ class Worker:
                 require_https=self.ctx.settings.require_https,
             )
             self.sent += 1
-            counter = self._attempt_counters.get(result.code)
-            if counter is None:
-                counter = self._attempt_counters[result.code] = metrics.attempts.labels(result.code)
-            counter.inc()
-            metrics.attempt_seconds.observe(result.duration_ms / 1000)
             self._results.put_nowait(self._result(item, hook, result, started_at, headers, body))
         except Exception:
             # Our own fault (a bug): give the slot back; the lease runs out and the delivery
@@ -378,6 +371,8 @@ class Worker:
                     break
                 item = self._results.get_nowait()
             if batch:
+                # The attempts' metrics, a batch at a time (metrics.AttemptTally).
+                metrics.attempt_tally.add([(r.outcome, r.duration_ms) for r in batch])
                 await self._record(batch)
 
     async def _record(self, batch: list[Result]) -> None:

@@ -100,6 +100,23 @@ _OCT_PART = re.compile(r"0[0-7]*")
 _DEC_PART = re.compile(r"[1-9][0-9]*")
 
 
+class AllowedNetworks(tuple[Network, ...]):
+    """Networks parsed once and kept (a worker's ``allowed_networks``), hashed and compared
+    as the one object they are: ``check_url_cached`` keys its memo on them for every
+    delivery, and a tuple of networks is hashed network by network in Python
+    (``ipaddress``'s ``__hash__``, and ``__eq__`` on each hit)."""
+
+    __slots__ = ()
+    __hash__ = object.__hash__
+    __eq__ = object.__eq__
+    __ne__ = object.__ne__
+
+
+def allowed_networks(cidrs: Sequence[str]) -> AllowedNetworks:
+    """``parse_networks`` as one key for ``check_url_cached``'s memo."""
+    return AllowedNetworks(parse_networks(cidrs))
+
+
 def parse_networks(cidrs: Sequence[str]) -> list[Network]:
     """Parse a CIDR list (host bits may be set: ``10.0.0.1/8`` means ``10.0.0.0/8``)."""
     return [ipaddress.ip_network(c.strip(), strict=False) for c in cidrs if c.strip()]
