@@ -266,7 +266,8 @@ class Worker:
             self._per_webhook[item.webhook_id] -= 1
             if self._per_webhook[item.webhook_id] <= 0:
                 del self._per_webhook[item.webhook_id]
-            self._wake_if_room()
+            if not self._wake.is_set():  # set already: the claiming loop will look anyway
+                self._wake_if_room()
 
     def _tokens_for(self, hook: requests.PreparedWebhook) -> oauth.TokenSource | None:
         """The webhook's token source, kept while its OAuth settings stay the same."""
