@@ -31,7 +31,17 @@ from datetime import UTC, datetime
 import aiohttp
 
 from consent_relay import errors, ids, metrics
-from consent_relay.delivery import attempt, flow, idgen, oauth, replays, requests, retry, sender
+from consent_relay.delivery import (
+    attempt,
+    flow,
+    idgen,
+    oauth,
+    replays,
+    requests,
+    retry,
+    sender,
+    waiting,
+)
 from consent_relay.delivery.outcome import Outcome
 from consent_relay.domain.timefmt import from_ms, now_ts
 from consent_relay.runtime import Context
@@ -80,7 +90,7 @@ class Worker:
         self._claimed: dict[int, Claimed] = {}  # leases held: in flight, or being recorded
         self._per_webhook: Counter[str] = Counter()
         self._todo: asyncio.Queue[Job | None] = asyncio.Queue()
-        self._results: asyncio.Queue[Result | None] = asyncio.Queue()
+        self._results: waiting.Waiting[Result] = waiting.Waiting()
         self._token_sources: dict[str, oauth.TokenSource] = {}
         self._wake = ctx.work_queued
         self._last_claim = 0.0
@@ -255,7 +265,7 @@ class Worker:
                 require_https=self.ctx.settings.require_https,
             )
             self.sent += 1
-            self._results.put_nowait(self._result(item, hook, result, started_at, headers, body))
+            self._results.add(self._result(item, hook, result, started_at, headers, body))
         except Exception:
             # Our own fault (a bug): give the slot back; the lease runs out and the delivery
             # is tried again later, by this worker or another.
@@ -353,28 +363,21 @@ class Worker:
     # -- recording --------------------------------------------------------------------------
 
     async def _record_loop(self) -> None:
-        """Record results in batches until the ``None`` that shutdown sends, after which
-        everything queued before it has been recorded."""
-        finished = False
-        while not finished:
-            batch: list[Result] = []
-            item = await self._results.get()
-            if item is not None and self._in_flight and self._results.qsize() < RECORD_BATCH:
+        """Record results in batches of at most 500 until shutdown closes ``_results``, after
+        which everything added before has been recorded."""
+        results = self._results
+        while True:
+            await results.wait()
+            if not results.closed and self._in_flight and len(results) < RECORD_BATCH:
                 # More results are on their way: a moment's wait makes one transaction of
                 # many (a record's round trips cost the same for 5 results or 50: measured).
                 await asyncio.sleep(RECORD_PAUSE)
-            while True:
-                if item is None:
-                    finished = True
-                    break
-                batch.append(item)
-                if self._results.empty() or len(batch) >= 500:
-                    break
-                item = self._results.get_nowait()
-            if batch:
-                # The attempts' metrics, a batch at a time (metrics.AttemptTally).
-                metrics.attempt_tally.add([(r.outcome, r.duration_ms) for r in batch])
-                await self._record(batch)
+            batch = results.take(500)
+            if not batch:
+                return  # closed, and nothing left
+            # The attempts' metrics, a batch at a time (metrics.AttemptTally).
+            metrics.attempt_tally.add([(r.outcome, r.duration_ms) for r in batch])
+            await self._record(batch)
 
     async def _record(self, batch: list[Result]) -> None:
         """Record a batch (storage isolates a row the database refuses, and logs why);
@@ -472,7 +475,7 @@ class Worker:
         await asyncio.gather(*senders, return_exceptions=True)
         # Let the recorder write everything queued (it retries while the database is away,
         # for a bounded time); cancelling it mid-write could lose a result already sent.
-        await self._results.put(None)
+        self._results.close()
         try:
             await asyncio.wait_for(recorder, timeout=self.ctx.settings.request_timeout + 5)
         except TimeoutError:
