@@ -139,11 +139,7 @@ class _Answered:
 class StubSession:
     """The complete floor's ``aiohttp.ClientSession`` stand-in: every POST answered 204."""
 
-    def __init__(self) -> None:
-        self.posts = 0
-
     def post(self, _url: str, **_: Any) -> _Answered:
-        self.posts += 1
         return _Answered()
 
 
@@ -249,12 +245,11 @@ def main() -> None:
             for checkout in checkouts
             for mode in ("start", "drain")
         }
+        floor = None
         if args.floor:
             for mode in ("floor-start", "floor-drain"):  # a database each: they run at once
                 (folder / mode).mkdir()
                 runs[HERE, mode] = pool.submit(counted, HERE, folder / mode, args.deliveries, mode)
-        floor = None
-        if args.floor:
             floor_start = runs[HERE, "floor-start"].result()
             floor_total = runs[HERE, "floor-drain"].result()
             floor = (floor_total - floor_start) / args.deliveries / 1000
