@@ -92,3 +92,34 @@ async def test_a_cancellation_beside_the_deadline_is_not_swallowed() -> None:
     task.cancel()  # ...and shutdown, before the task runs again
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+@pytest.mark.parametrize(
+    "seconds",
+    [
+        (0.1, 0.2, 0.3),  # in order: the FIFO alone
+        (0.3, 0.2, 0.1),  # each earlier than the last: the heap
+        (0.2, 0.1, 0.3, 0.15),  # both
+        (0.2, 0.2, 0.1, 0.1),  # ties on either side
+    ],
+)
+async def test_every_deadline_fires_at_its_own_time_whatever_the_order(
+    seconds: tuple[float, ...],
+) -> None:
+    """Deadlines registered in order wait in a FIFO, earlier ones in a heap: each is cut at
+    its own deadline either way, and none is left waiting once all have come round."""
+    results = await asyncio.gather(*(_guarded(s, 10) for s in seconds))
+    for deadline, (result, elapsed) in zip(seconds, results, strict=True):
+        assert result == "timeout"
+        assert deadline <= elapsed < deadline + LATE
+    await asyncio.sleep(deadlines.GRANULARITY * 2)
+    assert len(deadlines._BY_LOOP[asyncio.get_running_loop()]) == 0
+
+
+def test_each_event_loop_has_its_own_deadlines() -> None:
+    """The last loop's deadlines are kept at hand; a new loop gets its own, which cut its
+    own tasks."""
+    first = asyncio.run(_guarded(0.05, 10))
+    second = asyncio.run(_guarded(0.05, 10))
+    assert first[0] == second[0] == "timeout"
+    assert all(0.05 <= elapsed < 0.05 + LATE for _, elapsed in (first, second))
