@@ -11,9 +11,10 @@ Almost every deadline is the worker's request timeout from now, so each comes af
 before: those wait in a FIFO (``deque``: a push and a pop, no comparisons); only a deadline
 earlier than the last one registered (an OAuth attempt's remainder) goes to a heap. A heap
 for all of them cost a tuple a request and, with ten seconds of requests in it (about
-100,000), some 35 tuple comparisons to pop each one: the FIFO and the loop's ``Deadlines``
-kept at hand (not looked up in a ``WeakKeyDictionary`` each time) took about 12 thousand
-instructions off every request (``valgrind``, README).
+100,000), some 35 tuple comparisons to pop each one. With the FIFO, a request's deadline
+cost 0.55 us instead of 1.2 (100,000 waiting, a simulated clock, swept every 50 requests),
+and the loop's ``Deadlines`` kept at hand, not looked up in a ``WeakKeyDictionary`` (a weak
+reference and a hash), took about 5 thousand instructions more off each (README).
 
 Precision: a task is cancelled at its deadline, or at most ``GRANULARITY`` later when
 another deadline just fell due (the timer does not run more often than that), which keeps
