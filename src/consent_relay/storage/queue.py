@@ -22,7 +22,7 @@ keeps per-user order. The clock is the narrow queue row's, not the wide delivery
   in one hop (``queue_sqlite``).
   The worker goes through ``batches.record``, which keeps one bad row from failing the rest.
 Batches travel as one JSON parameter, unpacked by ``json_each`` (SQLite) or
-``jsonb_to_recordset`` (PostgreSQL). The dialect differences are all in this module and
+``json_to_recordset`` (PostgreSQL). The dialect differences are all in this module and
 ``engine.py``: that unpacking, ``SKIP LOCKED``, ``pg_notify`` and the heads' lookup.
 
 Appending is in ``queue_append.py`` (``enqueue``, ``append`` and ``notify_workers`` are

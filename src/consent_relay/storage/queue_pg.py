@@ -3,8 +3,9 @@ inside the transaction the caller opened through SQLAlchemy.
 
 SQLAlchemy's cost a statement (cache key, parameters compiled into JSON text, result rows,
 the greenlet hop) was a visible share of the worker's CPU per delivery; here a batch's rows
-travel as one JSON parameter (``jsonb_to_recordset``, as everywhere: asyncpg's typed arrays
-were measured dearer, an ``isinstance`` an element), and a batch's record is one round trip
+travel as one JSON parameter (``json_to_recordset``, as everywhere: asyncpg's typed arrays
+were measured dearer, an ``isinstance`` an element; ``json``, not ``jsonb``: see
+``dialect``), and a batch's record is one round trip
 (``RECORD``): the queues whose lease still holds let it go and move on, their deliveries get
 their outcome and attempts, and the dead letters their delivered messages supersede become
 so.
@@ -123,7 +124,7 @@ async def fetch(conn: asyncpg.Connection[Any], sql: str, params: dict[str, Any])
 # (``queue.HEAD_COLUMNS`` and the message's type, regulation and parameters), else nulls.
 RECORD = """
     WITH v AS (
-        SELECT * FROM jsonb_to_recordset($1::jsonb)
+        SELECT * FROM json_to_recordset($1::json)
             AS v(pk bigint, w text, u text, seq bigint, lease text, status text,
                  due_ms bigint, fin int, attempt_count int, held int, outcome text,
                  s text, m text, chain int)
@@ -157,7 +158,7 @@ RECORD = """
                               response_bytes)
         SELECT a.id, a.delivery_id, a.attempt_number, a.started_at, a.duration_ms, a.outcome,
                a.status_code, a.response_body, a.request_headers, a.error, a.response_bytes
-        FROM jsonb_to_recordset($3::jsonb)
+        FROM json_to_recordset($3::json)
             AS a(pk bigint, id text, delivery_id text, attempt_number int, started_at text,
                  duration_ms int, outcome text, status_code int, response_body text,
                  request_headers text, error text, response_bytes int)

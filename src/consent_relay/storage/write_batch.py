@@ -253,7 +253,7 @@ def _write_sqlite(
 
 def _source(param: int, columns: Columns) -> str:
     spec = ", ".join(f"{name} {kind}" for name, kind in columns)
-    return f"jsonb_to_recordset(${param}::jsonb) AS v({spec})"
+    return f"json_to_recordset(${param}::json) AS v({spec})"
 
 
 def _names(columns: Columns) -> str:
