@@ -33,7 +33,16 @@ the engine's count against it: the engine's own work a delivery against the floo
 the noise of a timed run (the floor's code is this checkout's ``bench``, whatever
 ``--checkout`` says).
 
-``python -m bench.delivery_instructions [--deliveries N] [--checkout DIR ...] [--floor]``
+``--threads`` counts with ``valgrind --tool=callgrind --separate-threads=yes`` instead, and
+splits each count: the event loop's thread (the main one), the other threads (SQLite's
+connections, run by aiosqlite), and of all of them what runs inside ``sqlite3_step``
+(SQLite's own work, which the ``sqlite3`` module runs without the GIL). The rest is work done
+holding the GIL, in one thread or the other: with the event loop bound by the GIL (README),
+that sum, not the whole count, is what a delivery costs the loop's throughput. Slower than
+the plain count (callgrind, then ``callgrind_annotate`` on each thread's file).
+
+``python -m bench.delivery_instructions [--deliveries N] [--checkout DIR ...] [--floor]
+[--threads]``
 """
 
 from __future__ import annotations
@@ -47,6 +56,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -55,6 +66,9 @@ import uvloop
 HERE = Path(__file__).resolve().parent.parent
 CONCURRENCY = 200
 _REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
+_SUMMARY = re.compile(r"^summary:\s+(\d+)", re.MULTILINE)
+# callgrind_annotate --inclusive=yes: "  584,087,996 (50.54%)  ???:sqlite3_step [/usr/lib/...]"
+_IN_STEP = re.compile(r"^\s*([\d,]+)\s+\([^)]*\)\s+\S*:sqlite3_step\s", re.MULTILINE)
 
 
 def instructions(valgrind_output: str) -> int:
@@ -63,6 +77,57 @@ def instructions(valgrind_output: str) -> int:
     if found is None:
         raise RuntimeError(f"no instruction count in valgrind's output:\n{valgrind_output}")
     return int(found.group(1).replace(",", ""))
+
+
+@dataclass(frozen=True)
+class ByThread:
+    """A run's instructions by thread: the event loop's (the main thread), the other
+    threads', and of all of them those inside ``sqlite3_step`` (run without the GIL)."""
+
+    loop: int
+    others: int
+    in_sqlite: int
+
+    @property
+    def with_gil(self) -> int:
+        """Instructions run holding the GIL, whichever thread ran them."""
+        return self.loop + self.others - self.in_sqlite
+
+    def __sub__(self, other: ByThread) -> ByThread:
+        return ByThread(
+            self.loop - other.loop, self.others - other.others, self.in_sqlite - other.in_sqlite
+        )
+
+
+def thread_total(callgrind_file: str) -> int:
+    """A thread's instructions, from its callgrind file's ``summary:`` line."""
+    found = _SUMMARY.search(callgrind_file)
+    if found is None:
+        raise RuntimeError("no summary line in a callgrind file")
+    return int(found.group(1))
+
+
+def in_sqlite_step(annotated: str) -> int:
+    """The instructions inside ``sqlite3_step``, from ``callgrind_annotate --inclusive=yes``
+    (0 when the thread never called it)."""
+    found = _IN_STEP.search(annotated)
+    return int(found.group(1).replace(",", "")) if found else 0
+
+
+def by_thread(files: Iterable[Path]) -> ByThread:
+    """The counts of one run's callgrind files (``<out>-01`` the main thread's)."""
+    loop = others = in_sqlite = 0
+    for path in sorted(files):
+        text = path.read_text(errors="replace")
+        if path.name.endswith("-01"):
+            loop += thread_total(text)
+        else:
+            others += thread_total(text)
+        if "sqlite3_step" in text:
+            annotate = ["callgrind_annotate", "--inclusive=yes", "--threshold=100", str(path)]
+            done = subprocess.run(annotate, capture_output=True, text=True, check=True)
+            in_sqlite += in_sqlite_step(done.stdout)
+    return ByThread(loop, others, in_sqlite)
 
 
 async def fill(folder: Path, deliveries: int) -> None:
@@ -204,6 +269,73 @@ def counted(checkout: Path, folder: Path, deliveries: int, mode: str) -> int:
     return instructions(done.stderr)
 
 
+def counted_by_thread(checkout: Path, folder: Path, deliveries: int, mode: str) -> ByThread:
+    """``counted``'s run under callgrind, a file a thread, split (``by_thread``)."""
+    with tempfile.TemporaryDirectory(prefix="bench-callgrind-") as name:
+        out = Path(name) / "callgrind.out"
+        command = [
+            "valgrind",
+            "--tool=callgrind",
+            "--separate-threads=yes",
+            "--fair-sched=yes",
+            f"--callgrind-out-file={out}",
+            sys.executable,
+            "-m",
+            "bench.delivery_instructions",
+            f"--{mode}",
+            str(folder),
+            "--deliveries",
+            str(deliveries),
+        ]
+        env = _env(checkout)
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout}\n{done.stderr}")
+        return by_thread(Path(name).glob("callgrind.out-*"))
+
+
+def _thread_line(run: ByThread, deliveries: int) -> str:
+    def k(n: int) -> str:
+        return f"{n / deliveries / 1000:.1f}"
+
+    return (
+        f"event loop {k(run.loop)}, other threads {k(run.others)} (in sqlite3_step "
+        f"{k(run.in_sqlite)}); with the GIL {k(run.with_gil)} thousand instructions a delivery"
+    )
+
+
+def report_by_thread(checkouts: list[Path], deliveries: int, *, floor: bool) -> None:
+    """``--threads``: each checkout's drain less its start-up, split by thread; with
+    ``floor``, the complete floor's the same way, and each engine's work holding the GIL
+    against the floor's."""
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-instructions-") as name,
+        concurrent.futures.ThreadPoolExecutor(2) as pool,
+    ):
+        folder = Path(name)
+        filling(checkouts[0], folder, deliveries)
+        runs = {
+            (checkout, mode): pool.submit(counted_by_thread, checkout, folder, deliveries, mode)
+            for checkout in checkouts
+            for mode in ("start", "drain")
+        }
+        floor_run = None
+        if floor:
+            for mode in ("floor-start", "floor-drain"):
+                (folder / mode).mkdir()
+                runs[HERE, mode] = pool.submit(
+                    counted_by_thread, HERE, folder / mode, deliveries, mode
+                )
+            floor_run = runs[HERE, "floor-drain"].result() - runs[HERE, "floor-start"].result()
+            print(f"complete floor: {_thread_line(floor_run, deliveries)}", flush=True)
+        for checkout in checkouts:
+            run = runs[checkout, "drain"].result() - runs[checkout, "start"].result()
+            against = ""
+            if floor_run is not None and floor_run.with_gil:
+                against = f"; {run.with_gil / floor_run.with_gil:.2f} x the floor's with the GIL"
+            print(f"{checkout}: {_thread_line(run, deliveries)}{against}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--deliveries", type=int, default=20_000)
@@ -212,6 +344,9 @@ def main() -> None:
     parser.add_argument("--drain", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--start", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--floor", action="store_true", help="count the complete floor too")
+    parser.add_argument(
+        "--threads", action="store_true", help="split the counts by thread (callgrind)"
+    )
     parser.add_argument("--floor-drain", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--floor-start", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -234,6 +369,9 @@ def main() -> None:
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")
     checkouts = [c.resolve() for c in args.checkout] or [HERE]
+    if args.threads:
+        report_by_thread(checkouts, args.deliveries, floor=args.floor)
+        return
     with (
         tempfile.TemporaryDirectory(prefix="bench-instructions-") as name,
         concurrent.futures.ThreadPoolExecutor(2) as pool,  # a count is the same on a busy core
