@@ -68,7 +68,7 @@ LABELS = {
     due.SQLITE_DUE_OF_WEBHOOK: "claim: a webhook's due queues",
     queue.claim_sql("sqlite", True): "claim: the queues leased",
     queue_sqlite.HEADS_WITH_MESSAGES: "claim: their heads and messages",
-    queue_sqlite._HELD: "record: which leases still hold",
+    queue_sqlite._MOVED_ON: "record: which leases moved on",
     queue_sqlite._MOVE: "record: the queues moved on",
     queue_sqlite._RECORD: "record: the deliveries' outcomes",
     queue_sqlite._INSERT_ATTEMPTS: "record: the attempts",

@@ -239,13 +239,30 @@ async def test_a_refused_ledger_entry_takes_its_whole_record_back(
     assert "row refused by test" in caplog_storage.text
 
 
-async def test_a_lost_lease_is_still_told_apart(ctx: Context, org: tuple[str, str]) -> None:
-    _hook, claimed = await _heads(ctx, org[0], users=3)
-    taken = dataclasses.replace(claimed[0], lease="someone-else")
-    recorded = await _record(ctx, [_result(taken), *(_result(c) for c in claimed[1:])])
-    assert [r.claimed.pk for r in recorded.lost] == [taken.pk]
+@pytest.mark.parametrize(
+    "taken_at",
+    [(0,), (2,), (4,), (1, 3), (0, 1, 2, 3, 4), ()],
+    ids=["first", "middle", "last", "two", "all", "none"],
+)
+async def test_a_lost_lease_is_still_told_apart(
+    ctx: Context, org: tuple[str, str], taken_at: tuple[int, ...]
+) -> None:
+    """Results whose queue's lease moved on (here: another lease) are not recorded, wherever
+    they are in the batch; the others are."""
+    _hook, claimed = await _heads(ctx, org[0], users=5)
+    batch = [
+        dataclasses.replace(c, lease="someone-else") if n in taken_at else c
+        for n, c in enumerate(claimed)
+    ]
+    recorded = await _record(ctx, [_result(c) for c in batch])
+    assert [r.claimed.pk for r in recorded.lost] == [claimed[n].pk for n in taken_at]
     assert recorded.noted == recorded.failed == []
-    assert len(recorded.kept) == 2
+    assert sorted(r.claimed.pk for r in recorded.kept) == sorted(
+        c.pk for n, c in enumerate(claimed) if n not in taken_at
+    )
+    for n, c in enumerate(claimed):
+        row = await _delivery(ctx, c.pk)
+        assert row["attempt_count"] == (0 if n in taken_at else 1)
 
 
 async def test_a_replay_with_one_refused_dead_letter_replays_the_others(

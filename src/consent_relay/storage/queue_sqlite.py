@@ -72,15 +72,21 @@ def claim(
 # ``json_extract`` a column, the rows serialised first): the record's SQLite work a delivery
 # went from about 80 to about 55 CPU-us, measured with the statements alone.
 
-# Which queues of the batch this worker still holds (the record is one exclusive write
-# transaction: nothing changes them between this read and the updates). A queue's lease
-# holding means its head is still the delivery claimed: only a record moves a head on, and
-# it clears the lease.
-_HELD = """
-    SELECT q.webhook_id, q.user_id, q.lease_owner
-    FROM json_each(?) AS j CROSS JOIN delivery_queues q
-    WHERE q.webhook_id = json_extract(j.value, '$[0]')
-      AND q.user_id = json_extract(j.value, '$[1]')
+# Which results of the batch (their place in it) lost their queue's lease: the others' this
+# worker still holds (the record is one exclusive write transaction: nothing changes them
+# between this read and the updates). A queue's lease holding means its head is still the
+# delivery claimed: only a record moves a head on, and it clears the lease. Only the lost
+# come back, normally none: a row handed back costs the worker's thread the GIL (building
+# it, and a hand-over a row), where the comparison runs in SQLite without it (reading every
+# queue's lease back cost 9.5 thousand instructions a delivery holding the GIL:
+# ``bench.delivery_instructions --threads``).
+_MOVED_ON = """
+    SELECT j.key FROM json_each(?) AS j
+    WHERE NOT EXISTS (
+        SELECT 1 FROM delivery_queues q
+        WHERE q.webhook_id = json_extract(j.value, '$[0]')
+          AND q.user_id = json_extract(j.value, '$[1]')
+          AND q.lease_owner = json_extract(j.value, '$[2]'))
 """
 _RECORD = """
     UPDATE deliveries SET status = ?1, attempt_count = ?2, held_attempts = held_attempts + ?3,
@@ -141,14 +147,17 @@ def record(
     on with ``lease`` until ``until_ms`` where ``flags`` say so and the webhook allows), and
     dead letters their delivered messages supersede become so. Returns those results, and
     the rows of the next deliveries leased on (``queue.claimed_from``)."""
-    keys = codec.dumps([[r.claimed.webhook_id, r.claimed.user_id] for r in results])
-    owners = {(w, u): owner for w, u, owner in db.execute(_HELD, (keys,))}
+    keys = codec.dumps([[c.webhook_id, c.user_id, c.lease] for c in (r.claimed for r in results)])
+    lost = {row[0] for row in db.execute(_MOVED_ON, (keys,))}
     wanted = flags if flags is not None else [False] * len(results)
-    kept, chain = [], []
-    for r, go in zip(results, wanted, strict=True):
-        if owners.get((r.claimed.webhook_id, r.claimed.user_id)) == r.claimed.lease:
-            kept.append(r)
-            chain.append(go and lease is not None)
+    if lost:
+        pairs = [
+            (r, go) for i, (r, go) in enumerate(zip(results, wanted, strict=True)) if i not in lost
+        ]
+    else:
+        pairs = list(zip(results, wanted, strict=True))
+    kept = [r for r, _ in pairs]
+    chain = [go and lease is not None for _, go in pairs]
     if not kept:
         return [], []
     if any(chain):
