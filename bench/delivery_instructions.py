@@ -249,49 +249,31 @@ def filling(checkout: Path, folder: Path, deliveries: int) -> None:
 def counted(checkout: Path, folder: Path, deliveries: int, mode: str) -> int:
     """Instructions of one run of this module as ``mode`` ("drain", "start", "floor-drain"
     or "floor-start") under cachegrind, with ``checkout``'s code."""
-    command = [
-        "valgrind",
-        "--tool=cachegrind",
-        "--cache-sim=no",
-        "--cachegrind-out-file=/dev/null",
-        "--fair-sched=yes",
-        sys.executable,
-        "-m",
-        "bench.delivery_instructions",
-        f"--{mode}",
-        str(folder),
-        "--deliveries",
-        str(deliveries),
-    ]
-    done = subprocess.run(command, env=_env(checkout), capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout}\n{done.stderr}")
-    return instructions(done.stderr)
+    cachegrind = ["--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"]
+    return instructions(_under_valgrind(cachegrind, checkout, folder, deliveries, mode))
 
 
 def counted_by_thread(checkout: Path, folder: Path, deliveries: int, mode: str) -> ByThread:
     """``counted``'s run under callgrind, a file a thread, split (``by_thread``)."""
     with tempfile.TemporaryDirectory(prefix="bench-callgrind-") as name:
         out = Path(name) / "callgrind.out"
-        command = [
-            "valgrind",
-            "--tool=callgrind",
-            "--separate-threads=yes",
-            "--fair-sched=yes",
-            f"--callgrind-out-file={out}",
-            sys.executable,
-            "-m",
-            "bench.delivery_instructions",
-            f"--{mode}",
-            str(folder),
-            "--deliveries",
-            str(deliveries),
-        ]
-        env = _env(checkout)
-        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout}\n{done.stderr}")
+        callgrind = ["--tool=callgrind", "--separate-threads=yes", f"--callgrind-out-file={out}"]
+        _under_valgrind(callgrind, checkout, folder, deliveries, mode)
         return by_thread(Path(name).glob("callgrind.out-*"))
+
+
+def _under_valgrind(
+    tool: list[str], checkout: Path, folder: Path, deliveries: int, mode: str
+) -> str:
+    """One run of this module as ``mode`` under valgrind with ``tool``'s options and
+    ``checkout``'s code: valgrind's own output (stderr). Raises if the run failed."""
+    command = ["valgrind", *tool, "--fair-sched=yes", sys.executable, "-m"]
+    command += ["bench.delivery_instructions", f"--{mode}", str(folder)]
+    command += ["--deliveries", str(deliveries)]
+    done = subprocess.run(command, env=_env(checkout), capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout}\n{done.stderr}")
+    return done.stderr
 
 
 def _thread_line(run: ByThread, deliveries: int) -> str:

@@ -58,6 +58,12 @@ def _run_with_fake_valgrind(tmp_path: Path, *options: str) -> subprocess.Complet
         'echo "==1== I   refs:      $n" >&2\n'
     )
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    return _run_module(tools, *options)
+
+
+def _run_module(tools: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """``python -m bench.delivery_instructions --deliveries 40 *options`` with ``tools``
+    first on the PATH."""
     env = dict(os.environ, PATH=f"{tools}{os.pathsep}{os.environ['PATH']}")
     command = [sys.executable, "-m", "bench.delivery_instructions", "--deliveries", "40"]
     return subprocess.run(
@@ -154,17 +160,7 @@ def test_threads_split_each_count_and_set_the_work_holding_the_gil_against_the_f
     tools = tmp_path / "bin"
     tools.mkdir()
     _fake_callgrind(tools)
-    env = dict(os.environ, PATH=f"{tools}{os.pathsep}{os.environ['PATH']}")
-    command = [sys.executable, "-m", "bench.delivery_instructions", "--deliveries", "40"]
-    done = subprocess.run(
-        [*command, "--threads", "--floor"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = _run_module(tools, "--threads", "--floor")
     assert done.returncode == 0, done.stderr
     # the engine: loop (2,000,600 - 600) / 40 = 50,000; others (1,200,600 - 600) / 40 =
     # 30,000; in sqlite3_step 400,000 / 40 = 10,000; holding the GIL 50 + 30 - 10 = 70
