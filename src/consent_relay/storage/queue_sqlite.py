@@ -150,12 +150,9 @@ def record(
     keys = codec.dumps([[c.webhook_id, c.user_id, c.lease] for c in (r.claimed for r in results)])
     lost = {row[0] for row in db.execute(_MOVED_ON, (keys,))}
     wanted = flags if flags is not None else [False] * len(results)
-    if lost:
-        pairs = [
-            (r, go) for i, (r, go) in enumerate(zip(results, wanted, strict=True)) if i not in lost
-        ]
-    else:
-        pairs = list(zip(results, wanted, strict=True))
+    pairs = [
+        (r, go) for i, (r, go) in enumerate(zip(results, wanted, strict=True)) if i not in lost
+    ]
     kept = [r for r, _ in pairs]
     chain = [go and lease is not None for _, go in pairs]
     if not kept:
