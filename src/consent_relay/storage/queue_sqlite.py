@@ -6,9 +6,11 @@ Through SQLAlchemy, a recorded batch was seven statements or so (the deliveries,
 attempts, superseded dead letters, the queues moved on, the next heads promoted, then the
 ledger's three), each a few hops to aiosqlite's thread and back with the GIL handed over
 each way, and SQLAlchemy's own cost a statement. Here they run back to back in one hop;
-``batches.record`` adds the ledger's (``ledger.append_sqlite``) to the same hop. Each is a
-statement for one row run over the batch (``executemany``), where PostgreSQL's ``queue_pg``
-sends one statement over a JSON array: same effect, and the contract tests run both.
+``batches.record`` adds the ledger's (``ledger.append_sqlite``) to the same hop. The narrow
+ones (the deliveries' new state, the queues moved on) are one statement over the batch's rows
+as a JSON array, as PostgreSQL's ``queue_pg`` sends all of them; the wide ones (the attempts,
+the ledger's entries) a statement a row (``executemany``). Same effect, and the contract tests
+run both databases.
 """
 
 from __future__ import annotations
@@ -67,10 +69,18 @@ def claim(
     return [row[:9] for row in rows], found
 
 
-# Each statement runs once a row (``executemany``, parameters bound by position): for a
-# batch's rows, cheaper than one statement over a JSON array (``json_each`` and a
-# ``json_extract`` a column, the rows serialised first): the record's SQLite work a delivery
-# went from about 80 to about 55 CPU-us, measured with the statements alone.
+# A statement a row (``executemany``) or one over a JSON array of rows: what a delivery costs
+# the worker is the work done holding the GIL (README, Performance), and the two split it
+# differently. ``executemany`` binds every value holding it (SQLite copies each text, about
+# 800 instructions) and hands the GIL over at each row's step; over a JSON array, one text is
+# bound and SQLite reads the rows without the GIL, at the price of its JSON parser, which
+# reads each row's text twice (the array, then the row). For the narrow rows (``_RECORD``,
+# ``_MOVE``: a few numbers and ids) that trade pays: counted with ``bench.delivery_instructions
+# --threads``, 314.2 -> 298.0 thousand instructions a delivery holding the GIL, 438 -> 442 in
+# all (timed, the same-run bench could not tell it from its noise). For the wide ones (the
+# attempts, with their headers and body; the ledger's entries, with two hashes) it does not:
+# 18 thousand fewer holding the GIL for 111 thousand more in SQLite, and the timed drains
+# were slower for it (same-run bench, three pairs: 0.46-0.49 of bare against 0.48-0.59).
 
 # Which results of the batch (their place in it) lost their queue's lease: the others' this
 # worker still holds (the record is one exclusive write transaction: nothing changes them
@@ -88,11 +98,20 @@ _MOVED_ON = """
           AND q.user_id = json_extract(j.value, '$[1]')
           AND q.lease_owner = json_extract(j.value, '$[2]'))
 """
-_RECORD = """
-    UPDATE deliveries SET status = ?1, attempt_count = ?2, held_attempts = held_attempts + ?3,
-        last_outcome = ?4, updated_at = ?5,
-        dead_at = CASE WHEN ?1 = 'dead' THEN ?5 ELSE dead_at END
-    WHERE pk = ?6
+
+
+def rows_of(count: int) -> str:
+    """A row source ``v`` over the JSON array of rows (each an array of ``count`` values)
+    bound as ``?1``, its columns ``v.c0`` to ``v.c<count - 1>``."""
+    picks = ", ".join(f"value ->> {i} AS c{i}" for i in range(count))
+    return f"(SELECT {picks} FROM json_each(?1)) AS v"
+
+
+_RECORD = f"""
+    UPDATE deliveries SET status = v.c0, attempt_count = v.c1,
+        held_attempts = held_attempts + v.c2, last_outcome = v.c3, updated_at = ?2,
+        dead_at = CASE WHEN v.c0 = 'dead' THEN ?2 ELSE dead_at END
+    FROM {rows_of(5)} WHERE deliveries.pk = v.c4
 """
 _INSERT_ATTEMPTS = (
     f"INSERT INTO attempts ({', '.join(queue_pg.ATTEMPT_NAMES)})"
@@ -114,12 +133,12 @@ _WITH_DEAD_LETTERS = """
 # leased on to this worker (``?2``: chained leases, ``queue.Chain``). (The right-hand side
 # reads the row as it was: ``pending`` is the count before this update; SQLite has one
 # writer, so a next delivery counted there is there.)
-_MOVE = """
-    UPDATE delivery_queues SET pending = pending - ?1,
-        lease_owner = CASE WHEN ?2 AND pending > 1 THEN ?3 END,
-        due_ms = CASE WHEN ?1 = 0 THEN ?4 WHEN pending <= 1 THEN NULL WHEN ?2 THEN ?5
-                      ELSE ?6 END
-    WHERE webhook_id = ?7 AND user_id = ?8
+_MOVE = f"""
+    UPDATE delivery_queues SET pending = pending - v.c0,
+        lease_owner = CASE WHEN v.c1 AND pending > 1 THEN ?2 END,
+        due_ms = CASE WHEN v.c0 = 0 THEN v.c2 WHEN pending <= 1 THEN NULL WHEN v.c1 THEN ?3
+                      ELSE ?4 END
+    FROM {rows_of(5)} WHERE webhook_id = v.c3 AND user_id = v.c4
 """
 # Of the webhooks a record would chain for, those it may: enabled, not paused, not
 # rate-limited (as the claim's).
@@ -163,21 +182,16 @@ def record(
         )
         allowed = {row[0] for row in db.execute(_CHAINABLE, (asked, now_ms))}
         chain = [go and r.claimed.webhook_id in allowed for r, go in zip(kept, chain, strict=True)]
-    moves: list[tuple[object, ...]] = [
-        (0 if r.status == "pending" else 1, 1 if go else 0, lease, r.due_ms, until_ms, now_ms,
-         r.claimed.webhook_id, r.claimed.user_id)
+    moves = [
+        (0 if r.status == "pending" else 1, go, r.due_ms, r.claimed.webhook_id, r.claimed.user_id)
         for r, go in zip(kept, chain, strict=True)
-    ]  # fmt: skip
-    moves.sort(key=lambda row: (str(row[6]), str(row[7])))  # one lock order, as on PostgreSQL
-    db.executemany(_MOVE, moves)
-    db.executemany(
-        _RECORD,
-        [
-            (r.status, r.claimed.attempt_count + 1, 1 if r.held else 0, r.outcome, now,
-             r.claimed.pk)
-            for r in kept
-        ],
-    )  # fmt: skip
+    ]
+    db.execute(_MOVE, (codec.dumps(moves), lease, until_ms, now_ms))
+    rows = [
+        (r.status, r.claimed.attempt_count + 1, 1 if r.held else 0, r.outcome, r.claimed.pk)
+        for r in kept
+    ]
+    db.execute(_RECORD, (codec.dumps(rows), now))
     if with_attempts:
         db.executemany(_INSERT_ATTEMPTS, [queue_pg.attempt_values(r) for r in kept])
     delivered = [
