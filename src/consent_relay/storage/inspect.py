@@ -408,7 +408,7 @@ async def claim_plan(tx: Tx) -> str:
             (due.SQLITE_SERVED, _CLAIM_PARAMETERS),
             (due.SQLITE_DUE_OF_WEBHOOK, {"w": "w", "now": 10**13, "limit": 100}),
             (sql, {**_CLAIM_PARAMETERS, "rowids": "[]"}),
-            (queue_sqlite.HEADS_WITH_MESSAGES.replace("?", ":keys"), {"keys": "[]"}),
+            (queue_sqlite.LEASED_HEADS_WITH_MESSAGES.replace("?", ":keys"), {"keys": "[]"}),
         ):
             result = await tx.conn.execute(text("EXPLAIN QUERY PLAN " + statement), parameters)
             lines.extend(str(row[-1]) for row in result)

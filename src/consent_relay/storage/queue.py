@@ -215,8 +215,8 @@ def claim_sql(dialect: str, with_messages: bool = True) -> str:
     """The claim statement (parameters ``now``, ``limit``, ``lease``, ``until``, ``excluded``).
     On PostgreSQL it leases the due queues and returns their heads (``HEAD_COLUMNS``), with
     each head's message unless told not to; on SQLite it leases the queues ``due.pick_sqlite``
-    picked (parameter ``rowids``, a JSON array) and returns them (webhook_id, user_id, head
-    seq), and ``queue_sqlite.claim``, which runs both, reads their heads.
+    picked (parameter ``rowids``, a JSON array), and ``queue_sqlite.claim``, which runs both,
+    reads their heads.
 
     A lease is the queue row's: ``lease_owner`` and ``due_ms`` moved to the lease's end. A
     worker that dies simply lets ``due_ms`` come round again: expired leases need no reaper.
@@ -225,7 +225,6 @@ def claim_sql(dialect: str, with_messages: bool = True) -> str:
         return """
             UPDATE delivery_queues SET lease_owner = :lease, due_ms = :until
             WHERE rowid IN (SELECT value FROM json_each(:rowids))
-            RETURNING webhook_id, user_id, last_seq - pending + 1
         """
     sql = f"""
         WITH p AS ({_DUE_QUEUES_PG}

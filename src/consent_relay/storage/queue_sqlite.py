@@ -25,9 +25,10 @@ if TYPE_CHECKING:
 
     from consent_relay.storage.queue import Message, Result
 
-# The heads of the queues a claim leased (a JSON array of [webhook_id, user_id, seq]), each
-# found through ``ix_deliveries_queue`` (CROSS JOIN keeps SQLite's join order: the array
-# first), with their messages when asked (public: ``inspect.claim_plan`` reads the plan).
+# The heads of queues (a JSON array of [webhook_id, user_id, seq]), each found through
+# ``ix_deliveries_queue`` (CROSS JOIN keeps SQLite's join order: the array first), with their
+# messages when asked: the next deliveries a record leases on (``record``; public:
+# ``inspect.claim_plan`` reads the plan).
 _HEADS = """
     SELECT d.pk, d.id, d.webhook_id, d.message_id, d.user_id, d.seq, d.attempt_count,
         d.held_attempts, d.subject{message}
@@ -37,11 +38,23 @@ _HEADS = """
       AND d.user_id = json_extract(j.value, '$[1]')
       AND d.seq = json_extract(j.value, '$[2]') AND d.status = 'pending'
 """
-HEADS_WITH_MESSAGES = _HEADS.format(
-    message=", m.type, m.regulation, m.parameters",
-    join="LEFT JOIN messages m ON m.id = d.message_id",
-)
-_HEADS_ALONE = _HEADS.format(message="", join="")
+_MESSAGE = ", m.type, m.regulation, m.parameters"
+_MESSAGE_JOIN = "LEFT JOIN messages m ON m.id = d.message_id"
+HEADS_WITH_MESSAGES = _HEADS.format(message=_MESSAGE, join=_MESSAGE_JOIN)
+# The heads of the queues a claim leased (the JSON array of their rowids it leased), read
+# from the queue rows themselves (a queue's head is its ``last_seq - pending + 1``): the
+# claim's UPDATE hands nothing back, where a row it returned cost the worker's thread the
+# GIL (building the row, a hand-over, the array of keys made of it).
+_LEASED_HEADS = """
+    SELECT d.pk, d.id, d.webhook_id, d.message_id, d.user_id, d.seq, d.attempt_count,
+        d.held_attempts, d.subject{message}
+    FROM json_each(?) AS j CROSS JOIN delivery_queues q CROSS JOIN deliveries d
+    {join}
+    WHERE q.rowid = j.value AND d.webhook_id = q.webhook_id AND d.user_id = q.user_id
+      AND d.seq = q.last_seq - q.pending + 1 AND d.status = 'pending'
+"""
+LEASED_HEADS_WITH_MESSAGES = _LEASED_HEADS.format(message=_MESSAGE, join=_MESSAGE_JOIN)
+_LEASED_HEADS_ALONE = _LEASED_HEADS.format(message="", join="")
 
 
 def claim(
@@ -54,13 +67,11 @@ def claim(
     rowids = due.pick_sqlite(db, params)
     if not rowids:
         return [], {}
-    leased = db.execute(sql, {**params, "rowids": codec.dumps(rowids)}).fetchall()
-    if not leased:
-        return [], {}
-    keys = codec.dumps([list(row) for row in leased])
+    picked = codec.dumps(rowids)
+    db.execute(sql, {**params, "rowids": picked})
     if not with_messages:
-        return db.execute(_HEADS_ALONE, (keys,)).fetchall(), {}
-    rows = db.execute(HEADS_WITH_MESSAGES, (keys,)).fetchall()
+        return db.execute(_LEASED_HEADS_ALONE, (picked,)).fetchall(), {}
+    rows = db.execute(LEASED_HEADS_WITH_MESSAGES, (picked,)).fetchall()
     found = {
         row[3]: {"type": row[9], "regulation": row[10], "parameters": row[11]}
         for row in rows
