@@ -111,14 +111,20 @@ _MOVED_ON = """
 """
 
 
+# The rows of the JSON array of rows (each an array) bound as ``?1``, each row's text made
+# once: read inline, SQLite's ``json_each`` renders a row's text anew for every value read
+# from it (MATERIALIZED: 2.1 µs a row of attempts inserted, against 4.6 inline).
+JSON_ROWS = "WITH json_rows(j) AS MATERIALIZED (SELECT value FROM json_each(?1))"
+
+
 def rows_of(count: int) -> str:
-    """A row source ``v`` over the JSON array of rows (each an array of ``count`` values)
-    bound as ``?1``, its columns ``v.c0`` to ``v.c<count - 1>``."""
-    picks = ", ".join(f"value ->> {i} AS c{i}" for i in range(count))
-    return f"(SELECT {picks} FROM json_each(?1)) AS v"
+    """A row source ``v`` over ``JSON_ROWS`` (which the statement starts with), rows of
+    ``count`` values, its columns ``v.c0`` to ``v.c<count - 1>``."""
+    picks = ", ".join(f"j ->> {i} AS c{i}" for i in range(count))
+    return f"(SELECT {picks} FROM json_rows) AS v"
 
 
-_RECORD = f"""
+_RECORD = f"""{JSON_ROWS}
     UPDATE deliveries SET status = v.c0, attempt_count = v.c1,
         held_attempts = held_attempts + v.c2, last_outcome = v.c3, updated_at = ?2,
         dead_at = CASE WHEN v.c0 = 'dead' THEN ?2 ELSE dead_at END
@@ -144,7 +150,7 @@ _WITH_DEAD_LETTERS = """
 # leased on to this worker (``?2``: chained leases, ``queue.Chain``). (The right-hand side
 # reads the row as it was: ``pending`` is the count before this update; SQLite has one
 # writer, so a next delivery counted there is there.)
-_MOVE = f"""
+_MOVE = f"""{JSON_ROWS}
     UPDATE delivery_queues SET pending = pending - v.c0,
         lease_owner = CASE WHEN v.c1 AND pending > 1 THEN ?2 END,
         due_ms = CASE WHEN v.c0 = 0 THEN v.c2 WHEN pending <= 1 THEN NULL WHEN v.c1 THEN ?3
