@@ -6,11 +6,10 @@ Through SQLAlchemy, a recorded batch was seven statements or so (the deliveries,
 attempts, superseded dead letters, the queues moved on, the next heads promoted, then the
 ledger's three), each a few hops to aiosqlite's thread and back with the GIL handed over
 each way, and SQLAlchemy's own cost a statement. Here they run back to back in one hop;
-``batches.record`` adds the ledger's (``ledger.append_sqlite``) to the same hop. The narrow
-ones (the deliveries' new state, the queues moved on) are one statement over the batch's rows
-as a JSON array, as PostgreSQL's ``queue_pg`` sends all of them; the wide ones (the attempts,
-the ledger's entries) a statement a row (``executemany``). Same effect, and the contract tests
-run both databases.
+``batches.record`` adds the ledger's (``ledger.append_sqlite``) to the same hop. The
+deliveries' state, their attempts, the queues moved on and the ledger's entries each go in one
+statement over the batch's rows as a JSON array (``JSON_ROWS``), as PostgreSQL's ``queue_pg``
+sends them: same effect, and the contract tests run both databases.
 """
 
 from __future__ import annotations
@@ -80,18 +79,18 @@ def claim(
     return [row[:9] for row in rows], found
 
 
-# A statement a row (``executemany``) or one over a JSON array of rows: what a delivery costs
-# the worker is the work done holding the GIL (README, Performance), and the two split it
-# differently. ``executemany`` binds every value holding it (SQLite copies each text, about
-# 800 instructions) and hands the GIL over at each row's step; over a JSON array, one text is
-# bound and SQLite reads the rows without the GIL, at the price of its JSON parser, which
-# reads each row's text twice (the array, then the row). For the narrow rows (``_RECORD``,
-# ``_MOVE``: a few numbers and ids) that trade pays: counted with ``bench.delivery_instructions
-# --threads``, 314.2 -> 298.0 thousand instructions a delivery holding the GIL, 438 -> 442 in
-# all (timed, the same-run bench could not tell it from its noise). For the wide ones (the
-# attempts, with their headers and body; the ledger's entries, with two hashes) it does not:
-# 18 thousand fewer holding the GIL for 111 thousand more in SQLite, and the timed drains
-# were slower for it (same-run bench, three pairs: 0.46-0.49 of bare against 0.48-0.59).
+# One statement over a JSON array of rows rather than a statement a row (``executemany``):
+# what a delivery costs the worker is mostly the work done holding the GIL (README,
+# Performance). ``executemany`` binds every value holding it (SQLite copies each text, about
+# 800 instructions) and hands the GIL over at each row's step; over a JSON array one text is
+# bound, and SQLite reads the rows without the GIL, at the price of its JSON parser. Counted
+# with ``bench.delivery_instructions --threads`` (thousands of instructions a delivery):
+# the narrow rows (``_RECORD``, ``_MOVE``) 314.2 -> 298.0 holding the GIL, 438 -> 442 in all;
+# the wide ones (the attempts with their headers, the ledger's entries with two hashes), once
+# each row's text was made once (``JSON_ROWS``), 294.9 -> 275.4 holding the GIL for 25 more
+# in SQLite's thread, and timed (the same-run bench, four pairs, 20,000 a drain) the worker's
+# CPU a delivery 136, 145, 132, 175 -> 130, 125, 122, 130 µs, SQLite's ratio 0.579 -> 0.590
+# (medians): a row's GIL hand-over costs more than its instructions show, it seems.
 
 # Which results of the batch (their place in it) lost their queue's lease: the others' this
 # worker still holds (the record is one exclusive write transaction: nothing changes them
@@ -131,8 +130,8 @@ _RECORD = f"""{JSON_ROWS}
     FROM {rows_of(5)} WHERE deliveries.pk = v.c4
 """
 _INSERT_ATTEMPTS = (
-    f"INSERT INTO attempts ({', '.join(queue_pg.ATTEMPT_NAMES)})"
-    f" VALUES ({', '.join('?' for _ in queue_pg.ATTEMPT_NAMES)})"
+    f"{JSON_ROWS} INSERT INTO attempts ({', '.join(queue_pg.ATTEMPT_NAMES)})"
+    f" SELECT * FROM {rows_of(len(queue_pg.ATTEMPT_NAMES))} WHERE true"
     " ON CONFLICT (delivery_id, attempt_number) DO NOTHING"
 )
 _SUPERSEDE = flow.SUPERSEDE_ROW
@@ -210,7 +209,7 @@ def record(
     ]
     db.execute(_RECORD, (codec.dumps(rows), now))
     if with_attempts:
-        db.executemany(_INSERT_ATTEMPTS, [queue_pg.attempt_values(r) for r in kept])
+        db.execute(_INSERT_ATTEMPTS, (codec.dumps([queue_pg.attempt_values(r) for r in kept]),))
     delivered = [
         (now, c.webhook_id, c.user_id, c.seq, c.subject, c.message_id)
         for c in (r.claimed for r in kept if r.status == "delivered")
