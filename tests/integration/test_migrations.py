@@ -290,3 +290,41 @@ async def test_0014_marks_dead_letters_by_dead_at_and_indexes_no_status(
     assert {"ix_deliveries_webhook_status", "ix_deliveries_dead_letters"} <= reverted
     assert not {"ix_deliveries_webhook", "ix_deliveries_letters"} & reverted
     assert "dead_at" not in columns
+
+
+def _attempt(pk: int, response_bytes: int | None) -> dict[str, object]:
+    return {
+        "pk": pk,
+        "id": f"atm_{pk}",
+        "delivery_id": f"dlv_{pk}",
+        "attempt_number": 1,
+        "started_at": "2026-01-01T00:00:00Z",
+        "duration_ms": 5,
+        "outcome": "OK",
+        "response_bytes": response_bytes,
+    }
+
+
+async def test_0015_keeps_a_declared_size_of_any_length(db_url: str, tmp_path: Path) -> None:
+    """Migration 0015: an attempt's ``response_bytes`` (a cut body's declared size, the
+    receiver's choice) takes 64-bit values on PostgreSQL too; the sizes already stored stay.
+    Its downgrade makes unknown (NULL) the sizes that no longer fit."""
+    big = 2**40
+    async with _empty_store(db_url, tmp_path, "0015") as store:
+        await migrate.upgrade(store.engine, "0014")
+        async with store.write() as tx:
+            await tamper.insert_old_rows(tx, "attempts", [_attempt(1, 4097), _attempt(2, None)])
+        await store.migrate()
+        async with store.write() as tx:
+            await tamper.insert_old_rows(tx, "attempts", [_attempt(3, big)])
+        async with store.read() as tx:
+            after = {a["pk"]: a["response_bytes"] for a in await inspect.rows(tx, "attempts")}
+            assert await inspect.schema_differences(tx) == []
+        await migrate.downgrade(store.engine, "0014")
+        async with store.read() as tx:
+            reverted = {a["pk"]: a["response_bytes"] for a in await inspect.rows(tx, "attempts")}
+    assert after == {1: 4097, 2: None, 3: big}
+    if db_url.startswith("sqlite"):
+        assert reverted == after  # SQLite's INTEGER was 64-bit all along
+    else:
+        assert reverted == {1: 4097, 2: None, 3: None}

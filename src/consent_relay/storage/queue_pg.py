@@ -161,7 +161,7 @@ RECORD = """
         FROM json_to_recordset($3::json)
             AS a(pk bigint, id text, delivery_id text, attempt_number int, started_at text,
                  duration_ms int, outcome text, status_code int, response_body text,
-                 request_headers text, error text, response_bytes int)
+                 request_headers text, error text, response_bytes bigint)
         WHERE a.pk IN (SELECT pk FROM moved) AND NOT EXISTS (
             SELECT 1 FROM attempts t
             WHERE t.delivery_id = a.delivery_id AND t.attempt_number = a.attempt_number)

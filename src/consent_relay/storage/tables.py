@@ -280,7 +280,9 @@ attempts = Table(
     Column("response_body", Text),  # at most 4 KiB, NUL and bad UTF-8 replaced by U+FFFD
     Column("request_headers", Text),
     Column("error", Text),
-    Column("response_bytes", Integer),  # the body's size as sent (migration 0003)
+    # The body's size as sent (migration 0003); 64-bit: a declared size is the receiver's
+    # choice (migration 0015).
+    Column("response_bytes", BigInteger().with_variant(Integer(), "sqlite")),
     UniqueConstraint("delivery_id", "attempt_number", name="uq_attempts_number"),
 )
 
