@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from consent_relay import ids
 from consent_relay.runtime import Context
 from consent_relay.storage import batches, codec, inspect
 from consent_relay.storage.queue import Claimed, Result
 from tests.integration.test_poisoned_batches import _heads
+from tests.integration.test_poisoned_batches import _result as poisoned_batches_result
 
 NOW = "2026-01-01T00:00:00.000Z"
 
@@ -36,16 +36,14 @@ VALUES = [
 
 def _result(item: Claimed, n: int) -> Result:
     body, error, status_code, response_bytes, header = VALUES[n]
-    return Result(
-        claimed=item,
-        status="delivered",
+    return poisoned_batches_result(
+        item,
+        body,
+        "delivered",
         due_ms=None,
         outcome="OK",
-        attempt_id=ids.new_id("atm"),
-        started_at=NOW,
         duration_ms=n,
         status_code=status_code,
-        response_body=body,
         request_headers={"webhook-id": item.message_id, "x-odd": header},
         error=error,
         response_bytes=response_bytes,
