@@ -146,9 +146,11 @@ _WITH_DEAD_LETTERS = """
 """
 # The queue lets its lease go: a head still pending is due again at its retry time; a head
 # that finished leaves (``pending`` - 1) and the next in line, if any, is due at once, or
-# leased on to this worker (``?2``: chained leases, ``queue.Chain``). (The right-hand side
-# reads the row as it was: ``pending`` is the count before this update; SQLite has one
-# writer, so a next delivery counted there is there.)
+# leased on to this worker (where the row's ``c1`` says so: chained leases, ``queue.Chain``;
+# the lease ``?2`` until ``?3``). A row: finished (1) or not (0), chained, due at (when not
+# finished), webhook, user; ``?4`` is now. (The right-hand side reads the row as it was:
+# ``pending`` is the count before this update; SQLite has one writer, so a next delivery
+# counted there is there.)
 _MOVE = f"""{JSON_ROWS}
     UPDATE delivery_queues SET pending = pending - v.c0,
         lease_owner = CASE WHEN v.c1 AND pending > 1 THEN ?2 END,
