@@ -123,6 +123,8 @@ def rows_of(count: int) -> str:
     return f"(SELECT {picks} FROM json_rows) AS v"
 
 
+# A delivery's new state; a row: status, attempt count, held (1 or 0), outcome, pk; ``?2``
+# is now.
 _RECORD = f"""{JSON_ROWS}
     UPDATE deliveries SET status = v.c0, attempt_count = v.c1,
         held_attempts = held_attempts + v.c2, last_outcome = v.c3, updated_at = ?2,
