@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from consent_relay.domain import ledger
 from consent_relay.domain.ledger import GENESIS, Entry, EntryFields
-from consent_relay.storage import codec, dialect, driver, queue_pg, queue_sqlite
+from consent_relay.storage import codec, dialect, driver, queue_pg
 from consent_relay.storage.tables import ledger_entries, ledger_heads
 from consent_relay.storage.tx import Tx
 
@@ -192,10 +192,10 @@ _PG_APPEND_SQL = (
     f"WITH e AS ({_insert_entries_sql('postgresql')}) {_upsert_heads_sql('postgresql')}"
 )
 # SQLite's, one row each, parameters by position (_ENTRY_COLUMNS's, _HEAD_COLUMNS's order).
-_SQLITE_INSERT_ENTRY = f"""{queue_sqlite.JSON_ROWS}
-    INSERT INTO ledger_entries ({_NAMES})
-    SELECT * FROM {queue_sqlite.rows_of(len(_ENTRY_COLUMNS))}
-"""
+_SQLITE_INSERT_ENTRY = (
+    f"INSERT INTO ledger_entries ({_NAMES})"
+    f" SELECT * FROM {dialect.sqlite_array_rows(len(_ENTRY_COLUMNS))}"
+)
 _SQLITE_UPSERT_HEAD = """
     INSERT INTO ledger_heads (organization_id, last_seq, last_hash) VALUES (?, ?, ?)
     ON CONFLICT (organization_id) DO UPDATE

@@ -8,8 +8,8 @@ ledger's three), each a few hops to aiosqlite's thread and back with the GIL han
 each way, and SQLAlchemy's own cost a statement. Here they run back to back in one hop;
 ``batches.record`` adds the ledger's (``ledger.append_sqlite``) to the same hop. The
 deliveries' state, their attempts, the queues moved on and the ledger's entries each go in one
-statement over the batch's rows as a JSON array (``JSON_ROWS``), as PostgreSQL's ``queue_pg``
-sends them: same effect, and the contract tests run both databases.
+statement over the batch's rows as a JSON array (``dialect.sqlite_array_rows``), as
+PostgreSQL's ``queue_pg`` sends them: same effect, and the contract tests run both databases.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from consent_relay.storage import codec, due, flow, queue_pg
+from consent_relay.storage import codec, dialect, due, flow, queue_pg
 
 if TYPE_CHECKING:
     import sqlite3
@@ -27,16 +27,21 @@ if TYPE_CHECKING:
 # The heads of queues (a JSON array of [webhook_id, user_id, seq]), each found through
 # ``ix_deliveries_queue`` (CROSS JOIN keeps SQLite's join order: the array first), with their
 # messages when asked: the next deliveries a record leases on (``record``; public:
-# ``inspect.claim_plan`` reads the plan).
-_HEADS = """
+# ``inspect.claim_plan`` reads the plan). ``_HEAD``: a head's columns (``queue.HEAD_COLUMNS``)
+# and its message's where ``{message}`` says.
+_HEAD = """
     SELECT d.pk, d.id, d.webhook_id, d.message_id, d.user_id, d.seq, d.attempt_count,
-        d.held_attempts, d.subject{message}
+        d.held_attempts, d.subject{message}"""
+_HEADS = (
+    _HEAD
+    + """
     FROM json_each(?) AS j CROSS JOIN deliveries d
     {join}
     WHERE d.webhook_id = json_extract(j.value, '$[0]')
       AND d.user_id = json_extract(j.value, '$[1]')
       AND d.seq = json_extract(j.value, '$[2]') AND d.status = 'pending'
 """
+)
 _MESSAGE = ", m.type, m.regulation, m.parameters"
 _MESSAGE_JOIN = "LEFT JOIN messages m ON m.id = d.message_id"
 HEADS_WITH_MESSAGES = _HEADS.format(message=_MESSAGE, join=_MESSAGE_JOIN)
@@ -44,14 +49,15 @@ HEADS_WITH_MESSAGES = _HEADS.format(message=_MESSAGE, join=_MESSAGE_JOIN)
 # from the queue rows themselves (a queue's head is its ``last_seq - pending + 1``): the
 # claim's UPDATE hands nothing back, where a row it returned cost the worker's thread the
 # GIL (building the row, a hand-over, the array of keys made of it).
-_LEASED_HEADS = """
-    SELECT d.pk, d.id, d.webhook_id, d.message_id, d.user_id, d.seq, d.attempt_count,
-        d.held_attempts, d.subject{message}
+_LEASED_HEADS = (
+    _HEAD
+    + """
     FROM json_each(?) AS j CROSS JOIN delivery_queues q CROSS JOIN deliveries d
     {join}
     WHERE q.rowid = j.value AND d.webhook_id = q.webhook_id AND d.user_id = q.user_id
       AND d.seq = q.last_seq - q.pending + 1 AND d.status = 'pending'
 """
+)
 LEASED_HEADS_WITH_MESSAGES = _LEASED_HEADS.format(message=_MESSAGE, join=_MESSAGE_JOIN)
 _LEASED_HEADS_ALONE = _LEASED_HEADS.format(message="", join="")
 
@@ -87,10 +93,11 @@ def claim(
 # with ``bench.delivery_instructions --threads`` (thousands of instructions a delivery):
 # the narrow rows (``_RECORD``, ``_MOVE``) 314.2 -> 298.0 holding the GIL, 438 -> 442 in all;
 # the wide ones (the attempts with their headers, the ledger's entries with two hashes), once
-# each row's text was made once (``JSON_ROWS``), 294.9 -> 275.4 holding the GIL for 25 more
-# in SQLite's thread, and timed (the same-run bench, four pairs, 20,000 a drain) the worker's
-# CPU a delivery 136, 145, 132, 175 -> 130, 125, 122, 130 µs, SQLite's ratio 0.579 -> 0.590
-# (medians): a row's GIL hand-over costs more than its instructions show, it seems.
+# each row's text was made once (``dialect.sqlite_array_rows``), 294.9 -> 275.4 holding the
+# GIL for 25 more in SQLite's thread, and timed (the same-run bench, four pairs, 20,000 a
+# drain) the worker's CPU a delivery 136, 145, 132, 175 -> 130, 125, 122, 130 µs, SQLite's
+# ratio 0.579 -> 0.590 (medians): a row's GIL hand-over costs more than its instructions
+# show, it seems.
 
 # Which results of the batch (their place in it) lost their queue's lease: the others' this
 # worker still holds (the record is one exclusive write transaction: nothing changes them
@@ -110,30 +117,17 @@ _MOVED_ON = """
 """
 
 
-# The rows of the JSON array of rows (each an array) bound as ``?1``, each row's text made
-# once: read inline, SQLite's ``json_each`` renders a row's text anew for every value read
-# from it (MATERIALIZED: 2.1 µs a row of attempts inserted, against 4.6 inline).
-JSON_ROWS = "WITH json_rows(j) AS MATERIALIZED (SELECT value FROM json_each(?1))"
-
-
-def rows_of(count: int) -> str:
-    """A row source ``v`` over ``JSON_ROWS`` (which the statement starts with), rows of
-    ``count`` values, its columns ``v.c0`` to ``v.c<count - 1>``."""
-    picks = ", ".join(f"j ->> {i} AS c{i}" for i in range(count))
-    return f"(SELECT {picks} FROM json_rows) AS v"
-
-
 # A delivery's new state; a row: status, attempt count, held (1 or 0), outcome, pk; ``?2``
 # is now.
-_RECORD = f"""{JSON_ROWS}
+_RECORD = f"""
     UPDATE deliveries SET status = v.c0, attempt_count = v.c1,
         held_attempts = held_attempts + v.c2, last_outcome = v.c3, updated_at = ?2,
         dead_at = CASE WHEN v.c0 = 'dead' THEN ?2 ELSE dead_at END
-    FROM {rows_of(5)} WHERE deliveries.pk = v.c4
+    FROM {dialect.sqlite_array_rows(5)} WHERE deliveries.pk = v.c4
 """
 _INSERT_ATTEMPTS = (
-    f"{JSON_ROWS} INSERT INTO attempts ({', '.join(queue_pg.ATTEMPT_NAMES)})"
-    f" SELECT * FROM {rows_of(len(queue_pg.ATTEMPT_NAMES))} WHERE true"
+    f"INSERT INTO attempts ({', '.join(queue_pg.ATTEMPT_NAMES)})"
+    f" SELECT * FROM {dialect.sqlite_array_rows(len(queue_pg.ATTEMPT_NAMES))} WHERE true"
     " ON CONFLICT (delivery_id, attempt_number) DO NOTHING"
 )
 _SUPERSEDE = flow.SUPERSEDE_ROW
@@ -153,12 +147,12 @@ _WITH_DEAD_LETTERS = """
 # finished), webhook, user; ``?4`` is now. (The right-hand side reads the row as it was:
 # ``pending`` is the count before this update; SQLite has one writer, so a next delivery
 # counted there is there.)
-_MOVE = f"""{JSON_ROWS}
+_MOVE = f"""
     UPDATE delivery_queues SET pending = pending - v.c0,
         lease_owner = CASE WHEN v.c1 AND pending > 1 THEN ?2 END,
         due_ms = CASE WHEN v.c0 = 0 THEN v.c2 WHEN pending <= 1 THEN NULL WHEN v.c1 THEN ?3
                       ELSE ?4 END
-    FROM {rows_of(5)} WHERE webhook_id = v.c3 AND user_id = v.c4
+    FROM {dialect.sqlite_array_rows(5)} WHERE webhook_id = v.c3 AND user_id = v.c4
 """
 # Of the webhooks a record would chain for, those it may: enabled, not paused, not
 # rate-limited (as the claim's).
