@@ -59,6 +59,7 @@ async def _wait_command(reader: asyncio.StreamReader, within: float) -> str:
 
 
 async def run_worker(max_seconds: float) -> None:
+    from bench import pipeline
     from consent_relay import gctune, runner
     from consent_relay.runtime import build_context
     from consent_relay.settings import Settings
@@ -77,14 +78,26 @@ async def run_worker(max_seconds: float) -> None:
         return
     started = time.time()
     cpu_began = time.process_time()
+    threads_began = pipeline.thread_cpu()
+    transactions = pipeline.TransactionTimes()
+    untime = transactions.install()
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(ctx, stop, concurrency=settings.worker_concurrency))
     await _wait_command(reader, max(0.0, deadline - time.monotonic()))
     stop.set()
     await asyncio.wait_for(task, settings.request_timeout + 30)
     cpu = time.process_time() - cpu_began
+    threads = pipeline.cpu_since(threads_began, pipeline.thread_cpu())
+    untime()
     await ctx.store.close()
-    report = {"started": started, "stopped": time.time(), "cpu_s": cpu, **proc_status_kb()}
+    report = {
+        "started": started,
+        "stopped": time.time(),
+        "cpu_s": cpu,
+        "threads": threads,
+        "sqlite_transactions": transactions.report(),
+        **proc_status_kb(),
+    }
     _say(orjson.dumps(report).decode())
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from bench import db, loadgen
+from bench import db, loadgen, pipeline
 from bench.apiproc import ApiServer, cli_command
 from bench.procs import Child, child_env
 from bench.receiver import ReceiverProcess
@@ -401,6 +401,12 @@ async def delivery(
             + _server_note(results.get(f"{kind}_server_cpu_us"))
             + f"; fill {filled.per_s:.0f}/s; statuses {counts}"
         )
+        inside = [pipeline.describe(report) for report in result.children]
+        results[f"{kind}_worker_inside"] = [
+            {k: r.get(k) for k in ("threads", "sqlite_transactions")} for r in result.children
+        ]
+        for line in filter(None, inside):
+            cfg.say(f"    worker {kind}: {line}")
         cfg.say(
             f"  minimal loop {kind}: {floor:.0f}/s -> ratio {results[f'ratio_minimal_{kind}']:.2f}"
             f" ({floor_cpu:.0f} CPU-us/delivery{_server_note(floor_server)})"
