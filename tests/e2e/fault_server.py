@@ -51,7 +51,10 @@ class FaultServer:
         return f"http://127.0.0.1:{self.port}{path}"
 
     async def start(self) -> FaultServer:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        # A listen backlog of a real server's size, not asyncio's 100: a worker opens up to
+        # its concurrency's connections at once (200), and a SYN the full backlog drops is
+        # sent again a second later, past the tests' 1 s connect timeout.
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0, backlog=1024)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
