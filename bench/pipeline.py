@@ -12,9 +12,13 @@ CPU alone does not say:
   win it back from the event loop's, which holds it while it runs requests), for the write
   lock, or for the disk.
 
-Measured with it (README, Performance): the claims and records of a drain run back to back
-on the connection's thread, each three to four times its CPU, ``BEGIN`` alone about 5 ms of
-wall for a few µs of CPU: the pipeline's pace is the GIL's hand-over, not SQLite's work.
+Measured with it (README, Performance), while the worker's transactions ran on aiosqlite's
+thread: the claims and records of a drain ran back to back there, each three to four times
+its CPU, ``BEGIN`` alone about 5 ms of wall for a few µs of CPU, and the event loop's thread
+was busy 72 % of the drain (PostgreSQL's 89 %): the pipeline's pace was the GIL's hand-over,
+not SQLite's work. They now run on the event loop's thread (``Store.sqlite_transaction``),
+where their wall is their CPU but for the disk's (``COMMIT``), and the loop's line counts
+SQLite's work with its own.
 """
 
 from __future__ import annotations

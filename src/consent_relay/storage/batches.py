@@ -219,7 +219,7 @@ def _record_sqlite(
     chain: queue.Chain | None,
 ) -> Callable[[sqlite3.Connection], tuple[list[Result], list[Claimed]]]:
     """The record of ``batch`` and the ledger entries of its delivered results, as one
-    function of SQLite's connection (one hop to its thread): the results recorded and the
+    function of SQLite's connection (run whole in one call): the results recorded and the
     next deliveries leased on."""
 
     def work(db: sqlite3.Connection) -> tuple[list[Result], list[Claimed]]:
@@ -235,8 +235,8 @@ def _record_sqlite(
 def _path(store: Store) -> str | None:
     """How the worker's claim and record reach the database, rather than through
     ``write()``: "sqlite" (a SQLite file: ``Store.sqlite_transaction``, each transaction in
-    one hop to SQLite's thread), "postgresql" (``Store.pg_transaction``, on the raw driver);
-    None for SQLite in memory (``write()``'s connection is its only one)."""
+    one call on the event loop's thread), "postgresql" (``Store.pg_transaction``, on the raw
+    driver); None for SQLite in memory (``write()``'s connection is its only one)."""
     if store.sqlite_file is not None:
         return "sqlite"
     return None if store.is_sqlite else "postgresql"
@@ -321,7 +321,7 @@ async def claim(
                     tx, limit=limit, now_ms=now_ms, lease=lease, lease_ms=lease_ms,
                     excluded=excluded,
                 )  # fmt: skip
-        # The claim in one hop to SQLite's thread (``queue.claim_sqlite``), or as one
+        # The claim in one call on SQLite (``queue.claim_sqlite``), or as one
         # statement on PostgreSQL's raw driver (``queue.claim_pg``); when it comes back short
         # while rate-limited webhooks have due heads, those in a transaction of their own
         # (a lease is a lease whichever transaction took it).

@@ -21,9 +21,7 @@ inside the same transaction (``BEGIN IMMEDIATE`` was sent when the transaction b
 
 from __future__ import annotations
 
-import random
 import sqlite3
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -60,33 +58,39 @@ async def on_sqlite(tx: Tx, work: Callable[[sqlite3.Connection], T]) -> T:
     return result
 
 
-# ``in_transaction``'s wait for the write lock: a try every millisecond or so, for as long
-# as the busy timeout of every other connection (engine.SQLITE_PRAGMAS).
+# ``Store.sqlite_transaction``'s wait for the write lock: a try every millisecond or so,
+# for as long as the busy timeout of every other connection (engine.SQLITE_PRAGMAS).
 BUSY_POLL_S = 0.001
 BUSY_PATIENCE_S = 10.0
+
+
+class Busy(Exception):
+    """Another connection holds the write lock: ``in_transaction``'s ``BEGIN IMMEDIATE``
+    was refused at once (``error``: SQLite's "database is locked")."""
+
+    def __init__(self, error: sqlite3.OperationalError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def in_transaction(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
     """``work`` in a write transaction of its own on ``db`` (``BEGIN IMMEDIATE``, then
     ``COMMIT``; ``ROLLBACK`` if anything fails, the commit included), on the calling thread:
-    ``Store.sqlite_transaction`` runs it on its connection's thread, in one hop.
+    ``Store.sqlite_transaction`` runs it on the event loop's.
 
     ``db`` has no busy timeout (``busy_timeout=0``): while another connection holds the
-    write lock, ``BEGIN IMMEDIATE`` is tried again every ``BUSY_POLL_S`` (with a little
-    jitter) for ``BUSY_PATIENCE_S``, then "database is locked" is raised. SQLite's own busy
-    handler backs off to 100 ms between tries, and a worker whose transactions follow each
-    other closely took the lock every time: a second worker process on the same file sent
-    nothing (seen in test_crash_safety's two claimers, 1,000 and 0)."""
-    deadline = time.monotonic() + BUSY_PATIENCE_S
-    while True:
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            break
-        except sqlite3.OperationalError as exc:
-            busy = getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY
-            if not busy or time.monotonic() >= deadline:
-                raise
-            time.sleep(BUSY_POLL_S * (0.5 + random.random()))
+    write lock, ``Busy`` is raised at once, and the caller tries again (every
+    ``BUSY_POLL_S``, with a little jitter, for ``BUSY_PATIENCE_S``) without holding up its
+    thread, the event loop's. SQLite's own busy handler sleeps, and backs off to 100 ms
+    between tries: a worker whose transactions follow each other closely took the lock
+    every time, and a second worker process on the same file sent nothing (seen in
+    test_crash_safety's two claimers, 1,000 and 0)."""
+    try:
+        db.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY:
+            raise Busy(exc) from exc
+        raise
     try:
         result = work(db)
         db.execute("COMMIT")

@@ -18,8 +18,8 @@ disabled webhook cut another webhook's deliveries from 6,849 to 2,169 a second o
 
 On PostgreSQL the whole claim is one statement (``queue.claim_sql``: a ``LATERAL`` read a
 webhook for twice the limit in candidates, then the first ``limit`` of them locked ``SKIP
-LOCKED``); on SQLite these statements run one after the other in the claim's one hop to
-SQLite's thread (``queue_sqlite.claim``, ``pick_sqlite``).
+LOCKED``); on SQLite these statements run one after the other in the claim's one call
+(``queue_sqlite.claim``, ``pick_sqlite``).
 """
 
 from __future__ import annotations

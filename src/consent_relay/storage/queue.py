@@ -19,7 +19,7 @@ keeps per-user order. The clock is the narrow queue row's, not the wide delivery
   again at its retry time; a finished head leaving, the next in line due at once), and only
   their deliveries get their outcome and attempts, unique per (delivery, attempt number).
   On PostgreSQL its statement goes to asyncpg directly (``queue_pg``), on SQLite to sqlite3
-  in one hop (``queue_sqlite``).
+  in one call (``queue_sqlite``).
   The worker goes through ``batches.record``, which keeps one bad row from failing the rest.
 Batches travel as one JSON parameter, unpacked by ``json_each`` (SQLite) or
 ``json_to_recordset`` (PostgreSQL). The dialect differences are all in this module and
@@ -335,7 +335,7 @@ def claim_sqlite(
     excluded: Sequence[str] = (),
 ) -> tuple[list[Claimed], bool]:
     """``claim`` on SQLite as plain ``sqlite3`` calls, for ``Store.sqlite_transaction``
-    (its whole transaction in one hop): the due heads of webhooks that are not rate-limited,
+    (its whole transaction in one call): the due heads of webhooks that are not rate-limited,
     with their messages, and whether rate-limited webhooks have due heads too (asked only
     when the claim came back short), which ``claim_rate_limited`` then takes in a
     transaction of its own."""

@@ -1,12 +1,13 @@
-"""The worker's claim and record on SQLite as plain ``sqlite3`` calls, run in one hop to aiosqlite's
-thread: the whole transaction with them (``Store.sqlite_transaction``, the worker's way), or
-inside a transaction the caller opened (``driver.on_sqlite``).
+"""The worker's claim and record on SQLite as plain ``sqlite3`` calls, run together: the whole
+transaction with them on the event loop's thread (``Store.sqlite_transaction``, the worker's
+way), or in one hop to aiosqlite's thread inside a transaction the caller opened
+(``driver.on_sqlite``).
 
 Through SQLAlchemy, a recorded batch was seven statements or so (the deliveries, their
 attempts, superseded dead letters, the queues moved on, the next heads promoted, then the
 ledger's three), each a few hops to aiosqlite's thread and back with the GIL handed over
-each way, and SQLAlchemy's own cost a statement. Here they run back to back in one hop;
-``batches.record`` adds the ledger's (``ledger.append_sqlite``) to the same hop. The
+each way, and SQLAlchemy's own cost a statement. Here they run back to back in one call;
+``batches.record`` adds the ledger's (``ledger.append_sqlite``) to the same call. The
 deliveries' state, their attempts, the queues moved on and the ledger's entries each go in one
 statement over the batch's rows as a JSON array (``dialect.sqlite_array_rows``), as
 PostgreSQL's ``queue_pg`` sends them: same effect, and the contract tests run both databases.
@@ -67,7 +68,7 @@ def claim(
 ) -> tuple[list[Any], dict[str, Message]]:
     """``queue.claim``'s statement (``sql``, named ``params``: it leases the queues), then the
     heads of the queues it leased (``queue.HEAD_COLUMNS``) and, unless told not to, their
-    messages by id; one hop to this thread for all of it. The queues are those
+    messages by id; one call for all of it. The queues are those
     ``due.pick_sqlite`` picks."""
     rowids = due.pick_sqlite(db, params)
     if not rowids:

@@ -5,8 +5,8 @@ success) or ``store.read()``. The transaction object ``Tx`` has one method per q
 dialect differences live in ``engine.py`` and ``dialect.py``. The same contract tests
 run against both databases (tests/integration). The worker's claim and record, the busiest
 transactions, go around SQLAlchemy: on a SQLite file each is a function of ``sqlite3`` calls
-run whole in one hop (``sqlite_transaction``), on PostgreSQL a function of ``asyncpg`` calls
-on a small pool of their own (``pg_transaction``).
+run whole on the event loop's thread (``sqlite_transaction``), on PostgreSQL a function of
+``asyncpg`` calls on a small pool of their own (``pg_transaction``).
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import aiosqlite
 import asyncpg
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -54,7 +55,7 @@ class Store:
         # The file of a SQLite database (None in memory), and the connection kept for
         # ``sqlite_transaction``, opened at its first use.
         self.sqlite_file = engines.sqlite_file(url) if self.is_sqlite else None
-        self._hot: aiosqlite.Connection | None = None
+        self._hot: sqlite3.Connection | None = None
         # PostgreSQL: the raw connections of ``pg_transaction``, opened at its first use.
         self._pg_pool: asyncpg.Pool[Any] | None = None
         self._pg_pool_opening = asyncio.Lock()
@@ -66,34 +67,50 @@ class Store:
 
     async def sqlite_transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """On a SQLite file: ``work`` (plain ``sqlite3`` calls) in a write transaction of its
-        own, begun, run and committed in one hop to the thread of a connection kept for
-        this (``driver.in_transaction``), behind the same lock as ``write()``.
+        own (``driver.in_transaction``) on a connection kept for this, run on the event
+        loop's thread, behind the same lock as ``write()``. While another connection holds
+        the write lock, tried again every ``driver.BUSY_POLL_S`` or so, the loop running
+        meanwhile, for ``driver.BUSY_PATIENCE_S``; then "database is locked"
+        (``StorageUnavailable``).
 
-        For the worker's claim and record, the service's busiest transactions: through
+        For the worker's claim and record, the service's busiest transactions. Through
         ``write()``, a transaction is SQLAlchemy's connection, ``BEGIN IMMEDIATE``, the
         work's hop, ``COMMIT`` and the pool's reset on return, each a hop to aiosqlite's
-        thread and back with the GIL handed over each way: about 600 CPU-µs of the
-        worker's an empty transaction, against about 60 here (measured; README)."""
+        thread and back: about 600 CPU-µs of the worker's an empty transaction, against
+        about 60 in one hop (measured; README). And on aiosqlite's thread, even in one hop,
+        the transaction gave the GIL up at each ``sqlite3`` call and waited to win it back
+        from the event loop, which held it while it ran requests: a transaction took three
+        times its CPU in wall time, ``BEGIN`` alone 5 ms, and the worker's requests ran dry
+        while claims waited (the event loop busy 72 % of a drain, PostgreSQL's 89 %:
+        ``bench.pipeline``). On the loop's thread there is no hop and no wait, and the
+        loop does SQLite's work itself (README, Performance)."""
         lock = self._sqlite_lock
         if lock is None or self.sqlite_file is None:
             raise RuntimeError("sqlite_transaction is for a database in a SQLite file")
         async with engines.translate_errors(), lock:
             if self._hot is None:
-                self._hot = await self._open_hot(self.sqlite_file)
-            hot: Any = self._hot
-            result: T = await hot._execute(driver.in_transaction, hot._conn, work)
-            return result
+                self._hot = self._open_hot(self.sqlite_file)
+            deadline = time.monotonic() + driver.BUSY_PATIENCE_S
+            while True:
+                try:
+                    return driver.in_transaction(self._hot, work)
+                except driver.Busy as busy:
+                    if time.monotonic() >= deadline:
+                        raise busy.error from None
+                await asyncio.sleep(driver.BUSY_POLL_S * (0.5 + random.random()))
 
     @staticmethod
-    async def _open_hot(path: Path) -> aiosqlite.Connection:
-        conn = await aiosqlite.connect(path, isolation_level=None)
+    def _open_hot(path: Path) -> sqlite3.Connection:
+        # Used from the event loop's thread only, behind the lock; not bound to the thread
+        # that opened it, as an event loop may run on another thread than the first.
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         try:
             for pragma in engines.SQLITE_PRAGMAS:
-                await conn.execute(f"PRAGMA {pragma}")
-            # Waits for the write lock in driver.in_transaction instead (see there).
-            await conn.execute("PRAGMA busy_timeout=0")
+                conn.execute(f"PRAGMA {pragma}")
+            # Waits for the write lock in sqlite_transaction instead (see there).
+            conn.execute("PRAGMA busy_timeout=0")
         except BaseException:
-            await conn.close()
+            conn.close()
             raise
         return conn
 
@@ -204,7 +221,7 @@ class Store:
         await asyncio.gather(*self._watchers, return_exceptions=True)
         if self._hot is not None:
             hot, self._hot = self._hot, None
-            await hot.close()
+            hot.close()
         if self._pg_pool is not None:
             pool, self._pg_pool = self._pg_pool, None
             await pool.close()
