@@ -3,8 +3,9 @@
 The bench's worker child (``bench.procs worker``) reports, with its CPU, two things that
 CPU alone does not say:
 
-- **each thread's CPU** (``/proc/self/task``, by Python thread name): on SQLite, the event
-  loop's thread and the connection's (aiosqlite's) thread;
+- **each thread's CPU** (``/proc/self/task``, by Python thread name): the event loop's
+  thread, and any other that works (aiosqlite's connection threads, when the worker's SQLite
+  transactions ran there);
 - **its SQLite transactions' wall time against their thread's CPU**, by phase: ``BEGIN
   IMMEDIATE``, the work, ``COMMIT`` (``driver.in_transaction``, which runs every claim and
   record of the worker on SQLite, timed around). A transaction whose wall is several times
