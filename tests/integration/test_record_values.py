@@ -1,10 +1,10 @@
 """What a record writes reads back exactly as it was given, on SQLite and PostgreSQL.
 
-Both databases take a batch's attempts, the deliveries' new state and the ledger's entries
-as one JSON array a statement (``dialect.sqlite_array_rows``, ``queue_pg``), each value read
-back out of JSON by the database: a text that looks like JSON, a number or null, escapes,
-characters beyond the Basic Multilingual Plane and missing values must all arrive as the
-worker had them.
+PostgreSQL takes a batch's attempts, the deliveries' new state and the ledger's entries as
+one JSON array a statement (``queue_pg``), each value read back out of JSON by the database;
+SQLite binds them a row at a time (``queue_sqlite``): on both, a text that looks like JSON, a
+number or null, escapes, characters beyond the Basic Multilingual Plane and missing values
+must all arrive as the worker had them.
 """
 
 from __future__ import annotations

@@ -28,16 +28,6 @@ def rows_source(dialect: str, columns: Columns, param: str = "rows") -> str:
     return f"(SELECT {picks} FROM json_each(:{param})) AS v"
 
 
-def sqlite_array_rows(count: int) -> str:
-    """SQLite: a row source ``v`` over the JSON array of rows bound as ``?1``, each row an
-    array of ``count`` values, its columns ``v.c0`` to ``v.c<count - 1>``. Each row's text is
-    made once (``MATERIALIZED``): read inline, ``json_each`` renders a row's text anew for
-    every value read from it (2.1 µs a row of attempts inserted, against 4.6 inline)."""
-    picks = ", ".join(f"j ->> {i} AS c{i}" for i in range(count))
-    rows = "WITH json_rows(j) AS MATERIALIZED (SELECT value FROM json_each(?1))"
-    return f"({rows} SELECT {picks} FROM json_rows) AS v"
-
-
 def insert_rows(dialect: str, table: str, columns: Columns, tail: str = "") -> str:
     """INSERT of every row of the JSON array ``:rows`` into ``table``; ``tail`` adds what
     follows (``ON CONFLICT DO NOTHING RETURNING ...``). (``WHERE true`` lets SQLite parse an

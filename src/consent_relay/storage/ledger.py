@@ -139,8 +139,8 @@ def append_sqlite(db: sqlite3.Connection, results: Sequence[Result], now: str) -
     entries, new_heads = _chain(delivered, rows, now)
     if not entries:
         return 0
-    # One statement over the entries as a JSON array (as queue_sqlite's record, which says why).
-    db.execute(_SQLITE_INSERT_ENTRY, (codec.dumps(entries),))
+    # A statement a row, as queue_sqlite's record (which says why).
+    db.executemany(_SQLITE_INSERT_ENTRY, entries)
     db.executemany(_SQLITE_UPSERT_HEAD, new_heads)
     return len(entries)
 
@@ -193,8 +193,7 @@ _PG_APPEND_SQL = (
 )
 # SQLite's, one row each, parameters by position (_ENTRY_COLUMNS's, _HEAD_COLUMNS's order).
 _SQLITE_INSERT_ENTRY = (
-    f"INSERT INTO ledger_entries ({_NAMES})"
-    f" SELECT * FROM {dialect.sqlite_array_rows(len(_ENTRY_COLUMNS))}"
+    f"INSERT INTO ledger_entries ({_NAMES}) VALUES ({', '.join('?' for _ in _ENTRY_COLUMNS)})"
 )
 _SQLITE_UPSERT_HEAD = """
     INSERT INTO ledger_heads (organization_id, last_seq, last_hash) VALUES (?, ?, ?)

@@ -8,9 +8,9 @@ attempts, superseded dead letters, the queues moved on, the next heads promoted,
 ledger's three), each a few hops to aiosqlite's thread and back with the GIL handed over
 each way, and SQLAlchemy's own cost a statement. Here they run back to back in one call;
 ``batches.record`` adds the ledger's (``ledger.append_sqlite``) to the same call. The
-deliveries' state, their attempts, the queues moved on and the ledger's entries each go in one
-statement over the batch's rows as a JSON array (``dialect.sqlite_array_rows``), as
-PostgreSQL's ``queue_pg`` sends them: same effect, and the contract tests run both databases.
+deliveries' state, their attempts, the queues moved on and the ledger's entries each go as a
+statement a row (``executemany``), where PostgreSQL's ``queue_pg`` sends one statement over a
+JSON array of them: same effect, and the contract tests run both databases.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from consent_relay.storage import codec, dialect, due, flow, queue_pg
+from consent_relay.storage import codec, due, flow, queue_pg
 
 if TYPE_CHECKING:
     import sqlite3
@@ -86,19 +86,17 @@ def claim(
     return [row[:9] for row in rows], found
 
 
-# One statement over a JSON array of rows rather than a statement a row (``executemany``):
-# what a delivery costs the worker is mostly the work done holding the GIL (README,
-# Performance). ``executemany`` binds every value holding it (SQLite copies each text, about
-# 800 instructions) and hands the GIL over at each row's step; over a JSON array one text is
-# bound, and SQLite reads the rows without the GIL, at the price of its JSON parser. Counted
-# with ``bench.delivery_instructions --threads`` (thousands of instructions a delivery):
-# the narrow rows (``_RECORD``, ``_MOVE``) 314.2 -> 298.0 holding the GIL, 438 -> 442 in all;
-# the wide ones (the attempts with their headers, the ledger's entries with two hashes), once
-# each row's text was made once (``dialect.sqlite_array_rows``), 294.9 -> 275.4 holding the
-# GIL for 25 more in SQLite's thread, and timed (the same-run bench, four pairs, 20,000 a
-# drain) the worker's CPU a delivery 136, 145, 132, 175 -> 130, 125, 122, 130 µs, SQLite's
-# ratio 0.579 -> 0.590 (medians): a row's GIL hand-over costs more than its instructions
-# show, it seems.
+# A statement a row (``executemany``, parameters by position), not one statement over a JSON
+# array of rows as on PostgreSQL. The record runs on the event loop's thread
+# (``Store.sqlite_transaction``), so everything it does is the loop's, with the GIL held or
+# not: what counts is the instructions in all, and SQLite's JSON parser costs more than
+# binding the values. Counted (``python -m bench.delivery_instructions --deliveries 5000
+# --threads``, thousands of instructions a delivery): 458.0 over JSON arrays, 443.5 a
+# statement a row; timed, six alternated same-run pairs (``python -m bench --only
+# bare,delivery --deliveries 40000``, SQLite): the worker's CPU a delivery against the same
+# run's bare 1.88x -> 1.65x and the ratio 0.524 -> 0.570 (medians), better in five pairs of
+# six. (While the record ran on aiosqlite's thread, the JSON arrays paid: a row's step handed
+# the GIL to a busy loop and waited to get it back.)
 
 # Which results of the batch (their place in it) lost their queue's lease: the others' this
 # worker still holds (the record is one exclusive write transaction: nothing changes them
@@ -118,17 +116,16 @@ _MOVED_ON = """
 """
 
 
-# A delivery's new state; a row: status, attempt count, held (1 or 0), outcome, pk; ``?2``
-# is now.
-_RECORD = f"""
-    UPDATE deliveries SET status = v.c0, attempt_count = v.c1,
-        held_attempts = held_attempts + v.c2, last_outcome = v.c3, updated_at = ?2,
-        dead_at = CASE WHEN v.c0 = 'dead' THEN ?2 ELSE dead_at END
-    FROM {dialect.sqlite_array_rows(5)} WHERE deliveries.pk = v.c4
+# A delivery's new state: status, attempt count, held (1 or 0), outcome, now, pk.
+_RECORD = """
+    UPDATE deliveries SET status = ?1, attempt_count = ?2, held_attempts = held_attempts + ?3,
+        last_outcome = ?4, updated_at = ?5,
+        dead_at = CASE WHEN ?1 = 'dead' THEN ?5 ELSE dead_at END
+    WHERE pk = ?6
 """
 _INSERT_ATTEMPTS = (
     f"INSERT INTO attempts ({', '.join(queue_pg.ATTEMPT_NAMES)})"
-    f" SELECT * FROM {dialect.sqlite_array_rows(len(queue_pg.ATTEMPT_NAMES))} WHERE true"
+    f" VALUES ({', '.join('?' for _ in queue_pg.ATTEMPT_NAMES)})"
     " ON CONFLICT (delivery_id, attempt_number) DO NOTHING"
 )
 _SUPERSEDE = flow.SUPERSEDE_ROW
@@ -143,17 +140,17 @@ _WITH_DEAD_LETTERS = """
 """
 # The queue lets its lease go: a head still pending is due again at its retry time; a head
 # that finished leaves (``pending`` - 1) and the next in line, if any, is due at once, or
-# leased on to this worker (where the row's ``c1`` says so: chained leases, ``queue.Chain``;
-# the lease ``?2`` until ``?3``). A row: finished (1) or not (0), chained, due at (when not
-# finished), webhook, user; ``?4`` is now. (The right-hand side reads the row as it was:
+# leased on to this worker (where ``?2`` says so: chained leases, ``queue.Chain``; the lease
+# ``?3`` until ``?5``). A row: finished (1) or not (0), chained (1 or 0), lease, due at (when
+# not finished), lease until, now, webhook, user. (The right-hand side reads the row as it was:
 # ``pending`` is the count before this update; SQLite has one writer, so a next delivery
 # counted there is there.)
-_MOVE = f"""
-    UPDATE delivery_queues SET pending = pending - v.c0,
-        lease_owner = CASE WHEN v.c1 AND pending > 1 THEN ?2 END,
-        due_ms = CASE WHEN v.c0 = 0 THEN v.c2 WHEN pending <= 1 THEN NULL WHEN v.c1 THEN ?3
-                      ELSE ?4 END
-    FROM {dialect.sqlite_array_rows(5)} WHERE webhook_id = v.c3 AND user_id = v.c4
+_MOVE = """
+    UPDATE delivery_queues SET pending = pending - ?1,
+        lease_owner = CASE WHEN ?2 AND pending > 1 THEN ?3 END,
+        due_ms = CASE WHEN ?1 = 0 THEN ?4 WHEN pending <= 1 THEN NULL WHEN ?2 THEN ?5
+                      ELSE ?6 END
+    WHERE webhook_id = ?7 AND user_id = ?8
 """
 # Of the webhooks a record would chain for, those it may: enabled, not paused, not
 # rate-limited (as the claim's).
@@ -197,18 +194,38 @@ def record(
         )
         allowed = {row[0] for row in db.execute(_CHAINABLE, (asked, now_ms))}
         chain = [go and r.claimed.webhook_id in allowed for r, go in zip(kept, chain, strict=True)]
-    moves = [
-        (0 if r.status == "pending" else 1, go, r.due_ms, r.claimed.webhook_id, r.claimed.user_id)
-        for r, go in zip(kept, chain, strict=True)
-    ]
-    db.execute(_MOVE, (codec.dumps(moves), lease, until_ms, now_ms))
-    rows = [
-        (r.status, r.claimed.attempt_count + 1, 1 if r.held else 0, r.outcome, r.claimed.pk)
-        for r in kept
-    ]
-    db.execute(_RECORD, (codec.dumps(rows), now))
+    db.executemany(
+        _MOVE,
+        [
+            (
+                0 if r.status == "pending" else 1,
+                1 if go else 0,
+                lease,
+                r.due_ms,
+                until_ms,
+                now_ms,
+                r.claimed.webhook_id,
+                r.claimed.user_id,
+            )
+            for r, go in zip(kept, chain, strict=True)
+        ],
+    )
+    db.executemany(
+        _RECORD,
+        [
+            (
+                r.status,
+                r.claimed.attempt_count + 1,
+                1 if r.held else 0,
+                r.outcome,
+                now,
+                r.claimed.pk,
+            )
+            for r in kept
+        ],
+    )
     if with_attempts:
-        db.execute(_INSERT_ATTEMPTS, (codec.dumps([queue_pg.attempt_values(r) for r in kept]),))
+        db.executemany(_INSERT_ATTEMPTS, [queue_pg.attempt_values(r) for r in kept])
     delivered = [
         (now, c.webhook_id, c.user_id, c.seq, c.subject, c.message_id)
         for c in (r.claimed for r in kept if r.status == "delivered")
