@@ -37,9 +37,10 @@ the noise of a timed run (the floor's code is this checkout's ``bench``, whateve
 splits each count: the event loop's thread (the main one), the other threads (SQLite's
 connections, run by aiosqlite), and of all of them what runs inside ``sqlite3_step``
 (SQLite's own work, which the ``sqlite3`` module runs without the GIL). The rest is work done
-holding the GIL, in one thread or the other: with the event loop bound by the GIL (README),
-that sum, not the whole count, is what a delivery costs the loop's throughput. Slower than
-the plain count (callgrind, then ``callgrind_annotate`` on each thread's file).
+holding the GIL, in one thread or the other: with the event loop bound by the GIL
+(docs/performance-log.md), that sum, not the whole count, is what a delivery costs the loop's
+throughput. Slower than the plain count (callgrind, then ``callgrind_annotate`` on each thread's
+file).
 
 ``python -m bench.delivery_instructions [--deliveries N] [--checkout DIR ...] [--floor]
 [--threads]``

@@ -13,7 +13,7 @@ CPU alone does not say:
   win it back from the event loop's, which holds it while it runs requests), for the write
   lock, or for the disk.
 
-Measured with it (README, Performance), while the worker's transactions ran on aiosqlite's
+Measured with it (docs/performance-log.md), while the worker's transactions ran on aiosqlite's
 thread: the claims and records of a drain ran back to back there, each three to four times
 its CPU, ``BEGIN`` alone about 5 ms of wall for a few µs of CPU, and the event loop's thread
 was busy 72 % of the drain (PostgreSQL's 89 %): the pipeline's pace was the GIL's hand-over,

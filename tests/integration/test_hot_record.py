@@ -3,7 +3,7 @@ names a column it changes (migration 0014: the dead letters' indexes are partial
 ``dead_at``, set for dead letters only, and no index names ``status``), and the table keeps
 room on its pages for the new row version. Each such update then writes no index entry: with
 ``status`` in two indexes, the worker's record wrote 12 WAL records a delivery, 7.6 after
-(the README's performance section)."""
+(docs/performance-log.md)."""
 
 from __future__ import annotations
 

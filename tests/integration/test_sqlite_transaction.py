@@ -59,7 +59,8 @@ async def test_a_transaction_that_fails_leaves_nothing_behind(ctx: Context) -> N
 
 async def test_a_transaction_runs_on_the_event_loops_own_thread(ctx: Context) -> None:
     """No hop to another thread, whose every ``sqlite3`` call gave the GIL up and waited to
-    win it back from the busy event loop (transactions at three times their CPU: README)."""
+    win it back from the busy event loop (transactions at three times their CPU:
+    docs/performance-log.md)."""
     ran_on = await ctx.store.sqlite_transaction(lambda _db: threading.get_ident())
     assert ran_on == threading.get_ident()
 

@@ -28,7 +28,8 @@ async def _leased(ctx: Context) -> int:
 async def test_a_worker_holds_four_leases_a_slot_while_its_record_waits(
     api: httpx.AsyncClient, ctx: Context, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert LEASES_PER_SLOT == 4  # twice the slots left a PostgreSQL worker waiting (README)
+    # twice the slots left a PostgreSQL worker waiting (docs/performance-log.md)
+    assert LEASES_PER_SLOT == 4
     await make_webhook(api, receiver.url(), event_types=["user.created"])
     for n in range(USERS):
         response = await api.post(

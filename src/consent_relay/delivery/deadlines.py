@@ -15,7 +15,8 @@ for all of them cost a tuple a request and, with ten seconds of requests in it (
 cost 0.55 us instead of 1.2 (100,000 waiting, a simulated clock, swept every 50 requests).
 The loop's ``Deadlines`` is kept at hand, not looked up in a ``WeakKeyDictionary`` (a weak
 reference and a hash) each time: with both, a deadline started and finished in a task costs
-8.9 thousand instructions instead of 13.9 (``valgrind``, no deadline coming round; README).
+8.9 thousand instructions instead of 13.9 (``valgrind``, no deadline coming round;
+docs/performance-log.md).
 
 Precision: a task is cancelled at its deadline, or at most ``GRANULARITY`` later when
 another deadline just fell due (the timer does not run more often than that), which keeps

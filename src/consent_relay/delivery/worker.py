@@ -11,7 +11,7 @@ the claim skips webhooks at their cap and gives back what would go over it.
 
 The senders are a fixed pool fed by a queue, not a task per delivery: a task, a semaphore
 and a metric's ``labels()`` per delivery cost more CPU than the worker's database work
-(measured with py-spy; see the README's performance section).
+(measured with py-spy; see docs/performance-log.md).
 """
 
 from __future__ import annotations
@@ -58,8 +58,9 @@ RECORD_BATCH = 50  # this many waiting and requests in flight
 # for the recorder's commit. The recorder writes one batch at a time, so what waits for it
 # is the pipeline's slack: at twice the slots, a PostgreSQL worker spent its time waiting
 # for its record to make room (in flight 100 of 200 on average; the bench's delivery ratio
-# 0.53-0.55), at four 0.59-0.63 in the same runs (bigger record batches; README). It is
-# also what a crash can send twice: the leases run out and those deliveries go again.
+# 0.53-0.55), at four 0.59-0.63 in the same runs (bigger record batches;
+# docs/performance-log.md). It is also what a crash can send twice: the leases run out and those
+# deliveries go again.
 LEASES_PER_SLOT = 4
 
 

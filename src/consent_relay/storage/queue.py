@@ -195,9 +195,9 @@ _DUE_QUEUES_PG = f"""
 # generic plan through ``ix_deliveries_webhook`` (smaller, so cheaper while the tables held
 # a few hundred rows and no statistics) and kept walking the webhook's history for the rest
 # of its connection's life: the latency scenario's p99 went to seconds in about one run in
-# six (README). A queue whose head this statement's snapshot cannot see (a record that
-# moved it on committed after the snapshot) drops out here: it is locked but not leased,
-# and the next claim takes it. (The status is checked outside the lookup too.)
+# six (docs/performance-log.md). A queue whose head this statement's snapshot cannot see
+# (a record that moved it on committed after the snapshot) drops out here: it is locked but not
+# leased, and the next claim takes it. (The status is checked outside the lookup too.)
 _HEADS_PG = f"""
     SELECT {", ".join("h." + name for name in HEAD_COLUMNS.split(", "))}
     FROM p CROSS JOIN LATERAL (

@@ -237,7 +237,7 @@ deliveries = Table(
     # when it is superseded; NULL for the others (migration 0014). The dead letters' indexes
     # are partial on it, not on ``status``: no index names ``status``, so that the record of
     # a delivered one changes no indexed column (a HOT update on PostgreSQL: no new entry in
-    # any index, 4 WAL records fewer a delivery; README).
+    # any index, 4 WAL records fewer a delivery; docs/performance-log.md).
     Column("dead_at", Text),
     # Unique (migration 0013): one delivery a place in its queue; declared, the planner
     # knows a head's lookup by these three finds one row, whatever the table's size.
