@@ -68,7 +68,9 @@ class Receiver:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        # A real server's listen backlog, as the fault server's (tests/e2e/fault_server.py
+        # says why): aiohttp's 128 can drop a SYN when a worker connects 200 at once.
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=1024)
         await site.start()
         server = site._server
         assert server is not None

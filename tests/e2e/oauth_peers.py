@@ -199,7 +199,7 @@ class TokenEndpoint:
         app.router.add_post("/token", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, 0)
+        site = web.TCPSite(self._runner, self.host, 0, backlog=1024)  # as fault_server.py's
         await site.start()
         server = site._server
         assert server is not None

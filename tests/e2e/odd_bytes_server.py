@@ -31,7 +31,8 @@ class OddBytesServer:
         return f"http://127.0.0.1:{self.port}{path}"
 
     async def __aenter__(self) -> OddBytesServer:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        # A real server's listen backlog (fault_server.py says why).
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0, backlog=1024)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
