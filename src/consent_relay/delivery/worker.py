@@ -59,8 +59,8 @@ RECORD_BATCH = 50  # this many waiting and requests in flight
 # is the pipeline's slack: at twice the slots, a PostgreSQL worker spent its time waiting
 # for its record to make room (in flight 100 of 200 on average; the bench's delivery ratio
 # 0.53-0.55), at four 0.59-0.63 in the same runs (bigger record batches;
-# docs/performance-log.md). It is also what a crash can send twice: the leases run out and those
-# deliveries go again.
+# docs/performance-log.md). It is also what a crash can send twice: the leases run out and
+# those deliveries go again.
 LEASES_PER_SLOT = 4
 
 

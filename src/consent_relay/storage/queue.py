@@ -21,9 +21,11 @@ keeps per-user order. The clock is the narrow queue row's, not the wide delivery
   On PostgreSQL its statement goes to asyncpg directly (``queue_pg``), on SQLite to sqlite3
   in one call (``queue_sqlite``).
   The worker goes through ``batches.record``, which keeps one bad row from failing the rest.
-Batches travel as one JSON parameter, unpacked by ``json_each`` (SQLite) or
-``json_to_recordset`` (PostgreSQL). The dialect differences are all in this module and
-``engine.py``: that unpacking, ``SKIP LOCKED``, ``pg_notify`` and the heads' lookup.
+On PostgreSQL a batch travels as one JSON parameter (``json_to_recordset``); on SQLite the
+keys a statement looks up do (``json_each``), and the record's rows are bound a row at a
+time (``executemany``: ``queue_sqlite`` says why). The dialect differences are all in this
+module and ``engine.py``: that unpacking, ``SKIP LOCKED``, ``pg_notify`` and the heads'
+lookup.
 
 Appending is in ``queue_append.py`` (``enqueue``, ``append`` and ``notify_workers`` are
 re-exported here); claiming and recording are below.

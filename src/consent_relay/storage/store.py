@@ -78,12 +78,12 @@ class Store:
         work's hop, ``COMMIT`` and the pool's reset on return, each a hop to aiosqlite's
         thread and back: about 600 CPU-µs of the worker's an empty transaction, against
         about 60 in one hop (measured; docs/performance-log.md). And on aiosqlite's thread,
-        even in one hop, the transaction gave the GIL up at each ``sqlite3`` call and waited to win
-        it back from the event loop, which held it while it ran requests: a transaction took three
-        times its CPU in wall time, ``BEGIN`` alone 5 ms, and the worker's requests ran dry
-        while claims waited (the event loop busy 72 % of a drain, PostgreSQL's 89 %:
-        ``bench.pipeline``). On the loop's thread there is no hop and no wait, and the
-        loop does SQLite's work itself (docs/performance-log.md)."""
+        even in one hop, the transaction gave the GIL up at each ``sqlite3`` call and waited
+        to win it back from the event loop, which held it while it ran requests: a
+        transaction took three times its CPU in wall time, ``BEGIN`` alone 5 ms, and the
+        worker's requests ran dry while claims waited (the event loop busy 72 % of a drain,
+        PostgreSQL's 89 %: ``bench.pipeline``). On the loop's thread there is no hop and no
+        wait, and the loop does SQLite's work itself (docs/performance-log.md)."""
         lock = self._sqlite_lock
         if lock is None or self.sqlite_file is None:
             raise RuntimeError("sqlite_transaction is for a database in a SQLite file")
@@ -124,7 +124,8 @@ class Store:
 
         ``sqlite_transaction``'s twin, for the worker's claim and record: through
         ``write()``, SQLAlchemy's connection, transaction and pool cost about 260 CPU-µs
-        of the worker's a transaction beside the statements (measured; docs/performance-log.md)."""
+        of the worker's a transaction beside the statements (measured:
+        docs/performance-log.md)."""
         if self.is_sqlite:
             raise RuntimeError("pg_transaction is for a PostgreSQL database")
         async with engines.translate_errors():
