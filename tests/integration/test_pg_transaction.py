@@ -77,6 +77,28 @@ async def test_a_claim_beside_a_running_claim_still_fills_up(ctx: Context) -> No
     assert not set(taken) & set(beside)
 
 
+async def test_a_claim_locks_only_what_it_takes(ctx: Context) -> None:
+    """Twice the limit in due queues, two claims at once: the first locks the ten it takes,
+    not its twenty candidates, so the second takes the other ten (the candidates are locked
+    one at a time, in their order, as the claim needs them: a claim that sorted after
+    locking would hold them all)."""
+    now = await queued(ctx, {f"u{n:02d}": 1 for n in range(20)})
+
+    async def first(raw: Any) -> tuple[list[str], list[str]]:
+        taken, _ = await queue.claim_pg(raw, limit=10, now_ms=now, lease="w1", lease_ms=LEASE_MS)
+        beside, _ = await ctx.store.pg_transaction(
+            lambda other: queue.claim_pg(
+                other, limit=10, now_ms=now, lease="w2", lease_ms=LEASE_MS
+            ),
+            begin=False,
+        )
+        return [c.user_id for c in taken], [c.user_id for c in beside]
+
+    taken, beside = await ctx.store.pg_transaction(first)
+    assert len(taken) == len(beside) == 10
+    assert sorted(taken + beside) == [f"u{n:02d}" for n in range(20)]
+
+
 async def test_a_connection_goes_back_to_the_pool_without_a_reset(ctx: Context) -> None:
     """The claim's and record's work leaves no session state: the pool's reset (``RESET
     ALL``, ``CLOSE ALL``, ``UNLISTEN *``, advisory unlocks) would be a round trip more each."""

@@ -169,22 +169,32 @@ HEAD_COLUMNS = "pk, id, webhook_id, message_id, user_id, seq, attempt_count, hel
 # one that a claim leased since this statement began fails ``due_ms <= :now`` on its new
 # version). The candidates beyond ``limit`` let a claim that runs beside another still fill
 # up, as a walk of one due index did.
+# Each candidate is locked through the row version the walk read (its ``ctid``, a TID scan;
+# that version is visible to this statement, so no vacuum can have reused it), in a
+# ``LATERAL`` subquery: a nested loop in the candidates' order, each locked only when the
+# outer ``LIMIT`` asks for one more. Joined again on the queue's key (webhook, user), with
+# the lock and the order outside, the planner hashed the candidates and read the whole
+# table once a claim until it was large enough for the key's index. At 10,000 due queues a
+# claim of 100 costs a third less this way (4.2 ms against 2.9; 6.8 against 4.4 in a slower
+# minute), and its cost no longer grows with the table. (A plain join on ``ctid``, the lock
+# outside, was hashed at times too.)
 _DUE_QUEUES_PG = f"""
-    SELECT q.webhook_id, q.user_id, q.last_seq - q.pending + 1 AS head
+    SELECT q.webhook_id, q.user_id, q.head
     FROM (
-        SELECT c.webhook_id, c.user_id, c.due_ms
+        SELECT c.version, c.due_ms
         FROM ({due.served_webhooks("postgresql")}) AS e CROSS JOIN LATERAL (
-            SELECT c.webhook_id, c.user_id, c.due_ms FROM delivery_queues c
+            SELECT c.ctid AS version, c.due_ms FROM delivery_queues c
             WHERE c.webhook_id = e.id AND c.due_ms IS NOT NULL AND c.due_ms <= :now
             ORDER BY c.due_ms
             LIMIT 2 * :limit) AS c
         ORDER BY c.due_ms
         LIMIT 2 * :limit) AS c
-    JOIN delivery_queues q ON q.webhook_id = c.webhook_id AND q.user_id = c.user_id
-    WHERE q.due_ms IS NOT NULL AND q.due_ms <= :now
-    ORDER BY c.due_ms
+    CROSS JOIN LATERAL (
+        SELECT q.webhook_id, q.user_id, q.last_seq - q.pending + 1 AS head
+        FROM delivery_queues q
+        WHERE q.ctid = c.version AND q.due_ms IS NOT NULL AND q.due_ms <= :now
+        FOR UPDATE SKIP LOCKED) AS q
     LIMIT :limit
-    FOR UPDATE OF q SKIP LOCKED
 """
 
 
