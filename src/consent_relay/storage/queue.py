@@ -177,9 +177,13 @@ HEAD_COLUMNS = "pk, id, webhook_id, message_id, user_id, seq, attempt_count, hel
 # table once a claim until it was large enough for the key's index. At 10,000 due queues a
 # claim of 100 costs a third less this way (4.2 ms against 2.9; 6.8 against 4.4 in a slower
 # minute), and its cost no longer grows with the table. (A plain join on ``ctid``, the lock
-# outside, was hashed at times too.)
+# outside, was hashed at times too.) The lease is written through the version locked
+# (``version`` again), not looked up by the key a third time (a claim of 100 2.45 -> 2.30
+# ms, six rounds of forty alternated): where the lock had to follow the row to a version
+# committed after this statement's snapshot, that version is not visible to the update,
+# and the queue drops out of this claim, locked but not leased, as below.
 _DUE_QUEUES_PG = f"""
-    SELECT q.webhook_id, q.user_id, q.head
+    SELECT q.version, q.webhook_id, q.user_id, q.head
     FROM (
         SELECT c.version, c.due_ms
         FROM ({due.served_webhooks("postgresql")}) AS e CROSS JOIN LATERAL (
@@ -190,12 +194,15 @@ _DUE_QUEUES_PG = f"""
         ORDER BY c.due_ms
         LIMIT 2 * :limit) AS c
     CROSS JOIN LATERAL (
-        SELECT q.webhook_id, q.user_id, q.last_seq - q.pending + 1 AS head
+        SELECT q.ctid AS version, q.webhook_id, q.user_id, q.last_seq - q.pending + 1 AS head
         FROM delivery_queues q
         WHERE q.ctid = c.version AND q.due_ms IS NOT NULL AND q.due_ms <= :now
         FOR UPDATE SKIP LOCKED) AS q
     LIMIT :limit
 """
+
+
+_HEADS = ", ".join("h." + name for name in HEAD_COLUMNS.split(", "))
 
 
 # The head delivery of each picked queue (``p``: webhook_id, user_id, head), found through
@@ -211,7 +218,7 @@ _DUE_QUEUES_PG = f"""
 # (a record that moved it on committed after the snapshot) drops out here: it is locked but not
 # leased, and the next claim takes it. (The status is checked outside the lookup too.)
 _HEADS_PG = f"""
-    SELECT {", ".join("h." + name for name in HEAD_COLUMNS.split(", "))}
+    SELECT p.version, {_HEADS}
     FROM p CROSS JOIN LATERAL (
         SELECT {HEAD_COLUMNS}, d.status FROM deliveries d
         WHERE (d.webhook_id, d.user_id, d.seq) >= (p.webhook_id, p.user_id, p.head)
@@ -243,8 +250,8 @@ def claim_sql(dialect: str, with_messages: bool = True) -> str:
         ), h AS ({_HEADS_PG}
         ), leased AS (
             UPDATE delivery_queues q SET lease_owner = :lease, due_ms = :until
-            FROM h WHERE q.webhook_id = h.webhook_id AND q.user_id = h.user_id
-            RETURNING h.*
+            FROM h WHERE q.ctid = h.version
+            RETURNING {_HEADS}
         )
     """
     if with_messages:
