@@ -24,7 +24,16 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Column, Connection, Table, and_, func, select, text
 from sqlalchemy import inspect as schema_of
 
-from consent_relay.storage import codec, driver, due, flow, queue, queue_pg, queue_sqlite
+from consent_relay.storage import (
+    codec,
+    driver,
+    due,
+    flow,
+    queue,
+    queue_pg,
+    queue_sqlite,
+    ratelimit,
+)
 from consent_relay.storage import deliveries as deliveries_reads
 from consent_relay.storage.tables import (
     attempts,
@@ -437,10 +446,15 @@ async def listing_reads(tx: Tx, webhook_id: str, status: str) -> dict[str, int]:
     return dict(reads)
 
 
-async def claim_reads(tx: Tx, *, limit: int, now_ms: int, lease: str) -> tuple[int, int, int]:
+async def claim_reads(
+    tx: Tx, *, limit: int, now_ms: int, lease: str, nested_loops: bool = True
+) -> tuple[int, int, int]:
     """PostgreSQL: the claim statement run under ``EXPLAIN ANALYZE`` (it does lease, in
     ``tx``): (queues leased, ``delivery_queues`` rows its scans read, those a filter
-    dropped included, and how many scans of it began: an index descent each)."""
+    dropped included, and how many scans of it began: an index descent each). Without
+    ``nested_loops``, the planner is told to avoid them (``take_reads``)."""
+    if not nested_loops:
+        await tx.conn.execute(text("SET LOCAL enable_nestloop = off"))
     params = {**_CLAIM_PARAMETERS, "now": now_ms, "limit": limit, "lease": lease}
     result = await tx.conn.execute(
         text("EXPLAIN (ANALYZE, FORMAT JSON) " + queue.claim_sql(tx.dialect)), params
@@ -458,6 +472,42 @@ async def claim_reads(tx: Tx, *, limit: int, now_ms: int, lease: str) -> tuple[i
         return rows, scans
 
     return int(plan["Actual Rows"]), *read(plan)
+
+
+async def take_plan(tx: Tx) -> str:
+    """SQLite: the ``EXPLAIN QUERY PLAN`` details of the rate-limited webhooks' lease
+    (``ratelimit``'s take), one a line."""
+    params = {"w": "w", "n": 100, "now": 10**13, "lease": "l", "until": 10**13}
+    result = await tx.conn.execute(
+        text("EXPLAIN QUERY PLAN " + ratelimit.TAKE_SQL[tx.dialect]), params
+    )
+    return "\n".join(str(row[-1]) for row in result)
+
+
+async def take_reads(
+    tx: Tx, *, webhook_id: str, n: int, now_ms: int, lease: str, nested_loops: bool = True
+) -> tuple[int, int]:
+    """PostgreSQL: the rate-limited webhooks' lease (``ratelimit``'s take of ``n`` due queues
+    of ``webhook_id``) run under ``EXPLAIN ANALYZE`` (it does lease, in ``tx``): (queues
+    leased, ``delivery_queues`` rows its scans read, those a filter dropped included).
+    Without ``nested_loops`` the planner is told to avoid them for the rest of ``tx``, as
+    its costs led it to on some tables (a hash join where it can)."""
+    if not nested_loops:
+        await tx.conn.execute(text("SET LOCAL enable_nestloop = off"))
+    params = {"w": webhook_id, "n": n, "now": now_ms, "lease": lease, "until": now_ms + 60_000}
+    result = await tx.conn.execute(
+        text("EXPLAIN (ANALYZE, FORMAT JSON) " + ratelimit.TAKE_SQL[tx.dialect]), params
+    )
+    plan = result.one()[0][0]["Plan"]
+
+    def read(node: dict[str, Any]) -> int:
+        rows = 0
+        if node.get("Relation Name") == "delivery_queues" and "Scan" in node["Node Type"]:
+            found = node["Actual Rows"] + node.get("Rows Removed by Filter", 0)
+            rows = found * node["Actual Loops"]
+        return rows + sum(read(child) for child in node.get("Plans", []))
+
+    return int(plan["Actual Rows"]), read(plan)
 
 
 async def claim_steps(tx: Tx, *, limit: int, now_ms: int, lease: str) -> tuple[int, int]:

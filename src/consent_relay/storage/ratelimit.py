@@ -45,15 +45,26 @@ def _buckets_sql(name: str, locked: bool) -> str:
 
 def _take_sql(name: str) -> str:
     """Lease up to ``:n`` due queues of webhook ``:w``, oldest due first (the queue row's
-    lease, as ``queue.claim_sql``); returns each one's key and head seq."""
-    lock = " FOR UPDATE SKIP LOCKED" if name == "postgresql" else ""
+    lease, as ``queue.claim_sql``); returns each one's key and head seq.
+
+    The rows are leased by the versions the lock took (PostgreSQL's ``ctid``, SQLite's
+    rowid): written as ``(webhook_id, user_id) IN (...)``, PostgreSQL's planner hashed the
+    picked keys and read the whole queue table each take (10,000 queues: 3.0 ms a take of
+    100, 0.9 by the versions). One whose lock had to follow it to a version newer than the
+    statement's snapshot is not visible to the update: it is not leased, nor its token
+    spent (``take`` counts the heads returned)."""
+    if name == "postgresql":
+        picked = "ctid = ANY(ARRAY(SELECT q.ctid FROM delivery_queues q"
+        lock, close = " FOR UPDATE SKIP LOCKED", "))"
+    else:
+        picked = "rowid IN (SELECT q.rowid FROM delivery_queues q"
+        lock, close = "", ")"
     return f"""
         UPDATE delivery_queues SET lease_owner = :lease, due_ms = :until
-        WHERE (webhook_id, user_id) IN (
-            SELECT q.webhook_id, q.user_id FROM delivery_queues q
+        WHERE {picked}
             WHERE q.webhook_id = :w AND q.due_ms IS NOT NULL AND q.due_ms <= :now
             ORDER BY q.due_ms
-            LIMIT :n{lock})
+            LIMIT :n{lock}{close}
         RETURNING webhook_id AS w, user_id AS u, last_seq - pending + 1 AS seq
     """
 
@@ -77,7 +88,7 @@ _BUCKETS_SQL = {
     for name in ("postgresql", "sqlite")
     for locked in (True, False)
 }
-_TAKE_SQL = {name: _take_sql(name) for name in ("postgresql", "sqlite")}
+TAKE_SQL = {name: _take_sql(name) for name in ("postgresql", "sqlite")}
 _HEADS_SQL = {name: _heads_sql(name) for name in ("postgresql", "sqlite")}
 
 
@@ -103,7 +114,7 @@ async def take(
             leased = [
                 dict(row._mapping)
                 for row in await tx.conn.execute(
-                    text(_TAKE_SQL[tx.dialect]),
+                    text(TAKE_SQL[tx.dialect]),
                     {"w": bucket.id, "now": now_ms, "n": room, "lease": lease, "until": until_ms},
                 )
             ]
