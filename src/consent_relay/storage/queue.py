@@ -173,15 +173,15 @@ HEAD_COLUMNS = "pk, id, webhook_id, message_id, user_id, seq, attempt_count, hel
 # that version is visible to this statement, so no vacuum can have reused it), in a
 # ``LATERAL`` subquery: a nested loop in the candidates' order, each locked only when the
 # outer ``LIMIT`` asks for one more. Joined again on the queue's key (webhook, user), with
-# the lock and the order outside, the planner hashed the candidates and read the whole
-# table once a claim until it was large enough for the key's index. At 10,000 due queues a
-# claim of 100 costs a third less this way (4.2 ms against 2.9; 6.8 against 4.4 in a slower
-# minute), and its cost no longer grows with the table. (A plain join on ``ctid``, the lock
-# outside, was hashed at times too.) The lease is written through the version locked
-# (``version`` again), not looked up by the key a third time (a claim of 100 2.45 -> 2.30
-# ms, six rounds of forty alternated): where the lock had to follow the row to a version
-# committed after this statement's snapshot, that version is not visible to the update,
-# and the queue drops out of this claim, locked but not leased, as below.
+# the lock and the order outside, the planner hashed the candidates and read the whole table
+# once a claim until it was large enough for the key's index. At 10,000 due queues a claim
+# of 100 costs a third less this way (4.2 ms against 2.9; 6.8 against 4.4 in a slower phase
+# of the machine), and its cost no longer grows with the table. (A plain join on ``ctid``,
+# the lock outside, was hashed at times too.) The lease is written through the version
+# locked (``version`` again), not looked up by the key a third time (a claim of 100 2.45 ->
+# 2.30 ms, six rounds of forty alternated): where the lock had to follow the row to a
+# version committed after this statement's snapshot, that version is not visible to the
+# update, and the queue drops out of this claim, locked but not leased, as below.
 _DUE_QUEUES_PG = f"""
     SELECT q.version, q.webhook_id, q.user_id, q.head
     FROM (
