@@ -446,19 +446,17 @@ async def listing_reads(tx: Tx, webhook_id: str, status: str) -> dict[str, int]:
     return dict(reads)
 
 
-async def claim_reads(
-    tx: Tx, *, limit: int, now_ms: int, lease: str, nested_loops: bool = True
+async def _queue_reads(
+    tx: Tx, sql: str, params: dict[str, Any], nested_loops: bool
 ) -> tuple[int, int, int]:
-    """PostgreSQL: the claim statement run under ``EXPLAIN ANALYZE`` (it does lease, in
-    ``tx``): (queues leased, ``delivery_queues`` rows its scans read, those a filter
-    dropped included, and how many scans of it began: an index descent each). Without
-    ``nested_loops``, the planner is told to avoid them (``take_reads``)."""
+    """PostgreSQL: ``sql`` run under ``EXPLAIN ANALYZE`` in ``tx`` (it does its work): (rows
+    it returned, ``delivery_queues`` rows its scans read, those a filter dropped included,
+    and how many scans of it began: an index descent each). Without ``nested_loops`` the
+    planner is told to avoid them for the rest of ``tx``, as its costs led it to on some
+    tables (a hash join where it can)."""
     if not nested_loops:
         await tx.conn.execute(text("SET LOCAL enable_nestloop = off"))
-    params = {**_CLAIM_PARAMETERS, "now": now_ms, "limit": limit, "lease": lease}
-    result = await tx.conn.execute(
-        text("EXPLAIN (ANALYZE, FORMAT JSON) " + queue.claim_sql(tx.dialect)), params
-    )
+    result = await tx.conn.execute(text("EXPLAIN (ANALYZE, FORMAT JSON) " + sql), params)
     plan = result.one()[0][0]["Plan"]
 
     def read(node: dict[str, Any]) -> tuple[int, int]:
@@ -472,6 +470,15 @@ async def claim_reads(
         return rows, scans
 
     return int(plan["Actual Rows"]), *read(plan)
+
+
+async def claim_reads(
+    tx: Tx, *, limit: int, now_ms: int, lease: str, nested_loops: bool = True
+) -> tuple[int, int, int]:
+    """PostgreSQL: the claim statement run as ``_queue_reads`` says (it does lease, in
+    ``tx``): (queues leased, ``delivery_queues`` rows read, scans of it begun)."""
+    params = {**_CLAIM_PARAMETERS, "now": now_ms, "limit": limit, "lease": lease}
+    return await _queue_reads(tx, queue.claim_sql(tx.dialect), params, nested_loops)
 
 
 async def take_plan(tx: Tx) -> str:
@@ -488,26 +495,13 @@ async def take_reads(
     tx: Tx, *, webhook_id: str, n: int, now_ms: int, lease: str, nested_loops: bool = True
 ) -> tuple[int, int]:
     """PostgreSQL: the rate-limited webhooks' lease (``ratelimit``'s take of ``n`` due queues
-    of ``webhook_id``) run under ``EXPLAIN ANALYZE`` (it does lease, in ``tx``): (queues
-    leased, ``delivery_queues`` rows its scans read, those a filter dropped included).
-    Without ``nested_loops`` the planner is told to avoid them for the rest of ``tx``, as
-    its costs led it to on some tables (a hash join where it can)."""
-    if not nested_loops:
-        await tx.conn.execute(text("SET LOCAL enable_nestloop = off"))
+    of ``webhook_id``) run as ``_queue_reads`` says (it does lease, in ``tx``): (queues
+    leased, ``delivery_queues`` rows read)."""
     params = {"w": webhook_id, "n": n, "now": now_ms, "lease": lease, "until": now_ms + 60_000}
-    result = await tx.conn.execute(
-        text("EXPLAIN (ANALYZE, FORMAT JSON) " + ratelimit.TAKE_SQL[tx.dialect]), params
+    leased, read, _scans = await _queue_reads(
+        tx, ratelimit.TAKE_SQL[tx.dialect], params, nested_loops
     )
-    plan = result.one()[0][0]["Plan"]
-
-    def read(node: dict[str, Any]) -> int:
-        rows = 0
-        if node.get("Relation Name") == "delivery_queues" and "Scan" in node["Node Type"]:
-            found = node["Actual Rows"] + node.get("Rows Removed by Filter", 0)
-            rows = found * node["Actual Loops"]
-        return rows + sum(read(child) for child in node.get("Plans", []))
-
-    return int(plan["Actual Rows"]), read(plan)
+    return leased, read
 
 
 async def claim_steps(tx: Tx, *, limit: int, now_ms: int, lease: str) -> tuple[int, int]:

@@ -205,17 +205,17 @@ _DUE_QUEUES_PG = f"""
 _HEADS = ", ".join("h." + name for name in HEAD_COLUMNS.split(", "))
 
 
-# The head delivery of each picked queue (``p``: webhook_id, user_id, head), found through
-# ``ix_deliveries_queue`` a queue at a time, whatever the statistics say: the lookup is the
-# first delivery at or after (webhook_id, user_id, head) in that index's order, a row
-# comparison only an index on those three columns can answer (any other index, or the
-# table, would have to read and sort the webhook's history), and the equality is checked
-# outside. Written as three equalities, the worker's prepared claim settled at times on a
-# generic plan through ``ix_deliveries_webhook`` (smaller, so cheaper while the tables held
-# a few hundred rows and no statistics) and kept walking the webhook's history for the rest
-# of its connection's life: the latency scenario's p99 went to seconds in about one run in
-# six (docs/performance-log.md). A queue whose head this statement's snapshot cannot see
-# (a record that moved it on committed after the snapshot) drops out here: it is locked but not
+# The head delivery of each picked queue (``p``: version, webhook_id, user_id, head), found
+# through ``ix_deliveries_queue`` a queue at a time, whatever the statistics say: the lookup
+# is the first delivery at or after (webhook_id, user_id, head) in that index's order, a row
+# comparison only an index on those three columns can answer (any other index, or the table,
+# would have to read and sort the webhook's history), and the equality is checked outside.
+# Written as three equalities, the worker's prepared claim settled at times on a generic
+# plan through ``ix_deliveries_webhook`` (smaller, so cheaper while the tables held a few
+# hundred rows and no statistics) and kept walking the webhook's history for the rest of its
+# connection's life: the latency scenario's p99 went to seconds in about one run in six
+# (docs/performance-log.md). A queue whose head this statement's snapshot cannot see (a
+# record that moved it on committed after the snapshot) drops out here: it is locked but not
 # leased, and the next claim takes it. (The status is checked outside the lookup too.)
 _HEADS_PG = f"""
     SELECT p.version, {_HEADS}
