@@ -90,7 +90,7 @@ class Worker:
         self._in_flight: set[int] = set()  # handed to the senders, not finished
         self._claimed: dict[int, Claimed] = {}  # leases held: in flight, or being recorded
         self._per_webhook: Counter[str] = Counter()
-        self._todo: asyncio.Queue[Job | None] = asyncio.Queue()
+        self._todo: waiting.Jobs[Job | None] = waiting.Jobs()
         self._results: waiting.Waiting[Result] = waiting.Waiting()
         self._token_sources: dict[str, oauth.TokenSource] = {}
         self._wake = ctx.work_queued
@@ -181,7 +181,7 @@ class Worker:
             self._claimed[item.pk] = item
             self._per_webhook[item.webhook_id] += 1
             self._in_flight.add(item.pk)
-            self._todo.put_nowait((item, hook, message))
+            self._todo.put((item, hook, message))
         if unsendable:
             async with self.ctx.store.write() as tx:
                 await queue.release(tx, unsendable, now_ms)
@@ -469,7 +469,7 @@ class Worker:
         give back the leases of whatever could not finish."""
         self._stopping = True  # records lease nothing on from now on
         for _ in senders:
-            self._todo.put_nowait(None)  # after every job queued: those are sent first
+            self._todo.put(None)  # after every job queued: those are sent first
         await asyncio.wait(senders, timeout=self.ctx.settings.request_timeout + 1)
         for task in senders:
             task.cancel()
