@@ -55,13 +55,23 @@ CLAIM_PAUSE = 0.05  # the longest a worker with free slots waits before claiming
 RECORD_PAUSE = 0.01  # the recorder waits this long for more results, with fewer than
 RECORD_BATCH = 50  # this many waiting and requests in flight
 # Leases a worker holds at most, a slot of ``concurrency``: in flight, or sent and waiting
-# for the recorder's commit. The recorder writes one batch at a time, so what waits for it
-# is the pipeline's slack: at twice the slots, a PostgreSQL worker spent its time waiting
-# for its record to make room (in flight 100 of 200 on average; the bench's delivery ratio
-# 0.53-0.55), at four 0.59-0.63 in the same runs (bigger record batches;
-# docs/performance-log.md). It is also what a crash can send twice: the leases run out and
-# those deliveries go again.
+# for the recorder's commit. The recorder writes a batch at a time (two on PostgreSQL:
+# ``RECORDERS_PG``), so what waits for it is the pipeline's slack: at twice the slots, a
+# PostgreSQL worker spent its time waiting for its record to make room (in flight 100 of
+# 200 on average; the bench's delivery ratio 0.53-0.55), at four 0.59-0.63 in the same runs
+# (bigger record batches; docs/performance-log.md). It is also what a crash can send twice:
+# the leases run out and those deliveries go again.
 LEASES_PER_SLOT = 4
+# Batches a PostgreSQL worker records at once, each a transaction on a connection of its own
+# (the raw pool, ``Store.pg_transaction``). A record is five round trips (BEGIN, the record,
+# the ledger's heads and entries, COMMIT), and each came back through an event loop busy with
+# the requests: 8-9 ms of wall a round trip, a record of ~300 results 56 ms, and the one
+# recorder was busy 98-99 % of a drain while results and leases piled up behind it
+# (docs/performance-log.md). Two at a time overlap those waits. Their rows never meet (a
+# queue's next delivery is claimed only once its head's record committed); the ledger's
+# head of an organization is taken by one at a time, after the queues in both (one lock
+# order). SQLite's transactions take one lock in turn: one recorder there.
+RECORDERS_PG = 2
 
 
 class Worker:
@@ -365,20 +375,35 @@ class Worker:
 
     async def _record_loop(self) -> None:
         """Record results in batches of at most 500 until shutdown closes ``_results``, after
-        which everything added before has been recorded."""
+        which everything added before has been recorded: one batch at a time on SQLite, up
+        to ``RECORDERS_PG`` on PostgreSQL (a batch is taken when a recorder is free)."""
         results = self._results
-        while True:
-            await results.wait()
-            if not results.closed and self._in_flight and len(results) < RECORD_BATCH:
-                # More results are on their way: a moment's wait makes one transaction of
-                # many (a record's round trips cost the same for 5 results or 50: measured).
-                await asyncio.sleep(RECORD_PAUSE)
-            batch = results.take(500)
-            if not batch:
-                return  # closed, and nothing left
-            # The attempts' metrics, a batch at a time (metrics.AttemptTally).
-            metrics.attempt_tally.add([(r.outcome, r.duration_ms) for r in batch])
-            await self._record(batch)
+        recorders = 1 if self.ctx.store.is_sqlite else RECORDERS_PG
+        running: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                while len(running) >= recorders:
+                    await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                await results.wait()
+                if not results.closed and self._in_flight and len(results) < RECORD_BATCH:
+                    # More results are on their way: a moment's wait makes one transaction
+                    # of many (a record's round trips cost the same for 5 results or 50).
+                    await asyncio.sleep(RECORD_PAUSE)
+                batch = results.take(500)
+                if not batch:
+                    return  # closed, and nothing left (the finally waits for the rest)
+                # The attempts' metrics, a batch at a time (metrics.AttemptTally).
+                metrics.attempt_tally.add([(r.outcome, r.duration_ms) for r in batch])
+                task = asyncio.create_task(self._record(batch), name="record")
+                running.add(task)
+                task.add_done_callback(running.discard)
+        except asyncio.CancelledError:
+            for task in running:  # the recorder is cancelled: so are its records
+                task.cancel()
+            raise
+        finally:
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
 
     async def _record(self, batch: list[Result]) -> None:
         """Record a batch (storage isolates a row the database refuses, and logs why);
