@@ -15,20 +15,13 @@ import pytest
 from consent_relay.delivery.worker import RECORDERS_PG
 from consent_relay.runtime import Context
 from consent_relay.storage import batches
-from tests.e2e.helpers import eventually
+from tests.e2e.helpers import consent_event, eventually, post_event
 from tests.receiver import Receiver
 from tests.workers import make_webhook, running
 
 
 async def _consent(api: httpx.AsyncClient, user: str) -> None:
-    response = await api.post(
-        "/v1/consents/events",
-        json={
-            "user": {"organization_user_id": user},
-            "consents": {"purposes": [{"id": "analytics", "enabled": True}]},
-        },
-    )
-    assert response.status_code == 201, response.text
+    await post_event(api, consent_event(user, "analytics", True))
 
 
 async def _until(condition: Callable[[], bool], what: str) -> None:
