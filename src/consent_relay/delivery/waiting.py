@@ -82,13 +82,9 @@ class Jobs(Generic[T]):
         return len(self._items)
 
     def put(self, item: T) -> None:
-        waiters = self._waiters
-        while waiters:
-            waiter = waiters.popleft()
-            if not waiter.done():  # a consumer cancelled while it waited is passed over
-                waiter.set_result(item)
-                return
         self._items.append(item)
+        if self._waiters:
+            self._hand_over()
 
     async def get(self) -> T:
         if self._items:
@@ -109,7 +105,8 @@ class Jobs(Generic[T]):
             raise
 
     def _hand_over(self) -> None:
-        """A job waiting and a consumer waiting: give the first job to the first one."""
+        """While jobs and consumers both wait: the first job to the first consumer (one
+        cancelled while it waited is passed over)."""
         waiters = self._waiters
         while waiters and self._items:
             waiter = waiters.popleft()
