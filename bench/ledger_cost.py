@@ -4,7 +4,8 @@ delivered results, the database part of the delivery hot path (README, "Privacy"
 Fills a queue of ``--deliveries`` deliveries (one organization, one webhook, one message a
 user), then claims and records them as delivered in batches of ``--batch``, as the worker
 does (``batches.claim`` and ``batches.record``), once with the ledger and once without
-(``storage.ledger.append`` replaced by a no-op), on SQLite and PostgreSQL, alternating
+(``storage.ledger.append`` replaced by a no-op, and on PostgreSQL the worker's record
+statement by the one without the ledger's part), on SQLite and PostgreSQL, alternating
 ``--rounds`` times. Reports the median wall and CPU microseconds per delivery of the
 recording, and the difference. No HTTP: the figure is the database cost alone.
 """
@@ -30,7 +31,7 @@ from consent_relay.runtime import Context
 from consent_relay.schemas import OrganizationIn, WebhookIn
 from consent_relay.services import orgs, webhooks
 from consent_relay.settings import Settings
-from consent_relay.storage import batches, ledger, queue
+from consent_relay.storage import batches, ledger, queue, queue_pg
 from consent_relay.storage.records import MessageRecord, NewDelivery
 from consent_relay.storage.store import Store
 
@@ -141,9 +142,11 @@ async def measure(kind: str, with_ledger: bool, n: int, batch: int, workdir: Pat
     ctx = await _fresh(kind, workdir, n)
     real: Callable[..., Awaitable[int]] = ledger.append
     real_sqlite: Callable[..., int] = ledger.append_sqlite  # the worker's SQLite record's
+    real_pg = queue_pg.RECORD_LEDGERED  # the worker's PostgreSQL record's
     if not with_ledger:
         ledger.append = _nothing  # type: ignore[assignment]
         ledger.append_sqlite = _nothing_sqlite  # type: ignore[assignment]
+        queue_pg.RECORD_LEDGERED = queue_pg.RECORD
     try:
         wall, cpu, done = await _record_all(ctx, batch)
         async with ctx.store.read() as tx:
@@ -151,6 +154,7 @@ async def measure(kind: str, with_ledger: bool, n: int, batch: int, workdir: Pat
     finally:
         ledger.append = real  # type: ignore[assignment]
         ledger.append_sqlite = real_sqlite
+        queue_pg.RECORD_LEDGERED = real_pg
         await _drop(ctx, kind)
     assert done == n, (done, n)
     assert entries == (n if with_ledger else 0), entries

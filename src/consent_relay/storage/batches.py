@@ -36,8 +36,6 @@ from consent_relay.storage.tx import Tx
 if TYPE_CHECKING:
     import sqlite3
 
-    import asyncpg
-
     from consent_relay.storage.store import Store
 
 log = logging.getLogger("consent_relay.storage")
@@ -151,15 +149,19 @@ async def record(
                     _record_sqlite(batch, now_ms=now_ms, now=now, with_attempts=True, chain=room)
                 )
             else:
-
-                async def work(raw: asyncpg.Connection[Any]) -> tuple[list[Result], list[Claimed]]:
-                    recorded = await queue.record_pg(
-                        raw, batch, now_ms=now_ms, now=now, with_attempts=True, chain=room
-                    )
-                    await ledger.append_pg(raw, recorded[0], now)
-                    return recorded
-
-                kept, leased_on = await store.pg_transaction(work)
+                # One statement, the ledger's entries with it: its own transaction.
+                kept, leased_on = await store.pg_transaction(
+                    lambda raw: queue.record_pg(
+                        raw,
+                        batch,
+                        now_ms=now_ms,
+                        now=now,
+                        with_attempts=True,
+                        chain=room,
+                        with_ledger=True,
+                    ),
+                    begin=False,
+                )
             chained.extend(leased_on)
         else:
             async with store.write() as tx:

@@ -4,26 +4,30 @@ error SQLAlchemy's asyncpg adapter raises for a connection the server has closed
 
 The service never calls these. ``tests/integration/test_driver.py`` uses them to check that
 what goes to the driver directly belongs to the transaction SQLAlchemy began (rolled back or
-committed with it, seen by SQLAlchemy's statements and seeing theirs).
+committed with it, seen by SQLAlchemy's statements and seeing theirs); the tests of the
+worker's raw statements on PostgreSQL use the others (what a record or a transaction sends,
+PostgreSQL's ledger chain, the claim's plan).
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 from sqlalchemy.dialects.postgresql import asyncpg as adapter
 
-from consent_relay.storage import driver, queue, queue_pg
+from consent_relay.storage import batches, driver, queue, queue_pg
 from consent_relay.storage.tx import Tx
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Awaitable, Callable, Sequence
 
     from consent_relay.storage.queue import Result
     from consent_relay.storage.store import Store
+
+T = TypeVar("T")
 
 _INSERT_PG = "INSERT INTO organizations (id, name, created_at) VALUES ($1, $1, 'x')"
 _INSERT_SQLITE = "INSERT INTO organizations (id, name, created_at) VALUES (:id, :id, 'x')"
@@ -128,3 +132,45 @@ async def generic_claim_plan(store: Store, *, now_ms: int) -> str:
         return str(plan)
 
     return await store.pg_transaction(work)
+
+
+async def ledger_chain(store: Store, prev_hash: str, texts: Sequence[str]) -> list[str]:
+    """The hashes PostgreSQL's ``ledger_chain`` (migration 0016) gives ``texts`` chained
+    from ``prev_hash``: what the worker's record hashes on the server (``ledger.pg_ctes``),
+    for the test that holds it to ``domain.ledger``."""
+
+    async def work(raw: asyncpg.Connection[Any]) -> list[str]:
+        return list(await raw.fetchval("SELECT ledger_chain($1, $2)", prev_hash, list(texts)))
+
+    return await store.pg_transaction(work, begin=False)
+
+
+async def record_statements(
+    store: Store, results: Sequence[Result], *, now_ms: int, now: str
+) -> tuple[batches.Recorded, list[str]]:
+    """Record ``results`` as the worker does (``batches.record``) and return what was
+    recorded with the statements sent on the worker's raw connections meanwhile (asyncpg's
+    query logger on each connection ``Store.pg_transaction`` hands out)."""
+    sent: list[str] = []
+    pg_transaction = store.pg_transaction
+
+    def log(record: Any) -> None:
+        sent.append(record.query)
+
+    async def logged(work: Callable[[asyncpg.Connection[Any]], Awaitable[T]], **options: Any) -> T:
+        async def on(raw: asyncpg.Connection[Any]) -> T:
+            raw.add_query_logger(log)
+            try:
+                return await work(raw)
+            finally:
+                raw.remove_query_logger(log)
+
+        return await pg_transaction(on, **options)
+
+    store.pg_transaction = logged  # type: ignore[method-assign]
+    try:
+        recorded = await batches.record(store, results, now_ms=now_ms, now=now)
+    finally:
+        del store.pg_transaction  # the class's again
+    await asyncio.sleep(0)  # asyncpg schedules the logger's calls (call_soon)
+    return recorded, sent

@@ -1,12 +1,18 @@
 """The accountability ledger's rows: appended in the transaction that records delivered
 results, read by the API, the export and ``ledger verify``.
 
-Appending is on the delivery hot path, so a recorded batch costs at most three set-based
-statements whatever its size (two on PostgreSQL): lock (creating when missing) the heads of
-the batch's organizations, with each webhook's organization; insert the entries; move the
-heads. The chain itself is computed in Python (``domain.ledger``) between the two, under the
-heads' row locks (PostgreSQL) or the exclusive write transaction (SQLite): concurrent workers
-chain their entries one after the other, never from the same head.
+Appending is on the delivery hot path. Each organization's entries form a hash chain from
+its head (``ledger_heads``), which a record holds locked while it chains from it: concurrent
+workers chain their entries one after the other, never from the same head.
+
+- PostgreSQL: in SQL (``pg_ctes``), inside the worker's one record statement
+  (``queue_pg.RECORD_LEDGERED``) or in a statement of its own (``append_pg``): the heads are
+  locked, the entries numbered and hashed (``ledger_chain``, migration 0016), written, and
+  the heads moved, in one round trip. The worker sends each entry's canonical text but for
+  its organization and number (``pg_fields``): the hashed bytes are the ones
+  ``domain.ledger`` hashes, which ``ledger verify`` checks.
+- SQLite: in Python (``domain.ledger``) between reading the heads and writing the entries,
+  under the exclusive write transaction, in the record's one hop to its thread.
 """
 
 from __future__ import annotations
@@ -15,11 +21,12 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from sqlalchemy import select
 
 from consent_relay.domain import ledger
 from consent_relay.domain.ledger import GENESIS, Entry, EntryFields
-from consent_relay.storage import codec, dialect, driver, queue_pg
+from consent_relay.storage import codec, dialect, driver
 from consent_relay.storage.tables import ledger_entries, ledger_heads
 from consent_relay.storage.tx import Tx
 
@@ -31,21 +38,7 @@ if TYPE_CHECKING:
     from consent_relay.storage.queue import Result
 
 _HEADS_SQL = {
-    # The no-op DO UPDATE locks an existing head (and RETURNING hands back its values);
-    # heads are taken in organization order, one lock order for every writer.
-    "postgresql": f"""
-        WITH orgs AS (
-            SELECT id AS webhook_id, organization_id FROM webhooks
-            WHERE id IN ({dialect.strings("postgresql", "webhooks")})
-        ), heads AS (
-            INSERT INTO ledger_heads (organization_id, last_seq, last_hash)
-            SELECT DISTINCT organization_id, 0, '{GENESIS}' FROM orgs ORDER BY organization_id
-            ON CONFLICT (organization_id) DO UPDATE SET last_seq = ledger_heads.last_seq
-            RETURNING organization_id, last_seq, last_hash
-        )
-        SELECT orgs.webhook_id, orgs.organization_id, heads.last_seq, heads.last_hash
-        FROM orgs JOIN heads ON heads.organization_id = orgs.organization_id
-    """,
+    # SQLite's write transaction is exclusive: the heads need no lock of their own.
     "sqlite": f"""
         SELECT w.id AS webhook_id, w.organization_id, h.last_seq, h.last_hash
         FROM webhooks w LEFT JOIN ledger_heads h ON h.organization_id = w.organization_id
@@ -53,48 +46,22 @@ _HEADS_SQL = {
     """,
 }
 
-_ENTRY_COLUMNS = (
-    ("organization_id", "text"),
-    ("seq", "bigint"),
-    ("message_id", "text"),
-    ("delivery_id", "text"),
-    ("type", "text"),
-    ("user_id", "text"),
-    ("webhook_id", "text"),
-    ("delivered_at", "text"),
-    ("status_code", "int"),
-    ("payload_sha256", "text"),
-    ("prev_hash", "text"),
-    ("entry_hash", "text"),
+# An entry's columns: ``domain.ledger.Row``'s order.
+_ENTRY_NAMES = (
+    "organization_id",
+    "seq",
+    "message_id",
+    "delivery_id",
+    "type",
+    "user_id",
+    "webhook_id",
+    "delivered_at",
+    "status_code",
+    "payload_sha256",
+    "prev_hash",
+    "entry_hash",
 )
-_HEAD_COLUMNS = (("organization_id", "text"), ("last_seq", "bigint"), ("last_hash", "text"))
-_ENTRY_NAMES = tuple(name for name, _ in _ENTRY_COLUMNS)
-_HEAD_NAMES = tuple(name for name, _ in _HEAD_COLUMNS)
 _NAMES = ", ".join(_ENTRY_NAMES)
-
-
-# The heads' statement for the raw driver (storage.driver); the append is the same
-# statement as SQLAlchemy's, its named parameters numbered (queue_pg.positional).
-_PG_HEADS_SQL = _HEADS_SQL["postgresql"].replace(
-    dialect.strings("postgresql", "webhooks"), "SELECT unnest($1::text[])"
-)
-
-
-def _insert_entries_sql(tx_dialect: str) -> str:
-    return f"""
-        INSERT INTO ledger_entries ({_NAMES})
-        SELECT {_NAMES} FROM {dialect.rows_source(tx_dialect, _ENTRY_COLUMNS)}
-    """
-
-
-def _upsert_heads_sql(tx_dialect: str) -> str:
-    source = dialect.rows_source(tx_dialect, _HEAD_COLUMNS, "heads")
-    return f"""
-        INSERT INTO ledger_heads (organization_id, last_seq, last_hash)
-        SELECT organization_id, last_seq, last_hash FROM {source} WHERE true
-        ON CONFLICT (organization_id) DO UPDATE
-        SET last_seq = excluded.last_seq, last_hash = excluded.last_hash
-    """
 
 
 async def append(tx: Tx, results: Sequence[Result], now: str) -> int:
@@ -109,24 +76,113 @@ async def append(tx: Tx, results: Sequence[Result], now: str) -> int:
     return await append_pg(raw, results, now)
 
 
+def pg_ctes(source: str, now: str) -> str:
+    """The common table expressions that append the ledger's entries on PostgreSQL, for a
+    statement's ``WITH`` (``queue_pg.RECORD_LEDGERED``, ``append_pg``). ``source`` is a
+    relation of the entries to write, with the columns ``PG_ENTRY_COLUMNS`` names (each
+    delivery's ``pk``, the fields ``pg_fields`` gives and its webhook ``w``, user ``u`` and
+    message ``m``); ``now`` is the parameter holding the time they were delivered.
+
+    - ``lv``: each entry with its webhook's organization (a webhook deleted meanwhile has
+      nobody to account to: its entries are left out);
+    - ``locked``: those organizations' heads, locked in organization order (one lock order
+      for every writer; under READ COMMITTED a head moved by a record that committed after
+      this statement began is read as it is now);
+    - ``heads`` and ``numbered``: each entry's number, after its organization's head, in
+      the order of the deliveries (an organization with no head yet starts at 1, from
+      ``GENESIS``; two records racing to start the same chain cannot both commit: the
+      second's entries collide with the first's keys, its statement fails, and
+      ``batches.bisect`` records its halves again, from the head that now exists);
+    - ``chained``: each organization's hashes in order (``ledger_chain``, over the canonical
+      text ``domain.ledger.hash_values`` hashes: the organization and the number put in
+      front of the rest, which the worker sent as text);
+    - ``entries`` and ``ledger_moved``: the entries written and the heads moved on.
+    """
+    return f"""
+        lv AS (
+            SELECT s.pk, s.w, s.u, s.m, s.d, s.t, s.sc, s.ph, s.r, wh.organization_id AS org
+            FROM {source} AS s JOIN webhooks wh ON wh.id = s.w
+        ), locked AS (
+            SELECT organization_id, last_seq, last_hash FROM ledger_heads
+            WHERE organization_id IN (SELECT org FROM lv)
+            ORDER BY organization_id
+            FOR UPDATE
+        ), heads AS (
+            SELECT o.org, to_json(o.org)::text AS org_json,
+                   COALESCE(h.last_seq, 0) AS last_seq,
+                   COALESCE(h.last_hash, '{GENESIS}') AS last_hash
+            FROM (SELECT DISTINCT org FROM lv) AS o
+            LEFT JOIN locked h ON h.organization_id = o.org
+        ), numbered AS (
+            SELECT lv.*, heads.org_json,
+                   heads.last_seq + row_number() OVER (PARTITION BY lv.org ORDER BY lv.pk) AS seq
+            FROM lv JOIN heads ON heads.org = lv.org
+        ), chained AS (
+            SELECT heads.org, heads.last_seq, heads.last_hash,
+                   ledger_chain(heads.last_hash, array_agg(
+                       '[' || n.org_json || ',' || n.seq || ',' || n.r ORDER BY n.seq)) AS hashes
+            FROM heads JOIN numbered n ON n.org = heads.org
+            GROUP BY heads.org, heads.last_seq, heads.last_hash
+        ), entries AS (
+            INSERT INTO ledger_entries ({_NAMES})
+            SELECT n.org, n.seq, n.m, n.d, n.t, n.u, n.w, {now}, n.sc, n.ph,
+                   CASE WHEN n.seq = c.last_seq + 1 THEN c.last_hash
+                        ELSE c.hashes[n.seq - c.last_seq - 1] END,
+                   c.hashes[n.seq - c.last_seq]
+            FROM numbered n JOIN chained c ON c.org = n.org
+            RETURNING seq
+        ), ledger_moved AS (
+            INSERT INTO ledger_heads (organization_id, last_seq, last_hash)
+            SELECT org, last_seq + cardinality(hashes), hashes[cardinality(hashes)]
+            FROM chained ORDER BY org
+            ON CONFLICT (organization_id) DO UPDATE
+            SET last_seq = excluded.last_seq, last_hash = excluded.last_hash
+        )
+    """
+
+
+# The columns of ``pg_ctes``' source: a delivery's pk, webhook, user and message, then
+# ``pg_fields``'.
+PG_ENTRY_COLUMNS = "pk bigint, w text, u text, m text, d text, t text, sc int, ph text, r text"
+
+
+def pg_fields(r: Result, now: str) -> dict[str, Any]:
+    """What the ledger's entry of a delivered result needs beside its delivery's pk,
+    webhook, user and message (which the record's rows hold already): the delivery's id
+    (``d``), the message's type (``t``), the status code (``sc``) and the payload's hash
+    (``ph``), and ``r``, the canonical text ``domain.ledger.hash_values`` hashes from the
+    message on (``values``' order): PostgreSQL puts the organization and the number in
+    front (``pg_ctes``) and hashes it as sent."""
+    c = r.claimed
+    kind = str((c.message or {}).get("type", ""))
+    rest = (c.message_id, c.id, kind, c.user_id, c.webhook_id, now, r.status_code, r.payload_sha256)
+    return {
+        "d": c.id,
+        "t": kind,
+        "sc": r.status_code,
+        "ph": r.payload_sha256,
+        "r": orjson.dumps(rest)[1:].decode(),
+    }
+
+
+_PG_APPEND_SQL = f"""
+    WITH {pg_ctes(f"(SELECT * FROM json_to_recordset($1::json) AS v({PG_ENTRY_COLUMNS}))", "$2")}
+    SELECT count(*) FROM entries
+"""
+
+
 async def append_pg(raw: asyncpg.Connection[Any], results: Sequence[Result], now: str) -> int:
     """``append`` on PostgreSQL's raw connection, inside the transaction open on it
-    (``Store.pg_transaction``, or ``append``'s own through ``driver.postgres``)."""
-    delivered = [r for r in results if r.status == "delivered"]
-    if not delivered:
+    (``append``'s own through ``driver.postgres``): one statement (``pg_ctes``)."""
+    rows = [
+        {"pk": r.claimed.pk, "w": r.claimed.webhook_id, "u": r.claimed.user_id,
+         "m": r.claimed.message_id, **pg_fields(r, now)}
+        for r in results
+        if r.status == "delivered"
+    ]  # fmt: skip
+    if not rows:
         return 0
-    webhook_ids = sorted({r.claimed.webhook_id for r in delivered})
-    rows = await raw.fetch(_PG_HEADS_SQL, webhook_ids)  # the raw driver (storage.driver)
-    entries, new_heads = _chain(delivered, rows, now)
-    if not entries:
-        return 0
-    params = {
-        "rows": codec.dumps([dict(zip(_ENTRY_NAMES, row, strict=True)) for row in entries]),
-        "heads": codec.dumps([dict(zip(_HEAD_NAMES, head, strict=True)) for head in new_heads]),
-    }
-    sql, names = queue_pg.positional(_PG_APPEND_SQL)
-    await raw.execute(sql, *(params[name] for name in names))
-    return len(entries)
+    return int(await raw.fetchval(_PG_APPEND_SQL, codec.dumps(rows), now))
 
 
 def append_sqlite(db: sqlite3.Connection, results: Sequence[Result], now: str) -> int:
@@ -150,7 +206,7 @@ def _chain(
 ) -> tuple[list[ledger.Row], list[tuple[str, int, str]]]:
     """The entries of ``delivered`` chained from their organizations' heads (rows of
     ``_HEADS_SQL``: webhook, organization, last seq, last hash), as rows in the columns'
-    order (``_ENTRY_COLUMNS``), and the heads after them (``_HEAD_COLUMNS``'s order)."""
+    order (``_ENTRY_NAMES``), and the heads after them (organization, last seq, last hash)."""
     org_of: dict[str, str] = {}
     heads: dict[str, tuple[int, str]] = {}
     for webhook_id, org, last_seq, last_hash in heads_rows:
@@ -188,12 +244,9 @@ def _chain(
     return entries, new_heads
 
 
-_PG_APPEND_SQL = (
-    f"WITH e AS ({_insert_entries_sql('postgresql')}) {_upsert_heads_sql('postgresql')}"
-)
-# SQLite's, one row each, parameters by position (_ENTRY_COLUMNS's, _HEAD_COLUMNS's order).
+# SQLite's, one row each, parameters by position (``_chain``'s rows).
 _SQLITE_INSERT_ENTRY = (
-    f"INSERT INTO ledger_entries ({_NAMES}) VALUES ({', '.join('?' for _ in _ENTRY_COLUMNS)})"
+    f"INSERT INTO ledger_entries ({_NAMES}) VALUES ({', '.join('?' for _ in _ENTRY_NAMES)})"
 )
 _SQLITE_UPSERT_HEAD = """
     INSERT INTO ledger_heads (organization_id, last_seq, last_hash) VALUES (?, ?, ?)

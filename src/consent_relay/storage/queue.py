@@ -452,15 +452,17 @@ async def record_pg(
     now: str,
     with_attempts: bool,
     chain: Chain | None,
+    with_ledger: bool = False,
 ) -> tuple[list[Result], list[Claimed]]:
-    """``queue_pg.record`` with what ``chain`` allows, on PostgreSQL's raw connection inside
-    the transaction open on it (``record``'s, or ``Store.pg_transaction``): the results
-    recorded and the next deliveries leased on."""
+    """``queue_pg.record`` with what ``chain`` allows, on PostgreSQL's raw connection (inside
+    ``record``'s transaction, or as a statement of its own: ``Store.pg_transaction``), with
+    ``with_ledger`` the ledger's entries of those delivered too (``ledger.pg_ctes``):
+    the results recorded and the next deliveries leased on."""
     flags = chain_flags(results, chain)
     lease = None if chain is None else chain.lease
     until_ms = None if chain is None else chain.until_ms
     held, heads = await queue_pg.record(
-        raw, results, now, now_ms, with_attempts, flags, lease, until_ms
+        raw, results, now, now_ms, with_attempts, flags, lease, until_ms, with_ledger
     )
     kept = [r for r in results if r.claimed.pk in held]
     return kept, [] if lease is None else [claimed_from(row, lease) for row in heads]

@@ -21,7 +21,7 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from consent_relay.storage import codec
+from consent_relay.storage import codec, ledger
 
 if TYPE_CHECKING:
     import asyncpg
@@ -146,7 +146,7 @@ RECORD = """
         SELECT * FROM json_to_recordset($1::json)
             AS v(pk bigint, w text, u text, seq bigint, lease text, status text,
                  due_ms bigint, fin int, attempt_count int, held int, outcome text,
-                 s text, m text, chain int)
+                 s text, m text, chain int, d text, t text, sc int, ph text, r text)
     ), ok AS (
         SELECT id FROM webhooks
         WHERE id IN (SELECT w FROM v WHERE chain = 1) AND enabled AND rate_limit IS NULL
@@ -212,6 +212,14 @@ RECORD = """
     LEFT JOIN messages msg ON msg.id = h.message_id
 """
 
+# ``RECORD`` with the ledger's entries of the delivered results it records (the rows with
+# ``ledger.pg_fields``), chained and written in the same statement (``ledger.pg_ctes``):
+# the worker's whole record in one round trip, its own transaction (no BEGIN, no COMMIT).
+_LEDGERED = "(SELECT * FROM v WHERE v.r IS NOT NULL AND v.pk IN (SELECT pk FROM moved))"
+RECORD_LEDGERED = RECORD.replace(
+    "\n    SELECT moved.pk", f", {ledger.pg_ctes(_LEDGERED, '$2')}\n    SELECT moved.pk", 1
+)
+
 
 def result_row(r: Result, chain: bool) -> dict[str, Any]:
     """What a result changes on its delivery and its queue, as a row of the JSON array the
@@ -244,20 +252,28 @@ async def record(
     flags: Sequence[bool],
     lease: str | None,
     until_ms: int | None,
+    with_ledger: bool = False,
 ) -> tuple[set[int], list[tuple[Any, ...]]]:
     """Record ``results`` whose queue's lease still holds (``RECORD``), their attempts too
     unless told not to, leasing on (lease ``lease`` until ``until_ms``) the next delivery of
-    the queues whose ``flags`` say so, where it can: the pks of the results whose lease
-    held, and the rows of the next deliveries leased on (``queue.claimed_from``). (The rows
-    travel as JSON, one parameter each: asyncpg's array encoder costs more, an
-    ``isinstance`` an element.)"""
+    the queues whose ``flags`` say so, where it can, and with ``with_ledger`` the ledger's
+    entries of the delivered ones recorded (``RECORD_LEDGERED``): the pks of the results
+    whose lease held, and the rows of the next deliveries leased on
+    (``queue.claimed_from``). (The rows travel as JSON, one parameter each: asyncpg's array
+    encoder costs more, an ``isinstance`` an element.)"""
     pairs = sorted(
         zip(results, flags, strict=True),
         key=lambda p: (p[0].claimed.webhook_id, p[0].claimed.user_id),
     )
     rows = [result_row(r, go) for r, go in pairs]
+    sql = RECORD
+    if with_ledger:
+        for row, (r, _go) in zip(rows, pairs, strict=True):
+            if r.status == "delivered":
+                row.update(ledger.pg_fields(r, now))
+                sql = RECORD_LEDGERED
     attempts = [attempt_row(r) for r, _go in (pairs if with_attempts else ())]
     found = await conn.fetch(
-        RECORD, codec.dumps(rows), now, codec.dumps(attempts), now_ms, lease, until_ms
+        sql, codec.dumps(rows), now, codec.dumps(attempts), now_ms, lease, until_ms
     )
     return {row[0] for row in found}, [tuple(row)[1:] for row in found if row[1] is not None]

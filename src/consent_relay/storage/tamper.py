@@ -221,6 +221,22 @@ async def expire_leases(tx: Tx, owner_prefix: str = "") -> int:
     return int((await tx.conn.execute(stmt.values(due_ms=0))).rowcount)
 
 
+async def take_lease(tx: Tx, webhook_id: str, user_id: str, owner: str) -> None:
+    """Hand the lease on the queue of ``user_id`` at ``webhook_id`` to ``owner``, as another
+    worker's claim after this one's lease ran out would."""
+    await tx.conn.execute(
+        update(delivery_queues)
+        .where(delivery_queues.c.webhook_id == webhook_id, delivery_queues.c.user_id == user_id)
+        .values(lease_owner=owner)
+    )
+
+
+async def delete_webhook_row(tx: Tx, webhook_id: str) -> None:
+    """Remove the webhook's row alone (its deliveries and queues left as they were), as a
+    deletion that commits while a worker holds its deliveries would leave them to it."""
+    await tx.conn.execute(webhooks.delete().where(webhooks.c.id == webhook_id))
+
+
 async def insert_attempts(tx: Tx, rows: Sequence[Mapping[str, Any]]) -> None:
     """Attempt rows as given (every column of ``attempts`` but ``pk``), whatever the
     deliveries they name went through."""
