@@ -5,7 +5,7 @@ of the transactions the worker's storage calls open."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -22,21 +22,32 @@ NOW = "2026-01-01T00:00:00.000Z"
 LEASE_MS = 60_000
 
 
-async def queued(ctx: Context, per_user: dict[str, int], hooks: tuple[str, ...] = ("wh_1",)) -> int:
-    """``per_user[user]`` deliveries in that user's queue of each webhook; the clock now."""
+async def queued(
+    ctx: Context,
+    per_user: dict[str, int],
+    hooks: tuple[str, ...] = ("wh_1",),
+    *,
+    orgs: Mapping[str, str] | None = None,
+    message_type: str = "user.updated",
+) -> int:
+    """``per_user[user]`` deliveries in that user's queue of each webhook, each webhook of
+    organization ``orgs[hook]`` (default acme), each message of type ``message_type``; the
+    clock now."""
     now = ctx.clock_ms()
+    org_of = orgs or {}
     async with ctx.store.write() as tx:
-        await tamper.insert_rows(tx, "webhooks", [webhook_row(h) for h in hooks])
+        rows = [webhook_row(h, org_of.get(h, "acme")) for h in hooks]
+        await tamper.insert_rows(tx, "webhooks", rows)
         items = [
-            ("acme", hook, f"msg_{hook}_{user}_{n}", user)
+            (org_of.get(hook, "acme"), hook, f"msg_{hook}_{user}_{n}", user)
             for hook in hooks
             for user, count in per_user.items()
             for n in range(count)
         ]
         messages = [
-            {"id": m, "organization_id": "acme", "type": "user.updated", "regulation": "none",
+            {"id": m, "organization_id": o, "type": message_type, "regulation": "none",
              "user_id": u, "parameters": '{"n": 1}', "created_at": NOW}
-            for _o, _h, m, u in items
+            for o, _h, m, u in items
         ]  # fmt: skip
         await tamper.insert_rows(tx, "messages", messages)
         await queue.append(tx, items, now, NOW)

@@ -14,12 +14,11 @@ import pytest
 from consent_relay.domain import ledger as chain
 from consent_relay.runtime import Context
 from consent_relay.services import ledger as ledger_service
-from consent_relay.storage import batches, inspect, inspect_driver, ledger, queue, tamper
+from consent_relay.storage import batches, inspect, inspect_driver, ledger, tamper
 from consent_relay.storage.queue import Claimed, Result
 from tests.conftest import _session_database_url
 from tests.e2e.helpers import eventually
-from tests.queues import LEASE_MS, NOW, result_of
-from tests.rows import webhook_row
+from tests.queues import LEASE_MS, NOW, queued, result_of
 
 pytestmark = pytest.mark.postgres
 
@@ -36,24 +35,14 @@ def db_url() -> str:
 
 async def _queued(ctx: Context, hooks: dict[str, str], users: Sequence[str], per_user: int) -> int:
     """``per_user`` deliveries for each of ``users`` at each webhook of ``hooks`` (webhook ->
-    its organization); the clock now."""
-    now = ctx.clock_ms()
-    async with ctx.store.write() as tx:
-        await tamper.insert_rows(tx, "webhooks", [webhook_row(h, o) for h, o in hooks.items()])
-        items = [
-            (org, hook, f"msg_{hook}_{user}_{n}", user)
-            for hook, org in hooks.items()
-            for user in users
-            for n in range(per_user)
-        ]
-        messages = [
-            {"id": m, "organization_id": o, "type": f"user.updated{ODD}", "regulation": "none",
-             "user_id": u, "parameters": '{"n": 1}', "created_at": NOW}
-            for o, _h, m, u in items
-        ]  # fmt: skip
-        await tamper.insert_rows(tx, "messages", messages)
-        await queue.append(tx, items, now, NOW)
-    return now
+    its organization), of a type with every character JSON escapes; the clock now."""
+    return await queued(
+        ctx,
+        dict.fromkeys(users, per_user),
+        tuple(hooks),
+        orgs=hooks,
+        message_type=f"user.updated{ODD}",
+    )
 
 
 async def _claim(ctx: Context, now: int, lease: str = "w1") -> list[Claimed]:

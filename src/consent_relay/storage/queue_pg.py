@@ -1,14 +1,16 @@
-"""The worker's hot statements on PostgreSQL, sent to asyncpg directly (``storage.driver``),
-inside the transaction the caller opened through SQLAlchemy.
+"""The worker's hot statements on PostgreSQL, sent to asyncpg directly (``storage.driver``):
+on a connection of ``Store.pg_transaction``'s pool, or inside the transaction the caller
+opened through SQLAlchemy.
 
 SQLAlchemy's cost a statement (cache key, parameters compiled into JSON text, result rows,
 the greenlet hop) was a visible share of the worker's CPU per delivery; here a batch's rows
 travel as one JSON parameter (``json_to_recordset``, as everywhere: asyncpg's typed arrays
 were measured dearer, an ``isinstance`` an element; ``json``, not ``jsonb``: see
-``dialect``), and a batch's record is one round trip
-(``RECORD``): the queues whose lease still holds let it go and move on, their deliveries get
-their outcome and attempts, and the dead letters their delivered messages supersede become
-so.
+``dialect``), and a batch's record is one round trip (``RECORD``): the queues whose lease
+still holds let it go and move on, their deliveries get their outcome and attempts, and the
+dead letters their delivered messages supersede become so; the worker's also writes the
+ledger's entries of the delivered ones (``RECORD_LEDGERED``), and is then its own
+transaction.
 
 SQLite's record does the same with plain ``sqlite3`` calls (``queue_sqlite``); the contract
 tests run both.
