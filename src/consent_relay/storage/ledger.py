@@ -153,16 +153,25 @@ def pg_fields(r: Result, now: str) -> dict[str, Any]:
     (``ph``), and ``r``, the canonical text ``domain.ledger.hash_values`` hashes from the
     message on (``values``' order): PostgreSQL puts the organization and the number in
     front (``pg_ctes``) and hashes it as sent."""
-    c = r.claimed
-    kind = str((c.message or {}).get("type", ""))
-    rest = (c.message_id, c.id, kind, c.user_id, c.webhook_id, now, r.status_code, r.payload_sha256)
+    rest = _after_number(r, now)
     return {
-        "d": c.id,
-        "t": kind,
+        "d": rest[1],
+        "t": rest[2],
         "sc": r.status_code,
         "ph": r.payload_sha256,
         "r": orjson.dumps(rest)[1:].decode(),
     }
+
+
+def _after_number(
+    r: Result, now: str
+) -> tuple[str, str, str, str, str, str, int | None, str | None]:
+    """A delivered result's entry fields after its organization and number, in
+    ``domain.ledger.values``' order: message, delivery, type, user, webhook, delivery time,
+    status code, payload hash (both databases' entries, ``_chain`` and ``pg_fields``)."""
+    c = r.claimed
+    kind = str((c.message or {}).get("type", ""))
+    return (c.message_id, c.id, kind, c.user_id, c.webhook_id, now, r.status_code, r.payload_sha256)
 
 
 _PG_APPEND_SQL = f"""
@@ -219,21 +228,7 @@ def _chain(
         if org is None:
             continue  # the webhook was deleted meanwhile: nobody to account to
         chained = by_org.setdefault(org, [])
-        message = c.message or {}
-        chained.append(
-            (
-                org,
-                heads[org][0] + len(chained) + 1,
-                c.message_id,
-                c.id,
-                str(message.get("type", "")),
-                c.user_id,
-                c.webhook_id,
-                now,
-                r.status_code,
-                r.payload_sha256,
-            )
-        )
+        chained.append((org, heads[org][0] + len(chained) + 1, *_after_number(r, now)))
     entries: list[ledger.Row] = []
     new_heads: list[tuple[str, int, str]] = []
     for org, values in sorted(by_org.items()):
