@@ -340,6 +340,14 @@ def table(results: dict[str, Any]) -> Table:
         "(info)",
         "",
     )
+    out.add_row(
+        "3. floor: complete loop, 2 processes",
+        _fmt(r.get("complete_2_processes_per_s"), " /s"),
+        f"1 process {_fmt(r.get('complete_1_process_per_s'), ' /s')}",
+        _fmt(r.get("complete_scale_out_ratio"), "x", 2),
+        "(info)",
+        "",
+    )
     p99 = r.get("latency_p99_ms")
     out.add_row(
         "4. latency API answer -> receiver",

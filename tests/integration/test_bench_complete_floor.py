@@ -5,6 +5,7 @@ a ledger row for each delivered one. A floor that skipped any of it would flatte
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -55,3 +56,42 @@ async def test_the_complete_floor_sends_each_delivery_once_in_order_signed_and_r
     for numbers in numbers_by_user.values():
         assert numbers == sorted(numbers)  # each user's deliveries one after the other
         assert len(numbers) == complete.PER_USER
+
+
+async def test_two_complete_floor_processes_share_the_work_each_delivery_sent_once(
+    receiver: Receiver,
+) -> None:
+    """As the bench's scale-out runs it (one process fills, both drain one database): the
+    two together send every delivery once, each user's in order, and record it once; a floor
+    whose claims overlapped would count deliveries twice and flatter its scale-out."""
+    async with db.fresh_postgres("floor2") as url:
+        stores = [
+            await complete.open_store(url, COUNT),
+            await complete.open_store(url, COUNT, fill=False),
+        ]
+        try:
+            async with aiohttp.ClientSession() as session:
+                sent = await asyncio.gather(
+                    *(
+                        complete.drain(store, session, receiver.url("/floor2"), b"", 4)
+                        for store in stores
+                    )
+                )
+            counts = await stores[0].counts()
+        finally:
+            for store in stores:
+                await store.close()
+    assert sum(ok for ok, _errors in sent) == COUNT
+    assert all(errors == 0 for _ok, errors in sent)
+    assert counts == (COUNT, COUNT, COUNT)
+    numbers_by_user: dict[str, list[int]] = {}
+    for item in receiver.at("/floor2"):
+        entity = orjson.loads(item.body)["data"]["entity"]
+        number = int(entity["id"].removeprefix("evt-"))
+        numbers_by_user.setdefault(entity["user"]["id"], []).append(number)
+    numbers = [n for user_numbers in numbers_by_user.values() for n in user_numbers]
+    assert len(numbers) == len(set(numbers)) == COUNT  # each delivery once
+    assert len(numbers_by_user) == COUNT // complete.PER_USER
+    for user_numbers in numbers_by_user.values():
+        assert user_numbers == sorted(user_numbers)
+        assert len(user_numbers) == complete.PER_USER
