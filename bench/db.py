@@ -341,6 +341,29 @@ async def _postmaster_pid() -> int | None:
     return _postmaster[0]
 
 
+async def wal_position() -> str:
+    """The local PostgreSQL server's current write-ahead log position (``wal_bytes_since``
+    takes it back): what every database of the server has logged, whoever wrote it."""
+    conn = await _admin_connect(10.0)
+    try:
+        return str(await conn.fetchval("SELECT pg_current_wal_lsn()::text"))
+    finally:
+        await conn.close()
+
+
+async def wal_bytes_since(position: str) -> int:
+    """Bytes of write-ahead log the server has written since ``position`` (``wal_position``)."""
+    conn = await _admin_connect(10.0)
+    try:
+        return int(
+            await conn.fetchval(
+                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)", position
+            )
+        )
+    finally:
+        await conn.close()
+
+
 async def server_cpu_s() -> float | None:
     """CPU seconds the local PostgreSQL server has used so far, every process of it: the
     postmaster, the backends it has reaped (its children's CPU), and those still running

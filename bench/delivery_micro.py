@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +65,24 @@ async def _recorded(ctx: Any) -> None:
     raise TimeoutError("results still unrecorded")
 
 
+@dataclass(frozen=True)
+class Drain:
+    """What one drain cost, a delivery: the worker's CPU-µs and, on PostgreSQL, the server's
+    CPU-µs and the bytes of write-ahead log it wrote (None on SQLite)."""
+
+    worker_us: float
+    server_us: float | None
+    wal_bytes: float | None
+
+
 async def one_drain(kind: str, count: int) -> tuple[float, float | None]:
     """(worker CPU-µs a delivery, the PostgreSQL server's CPU-µs a delivery or None)."""
+    drain = await measure(kind, count)
+    return drain.worker_us, drain.server_us
+
+
+async def measure(kind: str, count: int) -> Drain:
+    """Drain ``count`` deliveries with ``sender.send`` stubbed (restored afterwards)."""
     answering = Answering()
     answering.expected = count
     real = sender.send
@@ -76,7 +93,7 @@ async def one_drain(kind: str, count: int) -> tuple[float, float | None]:
         setattr(sender, "send", real)  # noqa: B010
 
 
-async def _drain(kind: str, count: int, answering: Answering) -> tuple[float, float | None]:
+async def _drain(kind: str, count: int, answering: Answering) -> Drain:
     workdir = Path(tempfile.mkdtemp())
     async with db.database(kind, "_micro") as url:
         settings = db.settings_for(
@@ -91,6 +108,7 @@ async def _drain(kind: str, count: int, answering: Answering) -> tuple[float, fl
             await db.fill(ctx, "bench", hooks, count, max(1, count // 4))
             gctune.settle()
             server_before = None if ctx.store.is_sqlite else await db.server_cpu_s()
+            wal_from = None if ctx.store.is_sqlite else await db.wal_position()
             worker = Worker(ctx, concurrency=CONCURRENCY)
             stop = asyncio.Event()
             began = time.process_time()
@@ -99,12 +117,13 @@ async def _drain(kind: str, count: int, answering: Answering) -> tuple[float, fl
             await _recorded(ctx)
             cpu = time.process_time() - began
             server_after = None if server_before is None else await db.server_cpu_s()
+            wal = None if wal_from is None else await db.wal_bytes_since(wal_from)
             stop.set()
             await task
     per_db = None
     if server_after is not None and server_before is not None:
         per_db = (server_after - server_before) / count * 1e6
-    return cpu / count * 1e6, per_db
+    return Drain(cpu / count * 1e6, per_db, None if wal is None else wal / count)
 
 
 async def main(count: int, rounds: int) -> None:
