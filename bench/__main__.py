@@ -332,22 +332,15 @@ def table(results: dict[str, Any]) -> Table:
         ">= 0.95 of floor",
         _met(of_floor, lambda v: v >= 0.95),
     )
-    out.add_row(
-        "3. floor: minimal loop, 2 processes",
-        _fmt(r.get("minimal_2_processes_per_s"), " /s"),
-        f"1 process {_fmt(r.get('minimal_1_process_per_s'), ' /s')}",
-        _fmt(r.get("minimal_scale_out_ratio"), "x", 2),
-        "(info)",
-        "",
-    )
-    out.add_row(
-        "3. floor: complete loop, 2 processes",
-        _fmt(r.get("complete_2_processes_per_s"), " /s"),
-        f"1 process {_fmt(r.get('complete_1_process_per_s'), ' /s')}",
-        _fmt(r.get("complete_scale_out_ratio"), "x", 2),
-        "(info)",
-        "",
-    )
+    for label, key in (("minimal loop", "minimal"), ("complete loop", "complete")):
+        out.add_row(
+            f"3. floor: {label}, 2 processes",
+            _fmt(r.get(f"{key}_2_processes_per_s"), " /s"),
+            f"1 process {_fmt(r.get(f'{key}_1_process_per_s'), ' /s')}",
+            _fmt(r.get(f"{key}_scale_out_ratio"), "x", 2),
+            "(info)",
+            "",
+        )
     p99 = r.get("latency_p99_ms")
     out.add_row(
         "4. latency API answer -> receiver",
