@@ -27,8 +27,9 @@ from __future__ import annotations
 import contextlib
 import statistics
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
+from unittest import mock
 
 import uvloop
 
@@ -37,31 +38,21 @@ from consent_relay.delivery import worker
 from consent_relay.storage import queue_pg
 
 
-@contextlib.contextmanager
-def _replaced(owner: Any, name: str, value: Any) -> Iterator[None]:
-    old = getattr(owner, name)
-    setattr(owner, name, value)
-    try:
-        yield
-    finally:
-        setattr(owner, name, old)
-
-
-def _without_attempts() -> contextlib.AbstractContextManager[None]:
+def _without_attempts() -> contextlib.AbstractContextManager[Any]:
     record = queue_pg.record
 
     async def record_no_attempts(conn: Any, results: Any, now: str, now_ms: int, *rest: Any) -> Any:
         _with_attempts, *others = rest
         return await record(conn, results, now, now_ms, False, *others)
 
-    return _replaced(queue_pg, "record", record_no_attempts)
+    return mock.patch.object(queue_pg, "record", record_no_attempts)
 
 
-VARIANTS: dict[str, Callable[[], contextlib.AbstractContextManager[None]]] = {
+VARIANTS: dict[str, Callable[[], contextlib.AbstractContextManager[Any]]] = {
     "engine": contextlib.nullcontext,
-    "no ledger": lambda: _replaced(queue_pg, "RECORD_LEDGERED", queue_pg.RECORD),
+    "no ledger": lambda: mock.patch.object(queue_pg, "RECORD_LEDGERED", queue_pg.RECORD),
     "no attempts": _without_attempts,
-    "one recorder": lambda: _replaced(worker, "RECORDERS_PG", 1),
+    "one recorder": lambda: mock.patch.object(worker, "RECORDERS_PG", 1),
 }
 
 
