@@ -81,6 +81,8 @@ async def run_worker(max_seconds: float) -> None:
     threads_began = pipeline.thread_cpu()
     transactions = pipeline.TransactionTimes()
     untime = transactions.install()
+    steps = pipeline.Steps()
+    unwatch = steps.install()
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(ctx, stop, concurrency=settings.worker_concurrency))
     await _wait_command(reader, max(0.0, deadline - time.monotonic()))
@@ -89,6 +91,7 @@ async def run_worker(max_seconds: float) -> None:
     cpu = time.process_time() - cpu_began
     threads = pipeline.cpu_since(threads_began, pipeline.thread_cpu())
     untime()
+    unwatch()
     await ctx.store.close()
     report = {
         "started": started,
@@ -96,6 +99,7 @@ async def run_worker(max_seconds: float) -> None:
         "cpu_s": cpu,
         "threads": threads,
         "sqlite_transactions": transactions.report(),
+        "steps": steps.report(),
         **proc_status_kb(),
     }
     _say(orjson.dumps(report).decode())

@@ -407,7 +407,8 @@ async def delivery(
         )
         inside = [pipeline.describe(report) for report in result.children]
         results[f"{kind}_worker_inside"] = [
-            {k: r.get(k) for k in ("threads", "sqlite_transactions")} for r in result.children
+            {k: r.get(k) for k in ("threads", "sqlite_transactions", "steps")}
+            for r in result.children
         ]
         for line in filter(None, inside):
             cfg.say(f"    worker {kind}: {line}")

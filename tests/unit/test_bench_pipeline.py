@@ -3,6 +3,7 @@ against their CPU, by phase (BEGIN, work, COMMIT)."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from pathlib import Path
@@ -124,7 +125,110 @@ def test_a_transaction_that_never_began_counts_as_begin() -> None:
             " COMMIT 0.92 / 0.38)",
         ),
         ({"sqlite_transactions": {"count": 0}}, ""),  # PostgreSQL: no such transactions
+        (
+            {
+                "steps": {
+                    "concurrency": 200,
+                    "claims": {
+                        "calls": 4,
+                        "rows": 390,
+                        "wall_s": 0.0384,
+                        "busy_share": 0.84,
+                        "average_running": 1.0,
+                    },
+                    "records": {
+                        "calls": 2,
+                        "rows": 242,
+                        "wall_s": 0.0334,
+                        "busy_share": 0.5,
+                        "average_running": 1.14,
+                    },
+                    "in_flight_average": 70.4,
+                }
+            },
+            "4 claims of 98 heads, 9.6 ms each, under way 84% of the drain (1.0 at a time); "
+            "2 records of 121 results, 16.7 ms each, under way 50% of the drain (1.1 at a "
+            "time); requests in flight 70 of 200",
+        ),
     ],
 )
 def test_a_report_reads_as_one_line(report: dict[str, Any], expected: str) -> None:
     assert pipeline.describe(report) == expected
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_running_counts_the_time_any_was_under_way_and_their_average_number() -> None:
+    clock = Clock()
+    running = pipeline.Running(clock)
+    clock.now = 1.0
+    running.start()  # one from 1 to 4
+    clock.now = 2.0
+    running.start()  # a second from 2 to 3
+    clock.now = 3.0
+    running.end()
+    clock.now = 4.0
+    running.end()
+    clock.now = 10.0
+    running.settle()
+    assert running.busy_s == pytest.approx(3.0)
+    assert running.area == pytest.approx(4.0)  # 3 s of one, 1 s of a second
+
+
+class FakeWorker:
+    """What ``Steps`` reads of a worker."""
+
+    def __init__(self, in_flight: int) -> None:
+        self.concurrency = 200
+        self.leases_held = in_flight + 10
+        self.requests_in_flight = in_flight
+
+
+async def test_steps_time_claims_and_records_sample_in_flight_and_undo(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from consent_relay.delivery import worker
+    from consent_relay.storage import batches
+
+    async def claim(*_args: Any, **_kwargs: Any) -> list[int]:
+        await asyncio.sleep(0.01)
+        return [1, 2, 3]
+
+    async def record(_store: Any, _results: Any, *_args: Any, **_kwargs: Any) -> None:
+        await asyncio.sleep(0.01)
+
+    def init(self: Any, *_args: Any, **_kwargs: Any) -> None:
+        self.concurrency = 50
+        self._claimed, self._in_flight = {}, set()  # what its properties read: none held
+
+    monkeypatch.setattr(batches, "claim", claim)
+    monkeypatch.setattr(batches, "record", record)
+    monkeypatch.setattr(worker.Worker, "__init__", init)
+    steps = pipeline.Steps(every=0.001)
+    undo = steps.install()
+    wrapped: Any = batches  # the module's functions, wrapped, called as the worker does
+    assert await wrapped.claim(None, limit=3) == [1, 2, 3]
+    await asyncio.gather(wrapped.claim(None, limit=3), wrapped.record(None, [7, 8]))
+    watched = worker.Worker()  # type: ignore[call-arg]
+    steps.workers.append(FakeWorker(in_flight=70))  # type: ignore[arg-type]
+    await asyncio.sleep(0.05)
+    report = steps.report()
+    undo()
+    put_back: tuple[Any, ...] = (batches.claim, batches.record, worker.Worker.__init__)
+    assert put_back == (claim, record, init)
+    assert watched in steps.workers  # a worker made after install is watched
+    assert report["concurrency"] == 50
+    assert report["claims"]["calls"] == 2
+    assert report["claims"]["rows"] == 6
+    assert report["records"]["calls"] == 1
+    assert report["records"]["rows"] == 2
+    assert report["claims"]["wall_s"] >= 0.02
+    assert 0 < report["claims"]["busy_share"] < 1
+    assert report["in_flight_average"] is not None
+    assert report["in_flight_average"] > 0

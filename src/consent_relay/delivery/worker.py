@@ -313,6 +313,11 @@ class Worker:
         return len(self._claimed)
 
     @property
+    def requests_in_flight(self) -> int:
+        """Deliveries handed to the senders and not finished (at most ``concurrency``)."""
+        return len(self._in_flight)
+
+    @property
     def token_fetches(self) -> int:
         return sum(source.fetches for source in self._token_sources.values())
 
