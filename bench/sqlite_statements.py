@@ -75,7 +75,7 @@ LABELS = {
     queue_sqlite._INSERT_ATTEMPTS: "record: the attempts",
     queue_sqlite._WITH_DEAD_LETTERS: "record: webhooks with dead letters",
     queue_sqlite._SUPERSEDE: "record: dead letters superseded",
-    ledger._HEADS_SQL["sqlite"]: "ledger: the chains' heads",
+    ledger._SQLITE_HEADS_SQL: "ledger: the chains' heads",
     ledger._SQLITE_INSERT_ENTRY: "ledger: the entries",
     ledger._SQLITE_UPSERT_HEAD: "ledger: the heads moved on",
 }

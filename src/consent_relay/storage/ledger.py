@@ -37,14 +37,13 @@ if TYPE_CHECKING:
 
     from consent_relay.storage.queue import Result
 
-_HEADS_SQL = {
-    # SQLite's write transaction is exclusive: the heads need no lock of their own.
-    "sqlite": f"""
-        SELECT w.id AS webhook_id, w.organization_id, h.last_seq, h.last_hash
-        FROM webhooks w LEFT JOIN ledger_heads h ON h.organization_id = w.organization_id
-        WHERE w.id IN ({dialect.strings("sqlite", "webhooks")})
-    """,
-}
+# The webhooks' organizations and their heads, on SQLite (PostgreSQL's are ``pg_ctes``').
+# SQLite's write transaction is exclusive: the heads need no lock of their own.
+_SQLITE_HEADS_SQL = f"""
+    SELECT w.id AS webhook_id, w.organization_id, h.last_seq, h.last_hash
+    FROM webhooks w LEFT JOIN ledger_heads h ON h.organization_id = w.organization_id
+    WHERE w.id IN ({dialect.strings("sqlite", "webhooks")})
+"""
 
 # An entry's columns: ``domain.ledger.Row``'s order.
 _ENTRY_NAMES = (
@@ -200,7 +199,7 @@ def append_sqlite(db: sqlite3.Connection, results: Sequence[Result], now: str) -
     if not delivered:
         return 0
     webhook_ids = sorted({r.claimed.webhook_id for r in delivered})
-    rows = db.execute(_HEADS_SQL["sqlite"], {"webhooks": codec.dumps(webhook_ids)}).fetchall()
+    rows = db.execute(_SQLITE_HEADS_SQL, {"webhooks": codec.dumps(webhook_ids)}).fetchall()
     entries, new_heads = _chain(delivered, rows, now)
     if not entries:
         return 0
@@ -214,7 +213,7 @@ def _chain(
     delivered: Sequence[Result], heads_rows: Iterable[Sequence[Any]], now: str
 ) -> tuple[list[ledger.Row], list[tuple[str, int, str]]]:
     """The entries of ``delivered`` chained from their organizations' heads (rows of
-    ``_HEADS_SQL``: webhook, organization, last seq, last hash), as rows in the columns'
+    ``_SQLITE_HEADS_SQL``: webhook, organization, last seq, last hash), as rows in the columns'
     order (``_ENTRY_NAMES``), and the heads after them (organization, last seq, last hash)."""
     org_of: dict[str, str] = {}
     heads: dict[str, tuple[int, str]] = {}
