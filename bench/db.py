@@ -387,7 +387,18 @@ def _server_ticks_s(postmaster: int) -> float | None:
         return None
     # utime, stime, cutime, cstime: its own and its reaped children's
     own = sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-    return own + sum(proc_cpu_s(pid) for pid in descendants(postmaster))
+    return own + sum(_run_time_s(pid) for pid in descendants(postmaster))
+
+
+def _run_time_s(pid: int) -> float:
+    """The CPU time of a single-threaded process (a PostgreSQL backend or helper), to the
+    nanosecond: ``/proc/<pid>/schedstat``'s first field. ``stat``'s utime and stime are whole
+    clock ticks (10 ms) truncated per process, so a short drain's few backends, each under a
+    tick, would read as no CPU at all. ``proc_cpu_s`` where schedstat is not there."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return proc_cpu_s(pid)
 
 
 def descendants(pid: int) -> list[int]:

@@ -39,3 +39,18 @@ async def test_server_cpu_counts_backends_that_have_exited(tmp_path: Path) -> No
     assert after is not None
     assert used > 0.05, used
     assert after - before >= used * 0.9, (before, after, used)
+
+
+async def test_server_cpu_counts_a_phase_shorter_than_a_clock_tick(tmp_path: Path) -> None:
+    """A few statements cost the backends a few milliseconds, under /proc's 10 ms tick: the
+    figure still moves (a short drain's server CPU read 0 when it counted ticks)."""
+    async with db.fresh_postgres("server_cpu_short") as url:
+        settings = db.settings_for(url, tmp_path, crypto.new_key())
+        async with db.open_context(settings) as ctx:
+            await db.create_org_and_webhooks(ctx, "warm", ["http://127.0.0.1:9/x"])
+            before = await db.server_cpu_s()
+            await db.create_org_and_webhooks(ctx, "acme", ["http://127.0.0.1:9/x"])
+            after = await db.server_cpu_s()
+    assert before is not None
+    assert after is not None
+    assert 0 < after - before < 0.05, (before, after)
