@@ -6,6 +6,7 @@ ledger entries in the same statement, one round trip, hashed by ``ledger_chain``
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -133,10 +134,14 @@ async def test_only_delivered_results_recorded_under_their_lease_leave_entries(
     assert [(v.entries, v.first_break) for v in await ledger_service.verify(ctx)] == [(1, None)]
 
 
-async def test_two_records_starting_the_same_chain_both_land_on_it(ctx: Context) -> None:
+async def test_two_records_starting_the_same_chain_both_land_on_it(
+    ctx: Context, caplog: pytest.LogCaptureFixture
+) -> None:
     """An organization's first entries, recorded by two workers at once: the second's
     statement fails on the first's keys once that commits, and its batch is recorded again
-    (``batches.bisect``) from the head that now exists. No entry lost, one chain."""
+    (``batches.bisect``) from the head that now exists, which the log says. No entry lost,
+    one chain."""
+    caplog.set_level(logging.INFO, logger="consent_relay.storage")
     now = await _queued(ctx, {"wh_1": "acme"}, ["ann", "bob", "cy"], 1)
     heads = await _claim(ctx, now)
     first, rest = heads[0], heads[1:]
@@ -159,3 +164,7 @@ async def test_two_records_starting_the_same_chain_both_land_on_it(ctx: Context)
     assert [e.fields.seq for e in entries] == [1, 2, 3]
     assert entries[0].fields.delivery_id == first.id
     assert [(v.entries, v.first_break) for v in await ledger_service.verify(ctx)] == [(3, None)]
+    (split,) = [r.getMessage() for r in caplog.records if "in halves" in r.getMessage()]
+    assert split.startswith("a batch of 2 failed, tried again in halves: UniqueViolationError"), (
+        split
+    )
