@@ -371,7 +371,7 @@ async def server_cpu_s() -> float | None:
     that phase, whoever connected (a child process's pool included, gone by then or not).
     None when the server is not on this machine."""
     postmaster = await _postmaster_pid()
-    return None if postmaster is None else _server_ticks_s(postmaster)
+    return None if postmaster is None else _server_process_cpu_s(postmaster)
 
 
 def _is_postgres(pid: int) -> bool:
@@ -381,7 +381,7 @@ def _is_postgres(pid: int) -> bool:
         return False
 
 
-def _server_ticks_s(postmaster: int) -> float | None:
+def _server_process_cpu_s(postmaster: int) -> float | None:
     fields = _stat_fields(postmaster)
     if fields is None:
         return None
