@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,29 +107,55 @@ def stored_headers(hook: PreparedWebhook, headers: dict[str, str]) -> dict[str, 
 
 @dataclass
 class WebhookCache:
-    """Prepared webhooks by id, reloaded whole when older than ``max_age`` seconds."""
+    """The prepared webhooks a worker delivers to, by id.
+
+    A webhook is read and prepared when a claim first needs it; those a claim needed in the
+    last ``idle_after`` seconds (and the broken ones) are read and prepared again, together,
+    once ``max_age`` seconds old, so a change to a webhook reaches the worker within
+    ``max_age`` and a previous signing secret stops signing once its overlap ends. The rest
+    are let go. The worker's cost follows the webhooks it delivers to, not every webhook in
+    the database: reading and preparing all of them every two seconds blocked the event loop
+    for 100-157 ms at a time with 5,000 webhooks (docs/performance-log.md).
+    """
 
     ctx: Context
     max_age: float = 2.0
+    idle_after: float = 60.0
+    clock: Callable[[], float] = time.monotonic
     _hooks: dict[str, PreparedWebhook] = field(default_factory=dict)
     # Webhooks that cannot be prepared (a secret under another key): not claimed by this
-    # worker until the next reload, so their deliveries wait, unleased, for a worker that can.
+    # worker until they can, so their deliveries wait, unleased, for a worker that can.
     broken: set[str] = field(default_factory=set)
+    _used: dict[str, float] = field(default_factory=dict)  # id -> when a claim last needed it
     _loaded_at: float = -1e9
 
     async def get_many(self, webhook_ids: set[str]) -> dict[str, PreparedWebhook]:
-        stale = time.monotonic() - self._loaded_at > self.max_age
-        if stale or not webhook_ids <= self._hooks.keys() | self.broken:
-            await self.reload()
+        """Those of ``webhook_ids`` that exist and can be prepared (and others held)."""
+        now = self.clock()
+        for hook_id in webhook_ids:
+            self._used[hook_id] = now
+        if now - self._loaded_at > self.max_age:
+            await self._refresh(now)
+        elif missing := webhook_ids - self._hooks.keys() - self.broken:
+            await self._load(missing, whole=False)
         return self._hooks
 
     async def refresh_if_stale(self) -> None:
-        if time.monotonic() - self._loaded_at > self.max_age:
-            await self.reload()
+        now = self.clock()
+        if now - self._loaded_at > self.max_age:
+            await self._refresh(now)
 
-    async def reload(self) -> None:
-        async with self.ctx.store.read() as tx:
-            hooks = await tx.list_all_webhooks()
+    async def _refresh(self, now: float) -> None:
+        self._used = {i: used for i, used in self._used.items() if now - used <= self.idle_after}
+        await self._load(self._used.keys() | self.broken, whole=True)
+        self._loaded_at = now
+
+    async def _load(self, webhook_ids: set[str], *, whole: bool) -> None:
+        """Read and prepare ``webhook_ids``; with ``whole`` they are all the cache keeps."""
+        hooks: list[WebhookRecord] = []
+        if webhook_ids:
+            async with self.ctx.store.read() as tx:
+                hooks = await tx.webhooks_by_id(webhook_ids)
         prepared = {}
         broken = set()
         for hook in hooks:
@@ -143,5 +170,8 @@ class WebhookCache:
                 broken.add(hook.id)
         for hook_id in self.broken & prepared.keys():
             log.warning("webhook %s can be prepared again", hook_id)
-        self._hooks, self.broken = prepared, broken
-        self._loaded_at = time.monotonic()
+        if whole:
+            self._hooks, self.broken = prepared, broken
+        else:
+            self._hooks.update(prepared)
+            self.broken |= broken

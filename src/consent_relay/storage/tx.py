@@ -6,6 +6,7 @@ PostgreSQL for ``FOR UPDATE`` (SQLite's write transactions are already exclusive
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import Select, and_, delete, func, insert, select, text, update
@@ -34,6 +35,9 @@ from consent_relay.storage.tables import (
     users,
     webhooks,
 )
+
+# Ids bound in one ``IN (...)``: well under SQLite's bound parameters a statement (32,766).
+_IDS_A_STATEMENT = 1000
 
 
 class Tx:
@@ -282,6 +286,19 @@ class Tx:
     async def list_all_webhooks(self) -> list[WebhookRecord]:
         rows = await self.conn.execute(select(webhooks).order_by(webhooks.c.pk))
         return [mapping.webhook(row) for row in rows]
+
+    async def webhooks_by_id(self, webhook_ids: Collection[str]) -> list[WebhookRecord]:
+        """Those of these webhooks that exist, in creation order (a worker's cache reads the
+        webhooks it delivers to, not every one: ``delivery.requests.WebhookCache``)."""
+        found: list[WebhookRecord] = []
+        ids = sorted(webhook_ids)
+        for start in range(0, len(ids), _IDS_A_STATEMENT):
+            chunk = ids[start : start + _IDS_A_STATEMENT]
+            rows = await self.conn.execute(
+                select(webhooks).where(webhooks.c.id.in_(chunk)).order_by(webhooks.c.pk)
+            )
+            found.extend(mapping.webhook(row) for row in rows)
+        return found
 
     async def delete_webhook(self, org_id: str, webhook_id: str) -> None:
         """The webhook with its queued deliveries, dead letters and their attempts."""
