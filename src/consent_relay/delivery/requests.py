@@ -115,7 +115,7 @@ class WebhookCache:
     ``max_age`` and a previous signing secret stops signing once its overlap ends. The rest
     are let go. The worker's cost follows the webhooks it delivers to, not every webhook in
     the database: reading and preparing all of them every two seconds blocked the event loop
-    for 100-157 ms at a time with 5,000 webhooks (docs/performance-log.md).
+    for 100-208 ms at a time with 5,000 webhooks (docs/performance-log.md).
     """
 
     ctx: Context
