@@ -75,12 +75,6 @@ class Drain:
     wal_bytes: float | None
 
 
-async def one_drain(kind: str, count: int) -> tuple[float, float | None]:
-    """(worker CPU-µs a delivery, the PostgreSQL server's CPU-µs a delivery or None)."""
-    drain = await measure(kind, count)
-    return drain.worker_us, drain.server_us
-
-
 async def measure(kind: str, count: int) -> Drain:
     """Drain ``count`` deliveries with ``sender.send`` stubbed (restored afterwards)."""
     answering = Answering()
@@ -128,10 +122,11 @@ async def _drain(kind: str, count: int, answering: Answering) -> Drain:
 
 async def main(count: int, rounds: int) -> None:
     for kind in ("sqlite", "postgres"):
-        runs = [await one_drain(kind, count) for _ in range(rounds)]
-        worker = statistics.median(r[0] for r in runs)
-        line = f"{kind}: worker {worker:.0f} CPU-us/delivery (runs {[round(r[0]) for r in runs]})"
-        dbs = [r[1] for r in runs if r[1] is not None]
+        runs = [await measure(kind, count) for _ in range(rounds)]
+        workers = [r.worker_us for r in runs]
+        line = f"{kind}: worker {statistics.median(workers):.0f} CPU-us/delivery"
+        line += f" (runs {[round(w) for w in workers]})"
+        dbs = [r.server_us for r in runs if r.server_us is not None]
         if dbs:
             line += f", database server {statistics.median(dbs):.0f} ({[round(d) for d in dbs]})"
         print(line, flush=True)

@@ -14,7 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from consent_relay.domain.users import FoldItem
-from consent_relay.storage import codec, mapping, webhook_versions
+from consent_relay.storage import codec, dialect, mapping, webhook_versions
 from consent_relay.storage.records import (
     ApiKey,
     DatabaseSession,
@@ -35,9 +35,6 @@ from consent_relay.storage.tables import (
     users,
     webhooks,
 )
-
-# Ids bound in one ``IN (...)``: well under SQLite's bound parameters a statement (32,766).
-_IDS_A_STATEMENT = 1000
 
 
 class Tx:
@@ -289,16 +286,15 @@ class Tx:
 
     async def webhooks_by_id(self, webhook_ids: Collection[str]) -> list[WebhookRecord]:
         """Those of these webhooks that exist, in creation order (a worker's cache reads the
-        webhooks it delivers to, not every one: ``delivery.requests.WebhookCache``)."""
-        found: list[WebhookRecord] = []
-        ids = sorted(webhook_ids)
-        for start in range(0, len(ids), _IDS_A_STATEMENT):
-            chunk = ids[start : start + _IDS_A_STATEMENT]
-            rows = await self.conn.execute(
-                select(webhooks).where(webhooks.c.id.in_(chunk)).order_by(webhooks.c.pk)
-            )
-            found.extend(mapping.webhook(row) for row in rows)
-        return found
+        webhooks it delivers to, not every one: ``delivery.requests.WebhookCache``). The ids
+        travel as one JSON array, as every batch of ids does (``dialect.strings``)."""
+        wanted = text(dialect.strings(self.dialect, "ids")).bindparams(
+            ids=codec.dumps(sorted(webhook_ids))
+        )
+        rows = await self.conn.execute(
+            select(webhooks).where(webhooks.c.id.in_(wanted)).order_by(webhooks.c.pk)
+        )
+        return [mapping.webhook(row) for row in rows]
 
     async def delete_webhook(self, org_id: str, webhook_id: str) -> None:
         """The webhook with its queued deliveries, dead letters and their attempts."""
