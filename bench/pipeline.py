@@ -113,7 +113,7 @@ class TransactionTimes:
         """Time every ``driver.in_transaction`` from now on; returns the undo."""
         original = driver.in_transaction
 
-        def timed(db: Any, work: Callable[[Any], T]) -> T:
+        def timed(db: Any, work: Callable[[Any], T], **options: Any) -> T:
             marks = [_now()]
 
             def marked(conn: Any) -> T:
@@ -124,7 +124,7 @@ class TransactionTimes:
                     marks.append(_now())
 
             try:
-                return original(db, marked)
+                return original(db, marked, **options)
             finally:
                 marks.append(_now())
                 self.add(marks)

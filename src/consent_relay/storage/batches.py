@@ -329,7 +329,9 @@ async def claim(
         # The claim in one call on SQLite (``queue.claim_sqlite``), or as one
         # statement on PostgreSQL's raw driver (``queue.claim_pg``); when it comes back short
         # while rate-limited webhooks have due heads, those in a transaction of their own
-        # (a lease is a lease whichever transaction took it).
+        # (a lease is a lease whichever transaction took it). The claim's commit does not
+        # wait for the disk (``durable=False``): it writes leases only, and one lost in a
+        # crash ran out; every later durable commit, its record's included, syncs it.
         if path == "sqlite":
             claimed, more = await store.sqlite_transaction(
                 lambda db: queue.claim_sqlite(
@@ -339,7 +341,8 @@ async def claim(
                     lease=lease,
                     lease_ms=lease_ms,
                     excluded=excluded,
-                )
+                ),
+                durable=False,
             )
         else:
             claimed, more = await store.pg_transaction(
@@ -352,6 +355,7 @@ async def claim(
                     excluded=excluded,
                 ),
                 begin=False,
+                durable=False,
             )
         if not more:
             return claimed

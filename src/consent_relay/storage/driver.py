@@ -73,7 +73,9 @@ class Busy(Exception):
         self.error = error
 
 
-def in_transaction(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+def in_transaction(
+    db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T], *, durable: bool = True
+) -> T:
     """``work`` in a write transaction of its own on ``db`` (``BEGIN IMMEDIATE``, then
     ``COMMIT``; ``ROLLBACK`` if anything fails, the commit included), on the calling thread:
     ``Store.sqlite_transaction`` runs it on the event loop's.
@@ -84,21 +86,34 @@ def in_transaction(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], 
     thread, the event loop's. SQLite's own busy handler sleeps, and backs off to 100 ms
     between tries: a worker whose transactions follow each other closely took the lock
     every time, and a second worker process on the same file sent nothing (seen in
-    test_crash_safety's two claimers, 1,000 and 0)."""
+    test_crash_safety's two claimers, 1,000 and 0).
+
+    With ``durable=False`` the commit does not wait for the disk (``synchronous=NORMAL``
+    for this transaction, ``FULL`` again after it): for work whose loss in a crash of the
+    machine is the same as its never having run, such as a claim's leases (a lost lease is
+    one that ran out). The write-ahead log is one file written in order, so the next
+    durable commit on the database syncs this transaction's pages with its own: a crash
+    can lose it only together with everything committed after it."""
+    if not durable:
+        db.execute("PRAGMA synchronous=NORMAL")
     try:
-        db.execute("BEGIN IMMEDIATE")
-    except sqlite3.OperationalError as exc:
-        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY:
-            raise Busy(exc) from exc
-        raise
-    try:
-        result = work(db)
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
-    return result
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY:
+                raise Busy(exc) from exc
+            raise
+        try:
+            result = work(db)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return result
+    finally:
+        if not durable:
+            db.execute("PRAGMA synchronous=FULL")
 
 
 class Record:

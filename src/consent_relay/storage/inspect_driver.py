@@ -6,12 +6,14 @@ The service never calls these. ``tests/integration/test_driver.py`` uses them to
 what goes to the driver directly belongs to the transaction SQLAlchemy began (rolled back or
 committed with it, seen by SQLAlchemy's statements and seeing theirs); the tests of the
 worker's raw statements on PostgreSQL use the others (what a record or a transaction sends,
-PostgreSQL's ledger chain, the claim's plan).
+PostgreSQL's ledger chain, the claim's plan, whether a transaction's commit waits for the
+disk).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -22,7 +24,7 @@ from consent_relay.storage import batches, driver, queue, queue_pg
 from consent_relay.storage.tx import Tx
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Sequence
+    from collections.abc import Awaitable, Callable, Iterator, Sequence
 
     from consent_relay.storage.queue import Result
     from consent_relay.storage.store import Store
@@ -174,3 +176,61 @@ async def record_statements(
         del store.pg_transaction  # the class's again
     await asyncio.sleep(0)  # asyncpg schedules the logger's calls (call_soon)
     return recorded, sent
+
+
+# Whether a transaction's commit waits for the disk: on SQLite, ``synchronous`` FULL (2) or
+# EXTRA (3) syncs the write-ahead log at each commit, NORMAL (1) and OFF (0) do not; on
+# PostgreSQL every ``synchronous_commit`` but ``off`` waits for the log's local flush.
+_SYNCHRONOUS_PG = "SELECT current_setting('synchronous_commit')"
+
+
+def _waits_sqlite(db: sqlite3.Connection) -> bool:
+    return int(db.execute("PRAGMA synchronous").fetchone()[0]) >= 2
+
+
+async def _waits_pg(raw: asyncpg.Connection[Any]) -> bool:
+    return str(await raw.fetchval(_SYNCHRONOUS_PG)) != "off"
+
+
+async def commit_waits(store: Store, *, durable: bool) -> bool:
+    """Whether a transaction of the worker's own path (``Store.sqlite_transaction`` on a
+    SQLite file, ``Store.pg_transaction`` on PostgreSQL) given ``durable`` commits only once
+    its changes are on disk."""
+    if store.is_sqlite:
+        return await store.sqlite_transaction(_waits_sqlite, durable=durable)
+    return await store.pg_transaction(_waits_pg, begin=False, durable=durable)
+
+
+@contextlib.contextmanager
+def commit_waits_of_transactions(store: Store) -> Iterator[list[bool]]:
+    """While inside: for each transaction of the worker's own path, in order, whether its
+    commit waits for the disk (read on its connection before its work runs)."""
+    seen: list[bool] = []
+    if store.is_sqlite:
+        sqlite_transaction = store.sqlite_transaction
+
+        async def on_sqlite(work: Callable[[sqlite3.Connection], T], **options: Any) -> T:
+            def first_read(db: sqlite3.Connection) -> T:
+                seen.append(_waits_sqlite(db))
+                return work(db)
+
+            return await sqlite_transaction(first_read, **options)
+
+        store.sqlite_transaction = on_sqlite  # type: ignore[method-assign]
+    else:
+        pg_transaction = store.pg_transaction
+
+        async def on_pg(
+            work: Callable[[asyncpg.Connection[Any]], Awaitable[T]], **options: Any
+        ) -> T:
+            async def first_read(raw: asyncpg.Connection[Any]) -> T:
+                seen.append(await _waits_pg(raw))
+                return await work(raw)
+
+            return await pg_transaction(first_read, **options)
+
+        store.pg_transaction = on_pg  # type: ignore[method-assign]
+    try:
+        yield seen
+    finally:
+        delattr(store, "sqlite_transaction" if store.is_sqlite else "pg_transaction")

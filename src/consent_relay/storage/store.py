@@ -33,6 +33,12 @@ from consent_relay.storage.tx import Tx
 log = logging.getLogger("consent_relay.storage")
 T = TypeVar("T")
 PG_POOL_SIZE = 4  # pg_transaction's connections: a worker's claim and record, and room
+# pg_transaction's connections for work whose commit need not wait for the disk
+# (``durable=False``: a worker's claims, one at a time, and the room for one more).
+PG_LIGHT_POOL_SIZE = 2
+# Their sessions: as every session of ours, and commits that do not wait for the write-ahead
+# log's flush (PostgreSQL's asynchronous commit).
+PG_LIGHT_SESSION = {**engines.POSTGRES_SESSION, "synchronous_commit": "off"}
 
 
 async def _keep_session(_conn: asyncpg.Connection[Any]) -> None:
@@ -56,8 +62,10 @@ class Store:
         # ``sqlite_transaction``, opened at its first use.
         self.sqlite_file = engines.sqlite_file(url) if self.is_sqlite else None
         self._hot: sqlite3.Connection | None = None
-        # PostgreSQL: the raw connections of ``pg_transaction``, opened at its first use.
+        # PostgreSQL: the raw connections of ``pg_transaction``, opened at their first use
+        # (the second pool's for ``durable=False``).
         self._pg_pool: asyncpg.Pool[Any] | None = None
+        self._pg_light_pool: asyncpg.Pool[Any] | None = None
         self._pg_pool_opening = asyncio.Lock()
 
     @contextlib.asynccontextmanager
@@ -65,7 +73,9 @@ class Store:
         async with engines.write_connection(self.engine, self._sqlite_lock) as conn:
             yield Tx(conn)
 
-    async def sqlite_transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    async def sqlite_transaction(
+        self, work: Callable[[sqlite3.Connection], T], *, durable: bool = True
+    ) -> T:
         """On a SQLite file: ``work`` (plain ``sqlite3`` calls) in a write transaction of its
         own (``driver.in_transaction``) on a connection kept for this, run on the event
         loop's thread, behind the same lock as ``write()``. While another connection holds
@@ -83,7 +93,10 @@ class Store:
         transaction took three times its CPU in wall time, ``BEGIN`` alone 5 ms, and the
         worker's requests ran dry while claims waited (the event loop busy 72 % of a drain,
         PostgreSQL's 89 %: ``bench.pipeline``). On the loop's thread there is no hop and no
-        wait, and the loop does SQLite's work itself (docs/performance-log.md)."""
+        wait, and the loop does SQLite's work itself (docs/performance-log.md).
+
+        ``durable=False``: the commit does not wait for the disk (``driver.in_transaction``),
+        for work a crash may lose as if it had not run (a claim's leases)."""
         lock = self._sqlite_lock
         if lock is None or self.sqlite_file is None:
             raise RuntimeError("sqlite_transaction is for a database in a SQLite file")
@@ -93,7 +106,7 @@ class Store:
             deadline = time.monotonic() + driver.BUSY_PATIENCE_S
             while True:
                 try:
-                    return driver.in_transaction(self._hot, work)
+                    return driver.in_transaction(self._hot, work, durable=durable)
                 except driver.Busy as busy:
                     if time.monotonic() >= deadline:
                         raise busy.error from None
@@ -115,7 +128,11 @@ class Store:
         return conn
 
     async def pg_transaction(
-        self, work: Callable[[asyncpg.Connection[Any]], Awaitable[T]], *, begin: bool = True
+        self,
+        work: Callable[[asyncpg.Connection[Any]], Awaitable[T]],
+        *,
+        begin: bool = True,
+        durable: bool = True,
     ) -> T:
         """On PostgreSQL: ``work`` (raw ``asyncpg`` calls) in a transaction of its own, on a
         connection of a small pool kept for this (``PG_POOL_SIZE``); with ``begin=False``, no
@@ -125,11 +142,20 @@ class Store:
         ``sqlite_transaction``'s twin, for the worker's claim and record: through
         ``write()``, SQLAlchemy's connection, transaction and pool cost about 260 CPU-µs
         of the worker's a transaction beside the statements (measured:
-        docs/performance-log.md)."""
+        docs/performance-log.md).
+
+        ``durable=False``: on a connection whose commits do not wait for the write-ahead
+        log's flush (``PG_LIGHT_SESSION``, a pool of its own), for work a crash of the server
+        may lose as if it had not run: a claim's leases (a lost lease is one that ran out).
+        The log is written in order and a durable commit flushes it up to its own record,
+        so such a transaction is lost only together with every one committed after it."""
         if self.is_sqlite:
             raise RuntimeError("pg_transaction is for a PostgreSQL database")
         async with engines.translate_errors():
-            pool = self._pg_pool or await self._open_pg_pool()
+            if durable:
+                pool = self._pg_pool or await self._open_pg_pool()
+            else:
+                pool = self._pg_light_pool or await self._open_pg_light_pool()
             async with pool.acquire() as conn:
                 if not begin:
                     return await work(conn)
@@ -139,16 +165,25 @@ class Store:
     async def _open_pg_pool(self) -> asyncpg.Pool[Any]:
         async with self._pg_pool_opening:
             if self._pg_pool is None:
-                dsn = make_url(self.url).set(drivername="postgresql")
-                self._pg_pool = await asyncpg.create_pool(
-                    dsn.render_as_string(hide_password=False),
-                    min_size=1,
-                    max_size=PG_POOL_SIZE,
-                    server_settings=engines.POSTGRES_SESSION,
-                    command_timeout=30,
-                    reset=_keep_session,
-                )
+                self._pg_pool = await self._raw_pool(PG_POOL_SIZE, engines.POSTGRES_SESSION)
             return self._pg_pool
+
+    async def _open_pg_light_pool(self) -> asyncpg.Pool[Any]:
+        async with self._pg_pool_opening:
+            if self._pg_light_pool is None:
+                self._pg_light_pool = await self._raw_pool(PG_LIGHT_POOL_SIZE, PG_LIGHT_SESSION)
+            return self._pg_light_pool
+
+    async def _raw_pool(self, size: int, session: dict[str, str]) -> asyncpg.Pool[Any]:
+        dsn = make_url(self.url).set(drivername="postgresql")
+        return await asyncpg.create_pool(
+            dsn.render_as_string(hide_password=False),
+            min_size=1,
+            max_size=size,
+            server_settings=session,
+            command_timeout=30,
+            reset=_keep_session,
+        )
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[Tx]:
@@ -223,7 +258,8 @@ class Store:
         if self._hot is not None:
             hot, self._hot = self._hot, None
             hot.close()
-        if self._pg_pool is not None:
-            pool, self._pg_pool = self._pg_pool, None
-            await pool.close()
+        for pool in (self._pg_pool, self._pg_light_pool):
+            if pool is not None:
+                await pool.close()
+        self._pg_pool = self._pg_light_pool = None
         await self.engine.dispose()
