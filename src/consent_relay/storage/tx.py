@@ -296,6 +296,18 @@ class Tx:
         )
         return [mapping.webhook(row) for row in rows]
 
+    async def webhooks_of_organizations(self, org_ids: Collection[str]) -> list[WebhookRecord]:
+        """The webhooks of these organizations, in creation order (the broken-webhook gauge
+        reads those of the organizations whose webhooks changed: ``metrics.BrokenWebhooks``).
+        The ids travel as one JSON array (``dialect.strings``)."""
+        wanted = text(dialect.strings(self.dialect, "ids")).bindparams(
+            ids=codec.dumps(sorted(org_ids))
+        )
+        rows = await self.conn.execute(
+            select(webhooks).where(webhooks.c.organization_id.in_(wanted)).order_by(webhooks.c.pk)
+        )
+        return [mapping.webhook(row) for row in rows]
+
     async def delete_webhook(self, org_id: str, webhook_id: str) -> None:
         """The webhook with its queued deliveries, dead letters and their attempts."""
         owned = select(deliveries.c.id).where(deliveries.c.webhook_id == webhook_id)

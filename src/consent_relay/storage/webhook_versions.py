@@ -54,6 +54,13 @@ def database(tx: Tx) -> object:
     return tx.conn.engine
 
 
+async def all_stamps(tx: Tx) -> dict[str, int]:
+    """Every organization's stamp, by its id (one statement; a row an organization, none of
+    its webhooks)."""
+    result = await tx.conn.execute(text("SELECT id, webhooks_version FROM organizations"))
+    return {str(row[0]): int(row[1]) for row in result}
+
+
 async def bump(tx: Tx, org_id: str) -> None:
     """A new stamp for the organization's webhooks, committed with the change that calls it."""
     await tx.conn.execute(text(_BUMP), {"org": org_id})
