@@ -6,7 +6,7 @@ and the API and the dashboard's view of a broken webhook: test_webhook_status.py
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 import pytest
@@ -61,7 +61,7 @@ async def test_the_count_follows_every_change_to_the_webhooks(ctx: Context) -> N
     other = await webhook(ctx, "beta")
     assert await counter.count(ctx.store, ctx.box) == 0
 
-    steps = [
+    steps: list[tuple[str, Callable[[], Awaitable[None]], int]] = [
         (
             "a webhook put under another key",
             lambda: encrypt_under_another_key(ctx, victim, "signing"),
