@@ -15,6 +15,7 @@ Both databases (a SQLite file and PostgreSQL: the worker's own path, ``Store
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -96,3 +97,19 @@ async def test_a_failed_transaction_that_need_not_wait_leaves_the_next_one_durab
         heads = await batches.claim(ctx.store, limit=100, now_ms=now, lease="w1", lease_ms=LEASE_MS)
         await batches.record(ctx.store, [result_of(c) for c in heads], now_ms=now, now=NOW)
     assert waits == [False, True]
+
+
+@pytest.mark.parametrize(
+    ("level", "durable", "expected"),
+    [
+        (2, False, (1, 2)),  # FULL, the service's: NORMAL for the transaction, FULL after
+        (3, False, (1, 3)),  # EXTRA, if ever set: given back as it was
+        (2, True, (2, 2)),
+        (3, True, (3, 3)),
+    ],
+)
+def test_sqlite_gives_the_connection_its_own_level_back(
+    tmp_path: Path, level: int, durable: bool, expected: tuple[int, int]
+) -> None:
+    path = str(tmp_path / "levels.db")
+    assert inspect_driver.synchronous_around_a_transaction(path, level, durable=durable) == expected

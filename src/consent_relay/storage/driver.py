@@ -89,12 +89,14 @@ def in_transaction(
     test_crash_safety's two claimers, 1,000 and 0).
 
     With ``durable=False`` the commit does not wait for the disk (``synchronous=NORMAL``
-    for this transaction, ``FULL`` again after it): for work whose loss in a crash of the
-    machine is the same as its never having run, such as a claim's leases (a lost lease is
-    one that ran out). The write-ahead log is one file written in order, so the next
-    durable commit on the database syncs this transaction's pages with its own: a crash
-    can lose it only together with everything committed after it."""
+    for this transaction, the connection's own level again after it): for work whose loss
+    in a crash of the machine is the same as its never having run, such as a claim's leases
+    (a lost lease is one that ran out). The write-ahead log is one file written in order, so
+    the next durable commit on the database syncs this transaction's pages with its own: a
+    crash can lose it only together with everything committed after it."""
+    level = None
     if not durable:
+        level = int(db.execute("PRAGMA synchronous").fetchone()[0])
         db.execute("PRAGMA synchronous=NORMAL")
     try:
         try:
@@ -112,8 +114,8 @@ def in_transaction(
             raise
         return result
     finally:
-        if not durable:
-            db.execute("PRAGMA synchronous=FULL")
+        if level is not None:
+            db.execute(f"PRAGMA synchronous={level}")
 
 
 class Record:

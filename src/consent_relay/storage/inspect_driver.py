@@ -234,3 +234,18 @@ def commit_waits_of_transactions(store: Store) -> Iterator[list[bool]]:
         yield seen
     finally:
         delattr(store, "sqlite_transaction" if store.is_sqlite else "pg_transaction")
+
+
+def synchronous_around_a_transaction(path: str, level: int, *, durable: bool) -> tuple[int, int]:
+    """On a fresh connection to the SQLite file ``path`` at ``synchronous`` ``level``: the
+    level a transaction given ``durable`` (``driver.in_transaction``) commits with, and
+    the connection's level after it."""
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute(f"PRAGMA synchronous={int(level)}")
+        inside = driver.in_transaction(
+            db, lambda conn: int(conn.execute("PRAGMA synchronous").fetchone()[0]), durable=durable
+        )
+        return inside, int(db.execute("PRAGMA synchronous").fetchone()[0])
+    finally:
+        db.close()
