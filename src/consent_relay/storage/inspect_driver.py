@@ -184,8 +184,12 @@ async def record_statements(
 _SYNCHRONOUS_PG = "SELECT current_setting('synchronous_commit')"
 
 
+def _synchronous(db: sqlite3.Connection) -> int:
+    return int(db.execute("PRAGMA synchronous").fetchone()[0])
+
+
 def _waits_sqlite(db: sqlite3.Connection) -> bool:
-    return int(db.execute("PRAGMA synchronous").fetchone()[0]) >= 2
+    return _synchronous(db) >= 2
 
 
 async def _waits_pg(raw: asyncpg.Connection[Any]) -> bool:
@@ -243,9 +247,7 @@ def synchronous_around_a_transaction(path: str, level: int, *, durable: bool) ->
     db = sqlite3.connect(path, isolation_level=None)
     try:
         db.execute(f"PRAGMA synchronous={int(level)}")
-        inside = driver.in_transaction(
-            db, lambda conn: int(conn.execute("PRAGMA synchronous").fetchone()[0]), durable=durable
-        )
-        return inside, int(db.execute("PRAGMA synchronous").fetchone()[0])
+        inside = driver.in_transaction(db, _synchronous, durable=durable)
+        return inside, _synchronous(db)
     finally:
         db.close()

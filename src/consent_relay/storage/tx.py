@@ -286,25 +286,22 @@ class Tx:
 
     async def webhooks_by_id(self, webhook_ids: Collection[str]) -> list[WebhookRecord]:
         """Those of these webhooks that exist, in creation order (a worker's cache reads the
-        webhooks it delivers to, not every one: ``delivery.requests.WebhookCache``). The ids
-        travel as one JSON array, as every batch of ids does (``dialect.strings``)."""
-        wanted = text(dialect.strings(self.dialect, "ids")).bindparams(
-            ids=codec.dumps(sorted(webhook_ids))
-        )
-        rows = await self.conn.execute(
-            select(webhooks).where(webhooks.c.id.in_(wanted)).order_by(webhooks.c.pk)
-        )
-        return [mapping.webhook(row) for row in rows]
+        webhooks it delivers to, not every one: ``delivery.requests.WebhookCache``)."""
+        return await self._webhooks_where(webhooks.c.id, webhook_ids)
 
     async def webhooks_of_organizations(self, org_ids: Collection[str]) -> list[WebhookRecord]:
         """The webhooks of these organizations, in creation order (the broken-webhook gauge
-        reads those of the organizations whose webhooks changed: ``metrics.BrokenWebhooks``).
-        The ids travel as one JSON array (``dialect.strings``)."""
+        reads those of the organizations whose webhooks changed: ``metrics.BrokenWebhooks``)."""
+        return await self._webhooks_where(webhooks.c.organization_id, org_ids)
+
+    async def _webhooks_where(self, column: Any, values: Collection[str]) -> list[WebhookRecord]:
+        """The webhooks whose ``column`` is one of ``values``, in creation order. The values
+        travel as one JSON array, as every batch of ids does (``dialect.strings``)."""
         wanted = text(dialect.strings(self.dialect, "ids")).bindparams(
-            ids=codec.dumps(sorted(org_ids))
+            ids=codec.dumps(sorted(values))
         )
         rows = await self.conn.execute(
-            select(webhooks).where(webhooks.c.organization_id.in_(wanted)).order_by(webhooks.c.pk)
+            select(webhooks).where(column.in_(wanted)).order_by(webhooks.c.pk)
         )
         return [mapping.webhook(row) for row in rows]
 
