@@ -58,7 +58,7 @@ async def _wait_command(reader: asyncio.StreamReader, within: float) -> str:
     return line.decode().strip() or "stop"
 
 
-async def run_worker(max_seconds: float) -> None:
+async def run_worker(max_seconds: float, processes: int = 1) -> None:
     from bench import pipeline
     from consent_relay import gctune, runner
     from consent_relay.runtime import build_context
@@ -84,7 +84,9 @@ async def run_worker(max_seconds: float) -> None:
     steps = pipeline.Steps()
     unwatch = steps.install()
     stop = asyncio.Event()
-    task = asyncio.create_task(runner.run(ctx, stop, concurrency=settings.worker_concurrency))
+    task = asyncio.create_task(
+        runner.run(ctx, stop, concurrency=settings.worker_concurrency, processes=processes)
+    )
     await _wait_command(reader, max(0.0, deadline - time.monotonic()))
     stop.set()
     await asyncio.wait_for(task, settings.request_timeout + 30)
@@ -190,6 +192,9 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="mode", required=True)
     worker = sub.add_parser("worker")
     worker.add_argument("--max-seconds", type=float, default=3600)
+    # One of N worker processes started together, as ``consent-relay worker --processes N``
+    # tells its children (``processes.worker_command``).
+    worker.add_argument("--processes", type=int, default=1)
     bare = sub.add_parser("bare")
     bare.add_argument("--url", required=True)
     bare.add_argument("--count", type=int, required=True)
@@ -211,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     import uvloop
 
     if args.mode == "worker":
-        uvloop.run(run_worker(args.max_seconds))
+        uvloop.run(run_worker(args.max_seconds, args.processes))
     elif args.mode == "minimal":
         uvloop.run(
             run_minimal(

@@ -105,11 +105,11 @@ class Drain:
 
 
 def worker_children(cfg: Config, settings: Settings, processes: int, within: float) -> list[Child]:
+    """``processes`` worker processes, each told so, as ``consent-relay worker --processes N``
+    starts them."""
     env = child_env(db.settings_env(settings))
-    return [
-        Child(["worker", "--max-seconds", str(within + 120)], env, cfg.log)
-        for _ in range(processes)
-    ]
+    argv = ["worker", "--max-seconds", str(within + 120), "--processes", str(processes)]
+    return [Child(argv, env, cfg.log) for _ in range(processes)]
 
 
 async def drain(
@@ -456,6 +456,8 @@ async def scale_out(cfg: Config, receiver: ReceiverProcess, results: Results) ->
             f"{result.cpu_us_per_delivery:.0f} + database backends {db_us:.0f} CPU-us/delivery "
             f"({counts})"
         )
+        for line in filter(None, (pipeline.describe(report) for report in result.children)):
+            cfg.say(f"    worker process of {processes}: {line}")
     results["postgres_1_worker_per_s"] = rates[1]
     results["postgres_2_workers_per_s"] = rates[2]
     results["scale_out_ratio"] = rates[2] / rates[1] if rates[1] else None

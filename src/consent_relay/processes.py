@@ -194,14 +194,17 @@ class Supervisor:
         return 0 if clean else 1
 
 
-def worker_command(concurrency: int | None, metrics_port: int | None) -> Command:
-    """The argv of worker child ``index``: ``python -m consent_relay.processes``. With a
-    metrics port, child ``index`` serves its metrics on ``metrics_port + index``."""
+def worker_command(
+    concurrency: int | None, metrics_port: int | None, processes: int = 1
+) -> Command:
+    """The argv of worker child ``index``: ``python -m consent_relay.processes``, told it is
+    one of ``processes`` worker processes (``delivery.worker.pg_recorders``). With a metrics
+    port, child ``index`` serves its metrics on ``metrics_port + index``."""
     parent = os.getpid()
 
     def command(index: int, ready_fd: int) -> list[str]:
         argv = [sys.executable, "-m", "consent_relay.processes", "--ready-fd", str(ready_fd)]
-        argv += ["--parent", str(parent)]
+        argv += ["--parent", str(parent), "--processes", str(processes)]
         if concurrency is not None:
             argv += ["--concurrency", str(concurrency)]
         if metrics_port is not None:
@@ -222,6 +225,7 @@ def child_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parent", type=int, required=True)
     parser.add_argument("--concurrency", type=int)
     parser.add_argument("--metrics-port", type=int)
+    parser.add_argument("--processes", type=int, default=1)  # started together, this one too
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     stop_with_parent(args.parent)
@@ -247,6 +251,7 @@ def child_main(argv: list[str] | None = None) -> int:
                     concurrency=args.concurrency,
                     on_ready=lambda: pipe.write(READY),
                     signals=(signal.SIGTERM,),
+                    processes=args.processes,
                 )
             )
         except errors.ConsentRelayError as exc:

@@ -34,10 +34,13 @@ async def keep_clock_synced(ctx: Context, stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), CLOCK_SYNC_INTERVAL)
 
 
-async def run(ctx: Context, stop: asyncio.Event, *, concurrency: int | None = None) -> None:
-    """One worker (and, on PostgreSQL, its LISTEN connection and clock sync) until ``stop``."""
+async def run(
+    ctx: Context, stop: asyncio.Event, *, concurrency: int | None = None, processes: int = 1
+) -> None:
+    """One worker (and, on PostgreSQL, its LISTEN connection and clock sync) until ``stop``;
+    ``processes``: the worker processes started together, this one included."""
     tasks = [
-        asyncio.create_task(Worker(ctx, concurrency=concurrency).run(stop)),
+        asyncio.create_task(Worker(ctx, concurrency=concurrency, processes=processes).run(stop)),
         asyncio.create_task(keep_clock_synced(ctx, stop)),
         asyncio.create_task(purge.run_periodically(ctx, stop)),  # retention and erasure
     ]
@@ -52,11 +55,12 @@ async def run_process(
     concurrency: int | None,
     on_ready: Callable[[], object],
     signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM),
+    processes: int = 1,
 ) -> None:
     """A worker process's life: its database (migrated, waited for), ``on_ready`` once the
     stop signals are handled (before that a SIGTERM finds nothing to give back), then the
     worker until one of ``signals``. ``consent-relay worker`` and each supervised worker
-    process (``processes.child_main``) run this."""
+    process (``processes.child_main``, one of ``processes``) run this."""
     ctx = build_context(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -67,6 +71,6 @@ async def run_process(
             return
         on_ready()
         gctune.settle()  # the process's whole life from here on, as the API's (gctune.py)
-        await run(ctx, stop, concurrency=concurrency)
+        await run(ctx, stop, concurrency=concurrency, processes=processes)
     finally:
         await ctx.store.close()

@@ -67,6 +67,12 @@ def children_of(parent: int, marker: str) -> list[int]:
     return sorted(found)
 
 
+def told_processes(pid: int) -> str | None:
+    """The ``--processes`` a worker child was started with (its command line), if any."""
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    return argv[argv.index("--processes") + 1] if "--processes" in argv else None
+
+
 def gone(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
@@ -222,6 +228,7 @@ async def test_worker_processes_share_a_batch_and_stop_on_sigterm(
     async with started(worker):
         await worker.printed(READY, within=60)
         children = await wait_children(worker, WORKER_CHILD, 2)
+        assert all(told_processes(pid) == "2" for pid in children)  # each one of two
         await asyncio.gather(
             *(post_event(api, consent_event(f"p{u}@example.com", "ads", True)) for u in range(20))
         )
@@ -275,6 +282,7 @@ async def test_serve_runs_worker_processes_and_stops_them(
         async with started(server), httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
             await wait_healthy(http, server)
             [child] = await wait_children(server, WORKER_CHILD, 1)
+            assert told_processes(child) == "2"  # one of two: the API's own worker and it
             if ending == "sigterm":
                 code = await server.terminate(within=60)
             else:

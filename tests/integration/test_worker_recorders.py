@@ -1,7 +1,9 @@
 """How many batches a worker records at once: on PostgreSQL up to ``RECORDERS_PG``, each in a
 transaction of its own, so a record waiting on the database (its round trips, a lock) does not
-hold up the next batch's; on SQLite one at a time (its transactions take one lock in turn).
-A batch is taken when a recorder is free, and shutdown waits for every record under way."""
+hold up the next batch's; on SQLite one at a time (its transactions take one lock in turn);
+one at a time too for a worker that is one of several processes started together
+(``worker.pg_recorders``: the machine's CPU bounds them, not the waits). A batch is taken
+when a recorder is free, and shutdown waits for every record under way."""
 
 from __future__ import annotations
 
@@ -12,8 +14,11 @@ from typing import Any
 import httpx
 import pytest
 
+from consent_relay import runner
+from consent_relay.api.app import create_app
 from consent_relay.delivery.worker import RECORDERS_PG
 from consent_relay.runtime import Context
+from consent_relay.settings import Settings
 from consent_relay.storage import batches
 from tests.e2e.helpers import consent_event, eventually, post_event
 from tests.receiver import Receiver
@@ -31,10 +36,18 @@ async def _until(condition: Callable[[], bool], what: str) -> None:
     await eventually(check, within=15, interval=0.01, what=what)
 
 
-async def test_a_held_record_holds_up_the_next_batch_on_sqlite_only(
-    api: httpx.AsyncClient, ctx: Context, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("processes", [1, 2])
+async def test_a_held_record_holds_up_the_next_batch_unless_alone_on_postgres(
+    api: httpx.AsyncClient,
+    ctx: Context,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+    processes: int,
 ) -> None:
+    """One process on PostgreSQL records a second batch while the first waits; on SQLite,
+    or as one of two processes, the next batch waits for the first."""
     assert RECORDERS_PG == 2
+    one_at_a_time = ctx.store.is_sqlite or processes > 1
     await make_webhook(api, receiver.url(), event_types=["user.created"])
     gate = asyncio.Event()
     real = batches.record
@@ -51,14 +64,14 @@ async def test_a_held_record_holds_up_the_next_batch_on_sqlite_only(
         return done
 
     monkeypatch.setattr(batches, "record", first_held)
-    async with running(ctx, concurrency=4) as worker:
+    async with running(ctx, concurrency=4, processes=processes) as worker:
         await _consent(api, "first@example.com")
         await receiver.wait_for(1)
         await _until(lambda: len(calls) == 1, "the first record to begin")  # and wait
         for n in range(3):
             await _consent(api, f"next{n}@example.com")
         await receiver.wait_for(4)
-        if ctx.store.is_sqlite:
+        if one_at_a_time:
             # the three results wait for the one recorder
             await _until(
                 lambda: len(worker._results) == 3 and not worker._in_flight, "three waiting"
@@ -101,3 +114,21 @@ async def test_shutdown_waits_for_every_record_under_way(
         asyncio.get_running_loop().call_later(0.2, gate.set)  # opens while the worker stops
     assert sum(finished) == 3  # the stop waited for the records under way
     assert worker.leases_held == 0
+
+
+@pytest.mark.parametrize("count", [1, 3])
+async def test_serve_tells_its_own_worker_how_many_worker_processes_there_are(
+    settings: Settings, ctx: Context, monkeypatch: pytest.MonkeyPatch, count: int
+) -> None:
+    """``serve --worker-processes N``: the API's in-process worker is one of N."""
+    told: list[int] = []
+
+    async def run(_ctx: Context, stop: asyncio.Event, *, processes: int = 1, **_: Any) -> None:
+        told.append(processes)
+        await stop.wait()
+
+    monkeypatch.setattr(runner, "run", run)
+    app = create_app(settings, ctx, workers=True, worker_processes=count)
+    async with app.router.lifespan_context(app):
+        await _until(lambda: told == [count], "the worker to start")
+    assert told == [count]

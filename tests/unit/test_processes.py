@@ -4,8 +4,10 @@ stand-in children (tiny ``python -c`` programs): ready, stopped, dead."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -128,8 +130,10 @@ def test_supervisor_fails_when_a_child_exits_unasked(behaviour: str) -> None:
 
 
 def test_worker_command_passes_options_and_a_metrics_port_per_process() -> None:
-    command = processes.worker_command(concurrency=50, metrics_port=9100)
+    command = processes.worker_command(concurrency=50, metrics_port=9100, processes=2)
     first, second = command(0, 7), command(1, 8)
+    assert first[first.index("--processes") + 1] == "2"  # each told it is one of two
+    assert second[second.index("--processes") + 1] == "2"
     assert first[1:3] == ["-m", "consent_relay.processes"]
     assert first[first.index("--ready-fd") + 1] == "7"
     assert first[first.index("--parent") + 1] == str(os.getpid())
@@ -139,3 +143,41 @@ def test_worker_command_passes_options_and_a_metrics_port_per_process() -> None:
     bare = processes.worker_command(concurrency=None, metrics_port=None)(0, 7)
     assert "--concurrency" not in bare
     assert "--metrics-port" not in bare
+    assert bare[bare.index("--processes") + 1] == "1"
+
+
+@pytest.mark.parametrize(("told", "expected"), [([], 1), (["--processes", "3"], 3)])
+def test_a_child_runs_its_worker_as_one_of_the_processes_it_was_told(
+    monkeypatch: pytest.MonkeyPatch, told: list[str], expected: int
+) -> None:
+    from consent_relay import runner
+
+    seen: dict[str, Any] = {}
+
+    async def run_process(_settings: Any, **kwargs: Any) -> None:
+        seen.update(kwargs)
+        kwargs["on_ready"]()
+
+    monkeypatch.setattr(runner, "run_process", run_process)
+    monkeypatch.setattr(processes, "stop_with_parent", lambda _parent: None)
+    monkeypatch.setattr(signal, "signal", lambda *_: None)
+    read_end, write_end = os.pipe()
+    try:
+        code = processes.child_main(
+            ["--ready-fd", str(write_end), "--parent", str(os.getpid()), *told]
+        )
+        assert os.read(read_end, 100) == processes.READY
+    finally:
+        os.close(read_end)
+    assert code == 0
+    assert seen["processes"] == expected
+
+
+@pytest.mark.parametrize(("processes_", "recorders"), [(1, 2), (2, 1), (3, 1), (16, 1)])
+def test_a_postgres_worker_records_two_batches_at_once_only_alone(
+    processes_: int, recorders: int
+) -> None:
+    from consent_relay.delivery import worker
+
+    assert worker.RECORDERS_PG == 2
+    assert worker.pg_recorders(processes_) == recorders

@@ -40,8 +40,10 @@ def create_app(
     *,
     workers: bool = False,
     own_process: bool = False,
+    worker_processes: int = 1,
 ) -> FastAPI:
-    """The API; with ``workers`` the delivery workers run in the same process (``serve``).
+    """The API; with ``workers`` the delivery workers run in the same process (``serve``),
+    one of ``worker_processes`` worker processes (``serve --worker-processes``).
     Pass ``context`` to share one with tests. ``own_process``: the app is the process's whole
     life (``serve``, ``api``), so the garbage collector is tuned for it once started
     (``gctune``); tests build many apps in one process and leave it alone."""
@@ -52,7 +54,11 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await ctx.store.migrate_when_ready(give_up_after=STARTUP_PATIENCE)
         stop = asyncio.Event()
-        background = [asyncio.create_task(runner.run(ctx, stop))] if workers else []
+        background = (
+            [asyncio.create_task(runner.run(ctx, stop, processes=worker_processes))]
+            if workers
+            else []
+        )
         if own_process:
             gctune.settle()
         try:

@@ -57,12 +57,14 @@ def serve(
     logs.configure(settings)
     count = process_count(worker_processes, settings, "worker", None)
     print_admin_token(settings)
-    application = create_app(settings, workers=True, own_process=True)  # secret key exists now
+    application = create_app(  # the secret key exists now
+        settings, workers=True, own_process=True, worker_processes=count
+    )
     supervisor = None
     watcher = None
     if count > 1:
         supervisor = processes.Supervisor(
-            processes.worker_command(None, None), count - 1, grace=settings.lease_ms / 1000
+            processes.worker_command(None, None, count), count - 1, grace=settings.lease_ms / 1000
         )
         supervisor.start()
 
@@ -172,7 +174,7 @@ def worker(
     if count > 1:
         crypto.secret_box(settings)  # a generated key is written once, before the children
         supervisor = processes.Supervisor(
-            processes.worker_command(concurrency, metrics_port),
+            processes.worker_command(concurrency, metrics_port, count),
             count,
             grace=settings.lease_ms / 1000,
         )

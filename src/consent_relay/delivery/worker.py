@@ -74,6 +74,18 @@ LEASES_PER_SLOT = 4
 RECORDERS_PG = 2
 
 
+def pg_recorders(processes: int) -> int:
+    """Batches a PostgreSQL worker records at once when it is one of ``processes`` worker
+    processes started together (``worker --processes N``, ``serve --worker-processes N``):
+    ``RECORDERS_PG`` alone, one beside others. Alone, the second recorder overlaps the
+    round trips' waits on a loop busy with the requests. Beside others the machine's CPU is
+    what bounds them, not those waits, and the extra records cost the server: four at once
+    of two processes queue on the ledger's head and record smaller batches (the server's
+    CPU a delivery 3-9 µs less with one each, two processes 0-10 % faster in five pairs of
+    ``python -m bench --only scale-out``; docs/performance-log.md, twenty-sixth session)."""
+    return RECORDERS_PG if processes <= 1 else 1
+
+
 class Worker:
     def __init__(
         self,
@@ -84,11 +96,14 @@ class Worker:
         poll_interval: float = 1.0,
         rand: Callable[[], float] = random.random,
         worker_id: str | None = None,
+        processes: int = 1,
     ) -> None:
         settings = ctx.settings
         self.ctx = ctx
         self.concurrency = concurrency or settings.worker_concurrency
         self.batch_size = batch_size
+        # Worker processes started together, this one included (``pg_recorders``).
+        self.processes = processes
         self.poll_interval = poll_interval
         self.rand = rand
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{ids.new_id('wk')[-8:]}"
@@ -381,9 +396,9 @@ class Worker:
     async def _record_loop(self) -> None:
         """Record results in batches of at most 500 until shutdown closes ``_results``, after
         which everything added before has been recorded: one batch at a time on SQLite, up
-        to ``RECORDERS_PG`` on PostgreSQL (a batch is taken when a recorder is free)."""
+        to ``pg_recorders`` on PostgreSQL (a batch is taken when a recorder is free)."""
         results = self._results
-        recorders = 1 if self.ctx.store.is_sqlite else RECORDERS_PG
+        recorders = 1 if self.ctx.store.is_sqlite else pg_recorders(self.processes)
         running: set[asyncio.Task[None]] = set()
         try:
             while True:
