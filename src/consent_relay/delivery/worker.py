@@ -80,9 +80,10 @@ def pg_recorders(processes: int) -> int:
     ``RECORDERS_PG`` alone, one beside others. Alone, the second recorder overlaps the
     round trips' waits on a loop busy with the requests. Beside others the machine's CPU is
     what bounds them, not those waits, and the extra records cost the server: four at once
-    of two processes queue on the ledger's head and record smaller batches (the server's
-    CPU a delivery 3-9 µs less with one each, two processes 0-10 % faster in five pairs of
-    ``python -m bench --only scale-out``; docs/performance-log.md, twenty-sixth session)."""
+    of two processes queue on the ledger's head and record smaller batches (with one each,
+    ``python -m bench --only scale-out --repeat 3`` alternated three times: two processes
+    2.8 % faster, the server 94 -> 90 CPU-µs a delivery, medians of nine runs;
+    docs/performance-log.md, twenty-sixth session)."""
     return RECORDERS_PG if processes <= 1 else 1
 
 
