@@ -73,6 +73,11 @@ class Busy(Exception):
         self.error = error
 
 
+def synchronous_level(db: sqlite3.Connection) -> int:
+    """The connection's ``PRAGMA synchronous``: 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA."""
+    return int(db.execute("PRAGMA synchronous").fetchone()[0])
+
+
 def in_transaction(
     db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T], *, durable: bool = True
 ) -> T:
@@ -96,7 +101,7 @@ def in_transaction(
     crash can lose it only together with everything committed after it."""
     level = None
     if not durable:
-        level = int(db.execute("PRAGMA synchronous").fetchone()[0])
+        level = synchronous_level(db)
         db.execute("PRAGMA synchronous=NORMAL")
     try:
         try:

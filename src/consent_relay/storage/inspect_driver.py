@@ -184,12 +184,8 @@ async def record_statements(
 _SYNCHRONOUS_PG = "SELECT current_setting('synchronous_commit')"
 
 
-def _synchronous(db: sqlite3.Connection) -> int:
-    return int(db.execute("PRAGMA synchronous").fetchone()[0])
-
-
 def _waits_sqlite(db: sqlite3.Connection) -> bool:
-    return _synchronous(db) >= 2
+    return driver.synchronous_level(db) >= 2
 
 
 async def _waits_pg(raw: asyncpg.Connection[Any]) -> bool:
@@ -247,7 +243,7 @@ def synchronous_around_a_transaction(path: str, level: int, *, durable: bool) ->
     db = sqlite3.connect(path, isolation_level=None)
     try:
         db.execute(f"PRAGMA synchronous={int(level)}")
-        inside = driver.in_transaction(db, _synchronous, durable=durable)
-        return inside, _synchronous(db)
+        inside = driver.in_transaction(db, driver.synchronous_level, durable=durable)
+        return inside, driver.synchronous_level(db)
     finally:
         db.close()
