@@ -10,11 +10,14 @@ the simplest way there is, and nothing else:
 - the body is rendered from those parameters and signed (Standard Webhooks: ``webhook-id``,
   ``webhook-timestamp``, ``webhook-signature``, HMAC-SHA256 with ``hmac``/``hashlib``);
 - each attempt is timed and recorded as a row; each delivered message leaves a ledger row
-  with the SHA-256 of the body sent;
+  with the SHA-256 of the body sent, hash-chained as the product's ledger is (one chain per
+  organization, the bench's one: each entry numbered after the chain's head and holding the
+  SHA-256 of the previous entry's hash and its own fields; the head row locked while a record
+  chains from it, the entries hashed in Python, ``chain``);
 - SQLite commits with ``synchronous=FULL`` (the engine's setting), PostgreSQL as configured.
 
 No Consent Relay code: a table of messages, one of deliveries, one of attempts, one of ledger
-entries. What it reaches next to the bare client in the same run is what the engine's
+entries and its head. What it reaches next to the bare client in the same run is what the engine's
 guarantees cost at the least on this machine; the engine's distance to it is its own Python.
 Run as ``python -m bench.procs complete ...`` (a child of ``bench``), like the minimal loop.
 """
@@ -40,10 +43,36 @@ BATCH = 100
 LEASE_MS = 60_000
 PER_USER = 4  # deliveries a queue, as the bench's fill (messages over messages/4 users)
 KEY = b"complete-floor-signing-key-32-by"
+ORGANIZATION = "org_complete"  # the ledger's one chain (the bench's one organization)
+WEBHOOK = "wh_complete"
+GENESIS = "0" * 64  # the first entry's prev_hash
 
 Claimed = tuple[int, str, int, str]  # pk, user_id, seq, message parameters (JSON text)
 Done = tuple[int, str, int, int, str, int, int, str]
 # pk, user_id, seq, attempt number, started_at, duration_ms, status code, body SHA-256
+LedgerRow = tuple[int, str, int, str, int, str, str, str]
+# seq, user_id, delivery pk, payload SHA-256, status code, at, prev_hash, entry_hash
+
+
+def entry_fields(seq: int, pk: int, user_id: str, at: str, status: int, sha: str) -> bytes:
+    """What an entry's hash covers, as the product's ledger entry: organization, number,
+    message, delivery, type, user, webhook, time, status code, body hash (a JSON array)."""
+    return orjson.dumps(
+        (ORGANIZATION, seq, f"msg_{pk}", pk, "event.created", user_id, WEBHOOK, at, status, sha)
+    )
+
+
+def chain(head: tuple[int, str], results: Sequence[Done], at: str) -> list[LedgerRow]:
+    """The ledger rows of ``results``, numbered and hashed after ``head`` (last seq, hash)."""
+    seq, prev = head
+    rows: list[LedgerRow] = []
+    for pk, user_id, _s, _n, _started, _ms, status, sha in results:
+        seq += 1
+        fields = entry_fields(seq, pk, user_id, at, status, sha)
+        digest = hashlib.sha256(prev.encode() + b"\n" + fields).hexdigest()
+        rows.append((seq, user_id, pk, sha, status, at, prev, digest))
+        prev = digest
+    return rows
 
 
 @dataclass(frozen=True)
@@ -52,6 +81,7 @@ class Store:
     done: Callable[[str, Sequence[Done], int], Awaitable[None]]
     close: Callable[[], Awaitable[None]]
     counts: Callable[[], Awaitable[tuple[int, int, int]]]  # delivered, attempts, ledger rows
+    ledger: Callable[[], Awaitable[list[LedgerRow]]]  # the chain, in sequence order
 
 
 _COUNTS = """
@@ -70,10 +100,18 @@ _TABLES = [
     "CREATE TABLE complete_attempts ({pk_col}, delivery_pk bigint NOT NULL,"
     " attempt_number integer NOT NULL, started_at {text} NOT NULL, duration_ms integer NOT NULL,"
     " status_code integer, UNIQUE (delivery_pk, attempt_number))",
-    "CREATE TABLE complete_ledger ({pk_col}, user_id {text} NOT NULL, delivery_pk bigint NOT NULL,"
-    " payload_sha256 {text} NOT NULL, at {text} NOT NULL)",
-    "CREATE INDEX complete_ledger_user ON complete_ledger (user_id, pk)",
+    "CREATE TABLE complete_ledger (seq bigint PRIMARY KEY, user_id {text} NOT NULL,"
+    " delivery_pk bigint NOT NULL, payload_sha256 {text} NOT NULL, status_code integer,"
+    " at {text} NOT NULL, prev_hash {text} NOT NULL, entry_hash {text} NOT NULL)",
+    "CREATE INDEX complete_ledger_user ON complete_ledger (user_id, seq)",
+    "CREATE TABLE complete_ledger_head (id integer PRIMARY KEY, last_seq bigint NOT NULL,"
+    " last_hash {text} NOT NULL)",
+    f"INSERT INTO complete_ledger_head VALUES (1, 0, '{GENESIS}')",
 ]
+_LEDGER_ROWS = (
+    "SELECT seq, user_id, delivery_pk, payload_sha256, status_code, at, prev_hash, entry_hash"
+    " FROM complete_ledger ORDER BY seq"
+)
 
 # As the engine's (migration 0010): B-tree comparisons by memcmp, not the locale's strcoll.
 _PG_TEXT = 'text COLLATE "C"'
@@ -98,9 +136,16 @@ _PG_ATTEMPTS = """
                                    status_code)
     SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::int[], $5::int[])
 """
+_PG_HEAD = "SELECT last_seq, last_hash FROM complete_ledger_head WHERE id = 1 FOR UPDATE"
 _PG_LEDGER = """
-    INSERT INTO complete_ledger (user_id, delivery_pk, payload_sha256, at)
-    SELECT u, p, h, $4 FROM unnest($1::text[], $2::bigint[], $3::text[]) AS v(u, p, h)
+    WITH e AS (
+        INSERT INTO complete_ledger (seq, user_id, delivery_pk, payload_sha256, status_code, at,
+                                     prev_hash, entry_hash)
+        SELECT s, u, p, h, c, $5, ph, eh
+        FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $6::int[], $7::text[],
+                    $8::text[]) AS v(s, u, p, h, c, ph, eh)
+    )
+    UPDATE complete_ledger_head SET last_seq = $9, last_hash = $10 WHERE id = 1
 """
 _PG_NEXT = """
     UPDATE complete_queue q SET due_ms = $3
@@ -176,14 +221,18 @@ async def open_store(db_url: str, count: int, *, fill: bool = True) -> Store:
                 [r[5] for r in results],
                 [r[6] for r in results],
             )
+            await conn.execute(_PG_NEXT, [r[1] for r in results], [r[2] for r in results], now_ms)
+            # The chain last: its head stays locked from here to the commit.
+            head = await conn.fetchrow(_PG_HEAD)
+            rows = chain((int(head[0]), head[1]), results, at)
             await conn.execute(
                 _PG_LEDGER,
-                [r[1] for r in results],
-                [r[0] for r in results],
-                [r[7] for r in results],
+                *([row[i] for row in rows] for i in (0, 1, 2, 3)),
                 at,
+                *([row[i] for row in rows] for i in (4, 6, 7)),
+                rows[-1][0],
+                rows[-1][7],
             )
-            await conn.execute(_PG_NEXT, [r[1] for r in results], [r[2] for r in results], now_ms)
 
     async def close() -> None:
         await pool.close()
@@ -192,7 +241,10 @@ async def open_store(db_url: str, count: int, *, fill: bool = True) -> Store:
         row = await pool.fetchrow(_COUNTS)
         return int(row[0]), int(row[1]), int(row[2])
 
-    return Store(claim, done, close, counts)
+    async def ledger() -> list[LedgerRow]:
+        return [_ledger_row(r) for r in await pool.fetch(_LEDGER_ROWS)]
+
+    return Store(claim, done, close, counts, ledger)
 
 
 def _sqlite_store(path: str, count: int, fill: bool) -> Store:
@@ -245,14 +297,23 @@ def _sqlite_store(path: str, count: int, fill: bool) -> Store:
             [(r[0], r[3], r[4], r[5], r[6]) for r in results],
         )
         conn.executemany(
-            "INSERT INTO complete_ledger (user_id, delivery_pk, payload_sha256, at)"
-            " VALUES (?, ?, ?, ?)",
-            [(r[1], r[0], r[7], at) for r in results],
-        )
-        conn.executemany(
             "UPDATE complete_queue SET due_ms = ? WHERE user_id = ? AND seq = ?"
             " AND status = 'pending' AND due_ms IS NULL",
             [(now_ms, r[1], r[2] + 1) for r in results],
+        )
+        # The write transaction is exclusive: the head needs no lock of its own.
+        last_seq, last_hash = conn.execute(
+            "SELECT last_seq, last_hash FROM complete_ledger_head WHERE id = 1"
+        ).fetchone()
+        rows = chain((int(last_seq), last_hash), results, at)
+        conn.executemany(
+            "INSERT INTO complete_ledger (seq, user_id, delivery_pk, payload_sha256,"
+            " status_code, at, prev_hash, entry_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        conn.execute(
+            "UPDATE complete_ledger_head SET last_seq = ?, last_hash = ? WHERE id = 1",
+            (rows[-1][0], rows[-1][7]),
         )
         conn.execute("COMMIT")
 
@@ -263,7 +324,14 @@ def _sqlite_store(path: str, count: int, fill: bool) -> Store:
         row = conn.execute(_COUNTS).fetchone()
         return int(row[0]), int(row[1]), int(row[2])
 
-    return Store(claim, done, close, counts)
+    async def ledger() -> list[LedgerRow]:
+        return [_ledger_row(r) for r in conn.execute(_LEDGER_ROWS).fetchall()]
+
+    return Store(claim, done, close, counts, ledger)
+
+
+def _ledger_row(r: Any) -> LedgerRow:
+    return (int(r[0]), r[1], int(r[2]), r[3], int(r[4]), r[5], r[6], r[7])
 
 
 def signed_request(pk: int, parameters: str) -> tuple[bytes, dict[str, str]]:

@@ -1,12 +1,15 @@
 """The bench's complete floor (bench/complete.py) does the work it claims to, on both
 databases: every delivery sent once, each user's in order, every body signed as Standard
 Webhooks says (checked with the ``standardwebhooks`` reference), an attempt row for each and
-a ledger row for each delivered one. A floor that skipped any of it would flatter itself."""
+a ledger row for each delivered one, hash-chained as the product's ledger is (one chain for the
+organization, whole across two processes). A floor that skipped any of it would flatter
+itself."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,6 +22,24 @@ from standardwebhooks.webhooks import Webhook
 from tests.receiver import Receiver
 
 COUNT = 48  # twelve users, four deliveries each
+
+
+async def assert_one_unbroken_chain(store: complete.Store) -> None:
+    """The floor's ledger is one chain, recomputed here from its rows: numbered 1..COUNT
+    without a gap, each entry's ``prev_hash`` the previous one's hash (the first's 64 zeros)
+    and its hash the SHA-256 of that and its fields; one entry a delivery."""
+    rows = await store.ledger()
+    assert [row[0] for row in rows] == list(range(1, COUNT + 1))
+    assert len({row[2] for row in rows}) == COUNT
+    prev = "0" * 64
+    for seq, user_id, pk, sha, status, at, prev_hash, entry_hash in rows:
+        assert prev_hash == prev
+        fields = orjson.dumps(
+            ["org_complete", seq, f"msg_{pk}", pk, "event.created", user_id, "wh_complete",
+             at, status, sha]
+        )  # fmt: skip
+        assert entry_hash == hashlib.sha256(prev.encode() + b"\n" + fields).hexdigest()
+        prev = entry_hash
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -38,6 +59,7 @@ async def test_the_complete_floor_sends_each_delivery_once_in_order_signed_and_r
         async with aiohttp.ClientSession() as session:
             ok, errors = await complete.drain(store, session, receiver.url("/floor"), b"", 8)
         delivered, attempts, ledger = await store.counts()
+        await assert_one_unbroken_chain(store)
     finally:
         await store.close()
     assert (ok, errors) == (COUNT, 0)
@@ -78,6 +100,7 @@ async def test_two_complete_floor_processes_share_the_work_each_delivery_sent_on
                     )
                 )
             counts = await stores[0].counts()
+            await assert_one_unbroken_chain(stores[0])
         finally:
             for store in stores:
                 await store.close()
