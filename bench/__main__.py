@@ -320,7 +320,7 @@ def table(results: dict[str, Any]) -> Table:
         (
             "complete loop",
             "complete_floor",
-            "+ per-user order, message read, signing, attempt and ledger rows",
+            "+ per-user order, message read, signing, attempt and chained ledger rows",
         ),
     )
     for label, key, what in floors:

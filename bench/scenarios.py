@@ -387,7 +387,7 @@ async def delivery(
         results[f"minimal_{kind}_cpu_us"] = floor_cpu
         results[f"minimal_{kind}_server_cpu_us"] = floor_server
         # ... and the complete floor: that loop plus what the engine's guarantees cost at the
-        # least (per-user order, the message read, signing, attempt and ledger rows).
+        # least (per-user order, the message read, signing, attempt and chained ledger rows).
         full, full_cpu, full_server = await _minimal_once(cfg, receiver, kind, complete=True)
         results[f"complete_floor_{kind}_per_s"] = full
         results[f"ratio_complete_floor_{kind}"] = full / adjacent if adjacent else None
