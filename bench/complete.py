@@ -17,8 +17,9 @@ the simplest way there is, and nothing else:
 - SQLite commits with ``synchronous=FULL`` (the engine's setting), PostgreSQL as configured.
 
 No Consent Relay code: a table of messages, one of deliveries, one of attempts, one of ledger
-entries and its head. What it reaches next to the bare client in the same run is what the engine's
-guarantees cost at the least on this machine; the engine's distance to it is its own Python.
+entries and its head. What it reaches next to the bare client in the same run is what the
+engine's guarantees cost at the least on this machine; the engine's distance to it is its own
+Python.
 Run as ``python -m bench.procs complete ...`` (a child of ``bench``), like the minimal loop.
 """
 
