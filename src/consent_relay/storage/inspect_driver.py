@@ -247,3 +247,30 @@ def synchronous_around_a_transaction(path: str, level: int, *, durable: bool) ->
         return inside, driver.synchronous_level(db)
     finally:
         db.close()
+
+
+def autocheckpoint_pages(db: sqlite3.Connection) -> int:
+    """The connection's ``PRAGMA wal_autocheckpoint``: the pages of write-ahead log past
+    which its own commit checkpoints (0: never)."""
+    return int(db.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+
+
+_FILLER_SQLITE = "INSERT INTO organizations (id, name, created_at) VALUES (?, ?, 'x')"
+
+
+def filler(prefix: str, rows: int, size: int) -> Callable[[sqlite3.Connection], None]:
+    """Work for ``Store.sqlite_transaction`` that writes ``rows`` bare organizations
+    (``prefix``-0, -1, ...) with names of ``size`` characters: pages of write-ahead log."""
+
+    def write(db: sqlite3.Connection) -> None:
+        db.executemany(
+            _FILLER_SQLITE,
+            [(f"{prefix}-{i}", f"{prefix}-{i}".ljust(size, "x")) for i in range(rows)],
+        )
+
+    return write
+
+
+def page_size(db: sqlite3.Connection) -> int:
+    """The database's page size in bytes (a frame of write-ahead log is that and 24)."""
+    return int(db.execute("PRAGMA page_size").fetchone()[0])

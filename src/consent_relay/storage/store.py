@@ -26,7 +26,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consent_relay import errors
-from consent_relay.storage import driver, migrate, notices
+from consent_relay.storage import checkpoint, driver, migrate, notices
 from consent_relay.storage import engine as engines
 from consent_relay.storage.tx import Tx
 
@@ -62,6 +62,8 @@ class Store:
         # ``sqlite_transaction``, opened at its first use.
         self.sqlite_file = engines.sqlite_file(url) if self.is_sqlite else None
         self._hot: sqlite3.Connection | None = None
+        # Its log's checkpoints, on a thread of their own (``storage.checkpoint``).
+        self.checkpointer: checkpoint.Checkpointer | None = None
         # PostgreSQL: the raw connections of ``pg_transaction``, opened at their first use
         # (the second pool's for ``durable=False``).
         self._pg_pool: asyncpg.Pool[Any] | None = None
@@ -96,17 +98,24 @@ class Store:
         wait, and the loop does SQLite's work itself (docs/performance-log.md).
 
         ``durable=False``: the commit does not wait for the disk (``driver.in_transaction``),
-        for work a crash may lose as if it had not run (a claim's leases)."""
+        for work a crash may lose as if it had not run (a claim's leases).
+
+        The write-ahead log's checkpoints are not this connection's commits' work but a
+        thread's of their own (``storage.checkpoint``), told of each commit."""
         lock = self._sqlite_lock
         if lock is None or self.sqlite_file is None:
             raise RuntimeError("sqlite_transaction is for a database in a SQLite file")
         async with engines.translate_errors(), lock:
             if self._hot is None:
                 self._hot = self._open_hot(self.sqlite_file)
+                self.checkpointer = checkpoint.Checkpointer(self.sqlite_file)
             deadline = time.monotonic() + driver.BUSY_PATIENCE_S
             while True:
                 try:
-                    return driver.in_transaction(self._hot, work, durable=durable)
+                    result = driver.in_transaction(self._hot, work, durable=durable)
+                    if self.checkpointer is not None:
+                        self.checkpointer.committed()
+                    return result
                 except driver.Busy as busy:
                     if time.monotonic() >= deadline:
                         raise busy.error from None
@@ -122,6 +131,8 @@ class Store:
                 conn.execute(f"PRAGMA {pragma}")
             # Waits for the write lock in sqlite_transaction instead (see there).
             conn.execute("PRAGMA busy_timeout=0")
+            # Checkpoints are a thread's (``storage.checkpoint``); this one's, the bound.
+            conn.execute(f"PRAGMA wal_autocheckpoint={checkpoint.BOUND_PAGES}")
         except BaseException:
             conn.close()
             raise
@@ -255,6 +266,9 @@ class Store:
         for watcher in self._watchers:
             watcher.cancel()  # at once, even while connecting to a database that is down
         await asyncio.gather(*self._watchers, return_exceptions=True)
+        if self.checkpointer is not None:
+            checkpointer, self.checkpointer = self.checkpointer, None
+            await asyncio.to_thread(checkpointer.stop)
         if self._hot is not None:
             hot, self._hot = self._hot, None
             hot.close()
