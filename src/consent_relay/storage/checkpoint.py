@@ -5,7 +5,7 @@ takes the log past ``wal_autocheckpoint`` pages, on the committing connection. F
 worker's connection (``Store.sqlite_transaction``) that is the event loop's thread: every
 twenty transactions or so one ``COMMIT`` copied a thousand pages and waited for two syncs
 of the disk while no request ran (the 29 slowest of 572 commits, 0.158 s of wall of a 5.45 s
-drain; docs/performance-log.md, seventeenth and twenty-eighth sessions).
+drain; docs/performance-log.md, nineteenth and twenty-eighth sessions).
 
 ``Checkpointer`` runs them on a thread with its own connection instead: the event loop tells
 it of each commit (``committed``, a counter), and every ``EVERY`` commits it wakes the
