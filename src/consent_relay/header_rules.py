@@ -17,8 +17,9 @@ client that frames the message itself. The rules:
     receiver misread the body (request smuggling through a proxy on the way);
   - routing and exchange: ``Host`` (virtual-host confusion past the SSRF guard), ``Expect``
     (``100-continue`` changes how the exchange runs);
-  - ours: ``User-Agent``, ``Cookie`` (the client's cookie handling owns it) and every name
-    starting with ``webhook-`` (the Standard Webhooks signature headers, present and future);
+  - ours: ``User-Agent``, ``Cookie`` (deliveries carry none: ``sender.make_session``) and
+    every name starting with ``webhook-`` (the Standard Webhooks signature headers, present
+    and future);
   - ``Authorization`` only when OAuth is configured (the token goes there); without OAuth it
     is allowed, as receivers with a static bearer token authenticate that way.
 """

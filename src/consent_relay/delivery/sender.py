@@ -29,7 +29,8 @@ USER_AGENT = f"consent-relay/{__version__}"
 
 
 def make_session(settings: Settings, *, limit: int) -> aiohttp.ClientSession:
-    """The shared client session: SSRF-guarded resolver, optional egress source address."""
+    """The shared client session: SSRF-guarded resolver, optional egress source address, no
+    cookies kept."""
     local_addr = (settings.egress_source_address, 0) if settings.egress_source_address else None
     connector = aiohttp.TCPConnector(
         limit=limit,
@@ -45,6 +46,10 @@ def make_session(settings: Settings, *, limit: int) -> aiohttp.ClientSession:
         connector=connector,
         timeout=aiohttp.ClientTimeout(total=None, connect=settings.connect_timeout),
         auto_decompress=False,
+        # Deliveries are stateless: a receiver's Set-Cookie is never kept nor sent back. The
+        # session serves every organization, so a kept cookie would go to another's webhook
+        # on the same host, and a receiver could fill the jar.
+        cookie_jar=aiohttp.DummyCookieJar(),
         # No skip_auto_headers here: a delivery's headers always carry our User-Agent, and a
         # session-wide skip list cost every request a copy of its headers (about 7 CPU-us,
         # py-spy). The token request, which has none, skips aiohttp's itself (oauth).
