@@ -71,6 +71,12 @@ class Settings(BaseSettings):
         description="HTTP proxy URL for every outbound connection; its address is held to "
         "the SSRF guard like any destination (open it with ALLOWED_NETWORKS).",
     )
+    delivery_client: Literal["direct", "aiohttp"] = Field(
+        "direct",
+        description="What sends a delivery's POST: 'direct' (asyncio and llhttp, aiohttp's "
+        "lower layer: about a tenth of aiohttp's CPU a request) or 'aiohttp'. Token requests "
+        "and deliveries through EGRESS_PROXY always use aiohttp.",
+    )
     egress_ips: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Published egress addresses, for GET /v1/egress."
     )

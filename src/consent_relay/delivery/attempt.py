@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Sequence
 import aiohttp
 
 from consent_relay import errors
-from consent_relay.delivery import outcome, sender
+from consent_relay.delivery import http1, outcome, sender
 from consent_relay.delivery.oauth import TokenError, TokenSource
 from consent_relay.delivery.outcome import Outcome
 from consent_relay.security import targets
@@ -57,6 +57,7 @@ def run(
     allowed: Sequence[targets.Network] = (),
     proxy: str | None = None,
     require_https: bool = False,
+    pool: http1.Pool | None = None,
 ) -> Awaitable[Outcome]:
     """The attempt, to await: its outcome; ``headers`` gains the Authorization header that
     was sent. Without OAuth it is ``sender.send`` itself: the caller awaits the request with
@@ -74,8 +75,8 @@ def run(
         )
         return _ready(refused)
     if tokens is None:
-        return sender.send(session, url, body, headers, deadline=deadline, proxy=proxy)
-    return _with_tokens(session, url, body, headers, tokens, started, deadline, proxy)
+        return sender.send(session, url, body, headers, deadline=deadline, proxy=proxy, pool=pool)
+    return _with_tokens(session, url, body, headers, tokens, started, deadline, proxy, pool)
 
 
 async def _ready(result: Outcome) -> Outcome:
@@ -91,6 +92,7 @@ async def _with_tokens(
     started: float,
     deadline: float,
     proxy: str | None,
+    pool: http1.Pool | None,
 ) -> Outcome:
     """An attempt with OAuth: a token, the POST, and one retry with a fresh token on a 401,
     all within the attempt's single deadline."""
@@ -103,12 +105,7 @@ async def _with_tokens(
         return token
     headers["Authorization"] = f"Bearer {token}"
     result = await sender.send(
-        session,
-        url,
-        body,
-        headers,
-        deadline=remaining(),
-        proxy=proxy,
+        session, url, body, headers, deadline=remaining(), proxy=proxy, pool=pool
     )
     if result.status_code == 401:
         tokens.invalidate(token)  # only if still cached: a burst of 401s costs one token
@@ -116,6 +113,8 @@ async def _with_tokens(
         if isinstance(token, Outcome):
             return token
         headers["Authorization"] = f"Bearer {token}"
-        result = await sender.send(session, url, body, headers, deadline=remaining(), proxy=proxy)
+        result = await sender.send(
+            session, url, body, headers, deadline=remaining(), proxy=proxy, pool=pool
+        )
     result.duration_ms = _ms(started)  # the whole attempt's, token requests included
     return result

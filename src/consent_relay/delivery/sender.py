@@ -1,4 +1,9 @@
-"""One HTTP attempt with aiohttp: one shared session, keep-alive, hard deadline, no redirects.
+"""One HTTP attempt: one shared client, keep-alive, hard deadline, no redirects, no cookies.
+
+The POST goes through ``http1.Pool`` (asyncio and llhttp: aiohttp's lower layer, a tenth of
+its CPU a request) when the worker has one, else through aiohttp's session, which also
+serves OAuth token requests and deliveries through an egress proxy. Both come to the same
+``Outcome`` for the same answer (tests/integration/test_http1_client.py).
 
 ``send()`` never raises for the receiver's faults: it returns an ``Outcome``. The deadline
 covers everything from connect to the last byte kept, so a receiver that trickles bytes
@@ -20,7 +25,7 @@ from collections.abc import Mapping
 import aiohttp
 
 from consent_relay import __version__, errors
-from consent_relay.delivery import deadlines, outcome
+from consent_relay.delivery import deadlines, http1, outcome
 from consent_relay.delivery.outcome import Outcome
 from consent_relay.security import targets
 from consent_relay.settings import Settings
@@ -66,13 +71,27 @@ def classify(exc: BaseException) -> tuple[str, str]:
         return outcome.E_FORBIDDEN_TARGET, outcome.storable(exc.detail)
     if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
         return outcome.E_TIMEOUT, text
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+    if isinstance(exc, aiohttp.ClientConnectorDNSError | http1.DNSFailure):
         return outcome.E_DNS, text
     if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError):
         return outcome.E_TLS, text
     if isinstance(exc, aiohttp.ClientConnectorError) and isinstance(exc.os_error, ssl.SSLError):
         return outcome.E_TLS, text
     return outcome.E_CONNECTION, text
+
+
+def make_pool(settings: Settings, *, limit: int) -> http1.Pool | None:
+    """The worker's direct connections for delivery POSTs, unless settings say aiohttp (or
+    an egress proxy, which only aiohttp's session speaks to). In the running loop."""
+    if settings.delivery_client != "direct" or settings.egress_proxy:
+        return None
+    local_addr = (settings.egress_source_address, 0) if settings.egress_source_address else None
+    return http1.Pool(
+        limit=limit,
+        allowed=targets.parse_networks(settings.allowed_networks),
+        connect_timeout=settings.connect_timeout,
+        local_addr=local_addr,
+    )
 
 
 async def _read_kept(content: aiohttp.StreamReader) -> bytes:
@@ -91,6 +110,30 @@ async def _read_kept(content: aiohttp.StreamReader) -> bytes:
     return b"".join(chunks)
 
 
+async def _post(
+    session: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    proxy: str | None,
+) -> http1.Answer:
+    """The POST through aiohttp's session, read as ``http1.Pool.post`` reads it."""
+    async with session.post(
+        url, data=body, headers=headers, allow_redirects=False, proxy=proxy
+    ) as response:
+        raw = await _read_kept(response.content)
+        complete = response.content.at_eof()
+        if not complete:
+            response.close()  # do not drain a large body: drop the connection
+        return http1.Answer(
+            response.status,
+            raw,
+            complete,
+            response.content_length,
+            response.headers.get("Retry-After"),
+        )
+
+
 async def send(
     session: aiohttp.ClientSession,
     url: str,
@@ -99,9 +142,11 @@ async def send(
     *,
     deadline: float,
     proxy: str | None = None,
+    pool: http1.Pool | None = None,
 ) -> Outcome:
-    """POST ``body`` to ``url``; success is any 2xx within ``deadline`` seconds. The caller
-    has checked ``url`` (``attempt.run``); the resolver checks every address it resolves."""
+    """POST ``body`` to ``url`` (through ``pool`` when given and no proxy is); success is
+    any 2xx within ``deadline`` seconds. The caller has checked ``url`` (``attempt.run``);
+    every address resolved is checked on the way (the pool's or the session's resolver)."""
     started = time.monotonic()
 
     def elapsed() -> int:
@@ -110,16 +155,10 @@ async def send(
     # The session's timeout (connect only) applies; the deadline is the guard's.
     guard = deadlines.start(deadline)
     try:
-        async with session.post(
-            url, data=body, headers=headers, allow_redirects=False, proxy=proxy
-        ) as response:
-            raw = await _read_kept(response.content)
-            complete = response.content.at_eof()
-            if not complete:
-                response.close()  # do not drain a large body: drop the connection
-            declared = None if complete else response.content_length
-            status = response.status
-            retry_after = response.headers.get("Retry-After")
+        if pool is not None and proxy is None:
+            answer = await pool.post(url, body, headers)
+        else:
+            answer = await _post(session, url, body, headers, proxy)
     except asyncio.CancelledError:
         if not guard.expired_here():
             raise  # cancelled by someone else (shutdown): not the receiver's doing
@@ -130,10 +169,11 @@ async def send(
         return Outcome(code, elapsed(), error=description)
     finally:
         guard.finish()
-    kept, size = outcome.keep_body(raw)
+    kept, size = outcome.keep_body(answer.body)
     # The body's size: exact when read to its end; when cut, what the receiver declared
     # (None when it declared nothing: more than 4 KiB, how much more unknown).
-    response_bytes = size if complete else declared
+    response_bytes = size if answer.complete else answer.content_length
+    status = answer.status
     if 200 <= status < 300:
         return Outcome(outcome.OK, elapsed(), status, kept, response_bytes=response_bytes)
     return Outcome(
@@ -143,6 +183,6 @@ async def send(
         kept,
         error=f"HTTP {status}",
         # Only parsed (retry.parse_retry_after), never stored: any bytes will do.
-        retry_after=retry_after if status in (429, 503) else None,
+        retry_after=answer.retry_after if status in (429, 503) else None,
         response_bytes=response_bytes,
     )

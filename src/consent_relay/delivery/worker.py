@@ -34,6 +34,7 @@ from consent_relay import errors, ids, metrics
 from consent_relay.delivery import (
     attempt,
     flow,
+    http1,
     idgen,
     oauth,
     replays,
@@ -124,6 +125,7 @@ class Worker:
         self._backlog = False  # the last claim came back full (see _chain)
         self._stopping = False
         self._session: aiohttp.ClientSession
+        self._pool: http1.Pool | None = None  # the POSTs' connections (sender.make_pool)
         self.sent = 0  # attempts made, for tests and metrics
         self.chained = 0  # deliveries a record leased on to this worker (see _chain)
         self._replays = replays.AutoReplay(ctx, self._wake)  # dead letters, once delivering
@@ -133,6 +135,7 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         session = self._session = sender.make_session(self.ctx.settings, limit=self.concurrency)
+        self._pool = sender.make_pool(self.ctx.settings, limit=self.concurrency)
         recorder = asyncio.create_task(self._record_loop(), name="recorder")
         senders = [
             asyncio.create_task(self._send_loop(), name=f"sender-{n}")
@@ -290,6 +293,7 @@ class Worker:
                 allowed=self.allowed,
                 proxy=self.proxy,
                 require_https=self.ctx.settings.require_https,
+                pool=self._pool,
             )
             self.sent += 1
             self._results.add(self._result(item, hook, result, started_at, headers, body))
@@ -534,3 +538,5 @@ class Worker:
                 async with self.ctx.store.write() as tx:
                     await queue.release(tx, leftover, self.ctx.clock_ms())
         await session.close()
+        if self._pool is not None:
+            await self._pool.close()
