@@ -303,6 +303,16 @@ def table(results: dict[str, Any]) -> Table:
         "",
         "",
     )
+    out.add_row(
+        "1. bare direct client (info)",
+        _fmt(r.get("bare_direct_per_s"), " /s"),
+        f"the worker's POST (delivery/http1.py) alone; CPU/request "
+        f"{_fmt(r.get('bare_direct_cpu_us'), ' us')} vs aiohttp's "
+        f"{_fmt(r.get('bare_cpu_us'), ' us')}",
+        "",
+        "(info)",
+        "",
+    )
     for kind in ("sqlite", "postgres"):
         ratio = r.get(f"ratio_{kind}")
         out.add_row(

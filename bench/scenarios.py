@@ -264,6 +264,15 @@ async def bare(cfg: Config, receiver: ReceiverProcess, results: Results) -> None
         f"  bare: {results['bare_per_s']:.0f} req/s (runs: {[round(r) for r, _ in runs]}), "
         f"{results['bare_cpu_us']:.0f} CPU-us/request"
     )
+    # The worker's direct client (delivery/http1.py) alone, for information: the ceiling
+    # stays aiohttp's (issue 12), and the engine's POST no longer goes through aiohttp.
+    direct = [await _client_once(cfg, receiver, "bare", "/bare", "--direct") for _ in runs]
+    results["bare_direct_per_s"] = statistics.median(rate for rate, _ in direct)
+    results["bare_direct_cpu_us"] = statistics.median(cpu for _, cpu in direct)
+    cfg.say(
+        f"  bare, direct client: {results['bare_direct_per_s']:.0f} req/s, "
+        f"{results['bare_direct_cpu_us']:.0f} CPU-us/request"
+    )
 
 
 def bracketed(before: float, after: float) -> float:
