@@ -143,6 +143,7 @@ class _Connection(asyncio.Protocol):
 
     def _reset(self) -> None:
         self.head_bytes = 0  # fed to the parser before the head was complete
+        self.head_size = 0  # the head's headers, as parsed
         self.header_count = 0
         self.status = 0
         self.headers_done = False
@@ -205,6 +206,9 @@ class _Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.header_count += 1
+        self.head_size += len(name) + len(value) + 4
+        if self.head_size > MAX_HEAD:  # (the same bound as data_received's, counted exactly)
+            raise ProtocolFailure(f"the answer's head is over {MAX_HEAD} bytes")
         if self.header_count > MAX_HEADERS:
             raise ProtocolFailure(f"the answer has more than {MAX_HEADERS} headers")
         if len(name) + len(value) > MAX_FIELD:
