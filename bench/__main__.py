@@ -358,7 +358,11 @@ def table(results: dict[str, Any]) -> Table:
         ">= 0.95 of floor",
         scale_out_verdict(scale, floor_scale),
     )
-    for label, key in (("minimal loop", "minimal"), ("complete loop", "complete")):
+    for label, key in (
+        ("minimal loop", "minimal"),
+        ("complete loop", "complete"),
+        ("minimal loop through aiohttp", "minimal_aiohttp"),
+    ):
         out.add_row(
             f"3. floor: {label}, 2 processes",
             _fmt(r.get(f"{key}_2_processes_per_s"), " /s"),

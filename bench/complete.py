@@ -35,7 +35,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import orjson
 
 from bench import minimal
@@ -351,7 +350,7 @@ def signed_request(pk: int, parameters: str) -> tuple[bytes, dict[str, str]]:
 
 
 async def drain(
-    store: Store, session: aiohttp.ClientSession, url: str, _body: bytes, senders: int
+    store: Store, post: minimal.Post, url: str, _body: bytes, senders: int
 ) -> tuple[int, int]:
     """As ``minimal.drain``, with the complete work per delivery (module docstring)."""
     todo: asyncio.Queue[Claimed] = asyncio.Queue()
@@ -396,11 +395,9 @@ async def drain(
             began = time.perf_counter()
             status = 0
             try:
-                async with session.post(url, data=body, headers=headers) as response:
-                    await response.read()
-                    status = response.status
-                    ok += 200 <= status < 300
-            except (aiohttp.ClientError, TimeoutError):
+                status = await post(url, body, headers)
+                ok += 200 <= status < 300
+            except minimal.FAILED:
                 errors += 1
             duration_ms = int((time.perf_counter() - began) * 1000)
             sha = hashlib.sha256(body).hexdigest()

@@ -60,7 +60,6 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
 
 import uvloop
 
@@ -185,28 +184,11 @@ async def drain(folder: Path, deliveries: int, *, start_only: bool = False) -> i
         shutil.rmtree(work, ignore_errors=True)
 
 
-class _Answered:
-    """The stubbed POST's response: 204, no body, after one turn of the loop (as
+async def stub_post(_url: str, _body: bytes, _headers: dict[str, str]) -> int:
+    """The complete floor's POST, stubbed: 204, no body, after one turn of the loop (as
     ``delivery_micro.Answering`` answers the worker's send)."""
-
-    status = 204
-
-    async def __aenter__(self) -> _Answered:
-        await asyncio.sleep(0)
-        return self
-
-    async def __aexit__(self, *_exc: object) -> None:
-        return None
-
-    async def read(self) -> bytes:
-        return b""
-
-
-class StubSession:
-    """The complete floor's ``aiohttp.ClientSession`` stand-in: every POST answered 204."""
-
-    def post(self, _url: str, **_: Any) -> _Answered:
-        return _Answered()
+    await asyncio.sleep(0)
+    return 204
 
 
 def _fresh_floor_db(folder: Path) -> Path:
@@ -226,8 +208,7 @@ async def floor_drain(folder: Path, deliveries: int, *, start_only: bool = False
     try:
         if start_only:
             return 0
-        session = StubSession()
-        ok, _errors = await complete.drain(store, cast(Any, session), "http://stub/", b"", 200)
+        ok, _errors = await complete.drain(store, stub_post, "http://stub/", b"", 200)
         return ok
     finally:
         await store.close()

@@ -2,7 +2,8 @@
 
 No Consent Relay code at all: one table of ``count`` due rows, claimed 100 at a time with a
 lease (``UPDATE ... RETURNING``, ``FOR UPDATE SKIP LOCKED`` on PostgreSQL), POSTed by
-``concurrency`` sender coroutines with the bare client's session, marked done in batches.
+``concurrency`` sender coroutines through the engine's client (``delivery.http1``, what the
+worker POSTs with; ``--client aiohttp``: the bare client's session), marked done in batches.
 No signatures, no attempts rows, no per-user order, no message bodies read. What it reaches,
 next to the bare client in the same run, is the most any persistent delivery engine can reach
 on this machine: the real worker does strictly more per delivery.
@@ -21,6 +22,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aiohttp
+
+from consent_relay.delivery import http1
 
 BATCH = 100
 LEASE_MS = 60_000
@@ -120,9 +123,28 @@ async def _fill_postgres(pool: Any, count: int) -> None:
     await pool.execute("VACUUM ANALYZE minimal_queue")
 
 
-async def drain(
-    store: Store, session: aiohttp.ClientSession, url: str, body: bytes, senders: int
-) -> tuple[int, int]:
+# One POST: its status. Raises what the client raises for a failed request.
+Post = Callable[[str, bytes, dict[str, str]], Awaitable[int]]
+FAILED = (aiohttp.ClientError, TimeoutError, OSError, http1.ProtocolFailure)
+
+
+def aiohttp_post(session: aiohttp.ClientSession) -> Post:
+    async def post(url: str, body: bytes, headers: dict[str, str]) -> int:
+        async with session.post(url, data=body, headers=headers) as response:
+            await response.read()
+            return response.status
+
+    return post
+
+
+def direct_post(pool: http1.Pool) -> Post:
+    async def post(url: str, body: bytes, headers: dict[str, str]) -> int:
+        return (await pool.post(url, body, headers)).status
+
+    return post
+
+
+async def drain(store: Store, post: Post, url: str, body: bytes, senders: int) -> tuple[int, int]:
     """Claim, send and mark done until nothing is left to claim and everything claimed is
     marked (other processes may share the table): (sent ok, errors)."""
     headers = {"Content-Type": "application/json"}
@@ -156,11 +178,11 @@ async def drain(
         while True:
             pk = await todo.get()
             try:
-                async with session.post(url, data=body, headers=headers) as response:
-                    await response.read()
-                    ok += 200 <= response.status < 300
-            except (aiohttp.ClientError, TimeoutError):
+                status = await post(url, body, headers)  # (not in the +=: it reads ok first)
+            except FAILED:
                 errors += 1
+            else:
+                ok += 200 <= status < 300
             results.put_nowait(pk)
 
     async def recorder() -> None:

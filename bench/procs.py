@@ -200,12 +200,16 @@ async def run_minimal(
     max_seconds: float,
     fill: bool,
     complete: bool = False,
+    client: str = "direct",
 ) -> None:
-    """The floor loop: ``bench.minimal``, or with ``complete`` ``bench.complete``."""
+    """The floor loop: ``bench.minimal``, or with ``complete`` ``bench.complete``; its POST
+    through ``client``: the engine's (``direct``) or ``aiohttp``'s session."""
     import aiohttp
 
     from bench import complete as complete_floor
     from bench import minimal
+    from consent_relay.delivery import http1
+    from consent_relay.security import targets
 
     body = await asyncio.to_thread(Path(body_file).read_bytes)
     floor: Any = complete_floor if complete else minimal
@@ -217,14 +221,17 @@ async def run_minimal(
         _say(orjson.dumps({"ok": 0, "errors": 0, "elapsed": 0.0}).decode())
         return
     connector = aiohttp.TCPConnector(limit=concurrency)
+    pool = http1.Pool(limit=concurrency, allowed=targets.parse_networks(["127.0.0.0/8"]))
     async with aiohttp.ClientSession(connector=connector) as session:
+        post = minimal.direct_post(pool) if client == "direct" else minimal.aiohttp_post(session)
         began = time.perf_counter()
         cpu_began = time.process_time()
         ok, errors = await asyncio.wait_for(
-            floor.drain(store, session, url, body, concurrency), max_seconds
+            floor.drain(store, post, url, body, concurrency), max_seconds
         )
         elapsed = time.perf_counter() - began
         cpu = time.process_time() - cpu_began
+    await pool.close()
     await store.close()
     report = {"ok": ok, "errors": errors, "elapsed": elapsed, "cpu_s": cpu, **proc_status_kb()}
     _say(orjson.dumps(report).decode())
@@ -256,6 +263,12 @@ def main(argv: list[str] | None = None) -> None:
     floor.add_argument(
         "--complete", action="store_true", help="bench.complete: the floor with the guarantees"
     )
+    floor.add_argument(
+        "--client",
+        choices=("direct", "aiohttp"),
+        default="direct",
+        help="what POSTs: the engine's client (delivery.http1) or aiohttp's session",
+    )
     args = parser.parse_args(argv)
     import uvloop
 
@@ -272,6 +285,7 @@ def main(argv: list[str] | None = None) -> None:
                 args.max_seconds,
                 not args.no_fill,
                 args.complete,
+                args.client,
             )
         )
     else:

@@ -16,9 +16,11 @@ from pathlib import Path
 import aiohttp
 import orjson
 import pytest
-from bench import complete, db
+from bench import complete, db, minimal
 from standardwebhooks.webhooks import Webhook
 
+from consent_relay.delivery import http1
+from consent_relay.security import targets
 from tests.receiver import Receiver
 
 COUNT = 48  # twelve users, four deliveries each
@@ -55,12 +57,14 @@ async def test_the_complete_floor_sends_each_delivery_once_in_order_signed_and_r
     floor_url: str, receiver: Receiver
 ) -> None:
     store = await complete.open_store(floor_url, COUNT)
-    try:
-        async with aiohttp.ClientSession() as session:
-            ok, errors = await complete.drain(store, session, receiver.url("/floor"), b"", 8)
+    pool = http1.Pool(limit=8, allowed=targets.parse_networks(["127.0.0.0/8"]))
+    try:  # through the engine's client, as the bench runs it
+        post = minimal.direct_post(pool)
+        ok, errors = await complete.drain(store, post, receiver.url("/floor"), b"", 8)
         delivered, attempts, ledger = await store.counts()
         await assert_one_unbroken_chain(store)
     finally:
+        await pool.close()
         await store.close()
     assert (ok, errors) == (COUNT, 0)
     assert (delivered, attempts, ledger) == (COUNT, COUNT, COUNT)
@@ -92,10 +96,11 @@ async def test_two_complete_floor_processes_share_the_work_each_delivery_sent_on
             await complete.open_store(url, COUNT, fill=False),
         ]
         try:
-            async with aiohttp.ClientSession() as session:
+            async with aiohttp.ClientSession() as session:  # (and through aiohttp's)
+                post = minimal.aiohttp_post(session)
                 sent = await asyncio.gather(
                     *(
-                        complete.drain(store, session, receiver.url("/floor2"), b"", 4)
+                        complete.drain(store, post, receiver.url("/floor2"), b"", 4)
                         for store in stores
                     )
                 )
@@ -118,3 +123,21 @@ async def test_two_complete_floor_processes_share_the_work_each_delivery_sent_on
     for user_numbers in numbers_by_user.values():
         assert user_numbers == sorted(user_numbers)
         assert len(user_numbers) == complete.PER_USER
+
+
+async def test_the_minimal_loop_sends_and_counts_each_delivery_once(
+    floor_url: str, receiver: Receiver
+) -> None:
+    """Through either client: every row sent once and counted once (a count taken across
+    the POST's await lost the other senders' updates)."""
+    store = await minimal.open_store(floor_url, COUNT)
+    pool = http1.Pool(limit=8, allowed=targets.parse_networks(["127.0.0.0/8"]))
+    try:
+        ok, errors = await minimal.drain(
+            store, minimal.direct_post(pool), receiver.url("/minimal"), b"{}", 8
+        )
+    finally:
+        await pool.close()
+        await store.close()
+    assert (ok, errors) == (COUNT, 0)
+    assert len(receiver.at("/minimal")) == COUNT
