@@ -107,11 +107,15 @@ async def run_worker(max_seconds: float, processes: int = 1) -> None:
     _say(orjson.dumps(report).decode())
 
 
-async def run_bare_direct(
-    url: str, count: int, concurrency: int, body_file: str, max_seconds: float
+async def run_bare(
+    url: str, count: int, concurrency: int, body_file: str, max_seconds: float, direct: bool
 ) -> None:
-    """``run_bare`` through the worker's direct client (``delivery.http1.Pool``, the worker's
-    POST with ``CONSENT_RELAY_DELIVERY_CLIENT=direct``): that client's own ceiling."""
+    """The bare client: the same POST, ``count`` times, ``concurrency`` at a time, through
+    aiohttp's session, or with ``direct`` through the worker's client (``delivery.http1``):
+    that client's own ceiling."""
+    import aiohttp
+
+    from bench import minimal
     from consent_relay.delivery import http1
     from consent_relay.security import targets
 
@@ -122,53 +126,14 @@ async def run_bare_direct(
     if await _wait_command(reader, max_seconds) != "go":
         _say(orjson.dumps({"ok": 0, "errors": 0, "elapsed": 0.0}).decode())
         return
-    pool = http1.Pool(limit=concurrency, allowed=targets.parse_networks(["127.0.0.0/8"]))
-    ok = errors = started_n = 0
-    deadline = time.monotonic() + max_seconds
-
-    async def one_loop() -> None:
-        nonlocal ok, errors, started_n
-        while started_n < count and time.monotonic() < deadline:
-            started_n += 1
-            try:
-                answer = await pool.post(url, body, headers)
-            except (OSError, http1.ProtocolFailure, TimeoutError):
-                errors += 1
-                continue
-            if 200 <= answer.status < 300:
-                ok += 1
-            else:
-                errors += 1
-
-    began = time.perf_counter()
-    cpu_began = time.process_time()
-    await asyncio.gather(*(one_loop() for _ in range(concurrency)))
-    elapsed = time.perf_counter() - began
-    cpu = time.process_time() - cpu_began
-    await pool.close()
-    report = {"ok": ok, "errors": errors, "elapsed": elapsed, "cpu_s": cpu, **proc_status_kb()}
-    _say(orjson.dumps(report).decode())
-
-
-async def run_bare(
-    url: str, count: int, concurrency: int, body_file: str, max_seconds: float
-) -> None:
-    import aiohttp
-
-    body = await asyncio.to_thread(Path(body_file).read_bytes)
-    headers = {"Content-Type": "application/json"}
-    reader = await _stdin_lines()
-    _say("READY")
-    if await _wait_command(reader, max_seconds) != "go":
-        _say(orjson.dumps({"ok": 0, "errors": 0, "elapsed": 0.0}).decode())
-        return
     connector = aiohttp.TCPConnector(limit=concurrency)
+    pool = http1.Pool(limit=concurrency, allowed=targets.parse_networks(["127.0.0.0/8"]))
     ok = errors = started_n = 0
     deadline = time.monotonic() + max_seconds
 
     async with aiohttp.ClientSession(connector=connector) as session:
 
-        async def one_loop() -> None:
+        async def aiohttp_loop() -> None:  # the ceiling: aiohttp's request, inline
             nonlocal ok, errors, started_n
             while started_n < count and time.monotonic() < deadline:
                 started_n += 1
@@ -182,11 +147,27 @@ async def run_bare(
                 except (aiohttp.ClientError, TimeoutError):
                     errors += 1
 
+        async def direct_loop() -> None:
+            nonlocal ok, errors, started_n
+            while started_n < count and time.monotonic() < deadline:
+                started_n += 1
+                try:
+                    answer = await pool.post(url, body, headers)
+                except minimal.FAILED:
+                    errors += 1
+                    continue
+                if 200 <= answer.status < 300:
+                    ok += 1
+                else:
+                    errors += 1
+
+        one_loop = direct_loop if direct else aiohttp_loop
         began = time.perf_counter()
         cpu_began = time.process_time()
         await asyncio.gather(*(one_loop() for _ in range(concurrency)))
         elapsed = time.perf_counter() - began
         cpu = time.process_time() - cpu_began
+    await pool.close()
     report = {"ok": ok, "errors": errors, "elapsed": elapsed, "cpu_s": cpu, **proc_status_kb()}
     _say(orjson.dumps(report).decode())
 
@@ -289,8 +270,16 @@ def main(argv: list[str] | None = None) -> None:
             )
         )
     else:
-        run = run_bare_direct if args.direct else run_bare
-        uvloop.run(run(args.url, args.count, args.concurrency, args.body_file, args.max_seconds))
+        uvloop.run(
+            run_bare(
+                args.url,
+                args.count,
+                args.concurrency,
+                args.body_file,
+                args.max_seconds,
+                args.direct,
+            )
+        )
 
 
 class Child:
