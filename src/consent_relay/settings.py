@@ -74,7 +74,7 @@ class Settings(BaseSettings):
     delivery_client: Literal["direct", "aiohttp"] = Field(
         "direct",
         description="What sends a delivery's POST: 'direct' (asyncio and llhttp, aiohttp's "
-        "lower layer: about a tenth of aiohttp's CPU a request) or 'aiohttp'. Token requests "
+        "lower layer: about a seventh of aiohttp's CPU a request) or 'aiohttp'. Token requests "
         "and deliveries through EGRESS_PROXY always use aiohttp.",
     )
     egress_ips: Annotated[list[str], NoDecode] = Field(

@@ -3,7 +3,7 @@
 Why: aiohttp's client spends about 100 CPU-us a request on this machine's 1 KB signed POST
 (the bench's bare client), most of a worker's CPU a delivery; the same exchange written on a
 keep-alive ``asyncio.Protocol`` with llhttp parsing the answer (the parser aiohttp itself is
-built on) costs about 12 (docs/performance-log.md, "twenty-ninth session"). A delivery is
+built on) costs 12-23 (docs/performance-log.md, "twenty-ninth session"). A delivery is
 always the same exchange: one POST with a known body and headers, one answer of which at
 most ``MAX_KEPT_BODY`` bytes are kept. This module does that exchange and nothing else;
 every other request (OAuth token requests, deliveries through an egress proxy, and all of

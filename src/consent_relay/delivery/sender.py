@@ -1,6 +1,6 @@
 """One HTTP attempt: one shared client, keep-alive, hard deadline, no redirects, no cookies.
 
-The POST goes through ``http1.Pool`` (asyncio and llhttp: aiohttp's lower layer, a tenth of
+The POST goes through ``http1.Pool`` (asyncio and llhttp: aiohttp's lower layer, a seventh of
 its CPU a request) when the worker has one, else through aiohttp's session, which also
 serves OAuth token requests and deliveries through an egress proxy. Both come to the same
 ``Outcome`` for the same answer (tests/integration/test_http1_client.py).
