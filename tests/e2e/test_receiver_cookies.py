@@ -20,10 +20,18 @@ from aiohttp import web
 from consent_relay.runtime import Context
 from consent_relay.schemas import OrganizationIn
 from consent_relay.services import orgs
+from consent_relay.settings import Settings
 from tests.e2e.helpers import consent_event, make_webhook, post_event, running
 from tests.receiver import Received, Receiver
 
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+
+
+@pytest.fixture(params=["direct", "aiohttp"])
+def settings(settings: Settings, request: pytest.FixtureRequest) -> Settings:
+    """Both delivery clients (``CONSENT_RELAY_DELIVERY_CLIENT``): aiohttp's session kept a
+    jar; the direct client never had one."""
+    return settings.model_copy(update={"delivery_client": request.param})
 
 
 def sets_cookie(name: str) -> web.StreamResponse:

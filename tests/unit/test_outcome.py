@@ -6,8 +6,9 @@ import aiohttp
 import orjson
 import pytest
 
-from consent_relay.delivery import oauth, outcome, sender
+from consent_relay.delivery import http1, oauth, outcome, sender
 from consent_relay.delivery.oauth import TokenError
+from consent_relay.settings import Settings
 
 R = outcome.REPLACEMENT
 
@@ -109,3 +110,20 @@ def test_token_error_made_elsewhere_is_storable_too() -> None:
     error = TokenError("unsupported token_type '\udcff\x00'", 200, "a\x00", 2)
     assert is_storable(error.message)
     assert error.body == f"a{R}"
+
+
+@pytest.mark.parametrize(
+    ("changes", "direct"),
+    [
+        ({}, True),
+        ({"delivery_client": "aiohttp"}, False),
+        ({"egress_proxy": "http://proxy.example:3128"}, False),  # only aiohttp speaks to it
+        ({"egress_source_address": "127.0.0.1"}, True),
+    ],
+)
+async def test_which_client_posts(changes: dict[str, str], direct: bool) -> None:
+    pool = sender.make_pool(Settings().model_copy(update=changes), limit=4)
+    assert isinstance(pool, http1.Pool) is direct
+    if pool is not None:
+        assert pool.local_addr == (("127.0.0.1", 0) if changes else None)
+        await pool.close()
