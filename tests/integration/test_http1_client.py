@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import datetime
 import ipaddress
+import socket
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp.abc import AbstractResolver, ResolveResult
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -411,6 +413,77 @@ async def test_a_refused_connection_and_a_deadline(
         never.set()
         hanging.close()
         await hanging.wait_closed()
+
+
+class TwoAddresses(AbstractResolver):
+    """``dual.test`` resolves to a blackhole first, then to the receiver."""
+
+    def __init__(self, first: str, second: str) -> None:
+        self.first, self.second = first, second
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        return [
+            ResolveResult(
+                hostname=host, host=address, port=port, family=socket.AF_INET, proto=0, flags=0
+            )
+            for address in (self.first, self.second)
+        ]
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_an_address_that_never_answers_leaves_the_next_its_turn(server: RawServer) -> None:
+    """A name with two addresses, the first a route to nowhere (a listener on 127.0.0.2
+    whose accept queue is full: the SYN is dropped, the connect hangs): the second address
+    gets its share of the connect timeout, and the POST goes through it."""
+    blackhole = socket.socket()
+    fillers: list[socket.socket] = []
+    pool = http1.Pool(
+        limit=4,
+        allowed=_nets(SETTINGS.allowed_networks),
+        connect_timeout=2.0,
+        resolver=TwoAddresses("127.0.0.2", "127.0.0.1"),
+    )
+    session = sender.make_session(SETTINGS, limit=4)
+    try:
+        blackhole.bind(("127.0.0.2", server.port))
+        blackhole.listen(0)
+        for _ in range(3):  # the accept queue full, and never accepted
+            filler = socket.socket()
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.2", server.port))
+            fillers.append(filler)
+        url = f"http://dual.test:{server.port}/ok"
+        result = await sender.send(session, url, BODY, HEADERS, deadline=5, pool=pool)
+        assert result.ok, result
+        assert 900 <= result.duration_ms < 2000  # half of the connect timeout, then through
+    finally:
+        for sock in (*fillers, blackhole):
+            sock.close()
+        await pool.close()
+        await session.close()
+
+
+async def test_a_name_without_addresses_is_a_dns_failure(server: RawServer) -> None:
+    class Nothing(TwoAddresses):
+        async def resolve(
+            self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+        ) -> list[ResolveResult]:
+            return []
+
+    pool = http1.Pool(limit=4, resolver=Nothing("", ""))
+    session = sender.make_session(SETTINGS, limit=4)
+    try:
+        url = f"http://dual.test:{server.port}/ok"
+        result = await sender.send(session, url, BODY, HEADERS, deadline=5, pool=pool)
+        assert result.code == outcome.E_DNS, result
+    finally:
+        await pool.close()
+        await session.close()
 
 
 # -- TLS --------------------------------------------------------------------------------------

@@ -15,7 +15,8 @@ What it keeps from aiohttp's connector, as ``sender.make_session`` configures it
 - every address a host name resolves to is checked by the SSRF guard
   (``targets.GuardedResolver``) and connected to as checked (no second lookup: DNS
   rebinding cannot pass); an IP-literal host is checked too; lookups are kept 10 s;
-- the addresses are tried in turn within the connect timeout (TLS handshake included);
+- the addresses are tried in turn within the connect timeout (TLS handshake included),
+  each with an equal share of the time left;
   TLS with the system's trust store and host name check; the egress source address;
 - idle connections are kept (30 s, most recent first) per scheme, host and port, at most
   ``limit`` of them; an answer that says ``Connection: close``, an HTTP/1.0 answer, an
@@ -44,6 +45,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import httptools
+from aiohttp.abc import AbstractResolver
 from yarl import URL
 
 from consent_relay import errors
@@ -295,12 +297,14 @@ class Pool:
         connect_timeout: float = 5.0,
         local_addr: tuple[str, int] | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        resolver: AbstractResolver | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.limit = limit
         self.connect_timeout = connect_timeout
         self.local_addr = local_addr
-        self.resolver = targets.GuardedResolver(allowed)
+        # ``resolver``: the lookups under the guard (aiohttp's default resolver if None).
+        self.resolver = targets.GuardedResolver(allowed, inner=resolver)
         self.allowed = tuple(allowed)
         self._ssl = ssl_context
         self._idle: dict[tuple[str, str, int], collections.deque[_Connection]] = {}
@@ -411,16 +415,24 @@ class Pool:
         return found
 
     async def _connect(self, tgt: Target) -> _Connection:
-        async with asyncio.timeout(self.connect_timeout):
+        deadline = self.loop.time() + self.connect_timeout
+        async with asyncio.timeout_at(deadline):
             addresses = await self._addresses(tgt.host, tgt.port)
-            last: OSError | None = None
-            for address in addresses:
-                connection = _Connection(self, tgt.key)
+        if not addresses:
+            raise DNSFailure(f"{tgt.host!r} resolves to no address")
+        last: OSError | None = None
+        for n, address in enumerate(addresses):
+            # Each address gets an equal share of the time left, so one that never answers (an
+            # IPv6 route to nowhere) leaves the next its turn. (aiohttp's connector starts the
+            # next address 0.25 s after the one before, "happy eyeballs".)
+            share = (deadline - self.loop.time()) / (len(addresses) - n)
+            connection = _Connection(self, tgt.key)
 
-                def made(connection: _Connection = connection) -> _Connection:
-                    return connection
+            def made(connection: _Connection = connection) -> _Connection:
+                return connection
 
-                try:
+            try:
+                async with asyncio.timeout(share):
                     await self.loop.create_connection(
                         made,
                         address["host"],
@@ -430,13 +442,13 @@ class Pool:
                         server_hostname=tgt.host if tgt.tls else None,
                         local_addr=self.local_addr,
                     )
-                except ssl.SSLError:
-                    raise  # the certificate or handshake: another address would not do
-                except OSError as exc:
-                    last = exc
-                    continue
-                self._all.add(connection)
-                return connection
+            except ssl.SSLError:
+                raise  # the certificate or handshake: another address would not do
+            except OSError as exc:  # refused, unreachable, or its share ran out (TimeoutError)
+                last = exc
+                continue
+            self._all.add(connection)
+            return connection
         assert last is not None
         raise last
 
