@@ -48,7 +48,6 @@ import httptools
 from aiohttp.abc import AbstractResolver
 from yarl import URL
 
-from consent_relay import errors
 from consent_relay.delivery import outcome
 from consent_relay.security import targets
 
@@ -305,7 +304,6 @@ class Pool:
         self.local_addr = local_addr
         # ``resolver``: the lookups under the guard (aiohttp's default resolver if None).
         self.resolver = targets.GuardedResolver(allowed, inner=resolver)
-        self.allowed = tuple(allowed)
         self._ssl = ssl_context
         self._idle: dict[tuple[str, str, int], collections.deque[_Connection]] = {}
         self._idle_count = 0
@@ -392,26 +390,16 @@ class Pool:
         kept = self._lookups.get(host)
         if kept is not None and now < kept[0]:
             return kept[1]
-        literal = targets.parse_host_ip(host)
-        if literal is not None:
-            reason = targets.refusal_reason(literal, self.allowed)
-            if reason is not None:
-                raise errors.ForbiddenTarget(f"Host {host!r} is {literal}, a {reason} address.")
-            family = socket.AF_INET6 if literal.version == 6 else socket.AF_INET
-            found = [{"host": str(literal), "port": port, "family": family}]
-        else:
-            try:
-                found = [
-                    dict(r)
-                    for r in await self.resolver.resolve(host, port, family=socket.AF_UNSPEC)
-                ]
-            except errors.ForbiddenTarget:
-                raise
-            except OSError as exc:
-                raise DNSFailure(f"cannot resolve {host!r}: {exc}") from exc
-            if len(self._lookups) > 4096:
-                self._lookups.clear()
-            self._lookups[host] = (now + DNS_TTL, found)
+        # The guard checks an IP-literal host as it checks every address a name resolves to.
+        try:
+            found = [
+                dict(r) for r in await self.resolver.resolve(host, port, family=socket.AF_UNSPEC)
+            ]
+        except OSError as exc:
+            raise DNSFailure(f"cannot resolve {host!r}: {exc}") from exc
+        if len(self._lookups) > 4096:
+            self._lookups.clear()
+        self._lookups[host] = (now + DNS_TTL, found)
         return found
 
     async def _connect(self, tgt: Target) -> _Connection:

@@ -33,10 +33,15 @@ from consent_relay.settings import Settings
 USER_AGENT = f"consent-relay/{__version__}"
 
 
+def _local_addr(settings: Settings) -> tuple[str, int] | None:
+    """The egress source address every outbound connection is bound to, if any."""
+    return (settings.egress_source_address, 0) if settings.egress_source_address else None
+
+
 def make_session(settings: Settings, *, limit: int) -> aiohttp.ClientSession:
     """The shared client session: SSRF-guarded resolver, optional egress source address, no
     cookies kept."""
-    local_addr = (settings.egress_source_address, 0) if settings.egress_source_address else None
+    local_addr = _local_addr(settings)
     connector = aiohttp.TCPConnector(
         limit=limit,
         limit_per_host=0,
@@ -85,12 +90,11 @@ def make_pool(settings: Settings, *, limit: int) -> http1.Pool | None:
     an egress proxy, which only aiohttp's session speaks to). In the running loop."""
     if settings.delivery_client != "direct" or settings.egress_proxy:
         return None
-    local_addr = (settings.egress_source_address, 0) if settings.egress_source_address else None
     return http1.Pool(
         limit=limit,
         allowed=targets.parse_networks(settings.allowed_networks),
         connect_timeout=settings.connect_timeout,
-        local_addr=local_addr,
+        local_addr=_local_addr(settings),
     )
 
 
