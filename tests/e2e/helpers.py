@@ -4,6 +4,7 @@ subprocess workers."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -268,12 +269,18 @@ async def leases_of(ctx: Context, pid: int) -> int:
 
 
 async def create_events(
-    api: httpx.AsyncClient, created: dict[str, list[str]], progress: list[int], rounds: int
+    api: httpx.AsyncClient,
+    created: dict[str, list[str]],
+    progress: list[int],
+    rounds: int,
+    *,
+    first_round: int = 0,
 ) -> None:
     """``rounds`` rounds of one event per user (the keys of ``created``), the users of a
     round concurrently: each user's events are created one after the other, and their ids
-    appended to ``created[user]`` in that order."""
-    for round_ in range(rounds):
+    appended to ``created[user]`` in that order. A round's parity sets the consent (round
+    ``first_round`` on), so every event after a user's first changes the user."""
+    for round_ in range(first_round, first_round + rounds):
 
         async def one(ouid: str, round_: int = round_) -> None:
             event = await post_event(api, consent_event(ouid, "analytics", round_ % 2 == 0))
@@ -281,3 +288,46 @@ async def create_events(
             progress[0] += 1
 
         await asyncio.gather(*(one(ouid) for ouid in created))
+
+
+@dataclass
+class Pour:
+    """Events poured in by a task, ``create_events`` round after round, for the kill tests.
+
+    A kill test needs work in flight when it kills: if the workers delivered everything
+    before enough kills hit work (a fast client, or a victim slow to start under load),
+    ``more`` pours another batch in after the last, order per user kept."""
+
+    api: httpx.AsyncClient
+    created: dict[str, list[str]]
+    progress: list[int] = field(default_factory=lambda: [0])
+    rounds: int = 0
+    batches: int = 0
+    task: asyncio.Task[None] | None = None
+
+    def more(self, rounds: int) -> asyncio.Task[None]:
+        assert self.task is None or self.task.done(), "one batch at a time"
+        if self.task is not None:
+            self.task.result()  # re-raises a failed POST
+        self.task = asyncio.create_task(
+            create_events(self.api, self.created, self.progress, rounds, first_round=self.rounds)
+        )
+        self.rounds += rounds
+        self.batches += 1
+        return self.task
+
+    @property
+    def done(self) -> bool:
+        return self.task is None or self.task.done()
+
+    async def finish(self) -> None:
+        """Waits for the last batch: re-raises a failed POST."""
+        if self.task is not None:
+            await self.task
+
+    async def stop(self) -> None:
+        """Cancels a batch still running (a test that failed midway)."""
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task

@@ -28,9 +28,9 @@ from consent_relay.storage import inspect, tamper
 from consent_relay.storage.store import Store
 from tests.e2e.helpers import (
     READY,
+    Pour,
     WorkerFleet,
     consent_event,
-    create_events,
     eventually,
     lease_prefix,
     leases_of,
@@ -42,9 +42,11 @@ from tests.e2e.helpers import (
 from tests.receiver import Receiver
 
 USERS = 50
-EVENTS_PER_USER = 40  # 2,000 events, ~4,000 messages (event.created + user.updated)
+EVENTS_PER_USER = 2  # 2,000 events, ~4,000 messages (event.created + user.updated)
 CONCURRENCY = 20
 MIN_KILLS = 3  # that hit a worker holding leases
+TOP_UP_ROUNDS = 10  # more events per user, should all be delivered before MIN_KILLS hit work
+MAX_BATCHES = 6
 
 
 @dataclass(frozen=True)
@@ -84,35 +86,47 @@ async def test_no_message_lost_while_workers_are_killed(
     fleet.spawn()
     fleet.spawn()
 
-    created: dict[str, list[str]] = {f"user-{u}@example.com": [] for u in range(USERS)}
-    progress = [0]
-    creating = asyncio.create_task(create_events(api, created, progress, EVENTS_PER_USER))
+    pour = Pour(api, {f"user-{u}@example.com": [] for u in range(USERS)})
+    pour.more(EVENTS_PER_USER)
+    created = pour.created
     kills: list[Kill] = []
     rng = random.Random(7)
-    while not creating.done() or sum(k.leases > 0 for k in kills) < MIN_KILLS:
-        await asyncio.wait({creating}, timeout=rng.uniform(0.5, 1.0))
-        fleet.check_alive()
-        victim = fleet.oldest()
-        await victim.printed(READY, within=30)  # never one still starting: it does no work
 
-        async def busy(pid: int = victim.pid) -> bool:
-            return await leases_of(ctx, pid) > 0
+    def hits() -> int:
+        return sum(k.leases > 0 for k in kills)
 
-        # Kill it mid-work: once it holds leases (bounded: the queue may be empty by now).
-        with contextlib.suppress(AssertionError):
-            await eventually(busy, within=5, interval=0.02, what="the victim to claim work")
-        if creating.done() and not await busy():
-            if sum(k.leases > 0 for k in kills) >= MIN_KILLS:
-                break  # enough kills hit work; the events were all created meanwhile
-            pending = await read(ctx, inspect.count, "deliveries", status="pending")
-            assert pending, f"delivered before {MIN_KILLS} kills hit in-flight work: {kills}"
-        await fleet.kill(victim)
-        kills.append(Kill(victim.pid, progress[0], await expire_leases_of(ctx, victim.pid)))
-        fleet.spawn()
-    await creating  # re-raises a failed POST
+    try:
+        while not pour.done or hits() < MIN_KILLS:
+            assert pour.task is not None
+            await asyncio.wait({pour.task}, timeout=rng.uniform(0.5, 1.0))
+            fleet.check_alive()
+            victim = fleet.oldest()
+            await victim.printed(READY, within=30)  # never one still starting: it does no work
+
+            async def busy(pid: int = victim.pid) -> bool:
+                return await leases_of(ctx, pid) > 0
+
+            # Kill it mid-work: once it holds leases (bounded: the queue may be empty by now).
+            with contextlib.suppress(AssertionError):
+                await eventually(busy, within=5, interval=0.02, what="the victim to claim work")
+            if pour.done and not await busy():
+                if hits() >= MIN_KILLS:
+                    break  # enough kills hit work; the events were all created meanwhile
+                if not await read(ctx, inspect.count, "deliveries", status="pending"):
+                    # All delivered before enough kills hit work: pour more in.
+                    assert pour.batches < MAX_BATCHES, f"{pour.batches} batches, kills {kills}"
+                    pour.more(TOP_UP_ROUNDS)
+                    continue
+            await fleet.kill(victim)
+            expired = await expire_leases_of(ctx, victim.pid)
+            kills.append(Kill(victim.pid, pour.progress[0], expired))
+            fleet.spawn()
+        await pour.finish()  # re-raises a failed POST
+    finally:
+        await pour.stop()
     created_at = time.monotonic() - started
     total_events = sum(len(ids) for ids in created.values())
-    assert total_events == USERS * EVENTS_PER_USER
+    assert total_events == USERS * pour.rounds >= USERS * EVENTS_PER_USER
 
     async def drained() -> bool:
         fleet.check_alive()
@@ -150,6 +164,7 @@ async def test_no_message_lost_while_workers_are_killed(
 
     print(
         f"\n[{'sqlite' if db_url.startswith('sqlite') else 'postgres'}] events={total_events} "
+        f"batches={pour.batches} "
         f"messages={len(message_ids)} kills={len(kills)} "
         f"leases-at-kill={[k.leases for k in kills]} lost={len(lost)} "
         f"duplicates={duplicates} (leases at kills {in_flight_at_kills}, "

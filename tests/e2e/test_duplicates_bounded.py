@@ -30,8 +30,8 @@ from consent_relay.storage import inspect
 from consent_relay.storage.store import Store
 from tests.e2e.helpers import (
     READY,
+    Pour,
     WorkerFleet,
-    create_events,
     eventually,
     leases_of,
     make_webhook,
@@ -46,6 +46,8 @@ EVENTS = 10_000 if LONG else 1_500
 CONCURRENCY = 20  # per worker process
 KILL_EVERY = (2.0, 3.5)  # seconds, drawn uniformly
 MIN_KILLS_IN_FLIGHT = 3  # kills that took leased deliveries down with them
+TOP_UP_ROUNDS = 10  # more events per user, should all be delivered before enough kills hit work
+MAX_BATCHES = 6
 
 pytestmark = pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
 
@@ -77,25 +79,32 @@ async def test_duplicates_at_most_the_deliveries_in_flight_at_the_kills(
     hook = await make_webhook(api, receiver.url("/dup"))
     fleet.spawn()
     fleet.spawn()
-    created: dict[str, list[str]] = {f"dup-{u}@example.com": [] for u in range(USERS)}
-    progress = [0]
-    creating = asyncio.create_task(create_events(api, created, progress, EVENTS // USERS))
+    pour = Pour(api, {f"dup-{u}@example.com": [] for u in range(USERS)})
+    pour.more(EVENTS // USERS)
     kills: list[Kill] = []
     rng = random.Random(11)
+
+    def hits() -> int:
+        return sum(k.leases > 0 for k in kills)
+
     try:
-        while not creating.done() or sum(k.leases > 0 for k in kills) < MIN_KILLS_IN_FLIGHT:
-            await asyncio.wait({creating}, timeout=rng.uniform(*KILL_EVERY))
+        while not pour.done or hits() < MIN_KILLS_IN_FLIGHT:
+            assert pour.task is not None
+            await asyncio.wait({pour.task}, timeout=rng.uniform(*KILL_EVERY))
             fleet.check_alive()
-            if creating.done():
-                if sum(k.leases > 0 for k in kills) >= MIN_KILLS_IN_FLIGHT:
+            if pour.done:
+                if hits() >= MIN_KILLS_IN_FLIGHT:
                     break  # enough kills hit work; the events were all created meanwhile
-                pending = await read(ctx, inspect.count, "deliveries", status="pending")
-                assert pending, f"all delivered before {MIN_KILLS_IN_FLIGHT} kills hit work"
+                if not await read(ctx, inspect.count, "deliveries", status="pending"):
+                    # All delivered before enough kills hit work: pour more in.
+                    assert pour.batches < MAX_BATCHES, f"{pour.batches} batches, kills {kills}"
+                    pour.more(TOP_UP_ROUNDS)
+                    continue
             victim = fleet.oldest()
             # Only a worker that got to work: on a loaded machine start-up can outlast a
             # kill interval, and killing workers still starting would deliver nothing at all.
             await victim.printed(READY, within=30)
-            if creating.done():
+            if pour.done:
                 # No more events pour in, and the loop no longer waits between kills: killed
                 # at once, each replacement died before it claimed anything, and the kills
                 # never hit work again (the loop spun until the timeout, seen once delivery
@@ -107,15 +116,14 @@ async def test_duplicates_at_most_the_deliveries_in_flight_at_the_kills(
                     await eventually(busy, within=5, interval=0.02, what="the victim to claim")
             await fleet.kill(victim)
             leases = await leases_of(ctx, victim.pid)
-            kills.append(Kill(victim.pid, time.monotonic() - started, progress[0], leases))
+            kills.append(Kill(victim.pid, time.monotonic() - started, pour.progress[0], leases))
             fleet.spawn()
-        await creating  # re-raises a failed POST
+        await pour.finish()  # re-raises a failed POST
     finally:
-        creating.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await creating
+        await pour.stop()
+    created = pour.created
     total_events = sum(len(ids) for ids in created.values())
-    assert total_events == EVENTS
+    assert total_events == USERS * pour.rounds >= EVENTS
 
     async def drained() -> bool:
         fleet.check_alive()
@@ -134,7 +142,8 @@ async def test_duplicates_at_most_the_deliveries_in_flight_at_the_kills(
     in_flight = sum(k.leases for k in kills)
     failed_attempts = await read(ctx, inspect.count_failed_attempts)
     print(
-        f"\n[duplicates] events={total_events} messages={len(message_ids)} kills={len(kills)} "
+        f"\n[duplicates] events={total_events} batches={pour.batches} messages={len(message_ids)} "
+        f"kills={len(kills)} "
         f"leases-at-kills={[k.leases for k in kills]} (sum {in_flight}) lost={len(lost)} "
         f"duplicates={duplicates} arrivals={len(arrived)} failed-attempts={failed_attempts} "
         f"total={time.monotonic() - started:.1f}s"
