@@ -15,9 +15,11 @@ What it keeps from aiohttp's connector, as ``sender.make_session`` configures it
 - every address a host name resolves to is checked by the SSRF guard
   (``targets.GuardedResolver``) and connected to as checked (no second lookup: DNS
   rebinding cannot pass); an IP-literal host is checked too; lookups are kept 10 s;
-- the addresses are tried in turn within the connect timeout (TLS handshake included),
-  each with an equal share of the time left;
-  TLS with the system's trust store and host name check; the egress source address;
+- the addresses are raced as aiohttp's connector races them (``aiohappyeyeballs``, RFC 8305
+  "happy eyeballs": in the resolver's order, the families interleaved, the next started
+  0.25 s after the one before, the first connected wins), all within the connect timeout,
+  TLS handshake included; TLS with the system's trust store and host name check; the
+  egress source address;
 - idle connections are kept (30 s, most recent first) per scheme, host and port, at most
   ``limit`` of them; an answer that says ``Connection: close``, an HTTP/1.0 answer, an
   unfinished body or anything odd closes the connection instead;
@@ -44,6 +46,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+import aiohappyeyeballs
 import httptools
 from aiohttp.abc import AbstractResolver
 from yarl import URL
@@ -59,7 +62,17 @@ MAX_HEADERS = 128
 MAX_HEAD = 256 * 1024
 KEEPALIVE = 30.0  # seconds an idle connection is kept (aiohttp's keepalive_timeout here)
 DNS_TTL = 10.0  # seconds a lookup is kept (aiohttp's ttl_dns_cache here)
+HAPPY_EYEBALLS_DELAY = 0.25  # seconds before the next address is tried (aiohttp's default)
 _KEPT = outcome.MAX_KEPT_BODY + 1  # bytes read of a body: one more tells "longer than kept"
+
+
+def _addr_info(address: Mapping[str, Any], port: int) -> aiohappyeyeballs.AddrInfoType:
+    """A resolved address as ``socket.getaddrinfo`` gives it (what ``aiohappyeyeballs``
+    connects to)."""
+    family = address["family"]
+    host = address["host"]
+    sockaddr = (host, port, 0, 0) if family == socket.AF_INET6 else (host, port)
+    return (family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", sockaddr)
 
 
 class DNSFailure(OSError):
@@ -302,6 +315,7 @@ class Pool:
         self.limit = limit
         self.connect_timeout = connect_timeout
         self.local_addr = local_addr
+        self._local_infos = aiohappyeyeballs.addr_to_addr_infos(local_addr)
         # ``resolver``: the lookups under the guard (aiohttp's default resolver if None).
         self.resolver = targets.GuardedResolver(allowed, inner=resolver)
         self._ssl = ssl_context
@@ -403,42 +417,32 @@ class Pool:
         return found
 
     async def _connect(self, tgt: Target) -> _Connection:
-        deadline = self.loop.time() + self.connect_timeout
-        async with asyncio.timeout_at(deadline):
+        connection = _Connection(self, tgt.key)
+        async with asyncio.timeout(self.connect_timeout):
             addresses = await self._addresses(tgt.host, tgt.port)
-        if not addresses:
-            raise DNSFailure(f"{tgt.host!r} resolves to no address")
-        last: OSError | None = None
-        for n, address in enumerate(addresses):
-            # Each address gets an equal share of the time left, so one that never answers (an
-            # IPv6 route to nowhere) leaves the next its turn. (aiohttp's connector starts the
-            # next address 0.25 s after the one before, "happy eyeballs".)
-            share = (deadline - self.loop.time()) / (len(addresses) - n)
-            connection = _Connection(self, tgt.key)
-
-            def made(connection: _Connection = connection) -> _Connection:
-                return connection
-
+            if not addresses:
+                raise DNSFailure(f"{tgt.host!r} resolves to no address")
+            # Raced as aiohttp's connector races them: one that never answers (an IPv6 route
+            # to nowhere) holds the next back 0.25 s, not the connect timeout. Each is
+            # connected to as the guard checked it (a numeric address: no second lookup).
+            sock = await aiohappyeyeballs.start_connection(
+                [_addr_info(address, tgt.port) for address in addresses],
+                local_addr_infos=self._local_infos,
+                happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY,
+                interleave=1,
+            )
             try:
-                async with asyncio.timeout(share):
-                    await self.loop.create_connection(
-                        made,
-                        address["host"],
-                        tgt.port,
-                        family=address["family"],
-                        ssl=self.ssl_context if tgt.tls else None,
-                        server_hostname=tgt.host if tgt.tls else None,
-                        local_addr=self.local_addr,
-                    )
-            except ssl.SSLError:
-                raise  # the certificate or handshake: another address would not do
-            except OSError as exc:  # refused, unreachable, or its share ran out (TimeoutError)
-                last = exc
-                continue
-            self._all.add(connection)
-            return connection
-        assert last is not None
-        raise last
+                await self.loop.create_connection(
+                    lambda: connection,
+                    sock=sock,
+                    ssl=self.ssl_context if tgt.tls else None,
+                    server_hostname=tgt.host if tgt.tls else None,
+                )
+            except BaseException:
+                sock.close()
+                raise
+        self._all.add(connection)
+        return connection
 
     async def close(self) -> None:
         self.closed = True
