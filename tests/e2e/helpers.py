@@ -320,6 +320,17 @@ class Pour:
     def done(self) -> bool:
         return self.task is None or self.task.done()
 
+    async def more_if_drained(self, ctx: Context, rounds: int = 10, most: int = 6) -> bool:
+        """With the last batch done and no delivery left pending (all delivered before
+        enough kills hit work), another batch of ``rounds`` rounds poured in: True. At most
+        ``most`` batches in all."""
+        assert self.done
+        if await read(ctx, inspect.count, "deliveries", status="pending"):
+            return False
+        assert self.batches < most, f"all delivered {self.batches} times before the kills hit"
+        self.more(rounds)
+        return True
+
     async def finish(self) -> None:
         """Waits for the last batch: re-raises a failed POST."""
         if self.task is not None:

@@ -46,8 +46,6 @@ EVENTS = 10_000 if LONG else 1_500
 CONCURRENCY = 20  # per worker process
 KILL_EVERY = (2.0, 3.5)  # seconds, drawn uniformly
 MIN_KILLS_IN_FLIGHT = 3  # kills that took leased deliveries down with them
-TOP_UP_ROUNDS = 10  # more events per user, should all be delivered before enough kills hit work
-MAX_BATCHES = 6
 
 pytestmark = pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
 
@@ -95,11 +93,8 @@ async def test_duplicates_at_most_the_deliveries_in_flight_at_the_kills(
             if pour.done:
                 if hits() >= MIN_KILLS_IN_FLIGHT:
                     break  # enough kills hit work; the events were all created meanwhile
-                if not await read(ctx, inspect.count, "deliveries", status="pending"):
-                    # All delivered before enough kills hit work: pour more in.
-                    assert pour.batches < MAX_BATCHES, f"{pour.batches} batches, kills {kills}"
-                    pour.more(TOP_UP_ROUNDS)
-                    continue
+                if await pour.more_if_drained(ctx):
+                    continue  # all delivered before enough kills hit work: more poured in
             victim = fleet.oldest()
             # Only a worker that got to work: on a loaded machine start-up can outlast a
             # kill interval, and killing workers still starting would deliver nothing at all.
