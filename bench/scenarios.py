@@ -464,12 +464,15 @@ async def scale_out(cfg: Config, receiver: ReceiverProcess, results: Results) ->
         )
         rates[processes] = result.per_s
         db_us = (result.db_cpu_s or 0.0) / max(1, result.arrived) * 1e6
+        server_us = (result.server_cpu_s or 0.0) / max(1, result.arrived) * 1e6
         results[f"postgres_{processes}_proc_cpu_us"] = result.cpu_us_per_delivery
         results[f"postgres_{processes}_proc_db_cpu_us"] = db_us
+        results[f"postgres_{processes}_proc_server_cpu_us"] = server_us
+        # The server's from "go" to done is the drain's; the backends' counts the fill too.
         cfg.say(
             f"  scale-out {processes} process(es): {result.per_s:.0f}/s; workers "
-            f"{result.cpu_us_per_delivery:.0f} + database backends {db_us:.0f} CPU-us/delivery "
-            f"({counts})"
+            f"{result.cpu_us_per_delivery:.0f} + database server {server_us:.0f} CPU-us/delivery "
+            f"(database backends, the fill's included, {db_us:.0f}) ({counts})"
         )
         for line in filter(None, (pipeline.describe(report) for report in result.children)):
             cfg.say(f"    worker process of {processes}: {line}")
