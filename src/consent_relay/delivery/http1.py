@@ -431,16 +431,14 @@ class Pool:
                 happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY,
                 interleave=1,
             )
-            try:
-                await self.loop.create_connection(
-                    lambda: connection,
-                    sock=sock,
-                    ssl=self.ssl_context if tgt.tls else None,
-                    server_hostname=tgt.host if tgt.tls else None,
-                )
-            except BaseException:
-                sock.close()
-                raise
+            # The transport owns the socket from here: a failed handshake closes it (uvloop
+            # a turn later), as aiohttp's connector leaves it to; not closed here twice.
+            await self.loop.create_connection(
+                lambda: connection,
+                sock=sock,
+                ssl=self.ssl_context if tgt.tls else None,
+                server_hostname=tgt.host if tgt.tls else None,
+            )
         self._all.add(connection)
         return connection
 
