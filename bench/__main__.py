@@ -71,6 +71,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--only", default="", help=f"comma-separated scenarios among: {', '.join(SCENARIOS)}"
     )
     parser.add_argument("--deliveries", type=int, help="deliveries per drain (default 20,000)")
+    parser.add_argument(
+        "--scale-out-deliveries",
+        type=int,
+        help="deliveries per scale-out drain (default: --deliveries, grown until the minimal "
+        "loop's one-process drain lasts 3 s, at most 200,000)",
+    )
     parser.add_argument("--backlog", type=int, help="backlog deliveries (default 1,000,000)")
     parser.add_argument(
         "--backlog-db", choices=("postgres", "sqlite"), default="postgres", help="backlog database"
@@ -114,10 +120,13 @@ def make_config(
         cfg.latency_seconds = 2.0
         cfg.isolation_per_webhook = 100
         cfg.isolation_held = 2_000
+        cfg.scale_out_seconds = 0.0  # small: no calibration
     if args.deliveries:
         cfg.deliveries = args.deliveries
     if args.backlog:
         cfg.backlog = args.backlog
+    if args.scale_out_deliveries:
+        cfg.scale_out_deliveries = args.scale_out_deliveries
     return cfg
 
 
@@ -350,7 +359,7 @@ def table(results: dict[str, Any]) -> Table:
     floor_scale = r.get("minimal_scale_out_ratio")
     of_floor = scale / floor_scale if scale and floor_scale else None
     out.add_row(
-        "3. scale-out, postgres, 2 processes",
+        f"3. scale-out, postgres, 2 processes ({_fmt(r.get('scale_out_deliveries'))})",
         _fmt(r.get("postgres_2_workers_per_s"), " /s"),
         f"1 process {_fmt(r.get('postgres_1_worker_per_s'), ' /s')}; "
         f"{_fmt(scale, 'x', 2)} vs the floor's {_fmt(floor_scale, 'x', 2)}",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import math
 import random
 import socket
 import statistics
@@ -51,6 +52,12 @@ class Config:
     isolation_per_webhook: int = 2_000
     isolation_timeout: float = 2.0
     isolation_held: int = 50_000  # due heads of a disabled webhook beside the healthy ones
+    # Scale-out's deliveries a drain: given (``--scale-out-deliveries``), or grown from
+    # ``deliveries`` until the minimal loop's one-process drain lasts ``scale_out_seconds``
+    # (at most ``scale_out_most``): ``scale_out_count``.
+    scale_out_deliveries: int | None = None
+    scale_out_seconds: float = 3.0
+    scale_out_most: int = 200_000
     backlog_db: str = "postgres"
     say: Say = field(default=lambda _line: None)
 
@@ -232,18 +239,19 @@ async def _minimal_processes(
     receiver: ReceiverProcess,
     processes: int,
     *,
+    count: int,
     complete: bool = False,
     client: str = "direct",
 ) -> float:
     """The floor loop (``complete``: the complete floor's) in ``processes`` processes sharing
-    one PostgreSQL database: deliveries/s."""
+    one PostgreSQL database, ``count`` deliveries in all: deliveries/s."""
     body_file = cfg.workdir / "body.json"
     body_file.write_bytes(db.render_body("event.created", db.message_parameters(0, "u-0")))
     async with db.database("postgres", "minimal") as url:
         children = []
         for n in range(processes):
             args = ["minimal", "--url", receiver.url("/minimal"), "--db-url", url]
-            args += ["--count", str(cfg.deliveries), "--concurrency", str(cfg.concurrency)]
+            args += ["--count", str(count), "--concurrency", str(cfg.concurrency)]
             args += ["--body-file", str(body_file)] + (["--no-fill"] if n else [])
             args += ["--complete"] if complete else []
             args += ["--client", client]
@@ -446,8 +454,38 @@ def _server_note(server_us: float | None) -> str:
 # -- 3. scale-out ----------------------------------------------------------------------------------
 
 
+def scale_out_count(count: int, per_s: float, seconds: float, most: int) -> int:
+    """Deliveries a scale-out drain: ``count``, or, when a one-process drain of ``count`` at
+    ``per_s`` lasts less than ``seconds``, the least multiple of ``count`` that lasts that
+    long, at most ``most`` (never less than ``count``)."""
+    if seconds <= 0 or per_s <= 0 or count <= 0 or count >= per_s * seconds:
+        return count
+    return max(count, min(most, math.ceil(per_s * seconds / count) * count))
+
+
+async def _scale_out_deliveries(cfg: Config, receiver: ReceiverProcess) -> int:
+    """``cfg.scale_out_deliveries``, calibrated once when not given: the minimal loop's
+    one-process drain of ``cfg.deliveries`` is the probe (the fastest drain of the scenario:
+    on a fast machine 20,000 deliveries drain in half a second, mostly its start and end)."""
+    if cfg.scale_out_deliveries is None:
+        count = cfg.deliveries
+        if cfg.scale_out_seconds > 0:
+            per_s = await _minimal_processes(cfg, receiver, 1, count=count)
+            grown = scale_out_count(count, per_s, cfg.scale_out_seconds, cfg.scale_out_most)
+            cfg.say(
+                f"  scale-out probe: the minimal loop drained {count:,} at {per_s:.0f}/s "
+                f"({count / per_s if per_s else 0:.2f} s): {grown:,} deliveries a drain "
+                f"(one process's drain at least {cfg.scale_out_seconds:g} s, at most "
+                f"{cfg.scale_out_most:,})"
+            )
+            count = grown
+        cfg.scale_out_deliveries = count
+    return cfg.scale_out_deliveries
+
+
 async def scale_out(cfg: Config, receiver: ReceiverProcess, results: Results) -> None:
-    n = cfg.deliveries
+    n = await _scale_out_deliveries(cfg, receiver)
+    results["scale_out_deliveries"] = n
     rates: dict[int, float] = {}
     for processes in (1, 2):
         _filled, result, counts = await _queued_drain(
@@ -495,7 +533,7 @@ async def scale_out(cfg: Config, receiver: ReceiverProcess, results: Results) ->
         ("minimal_aiohttp", "the minimal loop through aiohttp", False, "aiohttp"),
     ):
         floor = {
-            p: await _minimal_processes(cfg, receiver, p, complete=complete, client=client)
+            p: await _minimal_processes(cfg, receiver, p, count=n, complete=complete, client=client)
             for p in (1, 2)
         }
         results[f"{key}_1_process_per_s"] = floor[1]

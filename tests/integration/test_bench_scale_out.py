@@ -1,7 +1,9 @@
 """The bench's scale-out scenario (bench/scenarios.py) end to end, small: the engine's drain
 with one and with two worker processes and the floors' beside it, each delivery arriving,
 and the PostgreSQL server's CPU a delivery reported for the drain alone, beside the
-backends' (which count the fill too: read alone, they overstated the server's share)."""
+backends' (which count the fill too: read alone, they overstated the server's share); the
+deliveries a drain calibrated first, so that a fast machine's drains last long enough to
+measure, and every drain of the scenario, the floors' included, of that many."""
 
 from __future__ import annotations
 
@@ -17,11 +19,25 @@ from consent_relay import crypto
 pytestmark = pytest.mark.postgres
 
 
-async def test_scale_out_reports_the_drains_server_cpu(tmp_path: Path) -> None:
+async def test_scale_out_reports_the_drains_server_cpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    floor_counts: list[int] = []
+    floors = scenarios._minimal_processes
+
+    async def counted(*args: Any, count: int, **kwargs: Any) -> float:
+        floor_counts.append(count)
+        return await floors(*args, count=count, **kwargs)
+
+    monkeypatch.setattr(scenarios, "_minimal_processes", counted)
     lines: list[str] = []
     cfg = scenarios.Config(workdir=tmp_path, key=crypto.new_key(), say=lines.append)
     cfg.deliveries = 200
     cfg.concurrency = 16
+    # The probe (the minimal loop draining 200) lasts far less than a minute: the count grows
+    # to its cap.
+    cfg.scale_out_seconds = 60.0
+    cfg.scale_out_most = 400
     results: dict[str, Any] = {}
     async with db.postgres_template(), ReceiverProcess(tmp_path / "receiver.log") as receiver:
         await scenarios.scale_out(cfg, receiver, results)
@@ -34,3 +50,24 @@ async def test_scale_out_reports_the_drains_server_cpu(tmp_path: Path) -> None:
     drains = [line for line in lines if line.startswith("  scale-out ") and "process(es)" in line]
     assert len(drains) == 2, lines
     assert all("database server" in line for line in drains), drains
+    assert results["scale_out_deliveries"] == 400
+    assert all("{'delivered': 400}" in line for line in drains), drains
+    probe = "  scale-out probe: the minimal loop drained 200 "
+    assert any(line.startswith(probe) for line in lines), lines
+    # The probe drained 200; the floors, one and two processes each, 400.
+    assert floor_counts == [200] + [400] * 6
+
+
+async def test_a_given_scale_out_count_is_used_as_given(tmp_path: Path) -> None:
+    lines: list[str] = []
+    cfg = scenarios.Config(workdir=tmp_path, key=crypto.new_key(), say=lines.append)
+    cfg.deliveries = 200
+    cfg.concurrency = 16
+    cfg.scale_out_deliveries = 300  # --scale-out-deliveries 300: no probe
+    results: dict[str, Any] = {}
+    async with db.postgres_template(), ReceiverProcess(tmp_path / "receiver.log") as receiver:
+        await scenarios.scale_out(cfg, receiver, results)
+    assert results["scale_out_deliveries"] == 300
+    assert not any("probe" in line for line in lines), lines
+    drains = [line for line in lines if line.startswith("  scale-out ") and "process(es)" in line]
+    assert all("{'delivered': 300}" in line for line in drains), drains
