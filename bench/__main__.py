@@ -267,6 +267,12 @@ def _fmt(value: Any, unit: str = "", digits: int = 0) -> str:
     return str(value)
 
 
+def _busy(r: dict[str, Any], one: str, two: str) -> str:
+    """The machine's busy share through the one- and the two-process drains: "86% -> 97%"."""
+    shares = [r.get(f"{key}_machine_busy") for key in (one, two)]
+    return " -> ".join(_fmt(None if s is None else s * 100, "%") for s in shares)
+
+
 def _met(value: Any, goal: Callable[[float], bool]) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
@@ -362,7 +368,9 @@ def table(results: dict[str, Any]) -> Table:
         f"3. scale-out, postgres, 2 processes ({_fmt(r.get('scale_out_deliveries'))})",
         _fmt(r.get("postgres_2_workers_per_s"), " /s"),
         f"1 process {_fmt(r.get('postgres_1_worker_per_s'), ' /s')}; "
-        f"{_fmt(scale, 'x', 2)} vs the floor's {_fmt(floor_scale, 'x', 2)}",
+        f"{_fmt(scale, 'x', 2)} vs the floor's {_fmt(floor_scale, 'x', 2)}; machine busy "
+        f"{_busy(r, 'postgres_1_proc', 'postgres_2_proc')} vs the floor's "
+        f"{_busy(r, 'minimal_1_process', 'minimal_2_processes')}",
         _fmt(of_floor, "", 2),
         ">= 0.95 of floor",
         scale_out_verdict(scale, floor_scale),

@@ -25,7 +25,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from bench import db, loadgen, pipeline
+from bench import db, loadgen, machine, pipeline
 from bench.apiproc import ApiServer, cli_command
 from bench.procs import Child, child_env
 from bench.receiver import ReceiverProcess
@@ -93,6 +93,7 @@ class Drain:
     children: list[dict[str, Any]]
     db_cpu_s: float | None = None
     server_cpu_s: float | None = None  # the PostgreSQL server's, from "go" to done
+    machine_busy: float | None = None  # the whole machine's busy share, from "go" to done
 
     @property
     def cpu_s(self) -> float:
@@ -134,6 +135,7 @@ async def drain(
     holds no pending delivery: every result recorded)."""
     await receiver.reset()
     server_before = await db.server_cpu_s() if ctx is not None and not ctx.store.is_sqlite else None
+    machine_before = machine.cpu_times()
     began = time.time()
     for child in children:
         child.send("go")
@@ -149,6 +151,7 @@ async def drain(
             await asyncio.sleep(poll)
         else:
             finished = False
+    busy = machine.busy_share(machine_before, machine.cpu_times())
     arrived = await receiver.count(prefix)
     db_cpu = await db.backend_cpu_s(ctx) if ctx is not None else None
     server_cpu = None
@@ -159,7 +162,14 @@ async def drain(
         child.send("stop")
     reports = [await child.finish() for child in children]
     return Drain(
-        expected, min(arrived, expected), done_at - began, finished, reports, db_cpu, server_cpu
+        expected,
+        min(arrived, expected),
+        done_at - began,
+        finished,
+        reports,
+        db_cpu,
+        server_cpu,
+        busy,
     )
 
 
@@ -242,9 +252,10 @@ async def _minimal_processes(
     count: int,
     complete: bool = False,
     client: str = "direct",
-) -> float:
+) -> tuple[float, float | None]:
     """The floor loop (``complete``: the complete floor's) in ``processes`` processes sharing
-    one PostgreSQL database, ``count`` deliveries in all: deliveries/s."""
+    one PostgreSQL database, ``count`` deliveries in all: deliveries/s, and the machine's
+    busy share from "go" to the last report."""
     body_file = cfg.workdir / "body.json"
     body_file.write_bytes(db.render_body("event.created", db.message_parameters(0, "u-0")))
     async with db.database("postgres", "minimal") as url:
@@ -259,15 +270,17 @@ async def _minimal_processes(
         try:
             for child in children:  # the first one creates and fills the table
                 await child.start()
+            before = machine.cpu_times()
             for child in children:
                 child.send("go")
             reports = [await child.finish(within=600) for child in children]
+            busy = machine.busy_share(before, machine.cpu_times())
         finally:
             for child in children:
                 await child.close()
     ok = sum(int(r.get("ok", 0)) for r in reports)
     elapsed = max(float(r.get("elapsed", 0.0)) for r in reports)
-    return ok / elapsed if elapsed else 0.0
+    return (ok / elapsed if elapsed else 0.0), busy
 
 
 async def bare(cfg: Config, receiver: ReceiverProcess, results: Results) -> None:
@@ -470,7 +483,7 @@ async def _scale_out_deliveries(cfg: Config, receiver: ReceiverProcess) -> int:
     if cfg.scale_out_deliveries is None:
         count = cfg.deliveries
         if cfg.scale_out_seconds > 0:
-            per_s = await _minimal_processes(cfg, receiver, 1, count=count)
+            per_s, _busy = await _minimal_processes(cfg, receiver, 1, count=count)
             grown = scale_out_count(count, per_s, cfg.scale_out_seconds, cfg.scale_out_most)
             cfg.say(
                 f"  scale-out probe: the minimal loop drained {count:,} at {per_s:.0f}/s "
@@ -506,11 +519,13 @@ async def scale_out(cfg: Config, receiver: ReceiverProcess, results: Results) ->
         results[f"postgres_{processes}_proc_cpu_us"] = result.cpu_us_per_delivery
         results[f"postgres_{processes}_proc_db_cpu_us"] = db_us
         results[f"postgres_{processes}_proc_server_cpu_us"] = server_us
+        results[f"postgres_{processes}_proc_machine_busy"] = result.machine_busy
         # The server's from "go" to done is the drain's; the backends' counts the fill too.
         cfg.say(
             f"  scale-out {processes} process(es): {result.per_s:.0f}/s; workers "
             f"{result.cpu_us_per_delivery:.0f} + database server {server_us:.0f} CPU-us/delivery "
-            f"(database backends, the fill's included, {db_us:.0f}) ({counts})"
+            f"(database backends, the fill's included, {db_us:.0f}); machine busy "
+            f"{_fmt_share(result.machine_busy)} ({counts})"
         )
         for line in filter(None, (pipeline.describe(report) for report in result.children)):
             cfg.say(f"    worker process of {processes}: {line}")
@@ -532,21 +547,29 @@ async def scale_out(cfg: Config, receiver: ReceiverProcess, results: Results) ->
         ("complete", "the complete floor", True, "direct"),
         ("minimal_aiohttp", "the minimal loop through aiohttp", False, "aiohttp"),
     ):
-        floor = {
+        runs = {
             p: await _minimal_processes(cfg, receiver, p, count=n, complete=complete, client=client)
             for p in (1, 2)
         }
+        floor = {p: rate for p, (rate, _busy) in runs.items()}
         results[f"{key}_1_process_per_s"] = floor[1]
         results[f"{key}_2_processes_per_s"] = floor[2]
+        results[f"{key}_1_process_machine_busy"] = runs[1][1]
+        results[f"{key}_2_processes_machine_busy"] = runs[2][1]
         ratio = results[f"{key}_scale_out_ratio"] = floor[2] / floor[1] if floor[1] else None
         cfg.say(
             f"  scale-out of {label}: 1 process {floor[1]:.0f}/s, 2 processes "
-            f"{floor[2]:.0f}/s -> {_fmt_ratio(ratio)}"
+            f"{floor[2]:.0f}/s -> {_fmt_ratio(ratio)}; machine busy "
+            f"{_fmt_share(runs[1][1])} -> {_fmt_share(runs[2][1])}"
         )
 
 
 def _fmt_ratio(ratio: float | None) -> str:
     return "-" if ratio is None else f"{ratio:.2f}x"
+
+
+def _fmt_share(share: float | None) -> str:
+    return "-" if share is None else f"{share * 100:.0f}%"
 
 
 # -- 4. and 5. the API ---------------------------------------------------------------------------

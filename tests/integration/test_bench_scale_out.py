@@ -25,7 +25,7 @@ async def test_scale_out_reports_the_drains_server_cpu(
     floor_counts: list[int] = []
     floors = scenarios._minimal_processes
 
-    async def counted(*args: Any, count: int, **kwargs: Any) -> float:
+    async def counted(*args: Any, count: int, **kwargs: Any) -> tuple[float, float | None]:
         floor_counts.append(count)
         return await floors(*args, count=count, **kwargs)
 
@@ -47,9 +47,21 @@ async def test_scale_out_reports_the_drains_server_cpu(
     assert results["postgres_1_worker_per_s"] > 0
     assert results["postgres_2_workers_per_s"] > 0
     assert results["minimal_scale_out_ratio"] is not None
+    # How busy the whole machine was through each drain, the engine's and the floors'.
+    for key in (
+        "postgres_1_proc_machine_busy",
+        "postgres_2_proc_machine_busy",
+        *(f"{floor}_{p}_machine_busy" for floor in ("minimal", "complete", "minimal_aiohttp")
+          for p in ("1_process", "2_processes")),
+    ):  # fmt: skip
+        assert 0 < results[key] <= 1, (key, results[key])
     drains = [line for line in lines if line.startswith("  scale-out ") and "process(es)" in line]
     assert len(drains) == 2, lines
     assert all("database server" in line for line in drains), drains
+    assert all("machine busy" in line for line in drains), drains
+    floor_lines = [line for line in lines if line.startswith("  scale-out of ")]
+    assert len(floor_lines) == 3, lines
+    assert all("; machine busy " in line for line in floor_lines), floor_lines
     assert results["scale_out_deliveries"] == 400
     assert all("{'delivered': 400}" in line for line in drains), drains
     probe = "  scale-out probe: the minimal loop drained 200 "
