@@ -4,7 +4,8 @@ Every answer a receiver can give, byte for byte from a raw server, comes to the 
 ``Outcome`` through both (code, status, kept body, body size, Retry-After): the worker may
 send through either (``CONSENT_RELAY_DELIVERY_CLIENT``) and nothing a receiver sees or we
 record may depend on which. Then what only the direct client does itself: the request on
-the wire, keep-alive and when a connection is not reused, the SSRF guard on every address,
+the wire, keep-alive and when a connection is not reused, a kept connection that ends
+unanswered (sent again on a new one, where aiohttp fails), the SSRF guard on every address,
 TLS, the bound on an answer's head, and a header value that would split the request.
 """
 
@@ -53,6 +54,8 @@ class Script:
     reply: bytes
     close: bool = False
     reset: bool = False
+    # For every request after a connection's first: send this, then close (None: as the first).
+    later: bytes | None = None
 
 
 SCRIPTS: dict[str, Script] = {
@@ -118,11 +121,31 @@ SCRIPTS: dict[str, Script] = {
 # Not in SCRIPTS: whether the next POST finds the connection ended depends on which of the
 # loop's callbacks comes first (as with aiohttp): test_an_idle_connection_the_receiver_closed.
 HANGUP = Script(answer("200 OK", ["Content-Length: 2"], b"ok"), close=True)
+# Not in SCRIPTS: a receiver whose idle timeout ends a kept connection just as the next
+# request comes in (the race, made certain), unanswered or with an answer cut short. aiohttp
+# does not send a POST again on a new connection; the direct client does when nothing of an
+# answer came (http1.py says why): test_a_kept_connection_ended_unanswered_is_left_for_a_new_one.
+FIRST_ONLY = Script(answer("200 OK", ["Content-Length: 2"], b"ok"), later=b"")
+FIRST_THEN_HALF = Script(
+    answer("200 OK", ["Content-Length: 2"], b"ok"), later=b"HTTP/1.1 200 OK\r\nContent-Le"
+)
+FIRST_THEN_100 = Script(
+    answer("200 OK", ["Content-Length: 2"], b"ok"), later=answer("100 Continue", [])
+)
 # Not in SCRIPTS either: aiohttp takes a head of 300 KB (its bounds allow 1 MiB); the direct
 # client's own bound, MAX_HEAD, is 256 KiB (http1.py says why).
 OVER_HEAD = Script(
     answer("200 OK", [f"X-Filler-{n}: {'f' * 3000}" for n in range(100)] + ["Content-Length: 0"])
 )
+
+
+OTHERS = {
+    "/hangup": HANGUP,
+    "/over-head": OVER_HEAD,
+    "/first-only": FIRST_ONLY,
+    "/first-then-half": FIRST_THEN_HALF,
+    "/first-then-100": FIRST_THEN_100,
+}
 
 
 @dataclass
@@ -151,6 +174,7 @@ class RawServer:
         task = asyncio.current_task()
         assert task is not None
         self._handlers.add(task)
+        served = 0
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -161,9 +185,14 @@ class RawServer:
                 body = await reader.readexactly(length)
                 self.seen.append(Seen(number, head, body))
                 path = head.split(b" ", 2)[1].decode()
-                script = {**SCRIPTS, "/hangup": HANGUP, "/over-head": OVER_HEAD}.get(
+                script = {**SCRIPTS, **OTHERS}.get(
                     path.split("?")[0], Script(answer("404 No", ["Content-Length: 0"]))
                 )
+                served += 1
+                if served > 1 and script.later is not None:
+                    writer.write(script.later)
+                    await writer.drain()
+                    break
                 if script.reset:
                     writer.transport.abort()
                     return
@@ -345,6 +374,60 @@ async def test_an_idle_connection_the_receiver_closed_is_not_used(
     result = await sender.send(session, server.url("/ok"), BODY, HEADERS, deadline=5, pool=pool)
     assert result.ok
     assert [s.connection for s in server.seen] == [1, 2]
+
+
+async def test_a_kept_connection_ended_unanswered_is_left_for_a_new_one(
+    server: RawServer, clients: tuple[aiohttp.ClientSession, http1.Pool]
+) -> None:
+    """The receiver reads the request on the kept connection and ends it without a byte of
+    an answer: the same request, once more, on a new connection; one outcome."""
+    session, pool = clients
+    url = server.url("/first-only")
+    assert (await sender.send(session, url, BODY, HEADERS, deadline=5, pool=pool)).ok
+    result = await sender.send(session, url, BODY, HEADERS, deadline=5, pool=pool)
+    assert (result.code, result.status_code) == (outcome.OK, 200)
+    assert [s.connection for s in server.seen] == [1, 1, 2]
+    assert [s.body for s in server.seen] == [BODY] * 3
+    assert [s.head for s in server.seen[1:]] == [server.seen[0].head] * 2
+    # aiohttp, the reference, does not send a POST again: a failed attempt there.
+    assert (await sender.send(session, url, BODY, HEADERS, deadline=5)).ok
+    failed = await sender.send(session, url, BODY, HEADERS, deadline=5)
+    assert failed.code == outcome.E_CONNECTION
+    assert len(server.seen) == 5
+
+
+@pytest.mark.parametrize("path", ["/first-then-half", "/first-then-100"])
+async def test_a_kept_connection_ended_after_part_of_an_answer_is_a_failed_attempt(
+    path: str, server: RawServer, clients: tuple[aiohttp.ClientSession, http1.Pool]
+) -> None:
+    """Something of an answer came (the receiver was answering this request): not sent
+    again, whatever came."""
+    session, pool = clients
+    url = server.url(path)
+    assert (await sender.send(session, url, BODY, HEADERS, deadline=5, pool=pool)).ok
+    result = await sender.send(session, url, BODY, HEADERS, deadline=5, pool=pool)
+    assert result.code == outcome.E_CONNECTION
+    assert [s.connection for s in server.seen] == [1, 1]
+
+
+async def test_a_new_connection_ended_unanswered_is_a_failed_attempt(
+    server: RawServer, clients: tuple[aiohttp.ClientSession, http1.Pool]
+) -> None:
+    """Only a kept connection is left for another: a new one that ends unanswered is the
+    receiver's answer to this request, and then so is the new connection after a kept one."""
+    session, pool = clients
+    result = await sender.send(
+        session, server.url("/silent-close"), BODY, HEADERS, deadline=5, pool=pool
+    )
+    assert result.code == outcome.E_CONNECTION
+    assert len(server.seen) == 1
+    # A kept connection, then a new one that ends unanswered too: tried twice, not more.
+    assert (await sender.send(session, server.url("/ok"), BODY, HEADERS, deadline=5, pool=pool)).ok
+    result = await sender.send(
+        session, server.url("/silent-close"), BODY, HEADERS, deadline=5, pool=pool
+    )
+    assert result.code == outcome.E_CONNECTION
+    assert [s.connection for s in server.seen] == [1, 2, 2, 3]
 
 
 async def test_a_header_value_that_would_split_the_request_is_refused(

@@ -23,9 +23,16 @@ What it keeps from aiohttp's connector, as ``sender.make_session`` configures it
 - idle connections are kept (30 s, most recent first) per scheme, host and port, at most
   ``limit`` of them; an answer that says ``Connection: close``, an HTTP/1.0 answer, an
   unfinished body or anything odd closes the connection instead;
-- no redirects, no cookies, no decompression, no retry of a POST on another connection
-  (RFC 9112: a non-idempotent request is not repeated by the client: the delivery's own
-  schedule retries it);
+- no redirects, no cookies, no decompression;
+- a POST is sent a second time in one case only: a kept connection that ends before a byte
+  of an answer arrives (a receiver's idle timeout, 2-5 s in gunicorn, uvicorn, Node and
+  Apache, racing the request on the way) is left for a new one, once. aiohttp repeats only
+  idempotent methods there, and the delivery would fail with E_CONNECTION and wait for its
+  schedule's next try (5 s, its user's later deliveries held back meanwhile). A webhook's
+  request is idempotent by its ``webhook-id`` (Standard Webhooks: receivers deduplicate on
+  it; delivery is at least once), as a request with an idempotency key is to Go's
+  ``net/http``, which retries it on the same condition. A new connection that ends
+  unanswered, or any answer cut short, is a failed attempt as before;
 - an answer's head is bounded (``MAX_FIELD``, ``MAX_HEADERS``, ``MAX_HEAD``): a receiver
   cannot make us buffer more.
 
@@ -84,7 +91,11 @@ class ProtocolFailure(Exception):
 
 
 class Disconnected(ConnectionError):
-    """The connection ended before the answer did."""
+    """The connection ended before the answer did (``unanswered``: before any of it)."""
+
+    def __init__(self, message: str, *, unanswered: bool) -> None:
+        super().__init__(message)
+        self.unanswered = unanswered
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +163,7 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.waiter: asyncio.Future[Answer] | None = None
         self.open = False  # connected, and usable for another exchange once this one ends
+        self.answered = False  # a byte of an answer to this exchange has arrived
         self.idle_since = 0.0
         self._reset()
 
@@ -178,6 +190,7 @@ class _Connection(asyncio.Protocol):
         if self.waiter is None:  # bytes nobody asked for: this connection is not ours
             self.close()
             return
+        self.answered = True
         if not self.headers_done:
             self.head_bytes += len(data)  # (one read's worth at most is parsed past the bound)
         try:
@@ -205,7 +218,12 @@ class _Connection(asyncio.Protocol):
         if self.headers_done and not self.interim and ends_with_connection:
             self._finish(complete=True, reuse=False)  # a body delimited by the connection's end
             return
-        self._fail(Disconnected(f"the connection ended before the answer did ({exc or 'EOF'})"))
+        self._fail(
+            Disconnected(
+                f"the connection ended before the answer did ({exc or 'EOF'})",
+                unanswered=not self.answered,
+            )
+        )
 
     # -- httptools callbacks -------------------------------------------------------------------
 
@@ -286,6 +304,7 @@ class _Connection(asyncio.Protocol):
     async def exchange(self, request: bytes, body: bytes) -> Answer:
         assert self.transport is not None
         waiter = self.waiter = self.pool.loop.create_future()
+        self.answered = False
         self.transport.writelines((request, body))
         try:
             answer: Answer = await waiter
@@ -341,12 +360,21 @@ class Pool:
         """POST ``body`` with ``headers`` to ``url``: the answer, or an exception."""
         tgt = target(url)
         request = request_bytes(tgt, headers, body)
-        connection = self._idle_one(tgt.key) or await self._connect(tgt)
-        try:
-            answer = await connection.exchange(request, body)
-        except BaseException:
-            connection.close()
-            raise
+        connection = self._idle_one(tgt.key)
+        kept = connection is not None
+        while True:
+            if connection is None:
+                connection = await self._connect(tgt)
+            try:
+                answer = await connection.exchange(request, body)
+                break
+            except BaseException as exc:
+                connection.close()
+                # A kept connection the receiver ended as the request went out, before a byte
+                # of an answer (its idle timeout): once more, on a new connection.
+                if not (kept and isinstance(exc, Disconnected) and exc.unanswered):
+                    raise
+                connection, kept = None, False
         if connection.open and not self.closed:
             self._release(connection)
         else:
