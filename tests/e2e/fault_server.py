@@ -17,6 +17,8 @@ in full first, so the client always gets as far as sending. Paths:
     /redirect        302 to ``/target`` on this server (a loopback URL)
     /target          204: the redirect's target, which must never be reached
     /gone            410 Gone
+    /impatient       204 on a connection it keeps, then ends it without a word as the next
+                     request on it comes in (an idle timeout racing the request, made certain)
     anything else    404
 """
 
@@ -44,6 +46,7 @@ class FaultServer:
     hits: Counter[str] = field(default_factory=Counter)  # requests read, per path
     open: Counter[str] = field(default_factory=Counter)  # connections held now, per path
     bytes_sent: Counter[str] = field(default_factory=Counter)
+    answered: Counter[str] = field(default_factory=Counter)  # answers sent (/impatient's)
     _server: asyncio.Server | None = None
     _handlers: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -141,6 +144,11 @@ class FaultServer:
             await self._answer(path, writer, "204 No Content")
         elif path == "/gone":
             await self._answer(path, writer, "410 Gone", b"this webhook is gone")
+        elif path == "/impatient":
+            await self._write(path, writer, b"HTTP/1.1 204 No Content\r\n\r\n")  # kept
+            self.answered[path] += 1
+            await self._read_request(reader)  # the next request on it: read, never answered
+            self.hits[path] += 1
         else:
             await self._answer(path, writer, "404 Not Found")
 

@@ -126,6 +126,9 @@ HANGUP = Script(answer("200 OK", ["Content-Length: 2"], b"ok"), close=True)
 # does not send a POST again on a new connection; the direct client does when nothing of an
 # answer came (http1.py says why): test_a_kept_connection_ended_unanswered_is_left_for_a_new_one.
 FIRST_ONLY = Script(answer("200 OK", ["Content-Length: 2"], b"ok"), later=b"")
+# The same after an answer without a length (204, the commonest a webhook gets): the ended
+# connection once passed for an answer ended by the connection's close, the last answer's.
+FIRST_204_ONLY = Script(answer("204 No Content", []), later=b"")
 FIRST_THEN_HALF = Script(
     answer("200 OK", ["Content-Length: 2"], b"ok"), later=b"HTTP/1.1 200 OK\r\nContent-Le"
 )
@@ -143,6 +146,7 @@ OTHERS = {
     "/hangup": HANGUP,
     "/over-head": OVER_HEAD,
     "/first-only": FIRST_ONLY,
+    "/first-204-only": FIRST_204_ONLY,
     "/first-then-half": FIRST_THEN_HALF,
     "/first-then-100": FIRST_THEN_100,
 }
@@ -376,17 +380,19 @@ async def test_an_idle_connection_the_receiver_closed_is_not_used(
     assert [s.connection for s in server.seen] == [1, 2]
 
 
+@pytest.mark.parametrize(("path", "status"), [("/first-only", 200), ("/first-204-only", 204)])
 async def test_a_kept_connection_ended_unanswered_is_left_for_a_new_one(
-    server: RawServer, clients: tuple[aiohttp.ClientSession, http1.Pool]
+    path: str, status: int, server: RawServer, clients: tuple[aiohttp.ClientSession, http1.Pool]
 ) -> None:
     """The receiver reads the request on the kept connection and ends it without a byte of
-    an answer: the same request, once more, on a new connection; one outcome."""
+    an answer: the same request, once more, on a new connection; one outcome, the new
+    connection's answer (never the last answer on the ended one, taken for this one's)."""
     session, pool = clients
-    url = server.url("/first-only")
+    url = server.url(path)
     assert (await sender.send(session, url, BODY, HEADERS, deadline=5, pool=pool)).ok
     result = await sender.send(session, url, BODY, HEADERS, deadline=5, pool=pool)
-    assert (result.code, result.status_code) == (outcome.OK, 200)
-    assert [s.connection for s in server.seen] == [1, 1, 2]
+    assert (result.code, result.status_code) == (outcome.OK, status)
+    assert [s.connection for s in server.seen] == [1, 1, 2]  # answered by the new one
     assert [s.body for s in server.seen] == [BODY] * 3
     assert [s.head for s in server.seen[1:]] == [server.seen[0].head] * 2
     # aiohttp, the reference, does not send a POST again: a failed attempt there.

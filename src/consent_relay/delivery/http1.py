@@ -304,6 +304,10 @@ class _Connection(asyncio.Protocol):
     async def exchange(self, request: bytes, body: bytes) -> Answer:
         assert self.transport is not None
         waiter = self.waiter = self.pool.loop.create_future()
+        # Nothing of the last answer on this connection may stand for this one's: a kept
+        # connection that ended unanswered after a 204 (no length: ended by the close) was
+        # once taken for an answer, the last one's, and the delivery for delivered.
+        self._reset()
         self.answered = False
         self.transport.writelines((request, body))
         try:
