@@ -275,6 +275,33 @@ async def test_both_clients_come_to_the_same_outcome(
     assert comparable(again) == comparable(reference)
 
 
+@pytest.mark.parametrize("first", sorted(SCRIPTS))
+async def test_every_answer_after_every_answer_comes_to_the_same_outcome(
+    first: str, server: RawServer
+) -> None:
+    """Each answer after each other one, through each client on its own connections: the
+    second request goes on the connection the first left, if either kept it. What the last
+    answer left in a kept connection must not decide the next one's outcome (a kept
+    connection ended unanswered after a 204 once passed for an answer, the 204 again)."""
+    for second in sorted(SCRIPTS):
+        outcomes = []
+        for direct in (False, True):
+            session = sender.make_session(SETTINGS, limit=10)
+            pool = sender.make_pool(SETTINGS, limit=10) if direct else None
+            try:
+                for path in (first, second):
+                    result = await sender.send(
+                        session, server.url(path), BODY, HEADERS, deadline=5, pool=pool
+                    )
+                outcomes.append(comparable(result))
+            finally:
+                await session.close()
+                if pool is not None:
+                    await pool.close()
+        reference, through_direct = outcomes
+        assert through_direct == reference, (first, second, through_direct, reference)
+
+
 EXPECTED: dict[str, tuple[str, int | None, int | None]] = {
     # a few outcomes spelled out, so that the two clients cannot agree on a wrong one
     "/ok": (outcome.OK, 200, 5),
